@@ -1,0 +1,197 @@
+"""The `pneumo` command: argument parsing and printing only; the work is in the library."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pneumo.errors import PneumoError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Pneumonia detection on pediatric chest X-rays.")
+data_app = typer.Typer(no_args_is_help=True, help="Look at a dataset before training on it.")
+app.add_typer(data_app, name="data")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if isinstance(value, float):
+        return "n/a" if value != value else f"{value:.{digits}f}"
+    return str(value)
+
+
+@data_app.command("summary")
+def data_summary(
+    data: Path = typer.Argument(..., help="Kaggle-style root, class-folder directory or CSV manifest."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    no_check: bool = typer.Option(False, "--no-check", help="Skip decoding every image."),
+) -> None:
+    """Counts per split, class and pathogen; patients; class weights; warnings."""
+    from pneumo.data.summary import summarize
+
+    summary = summarize(data, check_images=not no_check, progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    splits = summary["splits"]
+    table = Table(title=f"{summary['root']} ({summary['layout']} layout)")
+    table.add_column("")
+    for name in splits:
+        table.add_column(name, justify="right")
+    rows = {
+        "images": lambda s: str(s["images"]),
+        "NORMAL": lambda s: str(s["classes"]["NORMAL"]),
+        "PNEUMONIA": lambda s: str(s["classes"]["PNEUMONIA"]),
+        "  bacteria": lambda s: str(s["pathogens"].get("bacteria", 0)),
+        "  virus": lambda s: str(s["pathogens"].get("virus", 0)),
+        "patients (NORMAL / PNEUMONIA)": lambda s: f"{s['patients']} ({s['patients_by_class']['NORMAL']} / {s['patients_by_class']['PNEUMONIA']})",
+        "images per patient (mean, max)": lambda s: f"{s['images_per_patient']['mean']:.2f}, {s['images_per_patient']['max']}",
+        "PNEUMONIA : NORMAL": lambda s: f"{s['pneumonia_to_normal']:.2f} : 1",
+        "class weight NORMAL": lambda s: _fmt(s["class_weights"]["NORMAL"]),
+        "class weight PNEUMONIA": lambda s: _fmt(s["class_weights"]["PNEUMONIA"]),
+    }
+    for label, cell in rows.items():
+        table.add_row(label, *(cell(s) for s in splits.values()))
+    console.print(table)
+    for warning in summary["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
+    if not summary["warnings"]:
+        console.print("[green]no problems found[/]")
+
+
+@data_app.command("preview")
+def data_preview(
+    data: Path = typer.Argument(..., help="Dataset to draw from."),
+    out: Path = typer.Option(..., "--out", help="PNG file to write."),
+    split: Optional[str] = typer.Option(None, help="Split to draw from (default: train, or the only one)."),
+    n: int = typer.Option(16, help="Number of images."),
+    size: int = typer.Option(180, help="Side in pixels each image is resized to."),
+    seed: int = typer.Option(0, help="Which random batch."),
+) -> None:
+    """The notebook's grid of a batch with NORMAL/PNEUMONIA titles, as PNG."""
+    from pneumo.data.preview import preview
+
+    console.print(f"wrote {preview(data, out, split=split, n=n, size=size, seed=seed)}")
+
+
+@app.command()
+def train(
+    config: str = typer.Option("default", "--config", help="Recipe: a YAML file or a shipped name (seed, default, cpu)."),
+    out: Path = typer.Option(..., "--out", help="Run folder to create."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key, e.g. --set epochs=5 (repeatable)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train a model; writes config, split, history, plots, checkpoints and a validation report."""
+    from pneumo.config import load_config
+    from pneumo.training import train as run_training
+
+    cfg = load_config(config, set_ or [])
+    result = run_training(cfg, out, overwrite=overwrite, progress=not quiet)
+    r = result.report
+    console.print(
+        f"[bold]validation[/] ({cfg.split} split, epoch {r['epoch']}, threshold {r['threshold']:.3g}): "
+        f"accuracy {_fmt(r['accuracy'])} [{_fmt(r['ci95']['accuracy'][0])}, {_fmt(r['ci95']['accuracy'][1])}]  "
+        f"ROC AUC {_fmt(r['roc_auc'])}  recall {_fmt(r['recall'])}  specificity {_fmt(r['specificity'])}"
+    )
+    if r["leak"]["patients_in_both"]:
+        seen, unseen = r["leak"]["seen"], r["leak"]["unseen"]
+        console.print(
+            f"[yellow]leak:[/] {r['leak']['patients_in_both']} patients in both train and val; val accuracy on "
+            f"their images {_fmt(seen['accuracy'] if seen else float('nan'))} vs "
+            f"{_fmt(unseen['accuracy'] if unseen else float('nan'))} on unseen patients"
+        )
+    console.print(f"{r['seconds_per_epoch']:.1f} s/epoch; run folder: {result.run_dir}")
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Argument(..., help="Class-folder directory (e.g. an official test/), Kaggle root with --split, or manifest."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Run folder or checkpoint (default: the bundled model)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of a Kaggle-style root, e.g. test."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report (with every prediction) here."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for roc.png and confusion.png."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% intervals."),
+) -> None:
+    """Metrics at the model's stored threshold (and at 0.5) with 95% bootstrap intervals."""
+    from pneumo.evaluation import evaluate as run_evaluation
+    from pneumo.evaluation import write_report
+
+    report = run_evaluation(data, model=model, split=split, n_boot=bootstrap, plots_dir=plots, progress=sys.stderr.isatty())
+    table = Table(title=f"{report['n']} images, threshold {report['threshold']:.3g}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    table.add_column("at 0.5", justify="right")
+    for key in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "loss"):
+        ci = report["ci95"].get(key)
+        table.add_row(key, _fmt(report[key]), f"{_fmt(ci[0])} - {_fmt(ci[1])}" if ci else "", _fmt(report["at_0.5"][key]))
+    console.print(table)
+    (tn, fp), (fn, tp) = report["confusion_matrix"]
+    console.print(f"confusion: TN {tn}  FP {fp}  FN {fn}  TP {tp}")
+    if json_out:
+        console.print(f"wrote {write_report(report, json_out)}")
+
+
+@app.command()
+def predict(
+    paths: List[Path] = typer.Argument(..., help="Image files or folders."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Run folder or checkpoint (default: the bundled model)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """P(pneumonia) and the label at the model's threshold for each image."""
+    from pneumo.prediction import predict as run_prediction
+
+    results = run_prediction(paths, model=model)
+    if as_json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    table = Table()
+    for col in ("file", "P(pneumonia)", "label"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.path, f"{r.probability:.3f}", r.label)
+    console.print(table)
+
+
+@app.command()
+def models() -> None:
+    """The architectures `--set model=NAME` accepts."""
+    from pneumo.models import available_models, model_spec
+
+    table = Table()
+    for col in ("name", "default size", "description"):
+        table.add_column(col)
+    for name in available_models():
+        spec = model_spec(name)
+        table.add_row(name, str(spec.image_size), spec.description)
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2; Ctrl-C exits 130."""
+    try:
+        app(standalone_mode=False)
+    except PneumoError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; checkpoints written so far are complete")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,92 @@
+"""Every picture pneumo draws: batch grid, training history, ROC, confusion matrix."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+__all__ = ["batch_grid", "history_panels", "roc_plot", "confusion_plot"]
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def batch_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path, columns: int = 4) -> Path:
+    """The notebook's grid of a batch: images in gray with their class as the title."""
+    rows = -(-len(images) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.5 * columns, 2.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def history_panels(history: Sequence[dict], path: str | Path) -> Path:
+    """The notebook's four panels (precision, recall, accuracy, loss), train vs validation per epoch."""
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, 4, figsize=(20, 3.6))
+    for ax, metric in zip(axes, ("precision", "recall", "accuracy", "loss")):
+        ax.plot(epochs, [row[f"train_{metric}"] for row in history], marker=".", label="train")
+        ax.plot(epochs, [row[f"val_{metric}"] for row in history], marker=".", label="val")
+        ax.set_title(f"Model {metric}")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, path)
+
+
+def roc_plot(y_true: Sequence[int], prob: Sequence[float], path: str | Path, threshold: float | None = None, title: str = "ROC") -> Path:
+    """ROC curve with its AUC, and the operating point at the decision threshold."""
+    from sklearn.metrics import roc_auc_score
+
+    y, p = np.asarray(y_true), np.asarray(prob)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--")
+    if len(np.unique(y)) == 2:
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, lw=2, label=f"AUC {roc_auc_score(y, p):.3f}")
+        if threshold is not None:
+            pred = p >= threshold
+            sens = pred[y == 1].mean()
+            spec = 1 - pred[y == 0].mean()
+            ax.plot(1 - spec, sens, "o", color="C3", label=f"threshold {threshold:.3g}")
+        ax.legend(loc="lower right")
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def confusion_plot(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, title: str = "Confusion matrix") -> Path:
+    """Counts with row percentages, true class down the side."""
+    cm = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(1.6 * len(classes) + 1.5, 1.4 * len(classes) + 1.2))
+    ax.imshow(cm, cmap="Blues")
+    rows = cm.sum(axis=1, keepdims=True).clip(min=1)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            dark = cm[i, j] > cm.max() / 2
+            ax.text(j, i, f"{cm[i, j]}\n{100 * cm[i, j] / rows[i, 0]:.0f}%", ha="center", va="center", color="white" if dark else "black")
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return _save(fig, path)

@@ -1,0 +1,41 @@
+"""The one preprocessing path shared by training, evaluation and prediction (no train/serve skew).
+
+Stage 1, `resize_image`: decoded uint8 [H, W] -> uint8 [S, S] (cached on disk for training).
+Stage 2, `normalise`: a uint8 batch on any device -> float [B, 1, S, S] with the model's mean/std.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pneumo.data.io import read_image
+
+__all__ = ["resize_image", "load_image", "normalise", "PREPROCESS_VERSION"]
+
+# Bump when stage 1 changes: it is part of the cache key.
+PREPROCESS_VERSION = 1
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size (aspect ratio not kept, as in the notebook), antialiased bilinear."""
+    if image.shape == (size, size):
+        return np.ascontiguousarray(image, dtype=np.uint8)
+    resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def load_image(path: str | Path, size: int) -> np.ndarray:
+    """A file as the model sees it before normalisation: uint8 [size, size]."""
+    return resize_image(read_image(path, size_hint=size), size)
+
+
+def normalise(batch: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 [B, S, S] (or float in [0, 1] [B, 1, S, S]) -> float [B, 1, S, S], (x/255 - mean) / std."""
+    if batch.dtype == torch.uint8:
+        batch = batch.float().div_(255.0)
+    if batch.dim() == 3:
+        batch = batch.unsqueeze(1)
+    return (batch - mean) / std

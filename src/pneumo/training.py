@@ -1,0 +1,317 @@
+"""Training, top to bottom: data -> split -> cache -> model -> epochs -> checkpoints -> report.
+
+A run folder holds everything about one run: config.yaml, split.csv, history.csv,
+history.png, roc.png, confusion.png, val_report.json, checkpoints/{last,best}/ and model/
+(the chosen checkpoint with its decision threshold). It is never overwritten silently.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from sklearn.metrics import log_loss
+
+from pneumo import __version__
+from pneumo.checkpoint import class_probabilities, save_checkpoint, task_classes
+from pneumo.config import Config, config_to_dict
+from pneumo.data.augment import augment_batch
+from pneumo.data.cache import cached_images
+from pneumo.data.layout import Record, discover
+from pneumo.data.loader import ArrayBatches
+from pneumo.data.split import shared_patients, split_records, subsample, write_split
+from pneumo.errors import PneumoError
+from pneumo.evaluation import write_report
+from pneumo.metrics import binary_metrics, bootstrap_intervals, multiclass_metrics, youden_threshold
+from pneumo.models import create_model, model_spec
+from pneumo.plots import confusion_plot, history_panels, roc_plot
+from pneumo.preprocess import normalise
+from pneumo.progress import make_progress
+
+__all__ = ["train", "TrainResult", "pick_device"]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict[str, float]]
+    report: dict[str, Any]
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' is CUDA when available, else CPU; asking for CUDA without one is a user error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PneumoError("config asks for device 'cuda' but no CUDA GPU is available; use --set device=cpu")
+    return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+def prepare_run_dir(out: str | Path, overwrite: bool) -> Path:
+    """An empty run folder; an existing non-empty one only with overwrite, and only if it is a run."""
+    run_dir = Path(out)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise PneumoError(f"run folder {run_dir} already exists and is not empty; choose another --out or pass --overwrite")
+        if not (run_dir / "config.yaml").exists():
+            raise PneumoError(f"{run_dir} is not empty and does not look like a pneumo run folder; refusing to overwrite it")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def training_records(config: Config) -> list[Record]:
+    """The images the run learns from (before the validation split)."""
+    dataset = discover(config.data)
+    if dataset.layout == "kaggle" or len(dataset.splits) > 1:
+        records = list(dataset.split(config.train_split))
+        if config.merge_val and "val" in dataset.splits and config.train_split != "val":
+            records += dataset.splits["val"]
+    else:
+        records = list(dataset.split(None))
+    if config.task == "pathogen":
+        unknown = [r for r in records if r.label == "PNEUMONIA" and r.pathogen is None]
+        if unknown:
+            raise PneumoError(f"{len(unknown)} pneumonia images have no bacteria/virus in their name or manifest (e.g. {unknown[0].path}); the pathogen task needs it")
+    return subsample(records, config.limit, config.seed, config.task)
+
+
+def class_weights(targets: np.ndarray, n_classes: int, balance: str) -> torch.Tensor:
+    """w_c = N / (K * N_c), as in the notebook (K = 2 there); ones when balancing is off."""
+    if balance == "none":
+        return torch.ones(n_classes)
+    counts = np.bincount(targets, minlength=n_classes).astype(float)
+    return torch.tensor(len(targets) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+def make_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Linear warm-up, then constant or cosine decay to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def task_loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, task: str, smoothing: float) -> torch.Tensor:
+    """Class-weighted loss, averaged over the batch as Keras does with class_weight."""
+    if task == "binary":
+        target = y.float() * (1 - smoothing) + 0.5 * smoothing
+        per_image = F.binary_cross_entropy_with_logits(logits[:, 0], target, reduction="none")
+    else:
+        per_image = F.cross_entropy(logits, y, reduction="none", label_smoothing=smoothing)
+    return (weights[y] * per_image).mean()
+
+
+def epoch_metrics(prefix: str, targets: np.ndarray, probs: np.ndarray, task: str) -> dict[str, float]:
+    """History columns: loss, accuracy, precision, recall, ROC AUC of P(pneumonia) at 0.5."""
+    m = binary_metrics(targets > 0, 1 - probs[:, 0], 0.5)
+    row = {f"{prefix}_{k}": m[k] for k in ("accuracy", "precision", "recall", "roc_auc")}
+    if task == "pathogen":
+        row[f"{prefix}_accuracy_3class"] = float((probs.argmax(1) == targets).mean())
+    return row
+
+
+def validation_report(
+    val: list[Record], probs: np.ndarray, threshold: float, task: str, train: list[Record], n_boot: int, seed: int
+) -> dict[str, Any]:
+    """Metrics of the chosen model on validation, with patient-clustered 95% CIs and the leak check."""
+    y = np.array([r.target("binary") for r in val])
+    p = 1 - probs[:, 0]
+    report: dict[str, Any] = binary_metrics(y, p, threshold)
+    report["ci95"] = bootstrap_intervals(y, p, threshold, groups=[r.patient_id for r in val], n_boot=n_boot, seed=seed)
+    report["at_0.5"] = binary_metrics(y, p, 0.5)
+    if task == "pathogen":
+        report["pathogen"] = multiclass_metrics([r.target(task) for r in val], probs, task_classes(task))
+    leaked = shared_patients(train, val)
+    seen = np.array([r.patient_id in leaked for r in val])
+    report["leak"] = {
+        "patients_in_both": len(leaked),
+        "val_images_of_patients_seen_in_train": int(seen.sum()),
+        "seen": binary_metrics(y[seen], p[seen], threshold) if seen.any() else None,
+        "unseen": binary_metrics(y[~seen], p[~seen], threshold) if (~seen).any() else None,
+    }
+    return report
+
+
+def _write_history(path: Path, history: list[dict[str, float]]) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def train(
+    config: Config,
+    out: str | Path,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    n_boot: int = 1000,
+) -> TrainResult:
+    """Train one model as the config says and write its run folder.
+
+    Example:
+        >>> result = train(load_config("seed", ["epochs=1", "limit=200"]), "runs/try")
+        >>> result.report["roc_auc"]
+    """
+    run_dir = prepare_run_dir(out, overwrite)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    torch.manual_seed(config.seed)
+    device = pick_device(config.device)
+    spec = model_spec(config.model)
+    classes = task_classes(config.task)
+    n_outputs = 1 if config.task == "binary" else len(classes)
+
+    # data: records -> split -> decoded once into the cache -> tensors on the training device
+    records = training_records(config)
+    train_recs, val_recs = split_records(records, config.val_fraction, config.seed, config.split, config.task)
+    write_split(run_dir / "split.csv", {"train": train_recs, "val": val_recs})
+    images, data_fingerprint = cached_images(train_recs + val_recs, config.image_size, config.cache_dir or None, config.workers, progress)
+    y_all = np.array([r.target(config.task) for r in train_recs + val_recs])
+    n_train = len(train_recs)
+    x_train = torch.from_numpy(images[:n_train]).to(device)
+    y_train = torch.from_numpy(y_all[:n_train]).to(device)
+    x_val, y_val = images[n_train:], y_all[n_train:]
+    leaked = shared_patients(train_recs, val_recs)
+    log(
+        f"data: {n_train} train / {len(val_recs)} val images ({config.split} split, "
+        f"{len(leaked)} patients on both sides); pneumonia share {np.mean(y_all > 0):.2f}; device {device}"
+    )
+
+    # model, loss weights, optimiser, schedule
+    model = create_model(config.model, num_outputs=n_outputs, image_size=config.image_size, dropout=config.dropout).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    weights = class_weights(y_all[:n_train], len(classes), config.balance).to(device)
+    log(f"model: {config.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters); class weights {[round(w, 3) for w in weights.tolist()]}")
+    optimizer = make_optimizer(config, model)
+    batches = ArrayBatches(x_train, y_train, config.batch_size, shuffle=True, seed=config.seed, drop_last=n_train > config.batch_size)
+    total_steps = config.epochs * len(batches)
+    warmup = int(config.warmup_epochs * len(batches))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup, config.schedule))
+    augment_rng = torch.Generator(device=device).manual_seed(config.seed)
+    use_amp = config.amp and device.type == "cuda"
+
+    meta = {
+        "architecture": config.model,
+        "task": config.task,
+        "classes": classes,
+        "num_outputs": n_outputs,
+        "image_size": config.image_size,
+        "in_chans": 1,
+        "mean": spec.mean,
+        "std": spec.std,
+        "dropout": config.dropout,
+        "threshold": 0.5,
+        "config": config_to_dict(config),
+        "data_source": str(config.data),
+        "data_fingerprint": data_fingerprint,
+        "n_train": n_train,
+        "n_val": len(val_recs),
+        "pneumo_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    history: list[dict[str, float]] = []
+    best_score, best_epoch = -math.inf, 0
+    started = time.perf_counter()
+    with make_progress(progress) as bar:
+        task_id = bar.add_task("training", total=total_steps, info="")
+        for epoch in range(1, config.epochs + 1):
+            epoch_start = time.perf_counter()
+            model.train()
+            losses, seen_probs, seen_targets = [], [], []
+            for step, (x, y) in enumerate(batches):
+                x = augment_batch(x.unsqueeze(1).float().div_(255), config.augment, augment_rng)
+                x = normalise(x, spec.mean, spec.std)
+                if device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                    logits = model(x)
+                loss = task_loss(logits.float(), y, weights, config.task, config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.detach())
+                seen_probs.append(torch.softmax(logits.detach().float(), 1) if n_outputs > 1 else torch.sigmoid(logits.detach().float()))
+                seen_targets.append(y)
+                bar.advance(task_id)
+                if step % 25 == 0:
+                    bar.update(task_id, info=f"epoch {epoch}/{config.epochs} loss {loss.item():.4f}")
+            step_losses = torch.stack(losses).float().cpu()
+            if not torch.isfinite(step_losses).all():
+                bad = int((~torch.isfinite(step_losses)).nonzero()[0])
+                raise PneumoError(
+                    f"loss became {step_losses[bad].item()} at epoch {epoch}, step {bad + 1}; try a lower lr "
+                    f"(now {config.lr}), amp=false, or check the data. The last good checkpoint is in {run_dir / 'checkpoints' / 'last'}"
+                )
+            train_probs = torch.cat(seen_probs).cpu()
+            if n_outputs == 1:
+                train_probs = torch.cat([1 - train_probs, train_probs], dim=1)
+            val_probs = class_probabilities(model, x_val, config.task, spec.mean, spec.std, config.eval_batch_size)
+            row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": float(step_losses.mean())}
+            row |= epoch_metrics("train", torch.cat(seen_targets).cpu().numpy(), train_probs.numpy(), config.task)
+            row["val_loss"] = float(log_loss(y_val, np.clip(val_probs, 1e-7, 1), labels=list(range(len(classes)))))
+            row |= epoch_metrics("val", y_val, val_probs, config.task)
+            row["seconds"] = time.perf_counter() - epoch_start
+            history.append(row)
+            _write_history(run_dir / "history.csv", history)
+
+            score = -row["val_loss"] if config.select_metric == "loss" else row[f"val_{config.select_metric}"]
+            epoch_meta = {**meta, "epoch": epoch, "val_metrics": {k: v for k, v in row.items() if k.startswith("val_")}}
+            save_checkpoint(run_dir / "checkpoints" / "last", model, epoch_meta)
+            if not math.isnan(score) and score > best_score:
+                best_score, best_epoch = score, epoch
+                save_checkpoint(run_dir / "checkpoints" / "best", model, epoch_meta)
+            bar.console.print(
+                f"epoch {epoch:>3}/{config.epochs}  loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+                f"val_acc {row['val_accuracy']:.3f}  val_auc {row['val_roc_auc']:.3f}  {row['seconds']:.1f}s"
+            ) if progress else log(f"epoch {epoch}/{config.epochs} val_auc {row['val_roc_auc']:.4f} {row['seconds']:.1f}s")
+
+    # the run's model: best or last epoch, with a decision threshold chosen on validation
+    chosen_epoch = best_epoch if config.select == "best" and best_epoch else config.epochs
+    if chosen_epoch != config.epochs:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(run_dir / "checkpoints" / "best" / "weights.safetensors")))
+    val_probs = class_probabilities(model, x_val, config.task, spec.mean, spec.std, config.eval_batch_size)
+    y_val_binary = (y_val > 0).astype(int)
+    threshold = youden_threshold(y_val_binary, 1 - val_probs[:, 0]) if config.threshold == "youden" else float(config.threshold)
+    report = validation_report(val_recs, val_probs, threshold, config.task, train_recs, n_boot, config.seed)
+    report |= {"epoch": chosen_epoch, "threshold_method": str(config.threshold), "seconds_total": time.perf_counter() - started}
+    report["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in history]))
+    report["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {device}"
+    final_meta = {
+        **meta,
+        "epoch": chosen_epoch,
+        "threshold": threshold,
+        "threshold_method": str(config.threshold),
+        "val_metrics": {k: report[k] for k in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "loss")},
+        "val_ci95": report["ci95"],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    save_checkpoint(run_dir / "model", model, final_meta)
+    write_report(report, run_dir / "val_report.json")
+    history_panels(history, run_dir / "history.png")
+    roc_plot(y_val_binary, 1 - val_probs[:, 0], run_dir / "roc.png", threshold, title=f"Validation ROC ({config.split} split)")
+    confusion_plot(report["confusion_matrix"], ["NORMAL", "PNEUMONIA"], run_dir / "confusion.png", title=f"Validation, threshold {threshold:.3g}")
+    return TrainResult(run_dir, history, report)

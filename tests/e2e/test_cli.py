@@ -1,0 +1,97 @@
+"""The `pneumo` command as a user runs it: real subprocesses, real data, exit codes and messages."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+
+def pneumo(*args: object, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "pneumo", *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pneumo {args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    message = " ".join(proc.stderr.split())  # Rich may wrap long lines
+    assert message.startswith("error:"), message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_summary_json(kaggle_root: Path) -> None:
+    summary = json.loads(pneumo("data", "summary", kaggle_root, "--json").stdout)
+    assert summary["layout"] == "kaggle"
+    assert summary["splits"]["train"]["classes"] == {"NORMAL": 80, "PNEUMONIA": 120}
+    assert summary["splits"]["test"]["images"] == 50
+    assert summary["splits"]["train"]["class_weights"]["NORMAL"] == pytest.approx(200 / 160)
+
+
+def test_summary_table_names_the_counts(kaggle_root: Path) -> None:
+    out = pneumo("data", "summary", kaggle_root).stdout
+    assert "class weight NORMAL" in out and "120" in out
+
+
+def test_preview_writes_a_grid(kaggle_root: Path, tmp_path: Path) -> None:
+    pneumo("data", "preview", kaggle_root, "--out", tmp_path / "grid.png")
+    with Image.open(tmp_path / "grid.png") as img:
+        assert img.format == "PNG" and img.width > 500 and img.height > 500
+
+
+def test_train_then_evaluate_from_the_command_line(kaggle_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    out = pneumo("train", "--config", "cpu", "--set", f"data={kaggle_root}", "--set", "epochs=2", "--set", "image_size=64", "--out", run, "--quiet").stdout
+    assert "validation" in out and "ROC AUC" in out
+    report_path = tmp_path / "report.json"
+    table = pneumo("evaluate", kaggle_root / "chest_xray" / "test", "--model", run, "--json", report_path, "--bootstrap", "100").stdout
+    assert "accuracy" in table and "95% CI" in table
+    report = json.loads(report_path.read_text())
+    for key in ("n", "threshold", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "predictions"):
+        assert key in report
+    assert report["n"] == 50 == len(report["predictions"])
+    # the same set through the Kaggle root and --split gives the same numbers
+    again = tmp_path / "again.json"
+    pneumo("evaluate", kaggle_root, "--split", "test", "--model", run, "--json", again, "--bootstrap", "100")
+    assert json.loads(again.read_text())["accuracy"] == report["accuracy"]
+    predictions = json.loads(pneumo("predict", kaggle_root / "chest_xray" / "test" / "NORMAL", "--model", run, "--json").stdout)
+    assert len(predictions) == 20 and {p["label"] for p in predictions} <= {"NORMAL", "PNEUMONIA"}
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    assert_user_error(pneumo("data", "summary", tmp_path / "nowhere", check=False), "does not exist")
+
+
+def test_empty_class_folder(tmp_path: Path) -> None:
+    (tmp_path / "NORMAL").mkdir()
+    (tmp_path / "PNEUMONIA").mkdir()
+    assert_user_error(pneumo("data", "summary", tmp_path, check=False), "NORMAL", "has no .jpeg/.jpg/.png images")
+
+
+def test_unreadable_image_is_named(trained_run: Path, small_folder: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_folder, data)
+    victim = sorted((data / "PNEUMONIA").glob("*.jpeg"))[0]
+    victim.write_bytes(victim.read_bytes()[:300])
+    assert_user_error(pneumo("evaluate", data, "--model", trained_run, check=False), victim.name)
+
+
+def test_unknown_config_key(tmp_path: Path) -> None:
+    assert_user_error(pneumo("train", "--config", "seed", "--set", "epohcs=3", "--out", tmp_path / "r", check=False), "unknown config key 'epohcs'")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: seed_cnn\nlearning_rate: 0.1\n")
+    assert_user_error(pneumo("train", "--config", bad, "--out", tmp_path / "r", check=False), "unknown config key 'learning_rate'")
+
+
+def test_evaluate_without_a_model_says_what_to_do(small_folder: Path) -> None:
+    # no model ships inside the package yet (issue 4): the error must point to --model
+    assert_user_error(pneumo("evaluate", small_folder, check=False), "no bundled model", "--model")

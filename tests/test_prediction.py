@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pneumo.errors import PneumoError
+from pneumo.prediction import load_model, predict
+
+
+def test_predictions_use_the_stored_threshold(trained_run: Path, kaggle_root: Path) -> None:
+    folder = kaggle_root / "chest_xray" / "test"
+    results = predict([folder], model=trained_run)
+    assert len(results) == 50
+    threshold = load_model(trained_run).threshold
+    for r in results:
+        assert r.threshold == threshold
+        assert r.label == ("PNEUMONIA" if r.probability >= threshold else "NORMAL")
+        assert r.class_probabilities["PNEUMONIA"] == pytest.approx(r.probability, abs=1e-6)
+
+
+def test_same_image_same_answer_alone_or_in_a_batch(trained_run: Path, kaggle_root: Path) -> None:
+    files = sorted((kaggle_root / "chest_xray" / "test" / "NORMAL").glob("*.jpeg"))[:5]
+    batch = predict(files, model=trained_run)
+    alone = predict([files[2]], model=trained_run)
+    assert alone[0].probability == pytest.approx(batch[2].probability, abs=1e-5)
+
+
+def test_missing_file_is_a_user_error(trained_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(PneumoError, match="does not exist"):
+        predict([tmp_path / "nope.jpeg"], model=trained_run)

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pneumo.checkpoint import load_checkpoint
+from pneumo.config import load_config
+from pneumo.errors import PneumoError
+from pneumo.training import class_weights, lr_factor, train
+
+import numpy as np
+
+
+def _quiet(**kwargs: object) -> dict:
+    return {"progress": False, "log": lambda _: None, "n_boot": 50, **kwargs}
+
+
+def test_run_folder_holds_everything_about_the_run(trained_run: Path, kaggle_root: Path) -> None:
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"config.yaml", "split.csv", "history.csv", "history.png", "roc.png", "confusion.png", "val_report.json", "model", "checkpoints"} <= names
+    assert {p.name for p in (trained_run / "checkpoints").iterdir()} == {"best", "last"}
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert config["model"] == "resnet18" and config["image_size"] == 64 and config["epochs"] == 3
+
+    with (trained_run / "split.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 200  # every training image of the archive, none of its test split
+    train_patients = {r["patient_id"] for r in rows if r["split"] == "train"}
+    val_patients = {r["patient_id"] for r in rows if r["split"] == "val"}
+    assert val_patients and not train_patients & val_patients
+
+    with (trained_run / "history.csv").open() as fh:
+        history = list(csv.DictReader(fh))
+    assert [int(h["epoch"]) for h in history] == [1, 2, 3]
+    for column in ("train_loss", "train_accuracy", "train_precision", "train_recall", "train_roc_auc", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_roc_auc"):
+        assert column in history[0]
+
+
+def test_the_run_model_carries_its_threshold_and_provenance(trained_run: Path) -> None:
+    model = load_checkpoint(trained_run)
+    meta = model.meta
+    assert meta["architecture"] == "resnet18" and meta["task"] == "binary" and meta["image_size"] == 64
+    assert 0.0 <= meta["threshold"] <= 1.0 and meta["threshold_method"] == "youden"
+    assert meta["config"]["epochs"] == 3 and len(meta["data_fingerprint"]) == 32
+    assert set(meta["val_metrics"]) >= {"accuracy", "recall", "specificity", "roc_auc"}
+    best_epoch = yaml.safe_load((trained_run / "checkpoints" / "best" / "meta.json").read_text())["epoch"]
+    assert meta["epoch"] == best_epoch
+
+
+def test_a_tiny_real_run_learns_something(trained_run: Path) -> None:
+    import json
+
+    report = json.loads((trained_run / "val_report.json").read_text())
+    # 160 training images, 3 epochs at 64 px: far from good, but clearly better than chance
+    assert report["roc_auc"] > 0.7
+    assert report["ci95"]["roc_auc"][0] <= report["roc_auc"] <= report["ci95"]["roc_auc"][1]
+    assert report["leak"]["patients_in_both"] == 0
+
+
+def test_same_seed_same_run_on_cpu(small_folder: Path, tmp_path: Path) -> None:
+    cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=2", "batch_size=16"])
+    a = train(cfg, tmp_path / "a", **_quiet())
+    b = train(cfg, tmp_path / "b", **_quiet())
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+    assert (tmp_path / "a" / "model" / "weights.safetensors").read_bytes() == (tmp_path / "b" / "model" / "weights.safetensors").read_bytes()
+
+
+def test_seed_recipe_judges_the_last_epoch_at_half(small_folder: Path, tmp_path: Path) -> None:
+    cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=2", "batch_size=16"])
+    result = train(cfg, tmp_path / "run", **_quiet())
+    meta = load_checkpoint(tmp_path / "run").meta
+    assert meta["epoch"] == 2 and meta["threshold"] == 0.5
+    # image-level split as in the notebook: the leak report is computed
+    assert "patients_in_both" in result.report["leak"]
+
+
+def test_pathogen_task_trains_a_three_class_model(kaggle_root: Path, tmp_path: Path) -> None:
+    cfg = load_config("cpu", [f"data={kaggle_root}", "task=pathogen", "image_size=64", "epochs=1", "batch_size=16"])
+    result = train(cfg, tmp_path / "run", **_quiet())
+    model = load_checkpoint(tmp_path / "run")
+    assert model.meta["classes"] == ["normal", "bacteria", "virus"] and model.meta["num_outputs"] == 3
+    assert set(result.report["pathogen"]["per_class"]) == {"normal", "bacteria", "virus"}
+    probs = model.class_probabilities(np.zeros((2, 64, 64), dtype=np.uint8))
+    assert probs.shape == (2, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_a_run_folder_is_never_overwritten_silently(small_folder: Path, tmp_path: Path) -> None:
+    cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=1", "limit=40"])
+    train(cfg, tmp_path / "run", **_quiet())
+    with pytest.raises(PneumoError, match="already exists"):
+        train(cfg, tmp_path / "run", **_quiet())
+    train(cfg, tmp_path / "run", **_quiet(overwrite=True))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(PneumoError, match="refusing to overwrite"):
+        train(cfg, tmp_path / "mine", **_quiet(overwrite=True))
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+def test_a_diverging_run_stops_with_a_message(small_folder: Path, tmp_path: Path) -> None:
+    cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=1", "lr=1e30", "limit=64"])
+    with pytest.raises(PneumoError, match=r"loss became (nan|inf) at epoch 1, step \d+; try a lower lr"):
+        train(cfg, tmp_path / "run", **_quiet())
+
+
+def test_class_weights_are_the_notebooks() -> None:
+    targets = np.array([0] * 25 + [1] * 75)
+    assert class_weights(targets, 2, "class_weights").tolist() == pytest.approx([100 / (2 * 25), 100 / (2 * 75)])
+    assert class_weights(targets, 2, "none").tolist() == [1.0, 1.0]
+
+
+def test_schedule_warms_up_then_decays_to_zero() -> None:
+    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(99, 100, 10, "cosine") < 0.01
+    assert lr_factor(50, 100, 0, "constant") == 1.0
