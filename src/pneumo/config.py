@@ -127,7 +127,7 @@ def _coerce(cfg: Config) -> Config:
             elif isinstance(default, float):
                 value = float(value)
             elif isinstance(default, str):
-                value = str(value)
+                value = "" if value is None else str(value)
         except (TypeError, ValueError):
             raise PneumoError(f"config key '{f.name}' must be a {type(default).__name__}, got {value!r}") from None
         setattr(cfg, f.name, value)

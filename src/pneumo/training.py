@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from safetensors.torch import load_file
 from sklearn.metrics import log_loss
 
 from pneumo import __version__
@@ -260,9 +261,10 @@ def train(
             step_losses = torch.stack(losses).float().cpu()
             if not torch.isfinite(step_losses).all():
                 bad = int((~torch.isfinite(step_losses)).nonzero()[0])
+                kept = f"; epoch {epoch - 1}'s checkpoint is in {run_dir / 'checkpoints' / 'last'}" if epoch > 1 else ""
                 raise PneumoError(
                     f"loss became {step_losses[bad].item()} at epoch {epoch}, step {bad + 1}; try a lower lr "
-                    f"(now {config.lr}), amp=false, or check the data. The last good checkpoint is in {run_dir / 'checkpoints' / 'last'}"
+                    f"(now {config.lr}), amp=false, or check the data{kept}"
                 )
             train_probs = torch.cat(seen_probs).cpu()
             if n_outputs == 1:
@@ -282,16 +284,18 @@ def train(
             if not math.isnan(score) and score > best_score:
                 best_score, best_epoch = score, epoch
                 save_checkpoint(run_dir / "checkpoints" / "best", model, epoch_meta)
-            bar.console.print(
+            summary = (
                 f"epoch {epoch:>3}/{config.epochs}  loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
-                f"val_acc {row['val_accuracy']:.3f}  val_auc {row['val_roc_auc']:.3f}  {row['seconds']:.1f}s"
-            ) if progress else log(f"epoch {epoch}/{config.epochs} val_auc {row['val_roc_auc']:.4f} {row['seconds']:.1f}s")
+                f"val_acc {row['val_accuracy']:.3f}  val_auc {row['val_roc_auc']:.4f}  {row['seconds']:.1f}s"
+            )
+            if progress:
+                bar.console.print(summary)
+            else:
+                log(summary)
 
     # the run's model: best or last epoch, with a decision threshold chosen on validation
     chosen_epoch = best_epoch if config.select == "best" and best_epoch else config.epochs
     if chosen_epoch != config.epochs:
-        from safetensors.torch import load_file
-
         model.load_state_dict(load_file(str(run_dir / "checkpoints" / "best" / "weights.safetensors")))
     val_probs = class_probabilities(model, x_val, config.task, spec.mean, spec.std, config.eval_batch_size)
     y_val_binary = (y_val > 0).astype(int)

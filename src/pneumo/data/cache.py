@@ -85,8 +85,8 @@ def cached_images(
             images = np.load(target)
             if images.shape == (len(paths), size, size) and images.dtype == np.uint8:
                 return images, fingerprint(digests)
-        except (OSError, ValueError):
-            pass  # a damaged cache file is rebuilt below
+        except (OSError, ValueError, EOFError):
+            pass  # a damaged or empty cache file is rebuilt below
     images = np.empty((len(paths), size, size), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         jobs = pool.map(_decode, [(p, size) for p in paths])

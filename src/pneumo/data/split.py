@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import train_test_split
 
 from pneumo.data.layout import Record
 from pneumo.errors import PneumoError
@@ -39,13 +39,45 @@ def split_records(
     if by == "image":
         train_idx, val_idx = train_test_split(index, test_size=val_fraction, random_state=seed, shuffle=True)
     elif by == "patient":
-        groups = np.array([r.patient_id for r in records])
-        n_splits = max(2, min(round(1 / val_fraction), len(set(groups))))
-        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        train_idx, val_idx = next(folds.split(index, targets, groups))
+        val_idx = _grouped_stratified_val(records, targets, val_fraction, seed)
+        train_idx = np.setdiff1d(index, val_idx)
     else:
         raise PneumoError(f"unknown split method '{by}': use 'patient' or 'image'")
+    if len(val_idx) == 0 or len(train_idx) == 0:
+        raise PneumoError(
+            f"cannot carve a {by}-grouped validation split from {len(records)} images of "
+            f"{len({r.patient_id for r in records})} patient(s); give more patients or use split=image"
+        )
     return [records[i] for i in sorted(train_idx)], [records[i] for i in sorted(val_idx)]
+
+
+def _grouped_stratified_val(records: list[Record], targets: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Indices of a validation set made of whole patients, about `fraction` of every class.
+
+    Patients are grouped by the set of classes of their images (a child with bacterial and
+    viral films is its own stratum), shuffled with the seed, and taken in turn until each
+    stratum's validation share is as close to `fraction` as whole patients allow.
+    """
+    by_patient: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        by_patient.setdefault(r.patient_id, []).append(i)
+    strata: dict[tuple[int, ...], list[str]] = {}
+    for patient, idx in by_patient.items():
+        strata.setdefault(tuple(sorted(set(targets[idx].tolist()))), []).append(patient)
+    rng = np.random.default_rng(seed)
+    val: list[int] = []
+    for key in sorted(strata):
+        patients = sorted(strata[key])
+        rng.shuffle(patients)
+        goal = fraction * sum(len(by_patient[p]) for p in patients)
+        taken = 0
+        for patient in patients:
+            size = len(by_patient[patient])
+            if abs(taken + size - goal) > abs(taken - goal):
+                continue  # this child would overshoot; a smaller one later may fit
+            val += by_patient[patient]
+            taken += size
+    return np.array(sorted(val), dtype=int)
 
 
 def subsample(records: Sequence[Record], limit: int, seed: int, task: str = "binary") -> list[Record]:
@@ -54,6 +86,8 @@ def subsample(records: Sequence[Record], limit: int, seed: int, task: str = "bin
     if limit <= 0 or limit >= len(records):
         return records
     targets = [r.target(task) for r in records]
+    if limit < 4 * len(set(targets)):
+        raise PneumoError(f"limit={limit} is too small: keep at least {4 * len(set(targets))} images (4 per class) or set limit=0 for all")
     keep, _ = train_test_split(np.arange(len(records)), train_size=limit, random_state=seed, stratify=targets)
     return [records[i] for i in sorted(keep)]
 
