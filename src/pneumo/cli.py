@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -173,25 +174,19 @@ def models() -> None:
     console.print(table)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a scheduler, `kill`) stops as cleanly as Ctrl-C
+
+
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2; Ctrl-C exits 130."""
+    """Entry point: user errors become one line on stderr and exit code 2; Ctrl-C/SIGTERM exit 130."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(standalone_mode=False)
+        app()  # Typer handles usage errors and turns Ctrl-C into exit code 130
     except PneumoError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted; checkpoints written so far are complete")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(1)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except SystemExit as exc:
+        if exc.code == 130:
+            err_console.print("interrupted: checkpoints written so far are complete (see the run folder's checkpoints/last)")
         raise

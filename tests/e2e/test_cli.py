@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,21 @@ def test_unknown_config_key(tmp_path: Path) -> None:
 def test_evaluate_without_a_model_says_what_to_do(small_folder: Path) -> None:
     # no model ships inside the package yet (issue 4): the error must point to --model
     assert_user_error(pneumo("evaluate", small_folder, check=False), "no bundled model", "--model")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_training_keeps_a_complete_checkpoint(small_folder: Path, tmp_path: Path, sig: int) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--config", "seed", "--set", f"data={small_folder}", "--set", "image_size=64", "--set", "epochs=10000", "--out", run, "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "pneumo", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    meta = run / "checkpoints" / "last" / "meta.json"
+    deadline = time.monotonic() + 300
+    while not meta.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    from pneumo.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "checkpoints" / "last").meta["epoch"] >= 1
