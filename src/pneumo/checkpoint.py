@@ -24,6 +24,7 @@ from pneumo.data.layout import CLASSES, PATHOGEN_CLASSES
 from pneumo.errors import PneumoError
 from pneumo.models import create_model, model_spec
 from pneumo.preprocess import normalise
+from pneumo.progress import progress_bar
 
 __all__ = ["FORMAT_VERSION", "LoadedModel", "class_probabilities", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "task_classes"]
 
@@ -59,9 +60,9 @@ class LoadedModel:
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
-    def class_probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    def class_probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 256, progress: bool = False) -> np.ndarray:
         """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes]."""
-        return class_probabilities(self.net, images, self.task, self.meta["mean"], self.meta["std"], batch_size)
+        return class_probabilities(self.net, images, self.task, self.meta["mean"], self.meta["std"], batch_size, progress)
 
     def pneumonia_probability(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
         """P(pneumonia) for every image: 1 - P(normal), for binary and pathogen models alike."""
@@ -70,7 +71,13 @@ class LoadedModel:
 
 @torch.inference_mode()
 def class_probabilities(
-    net: nn.Module, images: np.ndarray | torch.Tensor, task: str, mean: float, std: float, batch_size: int = 256
+    net: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    task: str,
+    mean: float,
+    std: float,
+    batch_size: int = 256,
+    progress: bool = False,
 ) -> np.ndarray:
     """Run a network in eval mode over uint8 [N, S, S] images -> probabilities [N, n_classes]."""
     was_training = net.training
@@ -78,7 +85,8 @@ def class_probabilities(
     device = next(net.parameters()).device
     images = torch.as_tensor(images)
     out = []
-    for start in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    for start in progress_bar(starts, len(starts), "predicting", progress):
         x = normalise(images[start : start + batch_size].to(device), mean, std)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = net(x).float()

@@ -40,7 +40,7 @@ def evaluate(
     loaded = load_model(model)
     records = discover(data).split(split)
     images, data_fingerprint = cached_images(records, loaded.image_size, cache_dir, progress=progress)
-    probs = loaded.class_probabilities(images)
+    probs = loaded.class_probabilities(images, progress=progress)
     y = np.array([r.target("binary") for r in records])
     p = 1 - probs[:, 0]
     threshold = loaded.threshold

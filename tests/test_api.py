@@ -1,0 +1,24 @@
+"""The public `import pneumo` surface."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pneumo
+
+
+def test_import_pneumo_does_not_load_torch() -> None:
+    # a deployment that only reads configs or, later, runs ONNX must not pay for torch
+    code = "import sys, pneumo; pneumo.load_config('seed'); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_public_functions_stay_functions_after_their_modules_load() -> None:
+    import pneumo.evaluation  # noqa: F401
+    import pneumo.prediction  # noqa: F401
+    import pneumo.training  # noqa: F401
+
+    for name in ("train", "evaluate", "predict", "load_model", "discover"):
+        assert callable(getattr(pneumo, name)), name
+    assert set(pneumo.__all__) >= {"train", "evaluate", "predict", "load_model", "load_config", "PneumoError"}
