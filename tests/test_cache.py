@@ -169,3 +169,33 @@ def test_default_folder_is_the_environment_one(records: list[Record], tmp_path: 
     monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path / "env"))
     cached_images(records[:4], SIZE, progress=False)
     assert len(_cache_files(tmp_path / "env")) == 1
+
+
+def test_warm_start_reads_no_image_bytes(records: list[Record], folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, key = cached_images(records, SIZE, folder=folder, progress=False)
+
+    def refuse(path: Path) -> str:
+        raise AssertionError(f"hashed {path} again although it did not change")
+
+    monkeypatch.setattr(cache_module, "_digest", refuse)
+    again, key_again = cached_images(records, SIZE, folder=folder, progress=False)
+    assert key_again == key and np.array_equal(again, first)
+
+
+def test_an_edited_file_is_hashed_again_even_with_the_index(records: list[Record], folder: Path) -> None:
+    import os
+
+    _, key = cached_images(records, SIZE, folder=folder, progress=False)
+    victim = records[3].path
+    replacement = records[9].path.read_bytes()
+    victim.write_bytes(replacement)
+    os.utime(victim, ns=(1, 1))  # a different modification time, as any edit gives
+    images, new_key = cached_images(records, SIZE, folder=folder, progress=False)
+    assert new_key != key
+    assert np.array_equal(images[3], images[9])
+
+
+def test_a_damaged_digest_index_only_costs_a_rehash(records: list[Record], folder: Path) -> None:
+    _, key = cached_images(records, SIZE, folder=folder, progress=False)
+    (folder / "digests.json").write_text("{not json")
+    assert cached_images(records, SIZE, folder=folder, progress=False)[1] == key

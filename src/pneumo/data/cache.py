@@ -1,16 +1,17 @@
 """Decode a dataset once: one uint8 [N, S, S] array on disk per (file contents, size).
 
 The key hashes every file's bytes, so an edited, added or removed image makes a new
-cache instead of a stale one; a warm load is one file read.
+cache instead of a stale one; a warm load is one stat per image and one file read.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 
@@ -36,10 +37,50 @@ def _digest(path: Path) -> str:
         raise PneumoError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def file_digests(paths: Sequence[Path], workers: int = 0) -> list[str]:
-    """Content hashes of files, read in parallel."""
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        return list(pool.map(_digest, paths))
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise PneumoError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return st.st_size, st.st_mtime_ns
+
+
+def file_digests(paths: Sequence[Path], workers: int = 0, index_folder: str | Path | None = None) -> list[str]:
+    """Content hashes of files, read in parallel.
+
+    With `index_folder`, a small index there remembers each file's (size, mtime, digest), so a
+    file whose size and modification time are unchanged is not read again: a warm start
+    costs one stat per file instead of reading the whole dataset.
+    """
+    index_path = Path(index_folder) / "digests.json" if index_folder else None
+    index: dict[str, list] = {}
+    if index_path and index_path.exists():
+        try:
+            index = json.loads(index_path.read_text())
+        except (OSError, ValueError):
+            index = {}  # a damaged index only costs a re-hash
+    keys = [os.path.abspath(p) for p in paths]
+    stats = [_stat(p) for p in paths]
+    digests = [
+        entry[2] if (entry := index.get(key)) and entry[:2] == list(stat) else None for key, stat in zip(keys, stats)
+    ]
+    todo = [i for i, d in enumerate(digests) if d is None]
+    if todo:
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            for i, digest in zip(todo, pool.map(_digest, [paths[i] for i in todo])):
+                digests[i] = digest
+                index[keys[i]] = [*stats[i], digest]
+        if index_path:
+            _write_atomic(index_path, lambda fh: fh.write(json.dumps(index).encode()))
+    return digests  # type: ignore[return-value]
+
+
+def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write through a temporary file and rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        write(tmp)
+    os.replace(tmp.name, path)
 
 
 def fingerprint(digests: Sequence[str], size: int | None = None) -> str:
@@ -77,7 +118,7 @@ def cached_images(
         ((8, 180, 180), dtype('uint8'))
     """
     paths = [r.path for r in records]
-    digests = file_digests(paths, workers)
+    digests = file_digests(paths, workers, index_folder=cache_dir(folder))
     key = fingerprint(digests, size)
     target = cache_dir(folder) / f"images-{key}-{size}.npy"
     if target.exists():
@@ -92,8 +133,5 @@ def cached_images(
         jobs = pool.map(_decode, [(p, size) for p in paths])
         for i, image in enumerate(progress_bar(jobs, total=len(paths), description=f"decoding {size}px", enabled=progress)):
             images[i] = image
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".tmp", delete=False) as tmp:
-        np.save(tmp, images)
-    os.replace(tmp.name, target)
+    _write_atomic(target, lambda fh: np.save(fh, images))
     return images, fingerprint(digests)
