@@ -12,6 +12,7 @@ from pneumo.errors import PneumoError
 from pneumo.training import class_weights, lr_factor, train
 
 import numpy as np
+import torch
 
 
 def _quiet(**kwargs: object) -> dict:
@@ -117,3 +118,20 @@ def test_schedule_warms_up_then_decays_to_zero() -> None:
     assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
     assert lr_factor(99, 100, 10, "cosine") < 0.01
     assert lr_factor(50, 100, 0, "constant") == 1.0
+
+
+def test_ema_weights_are_what_the_run_keeps(small_folder: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    base = [f"data={small_folder}", "image_size=64", "epochs=2", "batch_size=16", "select=last"]
+    plain = train(load_config("seed", base), tmp_path / "plain", **_quiet())
+    averaged = train(load_config("seed", [*base, "ema=0.9"]), tmp_path / "ema", **_quiet())
+    # same seed, same raw trajectory: the training loss is identical, the kept weights are not
+    assert [r["train_loss"] for r in plain.history] == [r["train_loss"] for r in averaged.history]
+    a = load_file(str(tmp_path / "plain" / "model" / "weights.safetensors"))
+    b = load_file(str(tmp_path / "ema" / "model" / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    assert load_checkpoint(tmp_path / "ema").meta["config"]["ema"] == 0.9
+    with pytest.raises(PneumoError, match="'ema' must be in"):
+        load_config("seed", ["ema=1.5"])

@@ -62,12 +62,14 @@ class Config:
     warmup_epochs: float = 0.0
     balance: str = "class_weights"  # "class_weights" (w_c = N / (K N_c)) | "none"
     label_smoothing: float = 0.0
+    ema: float = 0.0  # decay of an exponential moving average of the weights per step; 0 = off
     dropout: float = 0.0  # classifier dropout for models that take it
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     select: str = "best"  # checkpoint used as the run's model: "best" by select_metric, or "last"
     select_metric: str = "roc_auc"  # "roc_auc" | "loss" | "accuracy"
     threshold: Any = 0.5  # a number, or "youden" (max sensitivity + specificity on validation)
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    compile: bool = False  # torch.compile the training step's model (worth it on a GPU for long runs)
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     eval_batch_size: int = 256
     cache_dir: str = ""  # "" = $PNEUMO_CACHE or ~/.cache/pneumo
@@ -141,6 +143,8 @@ def _coerce(cfg: Config) -> Config:
             raise PneumoError(f"config key 'augment.{f.name}' must be a number") from None
     if not (isinstance(cfg.threshold, (int, float)) and 0.0 <= float(cfg.threshold) <= 1.0) and cfg.threshold != "youden":
         raise PneumoError(f"config key 'threshold' must be a number in [0, 1] or 'youden'; got {cfg.threshold!r}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise PneumoError(f"config key 'ema' must be in [0, 1) (a per-step decay such as 0.99; 0 turns it off); got {cfg.ema}")
     if cfg.image_size < 32:
         raise PneumoError(f"config key 'image_size' must be at least 32; got {cfg.image_size}")
     if cfg.batch_size < 2 or cfg.epochs < 1:

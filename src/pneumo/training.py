@@ -22,6 +22,7 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 from sklearn.metrics import log_loss
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pneumo import __version__
 from pneumo.checkpoint import class_probabilities, save_checkpoint, task_classes
@@ -191,7 +192,7 @@ def train(
     n_train = len(train_recs)
     x_train = torch.from_numpy(images[:n_train]).to(device)
     y_train = torch.from_numpy(y_all[:n_train]).to(device)
-    x_val, y_val = images[n_train:], y_all[n_train:]
+    x_val, y_val = torch.from_numpy(images[n_train:]).to(device), y_all[n_train:]
     leaked = shared_patients(train_recs, val_recs)
     log(
         f"data: {n_train} train / {len(val_recs)} val images ({config.split} split, "
@@ -202,6 +203,10 @@ def train(
     model = create_model(config.model, num_outputs=n_outputs, image_size=config.image_size, dropout=config.dropout).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if config.compile else model
+    # with EMA, validation, checkpoints and the final model use the averaged weights
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) if config.ema else None
+    eval_model = ema.module if ema is not None else model
     weights = class_weights(y_all[:n_train], len(classes), config.balance).to(device)
     log(f"model: {config.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters); class weights {[round(w, 3) for w in weights.tolist()]}")
     optimizer = make_optimizer(config, model)
@@ -246,12 +251,14 @@ def train(
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    logits = model(x)
+                    logits = step_model(x)
                 loss = task_loss(logits.float(), y, weights, config.task, config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 losses.append(loss.detach())
                 seen_probs.append(torch.softmax(logits.detach().float(), 1) if n_outputs > 1 else torch.sigmoid(logits.detach().float()))
                 seen_targets.append(y)
@@ -269,7 +276,7 @@ def train(
             train_probs = torch.cat(seen_probs).cpu()
             if n_outputs == 1:
                 train_probs = torch.cat([1 - train_probs, train_probs], dim=1)
-            val_probs = class_probabilities(model, x_val, config.task, spec.mean, spec.std, config.eval_batch_size)
+            val_probs = class_probabilities(eval_model, x_val, config.task, spec.mean, spec.std, config.eval_batch_size)
             row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": float(step_losses.mean())}
             row |= epoch_metrics("train", torch.cat(seen_targets).cpu().numpy(), train_probs.numpy(), config.task)
             row["val_loss"] = float(log_loss(y_val, np.clip(val_probs, 1e-7, 1), labels=list(range(len(classes)))))
@@ -280,10 +287,10 @@ def train(
 
             score = -row["val_loss"] if config.select_metric == "loss" else row[f"val_{config.select_metric}"]
             epoch_meta = {**meta, "epoch": epoch, "val_metrics": {k: v for k, v in row.items() if k.startswith("val_")}}
-            save_checkpoint(run_dir / "checkpoints" / "last", model, epoch_meta)
+            save_checkpoint(run_dir / "checkpoints" / "last", eval_model, epoch_meta)
             if not math.isnan(score) and score > best_score:
                 best_score, best_epoch = score, epoch
-                save_checkpoint(run_dir / "checkpoints" / "best", model, epoch_meta)
+                save_checkpoint(run_dir / "checkpoints" / "best", eval_model, epoch_meta)
             summary = (
                 f"epoch {epoch:>3}/{config.epochs}  loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
                 f"val_acc {row['val_accuracy']:.3f}  val_auc {row['val_roc_auc']:.4f}  {row['seconds']:.1f}s"
@@ -296,8 +303,8 @@ def train(
     # the run's model: best or last epoch, with a decision threshold chosen on validation
     chosen_epoch = best_epoch if config.select == "best" and best_epoch else config.epochs
     if chosen_epoch != config.epochs:
-        model.load_state_dict(load_file(str(run_dir / "checkpoints" / "best" / "weights.safetensors")))
-    val_probs = class_probabilities(model, x_val, config.task, spec.mean, spec.std, config.eval_batch_size)
+        eval_model.load_state_dict(load_file(str(run_dir / "checkpoints" / "best" / "weights.safetensors")))
+    val_probs = class_probabilities(eval_model, x_val, config.task, spec.mean, spec.std, config.eval_batch_size)
     y_val_binary = (y_val > 0).astype(int)
     threshold = youden_threshold(y_val_binary, 1 - val_probs[:, 0]) if config.threshold == "youden" else float(config.threshold)
     report = validation_report(val_recs, val_probs, threshold, config.task, train_recs, n_boot, config.seed)
@@ -313,7 +320,7 @@ def train(
         "val_ci95": report["ci95"],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    save_checkpoint(run_dir / "model", model, final_meta)
+    save_checkpoint(run_dir / "model", eval_model, final_meta)
     write_report(report, run_dir / "val_report.json")
     history_panels(history, run_dir / "history.png")
     roc_plot(y_val_binary, 1 - val_probs[:, 0], run_dir / "roc.png", threshold, title=f"Validation ROC ({config.split} split)")
