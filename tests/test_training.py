@@ -135,3 +135,13 @@ def test_ema_weights_are_what_the_run_keeps(small_folder: Path, tmp_path: Path) 
     assert load_checkpoint(tmp_path / "ema").meta["config"]["ema"] == 0.9
     with pytest.raises(PneumoError, match="'ema' must be in"):
         load_config("seed", ["ema=1.5"])
+
+
+def test_shift_threshold_and_the_shifted_validation_report(small_folder: Path, tmp_path: Path) -> None:
+    cfg = load_config("cpu", [f"data={small_folder}", "image_size=64", "epochs=2", "batch_size=16", "threshold=shift"])
+    result = train(cfg, tmp_path / "run", **_quiet())
+    meta = load_checkpoint(tmp_path / "run").meta
+    assert meta["threshold_method"] == "shift" and 0.01 <= meta["threshold"] <= 0.99
+    shifted = result.report["shifted"]
+    assert "none" in shifted and "blur (sigma 1% of side)" in shifted
+    assert shifted["none"]["recall"] == pytest.approx(result.report["recall"])

@@ -67,7 +67,9 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     select: str = "best"  # checkpoint used as the run's model: "best" by select_metric, or "last"
     select_metric: str = "roc_auc"  # "roc_auc" | "loss" | "accuracy"
-    threshold: Any = 0.5  # a number, or "youden" (max sensitivity + specificity on validation)
+    # a number; "youden" (max sensitivity + specificity on validation); or "shift" (best mean
+    # balanced accuracy over validation under simulated acquisition shifts, see robustness.py)
+    threshold: Any = 0.5
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     compile: bool = False  # torch.compile the training step's model (worth it on a GPU for long runs)
     device: str = "auto"  # "auto" | "cpu" | "cuda"
@@ -141,8 +143,8 @@ def _coerce(cfg: Config) -> Config:
             setattr(cfg.augment, f.name, float(getattr(cfg.augment, f.name)))
         except (TypeError, ValueError):
             raise PneumoError(f"config key 'augment.{f.name}' must be a number") from None
-    if not (isinstance(cfg.threshold, (int, float)) and 0.0 <= float(cfg.threshold) <= 1.0) and cfg.threshold != "youden":
-        raise PneumoError(f"config key 'threshold' must be a number in [0, 1] or 'youden'; got {cfg.threshold!r}")
+    if not (isinstance(cfg.threshold, (int, float)) and 0.0 <= float(cfg.threshold) <= 1.0) and cfg.threshold not in ("youden", "shift"):
+        raise PneumoError(f"config key 'threshold' must be a number in [0, 1], 'youden' or 'shift'; got {cfg.threshold!r}")
     if not 0.0 <= cfg.ema < 1.0:
         raise PneumoError(f"config key 'ema' must be in [0, 1) (a per-step decay such as 0.99; 0 turns it off); got {cfg.ema}")
     if cfg.image_size < 32:

@@ -39,6 +39,7 @@ from pneumo.models import create_model, model_spec
 from pneumo.plots import confusion_plot, history_panels, roc_plot
 from pneumo.preprocess import normalise
 from pneumo.progress import make_progress
+from pneumo.robustness import shift_report, shift_threshold
 
 __all__ = ["train", "TrainResult", "pick_device"]
 
@@ -306,8 +307,19 @@ def train(
         eval_model.load_state_dict(load_file(str(run_dir / "checkpoints" / "best" / "weights.safetensors")))
     val_probs = class_probabilities(eval_model, x_val, config.task, spec.mean, spec.std, config.eval_batch_size)
     y_val_binary = (y_val > 0).astype(int)
-    threshold = youden_threshold(y_val_binary, 1 - val_probs[:, 0]) if config.threshold == "youden" else float(config.threshold)
+    val_images = x_val.cpu().numpy()
+
+    def pneumonia_probability(images: np.ndarray) -> np.ndarray:
+        return 1 - class_probabilities(eval_model, images, config.task, spec.mean, spec.std, config.eval_batch_size)[:, 0]
+
+    if config.threshold == "youden":
+        threshold = youden_threshold(y_val_binary, 1 - val_probs[:, 0])
+    elif config.threshold == "shift":
+        threshold = shift_threshold(pneumonia_probability, val_images, y_val_binary)
+    else:
+        threshold = float(config.threshold)
     report = validation_report(val_recs, val_probs, threshold, config.task, train_recs, n_boot, config.seed)
+    report["shifted"] = shift_report(pneumonia_probability, val_images, y_val_binary, threshold)
     report |= {"epoch": chosen_epoch, "threshold_method": str(config.threshold), "seconds_total": time.perf_counter() - started}
     report["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in history]))
     report["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {device}"
