@@ -145,3 +145,14 @@ def test_shift_threshold_and_the_shifted_validation_report(small_folder: Path, t
     shifted = result.report["shifted"]
     assert "none" in shifted and "blur (sigma 1% of side)" in shifted
     assert shifted["none"]["recall"] == pytest.approx(result.report["recall"])
+
+
+def test_ema_warms_up_then_follows_its_decay() -> None:
+    from pneumo.training import ema_update
+
+    update = ema_update(0.99)
+    avg, new = torch.zeros(3), torch.ones(3)
+    first = update(avg, new, torch.tensor(1))  # decay (1+1)/(10+1): mostly the new weights
+    assert torch.allclose(first, torch.full((3,), 1 - 2 / 11))
+    late = update(avg, new, torch.tensor(10_000))  # capped at 0.99
+    assert torch.allclose(late, torch.full((3,), 0.01))

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 from sklearn.metrics import log_loss
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from pneumo import __version__
 from pneumo.checkpoint import class_probabilities, save_checkpoint, task_classes
@@ -112,6 +112,17 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
         return 1.0
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def ema_update(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """EMA step with a warm-up: the decay is min(decay, (1 + n) / (10 + n)) after n updates,
+    so short runs are not pinned to their first weights. Tensor ops only: no host sync."""
+
+    def update(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        d = ((1 + num_averaged) / (10 + num_averaged)).clamp(max=decay).to(averaged.dtype)
+        return averaged * d + current * (1 - d)
+
+    return update
 
 
 def task_loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, task: str, smoothing: float) -> torch.Tensor:
@@ -206,7 +217,7 @@ def train(
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if config.compile else model
     # with EMA, validation, checkpoints and the final model use the averaged weights
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) if config.ema else None
+    ema = AveragedModel(model, avg_fn=ema_update(config.ema), use_buffers=True) if config.ema else None
     eval_model = ema.module if ema is not None else model
     weights = class_weights(y_all[:n_train], len(classes), config.balance).to(device)
     log(f"model: {config.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters); class weights {[round(w, 3) for w in weights.tolist()]}")
