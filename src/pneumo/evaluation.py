@@ -13,6 +13,7 @@ from pneumo.data.layout import discover
 from pneumo.metrics import binary_metrics, bootstrap_intervals, multiclass_metrics
 from pneumo.plots import confusion_plot, roc_plot
 from pneumo.prediction import load_model
+from pneumo.robustness import shift_report
 
 __all__ = ["evaluate", "write_report"]
 
@@ -26,12 +27,14 @@ def evaluate(
     plots_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    shifts: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a model on a class-folder directory, a Kaggle-style root (with `split`) or a manifest.
 
     The report has top-level n, threshold, accuracy, precision, recall, specificity, f1,
     roc_auc, pr_auc, loss, confusion_matrix; `ci95` (patient-clustered bootstrap), `at_0.5`,
-    and `predictions`, one {path, label, probability} per image.
+    and `predictions`, one {path, label, probability} per image; with `shifts`, also
+    `shifted`: the same metrics under simulated acquisition shifts (see robustness.py).
 
     Example:
         >>> report = evaluate("chest_xray/test", model="runs/seed")
@@ -49,6 +52,8 @@ def evaluate(
     report["at_0.5"] = binary_metrics(y, p, 0.5)
     if loaded.task == "pathogen" and all(r.label == "NORMAL" or r.pathogen for r in records):
         report["pathogen"] = multiclass_metrics([r.target("pathogen") for r in records], probs, loaded.meta["classes"])
+    if shifts:
+        report["shifted"] = shift_report(loaded.pneumonia_probability, images, y, threshold)
     report["model"] = {k: loaded.meta.get(k) for k in ("architecture", "task", "image_size", "threshold", "epoch", "data_fingerprint", "pneumo_version")}
     report["data"] = {"source": str(data), "split": split, "fingerprint": data_fingerprint}
     report["predictions"] = [

@@ -63,8 +63,11 @@ def test_train_then_evaluate_from_the_command_line(kaggle_root: Path, tmp_path: 
     assert report["n"] == 50 == len(report["predictions"])
     # the same set through the Kaggle root and --split gives the same numbers
     again = tmp_path / "again.json"
-    pneumo("evaluate", kaggle_root, "--split", "test", "--model", run, "--json", again, "--bootstrap", "100")
-    assert json.loads(again.read_text())["accuracy"] == report["accuracy"]
+    shifted = pneumo("evaluate", kaggle_root, "--split", "test", "--model", run, "--json", again, "--bootstrap", "100", "--shifts").stdout
+    assert "zoom in (central 85%)" in shifted
+    again_report = json.loads(again.read_text())
+    assert again_report["accuracy"] == report["accuracy"]
+    assert again_report["shifted"]["none"]["recall"] == report["recall"]
     predictions = json.loads(pneumo("predict", kaggle_root / "chest_xray" / "test" / "NORMAL", "--model", run, "--json").stdout)
     assert len(predictions) == 20 and {p["label"] for p in predictions} <= {"NORMAL", "PNEUMONIA"}
 

@@ -1,0 +1,60 @@
+"""Train one recipe with several seeds and tabulate validation and shifted-proxy metrics with their spread.
+
+    python benchmarks/seed_spread.py --config cpu --seeds 0 1 2 --out runs/spread [--set KEY=VALUE ...]
+
+Each run folder is kept (OUT/<config>-s<seed>); rerunning reuses finished runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from common import DATA, table
+
+from pneumo.config import load_config
+from pneumo.training import train
+
+
+def summarise(report: dict) -> dict[str, float]:
+    shifted = [v for k, v in report["shifted"].items() if k != "none"]
+    return {
+        "epoch": report["epoch"],
+        "threshold": report["threshold"],
+        "val accuracy": report["accuracy"],
+        "val ROC AUC": report["roc_auc"],
+        "val recall": report["recall"],
+        "val specificity": report["specificity"],
+        "shifted ROC AUC (mean)": float(np.mean([s["roc_auc"] for s in shifted])),
+        "shifted recall (min)": float(np.min([s["recall"] for s in shifted])),
+        "shifted specificity (min)": float(np.min([s["specificity"] for s in shifted])),
+        "accuracy at 62.5% (shifted mean)": float(np.mean([s["accuracy_at_prevalence"] for s in shifted])),
+        "minutes": report["seconds_total"] / 60,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default="cpu")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", default="runs/spread")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    rows = {}
+    for seed in args.seeds:
+        run = Path(args.out) / f"{Path(args.config).stem}-s{seed}"
+        if not (run / "val_report.json").exists():
+            cfg = load_config(args.config, [f"data={DATA}", *args.overrides, f"seed={seed}"])
+            train(cfg, run, overwrite=True, progress=False, log=print)
+        rows[seed] = summarise(json.loads((run / "val_report.json").read_text()))
+    columns = list(next(iter(rows.values())))
+    body = [(seed, *(round(v, 4) for v in r.values())) for seed, r in rows.items()]
+    values = np.array([list(r.values()) for r in rows.values()], dtype=float)
+    body.append(("mean ± sd", *(f"{m:.4f} ± {s:.4f}" for m, s in zip(values.mean(0), values.std(0, ddof=1 if len(values) > 1 else 0)))))
+    overrides = " ".join(args.overrides)
+    print(table(f"{args.config} {overrides} over seeds {args.seeds}", ["seed", *columns], body))
+
+
+if __name__ == "__main__":
+    main()
