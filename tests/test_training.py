@@ -156,3 +156,18 @@ def test_ema_warms_up_then_follows_its_decay() -> None:
     assert torch.allclose(first, torch.full((3,), 1 - 2 / 11))
     late = update(avg, new, torch.tensor(10_000))  # capped at 0.99
     assert torch.allclose(late, torch.full((3,), 0.01))
+
+
+def test_batchnorm_recalibration_measures_exact_statistics_with_dropout_off() -> None:
+    from pneumo.training import recalibrate_batchnorm
+
+    net = torch.nn.Sequential(torch.nn.Dropout(0.9), torch.nn.BatchNorm2d(1, momentum=0.01))
+    images = torch.stack([torch.full((8, 8), v, dtype=torch.uint8) for v in (0, 51, 102, 153, 204, 255)])
+    net.train()
+    recalibrate_batchnorm(net, images, mean=0.0, std=1.0, batch_size=3)
+    halves = (images.float() / 255).split(3)
+    bn = net[1]
+    # the average of the two batches' statistics; dropout would have zeroed 90% of the pixels
+    assert bn.running_mean.item() == pytest.approx(sum(h.mean().item() for h in halves) / 2, abs=1e-6)
+    assert bn.running_var.item() == pytest.approx(sum(h.var().item() for h in halves) / 2, rel=1e-3)
+    assert bn.momentum == 0.01 and net.training  # left as it was found

@@ -63,6 +63,9 @@ class Config:
     balance: str = "class_weights"  # "class_weights" (w_c = N / (K N_c)) | "none"
     label_smoothing: float = 0.0
     ema: float = 0.0  # decay of an exponential moving average of the weights per step; 0 = off
+    # recompute BatchNorm statistics over this many training images before each validation
+    # (exact averages instead of the slow running ones; essential with EMA); 0 = off
+    bn_recalibrate: int = 0
     dropout: float = 0.0  # classifier dropout for models that take it
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     select: str = "best"  # checkpoint used as the run's model: "best" by select_metric, or "last"

@@ -114,6 +114,31 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(net: torch.nn.Module, images: torch.Tensor, mean: float, std: float, batch_size: int = 128) -> None:
+    """Replace BatchNorm running statistics with plain averages over batches of `images` (uint8 [N, S, S]).
+
+    Running averages with Keras's momentum (0.01) lag far behind the weights in short runs,
+    and averaged (EMA) weights never had statistics of their own. Dropout stays off while
+    measuring, so its train-time variance does not leak into the statistics.
+    """
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    was_training = net.training
+    momenta = [m.momentum for m in norms]
+    net.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+        m.train()
+    for start in range(0, len(images), batch_size):
+        net(normalise(images[start : start + batch_size], mean, std))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    net.train(was_training)
+
+
 def ema_update(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """EMA step with a warm-up: the decay is min(decay, (1 + n) / (10 + n)) after n updates,
     so short runs are not pinned to their first weights. Tensor ops only: no host sync."""
@@ -228,6 +253,8 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup, config.schedule))
     augment_rng = torch.Generator(device=device).manual_seed(config.seed)
     use_amp = config.amp and device.type == "cuda"
+    calibrate_idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(config.seed))[: config.bn_recalibrate]
+    x_calibrate = x_train[calibrate_idx.to(device)]
 
     meta = {
         "architecture": config.model,
@@ -288,6 +315,8 @@ def train(
             train_probs = torch.cat(seen_probs).cpu()
             if n_outputs == 1:
                 train_probs = torch.cat([1 - train_probs, train_probs], dim=1)
+            if config.bn_recalibrate:
+                recalibrate_batchnorm(eval_model, x_calibrate, spec.mean, spec.std)
             val_probs = class_probabilities(eval_model, x_val, config.task, spec.mean, spec.std, config.eval_batch_size)
             row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": float(step_losses.mean())}
             row |= epoch_metrics("train", torch.cat(seen_targets).cpu().numpy(), train_probs.numpy(), config.task)
