@@ -7,7 +7,7 @@ import pytest
 
 from pneumo.data.layout import discover
 from pneumo.preprocess import load_image
-from pneumo.robustness import SHIFTS, apply_shift, prevalence_accuracy, shift_report, shift_threshold
+from pneumo.robustness import SHIFTS, apply_shift, prevalence_accuracy, shift_report, shift_threshold, shifted_probabilities
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_report_for_a_predictor_that_reads_brightness(images: tuple[np.ndarray, 
     # a "model" that calls bright images sick: brightening raises its recall and lowers specificity
     predict = lambda imgs: imgs.reshape(len(imgs), -1).mean(1) / 255  # noqa: E731
     threshold = float(np.median(predict(x)))
-    report = shift_report(predict, x, y, threshold)
+    report = shift_report(shifted_probabilities(predict, x), y, threshold)
     assert set(report) == {"none", *SHIFTS}
     assert report["brighter (+0.1)"]["recall"] >= report["none"]["recall"]
     assert report["brighter (+0.1)"]["specificity"] <= report["none"]["specificity"]
@@ -49,7 +49,7 @@ def test_report_for_a_predictor_that_reads_brightness(images: tuple[np.ndarray, 
 def test_shift_threshold_lands_between_separated_scores() -> None:
     y = np.array([0] * 50 + [1] * 50)
     predict = lambda imgs: np.where(np.arange(len(imgs)) < 50, 0.2, 0.8)  # noqa: E731
-    t = shift_threshold(predict, np.zeros((100, 8, 8), np.uint8), y)
+    t = shift_threshold(shifted_probabilities(predict, np.zeros((100, 8, 8), np.uint8)), y)
     assert 0.2 < t <= 0.8 and abs(t - 0.5) < 0.05
 
 

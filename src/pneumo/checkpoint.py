@@ -87,7 +87,7 @@ def class_probabilities(
     out = []
     starts = range(0, len(images), batch_size)
     for start in progress_bar(starts, len(starts), "predicting", progress):
-        x = normalise(images[start : start + batch_size].to(device), mean, std)
+        x = normalise(images[start : start + batch_size].to(device), mean, std).contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = net(x).float()
         out.append(logits_to_probabilities(logits, task).cpu())
@@ -174,4 +174,4 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     except (SafetensorError, RuntimeError, OSError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise PneumoError(f"{folder / WEIGHTS} does not fit a {meta['architecture']} model: {first}") from None
-    return LoadedModel(net.to(device).eval(), meta)
+    return LoadedModel(net.to(device, memory_format=torch.channels_last).eval(), meta)

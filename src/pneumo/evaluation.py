@@ -13,7 +13,7 @@ from pneumo.data.layout import discover
 from pneumo.metrics import binary_metrics, bootstrap_intervals, multiclass_metrics
 from pneumo.plots import confusion_plot, roc_plot
 from pneumo.prediction import load_model
-from pneumo.robustness import shift_report
+from pneumo.robustness import shift_report, shifted_probabilities
 
 __all__ = ["evaluate", "write_report"]
 
@@ -53,7 +53,7 @@ def evaluate(
     if loaded.task == "pathogen" and all(r.label == "NORMAL" or r.pathogen for r in records):
         report["pathogen"] = multiclass_metrics([r.target("pathogen") for r in records], probs, loaded.meta["classes"])
     if shifts:
-        report["shifted"] = shift_report(loaded.pneumonia_probability, images, y, threshold)
+        report["shifted"] = shift_report(shifted_probabilities(loaded.pneumonia_probability, images), y, threshold)
     report["model"] = {k: loaded.meta.get(k) for k in ("architecture", "task", "image_size", "threshold", "epoch", "data_fingerprint", "pneumo_version")}
     report["data"] = {"source": str(data), "split": split, "fingerprint": data_fingerprint}
     report["predictions"] = [

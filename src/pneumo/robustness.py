@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from pneumo.metrics import binary_metrics
 
-__all__ = ["SHIFTS", "apply_shift", "shift_report", "prevalence_accuracy", "shift_threshold"]
+__all__ = ["SHIFTS", "apply_shift", "shifted_probabilities", "shift_report", "prevalence_accuracy", "shift_threshold"]
 
 
 def _contrast(c: float) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
@@ -79,19 +79,23 @@ def prevalence_accuracy(recall: float, specificity: float, prevalence: float) ->
     return prevalence * recall + (1 - prevalence) * specificity
 
 
+def shifted_probabilities(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> dict[str, np.ndarray]:
+    """P(pneumonia) for the unshifted images ("none") and under every shift."""
+    return {name: predict(images if name == "none" else apply_shift(images, name)) for name in ["none", *SHIFTS]}
+
+
 def shift_report(
-    predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, y: np.ndarray, threshold: float, prevalence: float = 0.625
+    probabilities: dict[str, np.ndarray], y: np.ndarray, threshold: float, prevalence: float = 0.625
 ) -> dict[str, dict[str, float]]:
     """Per shift (and unshifted): ROC AUC, recall, specificity, and accuracy at `prevalence`.
 
     Args:
-        predict: uint8 [N, S, S] -> P(pneumonia) [N], e.g. `model.pneumonia_probability`.
+        probabilities: from `shifted_probabilities`.
         prevalence: the sick share to re-weight accuracy to; 0.625 is the official test split's.
     """
     report = {}
-    for name in ["none", *SHIFTS]:
-        shifted = images if name == "none" else apply_shift(images, name)
-        m = binary_metrics(y, predict(shifted), threshold)
+    for name, p in probabilities.items():
+        m = binary_metrics(y, p, threshold)
         report[name] = {
             "roc_auc": m["roc_auc"],
             "recall": m["recall"],
@@ -101,15 +105,14 @@ def shift_report(
     return report
 
 
-def shift_threshold(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, y: np.ndarray, grid: int = 99) -> float:
+def shift_threshold(probabilities: dict[str, np.ndarray], y: np.ndarray, grid: int = 99) -> float:
     """The threshold with the best mean balanced accuracy over the unshifted and shifted copies.
 
     Averaging over shifts keeps the choice away from the extremes a saturated validation
     split produces (where almost any threshold separates the classes).
     """
-    probs = [predict(images if name == "none" else apply_shift(images, name)) for name in ["none", *SHIFTS]]
     thresholds = np.linspace(0.01, 0.99, grid)
     pos, neg = y == 1, y == 0
-    scores = [np.mean([((p[pos] >= t).mean() + (p[neg] < t).mean()) / 2 for p in probs]) for t in thresholds]
+    scores = [np.mean([((p[pos] >= t).mean() + (p[neg] < t).mean()) / 2 for p in probabilities.values()]) for t in thresholds]
     best = np.flatnonzero(np.isclose(scores, max(scores)))
     return float(thresholds[best[len(best) // 2]])  # the middle of a plateau, not its edge

@@ -39,7 +39,7 @@ from pneumo.models import create_model, model_spec
 from pneumo.plots import confusion_plot, history_panels, roc_plot
 from pneumo.preprocess import normalise
 from pneumo.progress import make_progress
-from pneumo.robustness import shift_report, shift_threshold
+from pneumo.robustness import shift_report, shift_threshold, shifted_probabilities
 
 __all__ = ["train", "TrainResult", "pick_device"]
 
@@ -133,7 +133,7 @@ def recalibrate_batchnorm(net: torch.nn.Module, images: torch.Tensor, mean: floa
         m.momentum = None  # cumulative average over the batches below
         m.train()
     for start in range(0, len(images), batch_size):
-        net(normalise(images[start : start + batch_size], mean, std))
+        net(normalise(images[start : start + batch_size], mean, std).contiguous(memory_format=torch.channels_last))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     net.train(was_training)
@@ -238,8 +238,7 @@ def train(
 
     # model, loss weights, optimiser, schedule
     model = create_model(config.model, num_outputs=n_outputs, image_size=config.image_size, dropout=config.dropout).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)  # ~2x faster convolutions on CPU (oneDNN) and GPU
     step_model = torch.compile(model) if config.compile else model
     # with EMA, validation, checkpoints and the final model use the averaged weights
     ema = AveragedModel(model, avg_fn=ema_update(config.ema), use_buffers=True) if config.ema else None
@@ -286,9 +285,7 @@ def train(
             losses, seen_probs, seen_targets = [], [], []
             for step, (x, y) in enumerate(batches):
                 x = augment_batch(x.unsqueeze(1).float().div_(255), config.augment, augment_rng)
-                x = normalise(x, spec.mean, spec.std)
-                if device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = normalise(x, spec.mean, spec.std).contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                     logits = step_model(x)
                 loss = task_loss(logits.float(), y, weights, config.task, config.label_smoothing)
@@ -352,14 +349,15 @@ def train(
     def pneumonia_probability(images: np.ndarray) -> np.ndarray:
         return 1 - class_probabilities(eval_model, images, config.task, spec.mean, spec.std, config.eval_batch_size)[:, 0]
 
+    shifted = shifted_probabilities(pneumonia_probability, val_images)
     if config.threshold == "youden":
         threshold = youden_threshold(y_val_binary, 1 - val_probs[:, 0])
     elif config.threshold == "shift":
-        threshold = shift_threshold(pneumonia_probability, val_images, y_val_binary)
+        threshold = shift_threshold(shifted, y_val_binary)
     else:
         threshold = float(config.threshold)
     report = validation_report(val_recs, val_probs, threshold, config.task, train_recs, n_boot, config.seed)
-    report["shifted"] = shift_report(pneumonia_probability, val_images, y_val_binary, threshold)
+    report["shifted"] = shift_report(shifted, y_val_binary, threshold)
     report |= {"epoch": chosen_epoch, "threshold_method": str(config.threshold), "seconds_total": time.perf_counter() - started}
     report["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in history]))
     report["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {device}"
