@@ -23,9 +23,7 @@ from pneumo.training import pick_device, train
 def step_throughput(name: str, size: int, batch: int, steps: int, device: torch.device) -> float:
     """Images/s of augment + forward + backward + optimizer step on a resident uint8 batch."""
     spec = model_spec(name)
-    net = create_model(name, num_outputs=1, image_size=size).to(device)
-    if device.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
+    net = create_model(name, num_outputs=1, image_size=size).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     images = torch.randint(0, 256, (batch, size, size), dtype=torch.uint8, device=device)
     target = torch.randint(0, 2, (batch,), device=device).float()
@@ -34,6 +32,7 @@ def step_throughput(name: str, size: int, batch: int, steps: int, device: torch.
 
     def step() -> None:
         x = normalise(augment_batch(images.unsqueeze(1).float() / 255, aug, rng), spec.mean, spec.std)
+        x = x.contiguous(memory_format=torch.channels_last)  # as training does
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x)[:, 0].float(), target)
         opt.zero_grad(set_to_none=True)
