@@ -116,6 +116,9 @@ def save_checkpoint(folder: str | Path, net: nn.Module, meta: dict[str, Any]) ->
     with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
         pass
     save_file(state, tmp.name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp.name, 0o666 & ~umask)  # temporary files are private (0600); a checkpoint is shared like any file
     meta = {**meta, "format_version": FORMAT_VERSION, "weights_sha256": _sha256(Path(tmp.name))}
     meta_tmp = Path(tmp.name).with_suffix(".json.tmp")
     meta_tmp.write_text(json.dumps(meta, indent=2, default=_jsonable))

@@ -97,9 +97,12 @@ def test_unknown_config_key(tmp_path: Path) -> None:
     assert_user_error(pneumo("train", "--config", bad, "--out", tmp_path / "r", check=False), "unknown config key 'learning_rate'")
 
 
-def test_evaluate_without_a_model_says_what_to_do(small_folder: Path) -> None:
-    # no model ships inside the package yet (issue 4): the error must point to --model
-    assert_user_error(pneumo("evaluate", small_folder, check=False), "no bundled model", "--model")
+def test_predict_works_right_after_install_with_the_bundled_model(small_folder: Path) -> None:
+    image = sorted((small_folder / "PNEUMONIA").glob("*.jpeg"))[0]
+    out = pneumo("predict", image).stdout
+    assert image.name in out and ("PNEUMONIA" in out or "NORMAL" in out)
+    report = json.loads(pneumo("predict", image, "--json").stdout)[0]
+    assert 0.0 <= report["probability"] <= 1.0 and report["threshold"] == pytest.approx(0.39)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
