@@ -56,10 +56,6 @@ class LoadedModel:
     def task(self) -> str:
         return str(self.meta["task"])
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
     def class_probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 256, progress: bool = False) -> np.ndarray:
         """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes]."""
         return class_probabilities(self.net, images, self.task, self.meta["mean"], self.meta["std"], batch_size, progress)
