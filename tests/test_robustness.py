@@ -55,3 +55,14 @@ def test_shift_threshold_lands_between_separated_scores() -> None:
 
 def test_prevalence_accuracy_by_hand() -> None:
     assert prevalence_accuracy(0.9, 0.6, 0.625) == pytest.approx(0.625 * 0.9 + 0.375 * 0.6)
+
+
+def test_given_unshifted_predictions_are_used_not_recomputed(images: tuple[np.ndarray, np.ndarray]) -> None:
+    x, _ = images
+    calls = []
+    predict = lambda imgs: calls.append(1) or imgs.reshape(len(imgs), -1).mean(1) / 255  # noqa: E731
+    known = predict(x)
+    calls.clear()
+    probs = shifted_probabilities(predict, x, unshifted=known)
+    assert len(calls) == len(SHIFTS) and probs["none"] is known
+    assert np.allclose(shifted_probabilities(predict, x)["none"], known)

@@ -53,7 +53,7 @@ def evaluate(
     if loaded.task == "pathogen" and all(r.label == "NORMAL" or r.pathogen for r in records):
         report["pathogen"] = multiclass_metrics([r.target("pathogen") for r in records], probs, loaded.meta["classes"])
     if shifts:
-        report["shifted"] = shift_report(shifted_probabilities(loaded.pneumonia_probability, images), y, threshold)
+        report["shifted"] = shift_report(shifted_probabilities(loaded.pneumonia_probability, images, unshifted=p), y, threshold)
     report["model"] = {k: loaded.meta.get(k) for k in ("architecture", "task", "image_size", "threshold", "epoch", "data_fingerprint", "pneumo_version")}
     report["data"] = {"source": str(data), "split": split, "fingerprint": data_fingerprint}
     report["predictions"] = [

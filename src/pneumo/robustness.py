@@ -79,9 +79,15 @@ def prevalence_accuracy(recall: float, specificity: float, prevalence: float) ->
     return prevalence * recall + (1 - prevalence) * specificity
 
 
-def shifted_probabilities(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> dict[str, np.ndarray]:
-    """P(pneumonia) for the unshifted images ("none") and under every shift."""
-    return {name: predict(images if name == "none" else apply_shift(images, name)) for name in ["none", *SHIFTS]}
+def shifted_probabilities(
+    predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, unshifted: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """P(pneumonia) for the unshifted images ("none") and under every shift.
+
+    Pass `unshifted` when the caller already has the plain predictions, to skip that pass.
+    """
+    plain = predict(images) if unshifted is None else unshifted
+    return {"none": plain, **{name: predict(apply_shift(images, name)) for name in SHIFTS}}
 
 
 def shift_report(

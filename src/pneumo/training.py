@@ -349,7 +349,7 @@ def train(
     def pneumonia_probability(images: np.ndarray) -> np.ndarray:
         return 1 - class_probabilities(eval_model, images, config.task, spec.mean, spec.std, config.eval_batch_size)[:, 0]
 
-    shifted = shifted_probabilities(pneumonia_probability, val_images)
+    shifted = shifted_probabilities(pneumonia_probability, val_images, unshifted=1 - val_probs[:, 0])
     if config.threshold == "youden":
         threshold = youden_threshold(y_val_binary, 1 - val_probs[:, 0])
     elif config.threshold == "shift":
