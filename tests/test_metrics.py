@@ -4,10 +4,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
-from pneumo.metrics import SUMMARY_METRICS, binary_metrics, bootstrap_intervals, multiclass_metrics, youden_threshold
+from pneumo.metrics import SUMMARY_METRICS, binary_metrics, bootstrap_intervals, multiclass_metrics, summary_metrics, youden_threshold
 
 # Ten cases; at threshold 0.5 the predictions are 1 where p >= 0.5:
 #   y:    1    1    1    1    0    0    0    0    0     1
@@ -81,6 +83,20 @@ def test_no_positive_predictions() -> None:
     assert m["f1"] == 0.0 and m["recall"] == 0.0
     assert math.isnan(m["precision"])
     assert m["specificity"] == 1.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 1), st.integers(0, 20)), min_size=1, max_size=80),
+    st.floats(0.0, 1.0),
+)
+def test_fast_summary_metrics_equal_scikit_learns(pairs: list[tuple[int, int]], threshold: float) -> None:
+    """The bootstrap's numpy metrics give binary_metrics' values, ties and single classes included."""
+    y = np.array([a for a, _ in pairs])
+    p = np.array([b / 20 for _, b in pairs])  # coarse scores: many ties
+    fast, reference = summary_metrics(y, p, threshold), binary_metrics(y, p, threshold)
+    for k in SUMMARY_METRICS:
+        assert fast[k] == pytest.approx(reference[k], abs=1e-12, nan_ok=True), k
 
 
 # --- bootstrap ---------------------------------------------------------------------------------------
