@@ -28,11 +28,16 @@ class ModelSpec:
     description: str
 
 
-def _monai_resnet(depth: int) -> Callable[..., nn.Module]:
+def _monai_resnet(depth: int, width: float = 1.0) -> Callable[..., nn.Module]:
+    """He et al.'s ResNet: a 7x7 stride-2 stem (MONAI's default stride is 1, which runs the
+    whole network at twice the resolution for 4x the compute), optionally narrower."""
+
     def build(in_chans: int, num_outputs: int, image_size: int, dropout: float) -> nn.Module:
         from monai.networks.nets import resnet
 
-        net = getattr(resnet, f"resnet{depth}")(spatial_dims=2, n_input_channels=in_chans, num_classes=num_outputs)
+        net = getattr(resnet, f"resnet{depth}")(
+            spatial_dims=2, n_input_channels=in_chans, num_classes=num_outputs, conv1_t_stride=2, widen_factor=width
+        )
         if dropout:
             net.fc = nn.Sequential(nn.Dropout(dropout), net.fc)
         return net
@@ -55,6 +60,7 @@ _REGISTRY: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec("seed_cnn", _seed_cnn, 180, 0.0, 1.0, "the notebook's separable-convolution CNN (3.5M parameters at 180 px)"),
         ModelSpec("resnet18", _monai_resnet(18), 224, 0.5, 0.25, "ResNet-18 (MONAI), single-channel input"),
+        ModelSpec("resnet18_half", _monai_resnet(18, 0.5), 224, 0.5, 0.25, "ResNet-18 at half width (MONAI): 2.8M parameters, ~4x cheaper"),
         ModelSpec("resnet34", _monai_resnet(34), 224, 0.5, 0.25, "ResNet-34 (MONAI), single-channel input"),
         ModelSpec("densenet121", _monai_densenet121, 224, 0.5, 0.25, "DenseNet-121 (MONAI), single-channel input"),
     )
