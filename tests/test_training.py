@@ -151,11 +151,15 @@ def test_ema_warms_up_then_follows_its_decay() -> None:
     from pneumo.training import ema_update
 
     update = ema_update(0.99)
-    avg, new = torch.zeros(3), torch.ones(3)
-    first = update(avg, new, torch.tensor(1))  # decay (1+1)/(10+1): mostly the new weights
-    assert torch.allclose(first, torch.full((3,), 1 - 2 / 11))
-    late = update(avg, new, torch.tensor(10_000))  # capped at 0.99
-    assert torch.allclose(late, torch.full((3,), 0.01))
+    avg, new = [torch.zeros(3), torch.zeros(2)], [torch.ones(3), torch.ones(2)]
+    update(avg, new, torch.tensor(1))  # decay (1+1)/(10+1): mostly the new weights
+    assert all(torch.allclose(a, torch.full_like(a, 1 - 2 / 11)) for a in avg)
+    avg = [torch.zeros(3)]
+    update(avg, [torch.ones(3)], torch.tensor(10_000))  # capped at 0.99
+    assert torch.allclose(avg[0], torch.full((3,), 0.01))
+    counters = [torch.tensor(3)]
+    update(counters, [torch.tensor(7)], torch.tensor(5))  # integer buffers follow the model
+    assert counters[0].item() == 7
 
 
 def test_batchnorm_recalibration_measures_exact_statistics_with_dropout_off() -> None:

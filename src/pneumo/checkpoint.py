@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from pneumo.models import create_model, model_spec
 from pneumo.preprocess import normalise
 from pneumo.progress import progress_bar
 
-__all__ = ["FORMAT_VERSION", "LoadedModel", "class_probabilities", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "task_classes"]
+__all__ = ["FORMAT_VERSION", "LoadedModel", "class_probabilities", "copy_checkpoint", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "task_classes"]
 
 FORMAT_VERSION = 1
 WEIGHTS, META = "weights.safetensors", "meta.json"
@@ -120,6 +121,17 @@ def save_checkpoint(folder: str | Path, net: nn.Module, meta: dict[str, Any]) ->
     meta_tmp.write_text(json.dumps(meta, indent=2, default=_jsonable))
     os.replace(tmp.name, folder / WEIGHTS)
     os.replace(meta_tmp, folder / META)
+    return folder
+
+
+def copy_checkpoint(source: str | Path, folder: str | Path) -> Path:
+    """Copy a checkpoint folder's files, each atomically, without serialising the weights again."""
+    source, folder = Path(source), Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (WEIGHTS, META):  # weights first: a crash in between leaves meta's checksum refusing the mix
+        tmp = folder / f".{name}.tmp"
+        shutil.copyfile(source / name, tmp)
+        os.replace(tmp, folder / name)
     return folder
 
 

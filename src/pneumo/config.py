@@ -75,6 +75,9 @@ class Config:
     threshold: Any = 0.5
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     compile: bool = False  # torch.compile the training step's model (worth it on a GPU for long runs)
+    # on CUDA, record the model's forward and backward once as CUDA graphs and replay them:
+    # a small CNN's step is otherwise bound by the CPU launching hundreds of kernels
+    cuda_graphs: bool = True
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     eval_batch_size: int = 256
     cache_dir: str = ""  # "" = $PNEUMO_CACHE or ~/.cache/pneumo
