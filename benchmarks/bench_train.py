@@ -1,7 +1,7 @@
 """Training benchmark: images/s of one training step per model and input size on this device,
 and seconds per epoch of the shipped recipes.
 
-    python benchmarks/bench_train.py steps [--models seed_cnn resnet18] [--sizes 128 180 224]
+    python benchmarks/bench_train.py steps [--models seed_cnn resnet18] [--sizes 128 180 224] [--batch 32]
     python benchmarks/bench_train.py recipes [--configs seed cpu default] [--epochs 1]
 """
 from __future__ import annotations
@@ -17,14 +17,15 @@ from pneumo.config import AugmentConfig, load_config
 from pneumo.data.augment import augment_batch
 from pneumo.models import create_model, model_spec
 from pneumo.preprocess import normalise
-from pneumo.training import pick_device, train
+from pneumo.training import cuda_graphed, pick_device, train
 
 
-def step_throughput(name: str, size: int, batch: int, steps: int, device: torch.device) -> float:
-    """Images/s of augment + forward + backward + optimizer step on a resident uint8 batch."""
+def step_throughput(name: str, size: int, batch: int, steps: int, device: torch.device, graphs: bool) -> float:
+    """Images/s of augment + forward + backward + optimizer step on a resident uint8 batch, as training does."""
     spec = model_spec(name)
     net = create_model(name, num_outputs=1, image_size=size).to(device, memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, fused=device.type == "cuda")
+    step_net = cuda_graphed(net, (batch, 1, size, size), use_amp=True) if graphs else net
     images = torch.randint(0, 256, (batch, size, size), dtype=torch.uint8, device=device)
     target = torch.randint(0, 2, (batch,), device=device).float()
     aug = AugmentConfig(rotate_deg=10, scale=0.1, translate=0.05, brightness=0.1, contrast=0.2, gamma=0.2, noise=0.02)
@@ -33,8 +34,8 @@ def step_throughput(name: str, size: int, batch: int, steps: int, device: torch.
     def step() -> None:
         x = normalise(augment_batch(images.unsqueeze(1).float() / 255, aug, rng), spec.mean, spec.std)
         x = x.contiguous(memory_format=torch.channels_last)  # as training does
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x)[:, 0].float(), target)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda", cache_enabled=False):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(step_net(x)[:, 0].float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -66,12 +67,15 @@ def main() -> None:
     device = pick_device("auto")
 
     if args.what == "steps":
+        modes = [False, True] if device.type == "cuda" else [False]
         rows = [
-            (name, size, args.batch, device.type, round(step_throughput(name, size, args.batch, args.steps, device), 1))
+            (name, size, args.batch, device.type, "CUDA graphs" if graphs else "eager", round(step_throughput(name, size, args.batch, args.steps, device, graphs), 1))
             for name in args.models
             for size in args.sizes
+            for graphs in modes
         ]
-        print(table("Training step throughput (augment + forward + backward + AdamW)", ["model", "size", "batch", "device", "images/s"], rows))
+        columns = ["model", "size", "batch", "device", "forward + backward", "images/s"]
+        print(table("Training step throughput (augment + forward + backward + AdamW)", columns, rows))
         return
 
     rows = []

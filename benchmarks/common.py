@@ -8,7 +8,8 @@ from typing import Sequence
 
 import torch
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+# the data set: ../shared/data beside the repo, or $PNEUMO_DATA (a lent GPU machine has its own copy)
+DATA = Path(os.environ.get("PNEUMO_DATA") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
 
 
 def machine() -> str:
@@ -29,11 +30,11 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, torch {torch.__version__} ({torch.get_num_threads()} threads), {gpu}"
 
 
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A Markdown table headed by its title and the machine it ran on."""
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], ran_on: str | None = None) -> str:
+    """A Markdown table headed by its title and the machine it ran on (this one unless `ran_on` says)."""
     def cell(v: object) -> str:
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
-    lines = [f"**{title}** — {machine()}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = [f"**{title}** — {ran_on or machine()}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"

@@ -2,7 +2,8 @@
 
     python benchmarks/seed_spread.py --config cpu --seeds 0 1 2 --out runs/spread [--set KEY=VALUE ...]
 
-Each run folder is kept (OUT/<config>-s<seed>); rerunning reuses finished runs.
+Each run folder is kept (OUT/<config>-s<seed>); rerunning reuses finished runs, so runs made
+on another machine (a lent GPU) can be tabulated here; the table names the machine each run recorded.
 """
 from __future__ import annotations
 
@@ -41,19 +42,22 @@ def main() -> None:
     parser.add_argument("--out", default="runs/spread")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
-    rows = {}
+    rows, machines = {}, set()
     for seed in args.seeds:
         run = Path(args.out) / f"{Path(args.config).stem}-s{seed}"
         if not (run / "val_report.json").exists():
             cfg = load_config(args.config, [f"data={DATA}", *args.overrides, f"seed={seed}"])
             train(cfg, run, overwrite=True, progress=False, log=print)
-        rows[seed] = summarise(json.loads((run / "val_report.json").read_text()))
+        report = json.loads((run / "val_report.json").read_text())
+        rows[seed] = summarise(report)
+        machines.add(report.get("machine", "unknown machine"))
     columns = list(next(iter(rows.values())))
     body = [(seed, *(round(v, 4) for v in r.values())) for seed, r in rows.items()]
     values = np.array([list(r.values()) for r in rows.values()], dtype=float)
     body.append(("mean ± sd", *(f"{m:.4f} ± {s:.4f}" for m, s in zip(values.mean(0), values.std(0, ddof=1 if len(values) > 1 else 0)))))
     overrides = " ".join(args.overrides)
-    print(table(f"{args.config} {overrides} over seeds {args.seeds}", ["seed", *columns], body))
+    ran_on = "trained on " + "; ".join(sorted(machines))  # runs may be reused from another machine
+    print(table(f"{args.config} {overrides} over seeds {args.seeds}", ["seed", *columns], body, ran_on=ran_on))
 
 
 if __name__ == "__main__":
