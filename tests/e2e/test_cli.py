@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import pneumo as pneumo_package
+
 
 def pneumo(*args: object, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
@@ -102,7 +104,8 @@ def test_predict_works_right_after_install_with_the_bundled_model(small_folder: 
     out = pneumo("predict", image).stdout
     assert image.name in out and ("PNEUMONIA" in out or "NORMAL" in out)
     report = json.loads(pneumo("predict", image, "--json").stdout)[0]
-    assert 0.0 <= report["probability"] <= 1.0 and report["threshold"] == pytest.approx(0.39)
+    stored = json.loads((Path(pneumo_package.__file__).parent / "weights" / "meta.json").read_text())["threshold"]
+    assert 0.0 <= report["probability"] <= 1.0 and report["threshold"] == pytest.approx(stored)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
