@@ -149,23 +149,78 @@ def evaluate(
 
 @app.command()
 def predict(
-    paths: List[Path] = typer.Argument(..., help="Image files or folders."),
+    paths: List[Path] = typer.Argument(..., help="Image files (JPEG, PNG, DICOM), folders (searched recursively) or quoted glob patterns."),
     model: Optional[Path] = typer.Option(None, "--model", help="Run folder or checkpoint (default: the bundled model)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    fmt: str = typer.Option("table", "--format", help="table, json or csv."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write json/csv here instead of printing (format from --format, else from the suffix)."),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    cam: Optional[Path] = typer.Option(None, "--cam", help="Also write a Grad-CAM heatmap PNG per image into this folder (needs PyTorch)."),
 ) -> None:
-    """P(pneumonia) and the label at the model's threshold for each image."""
+    """P(pneumonia) and the label at the model's threshold for each image (JPEG, PNG or DICOM).
+
+    --model takes a run folder, a checkpoint folder or an exported .onnx file.
+    """
+    from pneumo.prediction import format_predictions, load_model
     from pneumo.prediction import predict as run_prediction
 
-    results = run_prediction(paths, model=model)
-    if as_json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
+    fmt = "json" if as_json else fmt
+    if out is not None and fmt == "table":
+        fmt = out.suffix.lower().lstrip(".")
+        if fmt not in ("json", "csv"):
+            raise PneumoError(f"cannot tell the format of {out}: name it .json or .csv, or pass --format json|csv")
+    if fmt not in ("table", "json", "csv"):
+        raise PneumoError(f"unknown --format {fmt!r}; use table, json or csv")
+    loaded = load_model(model)
+    results = run_prediction(paths, model=loaded)
+    if cam is not None:
+        from pneumo.explain import explain_files
+
+        written = explain_files(paths, loaded, out_dir=cam)
+        err_console.print(f"wrote {len(written)} heatmaps to {cam}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(format_predictions(results, fmt))
+        console.print(f"wrote {len(results)} predictions to {out}")
+        return
+    if fmt != "table":
+        print(format_predictions(results, fmt), end="" if fmt == "csv" else "\n")
         return
     table = Table()
-    for col in ("file", "P(pneumonia)", "label"):
+    classes = list(results[0].class_probabilities)
+    table.add_column("file", overflow="fold")
+    for col in ("P(pneumonia)", "label", *(f"P({c})" for c in classes if len(classes) > 2)):
         table.add_column(col)
     for r in results:
-        table.add_row(r.path, f"{r.probability:.3f}", r.label)
+        extra = [f"{r.class_probabilities[c]:.3f}" for c in classes] if len(classes) > 2 else []
+        table.add_row(r.path, f"{r.probability:.3f}", r.label, *extra)
     console.print(table)
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(Path("pneumo.onnx"), "--out", help="The .onnx file to write (its .json goes beside it)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Run folder or checkpoint (default: the bundled model)."),
+    fmt: str = typer.Option("onnx", "--format", help="Export format; onnx is the one there is."),
+    check: Optional[List[Path]] = typer.Option(None, "--check", help="Images (files, folders, globs) for the parity check; default: 8 synthetic images."),
+    opset: int = typer.Option(17, help="ONNX opset."),
+) -> None:
+    """Export a model to ONNX, checked against PyTorch; `pneumo predict --model FILE.onnx` runs it without PyTorch."""
+    if fmt != "onnx":
+        raise PneumoError(f"unknown --format {fmt!r}; onnx is the export format pneumo has")
+    import numpy as np
+
+    from pneumo.export import export_onnx
+    from pneumo.prediction import load_model
+    from pneumo.preprocess import load_image
+    from pneumo.runtime import expand_paths
+
+    loaded = load_model(model)
+    images = np.stack([load_image(f, loaded.image_size) for f in expand_paths(check)[:32]]) if check else None
+    result = export_onnx(loaded, out, opset=opset, check_images=images)
+    console.print(
+        f"wrote {result['path']} (+ .json); largest difference from PyTorch on {result['n_images']} "
+        f"{'images' if check else 'synthetic images'}: {result['max_abs_diff']:.1e}"
+    )
 
 
 @app.command()
@@ -182,6 +237,10 @@ def models() -> None:
     console.print(table)
 
 
+# modules of the `train` extra: the base install (onnxruntime) only predicts
+_TRAIN_EXTRAS = {"torch", "monai", "sklearn", "safetensors", "matplotlib", "onnx"}
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM (a scheduler, `kill`) stops as cleanly as Ctrl-C
 
@@ -193,6 +252,15 @@ def main() -> None:
         app()  # Typer handles usage errors and turns Ctrl-C into exit code 130
     except PneumoError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        if exc.name not in _TRAIN_EXTRAS:
+            raise
+        err_console.print(
+            f"[bold red]error:[/] this command needs PyTorch and the training extras ({exc.name} is not installed): "
+            "pip install 'pneumo\\[train]'. Prediction alone works without them.",
+            highlight=False,
+        )
         sys.exit(2)
     except SystemExit as exc:
         if exc.code == 130:

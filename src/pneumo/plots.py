@@ -1,4 +1,4 @@
-"""Every picture pneumo draws: batch grid, training history, ROC, confusion matrix."""
+"""Every picture pneumo draws: batch grid, training history, ROC, confusion matrix, Grad-CAM overlay."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-__all__ = ["batch_grid", "history_panels", "roc_plot", "confusion_plot"]
+__all__ = ["batch_grid", "history_panels", "roc_plot", "confusion_plot", "cam_figure"]
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
@@ -90,3 +90,35 @@ def confusion_plot(matrix: Sequence[Sequence[int]], classes: Sequence[str], path
     ax.set_ylabel("true")
     ax.set_title(title)
     return _save(fig, path)
+
+
+def cam_figure(
+    image: np.ndarray, heatmap: np.ndarray, probability: float, label: str, threshold: float, out: str | Path, title: str | None = None
+) -> Path:
+    """The image beside its Grad-CAM overlay, with a colour bar and the verdict in the title.
+
+    The heatmap is stretched over the whole image whatever its size, which is right for
+    pneumo's models: they see the image resized to a square without keeping its aspect ratio.
+
+    Args:
+        image: uint8 [H, W], shown in gray on both panels.
+        heatmap: float [h, w] in [0, 1] (`pneumo.explain.grad_cam`).
+        probability: P(pneumonia).
+        label: the label at the threshold.
+        threshold: the model's decision threshold.
+        out: PNG file to write.
+        title: first title line, e.g. the file name.
+    """
+    height, width = image.shape
+    extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.6))
+    for ax in axes:
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255, extent=extent)
+        ax.axis("off")
+    axes[0].set_title("image", fontsize=10)
+    overlay = axes[1].imshow(heatmap, cmap="jet", vmin=0, vmax=1, alpha=0.45, extent=extent, interpolation="bilinear")
+    axes[1].set_title("Grad-CAM for PNEUMONIA", fontsize=10)
+    fig.colorbar(overlay, ax=axes[1], fraction=0.046, pad=0.04, label="relative evidence")
+    verdict = f"{label}: P(pneumonia) = {probability:.3f} (threshold {threshold:.3g})"
+    fig.suptitle(f"{title}\n{verdict}" if title else verdict, fontsize=11)
+    return _save(fig, out)

@@ -1,33 +1,29 @@
-"""Files in, probabilities out, at the model's own stored threshold."""
+"""Files in, probabilities out, at the model's own stored threshold.
+
+Two backends share one path (`pneumo.runtime.classify`): a checkpoint through PyTorch, or an
+exported `.onnx` through onnxruntime. Without PyTorch installed, the bundled model runs from
+its ONNX export, so `pneumo predict` works on the base install.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import csv
+import importlib.util
+import io
+import json
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, Union
 
-import numpy as np
-
-from pneumo.checkpoint import LoadedModel, load_checkpoint
-from pneumo.data.layout import IMAGE_SUFFIXES
 from pneumo.errors import PneumoError
-from pneumo.preprocess import load_image
+from pneumo.runtime import OnnxModel, Prediction, classify, expand_paths
 
-__all__ = ["Prediction", "load_model", "predict", "bundled_model_dir"]
+if TYPE_CHECKING:
+    from pneumo.checkpoint import LoadedModel
 
+__all__ = ["Prediction", "load_model", "predict", "format_predictions", "bundled_model_dir", "BUNDLED_ONNX"]
 
-@dataclass(frozen=True)
-class Prediction:
-    """One image's verdict: P(pneumonia), the label at the threshold, and every class's probability."""
-
-    path: str
-    probability: float
-    label: str
-    threshold: float
-    class_probabilities: dict[str, float]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+Model = Union["LoadedModel", OnnxModel]
+BUNDLED_ONNX = "pneumo.onnx"  # the bundled checkpoint's export, beside it in weights/
 
 
 def bundled_model_dir() -> Path:
@@ -35,56 +31,51 @@ def bundled_model_dir() -> Path:
     return Path(str(resources.files("pneumo") / "weights"))
 
 
-def load_model(path: str | Path | LoadedModel | None = None, device: str = "cpu") -> LoadedModel:
-    """A checkpoint (run folder, checkpoint folder or its meta.json), or the bundled model when None."""
-    if isinstance(path, LoadedModel):
+def _is_export(path: Path) -> bool:
+    return path.suffix.lower() == ".onnx" or (path.suffix.lower() == ".json" and path.name != "meta.json")
+
+
+def load_model(path: str | Path | Model | None = None, device: str = "cpu") -> Model:
+    """A checkpoint (run folder, checkpoint folder or its meta.json), an exported `.onnx`, or the
+    bundled model when None: through PyTorch where it is installed, else its ONNX export."""
+    if path is not None and not isinstance(path, (str, Path)):
         return path
     if path is None:
         bundled = bundled_model_dir()
         if not (bundled / "meta.json").exists():
-            raise PneumoError("this pneumo has no bundled model yet; train one (`pneumo train`) and pass --model RUN_DIR")
+            raise PneumoError("this pneumo has no bundled model; train one (`pneumo train`) and pass --model RUN_DIR")
+        if importlib.util.find_spec("torch") is None:
+            return OnnxModel.load(bundled / BUNDLED_ONNX)
         path = bundled
+    if _is_export(Path(path)):
+        return OnnxModel.load(path)
+    from pneumo.checkpoint import load_checkpoint
+
     return load_checkpoint(path, device=device)
 
 
-def _expand(paths: Iterable[str | Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
-        elif p.exists():
-            files.append(p)
-        else:
-            raise PneumoError(f"{p} does not exist")
-    if not files:
-        raise PneumoError("no image files found in the given paths")
-    return files
+def format_predictions(results: list[Prediction], fmt: str) -> str:
+    """Predictions as "json" (a list of objects) or "csv" (one row per file; a column per class
+    probability)."""
+    if fmt == "json":
+        return json.dumps([r.to_dict() for r in results], indent=2)
+    if fmt != "csv":
+        raise PneumoError(f"unknown format {fmt!r}; use json or csv")
+    classes = list(results[0].class_probabilities) if results else []
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "probability", "label", "threshold", *(f"p_{c}" for c in classes)])
+    for r in results:
+        writer.writerow([r.path, f"{r.probability:.6f}", r.label, f"{r.threshold:.6g}", *(f"{r.class_probabilities[c]:.6f}" for c in classes)])
+    return buffer.getvalue()
 
 
-def predict(paths: Iterable[str | Path], model: str | Path | LoadedModel | None = None, batch_size: int = 32) -> list[Prediction]:
-    """Classify image files (or folders of them).
+def predict(paths: Iterable[str | Path], model: str | Path | Model | None = None, batch_size: int = 32) -> list[Prediction]:
+    """Classify image files, folders of them (recursively) or glob patterns.
 
     Example:
         >>> [p.label for p in predict(["xray.jpeg"], model="runs/seed")]
         ['PNEUMONIA']
     """
     loaded = load_model(model)
-    files = _expand(paths)
-    results: list[Prediction] = []
-    classes = loaded.meta["classes"]
-    for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
-        images = np.stack([load_image(f, loaded.image_size) for f in chunk])
-        probs = loaded.class_probabilities(images)
-        for f, row in zip(chunk, probs):
-            p = float(1 - row[0])
-            results.append(
-                Prediction(
-                    path=str(f),
-                    probability=p,
-                    label="PNEUMONIA" if p >= loaded.threshold else "NORMAL",
-                    threshold=loaded.threshold,
-                    class_probabilities={c: float(v) for c, v in zip(classes, row)},
-                )
-            )
-    return results
+    return classify(expand_paths(paths), loaded, batch_size)

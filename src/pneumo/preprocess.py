@@ -2,16 +2,21 @@
 
 Stage 1, `resize_image`: decoded uint8 [H, W] -> uint8 [S, S] (cached on disk for training).
 Stage 2, `normalise`: a uint8 batch on any device -> float [B, 1, S, S] with the model's mean/std.
+
+torch is imported inside `normalise` only, so stage 1 serves the torch-free ONNX runtime too.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from pneumo.data.io import read_image
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["resize_image", "load_image", "normalise", "PREPROCESS_VERSION"]
 
@@ -34,6 +39,8 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
 
 def normalise(batch: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """uint8 [B, S, S] (or float in [0, 1] [B, 1, S, S]) -> float [B, 1, S, S], (x/255 - mean) / std."""
+    import torch
+
     if batch.dtype == torch.uint8:
         batch = batch.float().div_(255.0)
     if batch.dim() == 3:

@@ -124,3 +124,51 @@ def test_interrupted_training_keeps_a_complete_checkpoint(small_folder: Path, tm
     from pneumo.checkpoint import load_checkpoint
 
     assert load_checkpoint(run / "checkpoints" / "last").meta["epoch"] >= 1
+
+
+def test_predict_formats_globs_and_output_files(small_folder: Path, tmp_path: Path) -> None:
+    pattern = str(small_folder / "NORMAL" / "IM-01*.jpeg")  # quoted: the shell does not expand it
+    expected = sorted(p.name for p in (small_folder / "NORMAL").glob("IM-01*.jpeg"))
+    assert expected, "the subset has IM-01* files"
+    lines = pneumo("predict", pattern, "--format", "csv").stdout.splitlines()
+    assert lines[0] == "path,probability,label,threshold,p_NORMAL,p_PNEUMONIA"
+    rows = [line.split(",") for line in lines[1:]]
+    assert sorted(Path(r[0]).name for r in rows) == expected
+    for r in rows:
+        assert float(r[4]) + float(r[5]) == pytest.approx(1.0, abs=1e-5)
+        assert r[2] == ("PNEUMONIA" if float(r[1]) >= float(r[3]) else "NORMAL")
+    out = tmp_path / "nested" / "predictions.json"
+    pneumo("predict", small_folder / "PNEUMONIA", "--out", out)
+    saved = json.loads(out.read_text())
+    assert len(saved) == 60 and {"path", "probability", "label", "threshold", "class_probabilities"} <= set(saved[0])
+    assert_user_error(pneumo("predict", small_folder, "--out", tmp_path / "p.txt", check=False), "p.txt", ".json or .csv")
+    assert_user_error(pneumo("predict", small_folder, "--format", "xml", check=False), "unknown --format")
+    assert_user_error(pneumo("predict", str(tmp_path / "none-*.png"), check=False), "no file matches")
+
+
+def _without_training_extras(*args: object) -> subprocess.CompletedProcess:
+    """`pneumo ARGS` in a Python where torch, MONAI, scikit-learn and matplotlib cannot be imported."""
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'monai', 'sklearn', 'matplotlib', 'safetensors', 'onnx'):\n"
+        "    sys.modules[name] = None\n"
+        f"sys.argv = ['pneumo', *{[str(a) for a in args]!r}]\n"
+        "from pneumo.cli import main\n"
+        "main()\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=300)
+
+
+def test_predict_works_without_pytorch_through_the_bundled_onnx_export(small_folder: Path) -> None:
+    files = sorted((small_folder / "PNEUMONIA").glob("*.jpeg"))[:3] + sorted((small_folder / "NORMAL").glob("*.jpeg"))[:3]
+    light = _without_training_extras("predict", *files, "--format", "csv")
+    assert light.returncode == 0, light.stderr
+    with_torch = pneumo("predict", *files, "--format", "csv").stdout
+    rows = [line.split(",") for line in light.stdout.splitlines()[1:]]
+    reference = [line.split(",") for line in with_torch.splitlines()[1:]]
+    assert [r[0] for r in rows] == [r[0] for r in reference] == [str(f) for f in files]
+    for r, ref in zip(rows, reference):
+        assert float(r[1]) == pytest.approx(float(ref[1]), abs=1e-4) and r[2] == ref[2]
+    training = _without_training_extras("train", "--config", "cpu", "--out", "unused")
+    assert training.returncode == 2 and "Traceback" not in training.stderr
+    assert "pip install 'pneumo[train]'" in " ".join(training.stderr.split())
