@@ -1,15 +1,74 @@
-"""Decode image files to single-channel uint8 arrays, whatever their mode or bit depth."""
+"""Decode image files (JPEG, PNG, DICOM) to single-channel uint8 arrays, and record what each file was.
+
+The record (`ImageInfo`) keeps what decoding to gray throws away (colour, original size, DICOM
+modality and body part), so callers can warn about inputs the model cannot judge.
+"""
 from __future__ import annotations
 
 import io
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pneumo.errors import PneumoError
 
-__all__ = ["read_image", "decode_image", "to_uint8_gray"]
+__all__ = [
+    "ImageInfo",
+    "read_image",
+    "read_image_with_info",
+    "decode_image",
+    "decode_image_with_info",
+    "to_uint8_gray",
+]
+
+# DICOM PS3.10 7.1: a 128-byte preamble, then "DICM". Files are recognised by this, not by name.
+_DICOM_MAGIC = b"DICM"
+_DICOM_MAGIC_AT = 128
+_DICOM_SUFFIXES = (".dcm", ".dicom")
+# The (7FE0,0010) Pixel Data tag as it appears in little- and big-endian files.
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+_PIXEL_DATA_TAG_BIG_ENDIAN = b"\x7f\xe0\x00\x10"
+# PIL modes whose channels can differ; colourfulness is measured on an RGB copy of these.
+_COLOUR_MODES = frozenset({"RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "P", "PA"})
+# Colourfulness is a mean over the image: a copy at most this many pixels a side estimates it well.
+_COLOUR_SIDE = 64
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an input file was before it became a gray array.
+
+    `colourfulness` is the mean absolute difference between colour channels (0-255 scale) on a
+    downscaled copy: about 0 for a radiograph, even one stored as RGB or with JPEG chroma noise;
+    tens for a photograph or a screenshot. `mode` is PIL's mode, or the DICOM
+    PhotometricInterpretation. `width`/`height` are the file's own pixel size, before any
+    reduced-scale decode.
+    """
+
+    format: str
+    width: int
+    height: int
+    mode: str
+    colourfulness: float
+    frames: int = 1
+    modality: str | None = None
+    body_part: str | None = None
+    view_position: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable fields, for reports."""
+        return asdict(self)
+
+
+def _stretch_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Map the array's own min..max to 0..255 (all zeros if it is constant)."""
+    pixels = np.asarray(pixels, dtype=np.float64)
+    lo, hi = float(pixels.min()), float(pixels.max())
+    scaled = (pixels - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(pixels)
+    return np.round(scaled).astype(np.uint8)
 
 
 def to_uint8_gray(image: Image.Image) -> np.ndarray:
@@ -20,10 +79,7 @@ def to_uint8_gray(image: Image.Image) -> np.ndarray:
     bit depth in use (often 10-12 bits) is not recorded in the file.
     """
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        pixels = np.asarray(image, dtype=np.float64)
-        lo, hi = float(pixels.min()), float(pixels.max())
-        scaled = (pixels - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(pixels)
-        return np.round(scaled).astype(np.uint8)
+        return _stretch_to_uint8(np.asarray(image))
     if image.mode == "L":
         return np.asarray(image, dtype=np.uint8)
     if image.mode in ("RGBA", "LA", "PA", "P", "CMYK", "YCbCr", "1", "La", "RGBa"):
@@ -31,33 +87,179 @@ def to_uint8_gray(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
-def decode_image(data: bytes, name: str = "<bytes>", size_hint: int | None = None) -> np.ndarray:
-    """Decode encoded image bytes to a uint8 [H, W] array.
+def _colourfulness(rgb: np.ndarray) -> float:
+    """Mean absolute difference between the channels of a uint8 [H, W, 3] array, on a strided copy."""
+    step = max(1, -(-max(rgb.shape[:2]) // _COLOUR_SIDE))
+    small = rgb[::step, ::step].astype(np.int16)
+    r, g, b = small[..., 0], small[..., 1], small[..., 2]
+    return float((np.abs(r - g) + np.abs(g - b) + np.abs(r - b)).mean() / 3.0)
+
+
+def _pil_colourfulness(image: Image.Image) -> float:
+    """Colourfulness of a loaded PIL image; 0.0 for modes without colour channels."""
+    if image.mode not in _COLOUR_MODES:
+        return 0.0
+    width, height = image.size
+    step = max(1, -(-max(width, height) // _COLOUR_SIDE))
+    if step > 1:
+        image = image.resize((max(1, width // step), max(1, height // step)), Image.Resampling.NEAREST)
+    return _colourfulness(np.asarray(image.convert("RGB")))
+
+
+def _jpeg_colourfulness(data: bytes) -> float:
+    """Colourfulness of a colour JPEG whose main decode was drafted to gray, from a 1/8-scale decode."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+        image.load()
+        return _pil_colourfulness(image)
+
+
+def _decode_pil(data: bytes, name: str, size_hint: int | None) -> tuple[np.ndarray, ImageInfo]:
+    """JPEG, PNG and whatever else PIL opens."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            fmt, mode, (width, height) = image.format or "unknown", image.mode, image.size
+            if size_hint and image.format == "JPEG":
+                image.draft("L", (2 * size_hint, 2 * size_hint))
+            image.load()
+            pixels = to_uint8_gray(image)
+            if mode in _COLOUR_MODES and image.mode not in _COLOUR_MODES:
+                colourfulness = _jpeg_colourfulness(data)  # the draft decoded luma only
+            else:
+                colourfulness = _pil_colourfulness(image)
+            frames = int(getattr(image, "n_frames", 1))
+    except Image.DecompressionBombError:
+        raise PneumoError(f"{name}: image has too many pixels to decode safely") from None
+    except UnidentifiedImageError:
+        hint = ""
+        if Path(name).suffix.lower() in _DICOM_SUFFIXES:
+            hint = (
+                " (DICOM files are recognised by the 128-byte preamble followed by 'DICM', which this"
+                " file lacks; re-export it as a standard DICOM file)"
+            )
+        raise PneumoError(f"{name}: not a readable JPEG, PNG or DICOM image{hint}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise PneumoError(f"{name}: image is damaged or truncated ({exc})") from None
+    return pixels, ImageInfo(fmt, width, height, mode, colourfulness, frames)
+
+
+def _tag_text(value: object) -> str | None:
+    """A DICOM string element as plain text; None when absent or blank."""
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
+def _decode_dicom(data: bytes, name: str) -> tuple[np.ndarray, ImageInfo]:
+    """A single-frame DICOM image, displayed as a radiologist would see it, bone bright.
+
+    Modality LUT (rescale) then VOI LUT or window, as the file asks; MONOCHROME1 is inverted;
+    the result is stretched over its own min..max like other deep images.
+    """
+    try:  # imported here: only DICOM inputs pay for importing pydicom
+        import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
+        from pydicom.uid import UID
+    except ImportError:  # pydicom missing, or 2.x without pydicom.pixels
+        raise PneumoError(f"{name}: reading DICOM files needs pydicom 3 or later: pip install 'pydicom>=3'") from None
+
+    damaged = f"{name}: DICOM file is damaged or truncated"
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+        has_pixels = "PixelData" in ds
+        photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
+        rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        syntax = UID(str(ds.file_meta.get("TransferSyntaxUID") or "").strip())
+        modality, body_part, view = (_tag_text(ds.get(k)) for k in ("Modality", "BodyPartExamined", "ViewPosition"))
+    except Exception as exc:  # pydicom raises many types (struct.error, KeyError, EOFError...) on bad bytes
+        raise PneumoError(f"{damaged} ({type(exc).__name__}: {exc})") from None
+
+    if not has_pixels:
+        if _PIXEL_DATA_TAG in data or _PIXEL_DATA_TAG_BIG_ENDIAN in data:
+            # pydicom drops an encapsulated Pixel Data element cut off before its end, silently
+            raise PneumoError(f"{damaged} (its Pixel Data element is cut off or unreadable)")
+        raise PneumoError(
+            f"{name}: DICOM file contains no image (no Pixel Data element); export the image itself,"
+            " or check that the file was copied completely"
+        )
+    if frames > 1:
+        raise PneumoError(f"{name}: multi-frame DICOM ({frames} frames) is not supported; export a single frame")
+    if rows <= 0 or columns <= 0:
+        raise PneumoError(f"{damaged} (image size {columns}x{rows})")
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and rows * columns > 2 * limit:  # where PIL raises DecompressionBombError
+        raise PneumoError(f"{name}: image has too many pixels to decode safely ({columns}x{rows})")
+    if not syntax:
+        raise PneumoError(f"{damaged} (its file meta has no Transfer Syntax UID)")
+    syntax_text = f"{syntax.name} ({syntax})" if syntax.name != syntax else str(syntax)
+    try:
+        decodable = get_decoder(syntax).is_available
+    except NotImplementedError:  # a syntax pydicom has no decoder for at all
+        decodable = False
+    if not decodable:
+        raise PneumoError(
+            f"{name}: DICOM transfer syntax {syntax_text} cannot be decoded with the installed packages;"
+            " convert the file to an uncompressed or JPEG Baseline DICOM (e.g. `gdcmconv --raw`),"
+            " or install pylibjpeg: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
+        )
+    monochrome = samples == 1 and photometric in ("MONOCHROME1", "MONOCHROME2")
+    if not monochrome and samples != 3:
+        raise PneumoError(
+            f"{name}: DICOM PhotometricInterpretation {photometric or '(missing)'} with {samples} sample(s)"
+            " per pixel is not supported; export the image as MONOCHROME2 or RGB"
+        )
+
+    try:
+        pixels = ds.pixel_array
+        if samples == 1:
+            pixels = apply_voi_lut(apply_modality_lut(pixels, ds), ds)
+    except Exception as exc:  # decoder plugins raise anything from ValueError to RuntimeError
+        raise PneumoError(
+            f"{name}: cannot decode the DICOM pixel data ({syntax_text}): {exc}; the file may be damaged"
+            " or truncated, or convert it to an uncompressed DICOM"
+        ) from None
+    expected = (rows, columns) if samples == 1 else (rows, columns, samples)
+    if pixels.shape != expected or not np.isfinite(pixels).all():
+        raise PneumoError(f"{damaged} (decoded pixels of shape {pixels.shape}, expected {expected})")
+
+    if samples == 1:
+        gray = _stretch_to_uint8(-pixels.astype(np.float64) if photometric == "MONOCHROME1" else pixels)
+        colourfulness = 0.0
+    else:
+        rgb = pixels if pixels.dtype == np.uint8 else _stretch_to_uint8(pixels)
+        colourfulness = _colourfulness(rgb)
+        gray = to_uint8_gray(Image.fromarray(np.ascontiguousarray(rgb), "RGB"))
+    info = ImageInfo("DICOM", columns, rows, photometric, colourfulness, 1, modality, body_part, view)
+    return gray, info
+
+
+def decode_image_with_info(
+    data: bytes, name: str = "<bytes>", size_hint: int | None = None
+) -> tuple[np.ndarray, ImageInfo]:
+    """Decode encoded image bytes to a uint8 [H, W] array and a record of what the file was.
 
     Args:
-        data: the file's bytes (JPEG or PNG).
+        data: the file's bytes: JPEG, PNG (or another format PIL reads), or DICOM with its
+            standard preamble (recognised by content, whatever the file is called).
         name: shown in error messages.
         size_hint: the side the image will be resized to; JPEGs much larger than this are
             decoded at a reduced scale, which is several times faster and loses nothing.
     """
     if not data:
         raise PneumoError(f"{name}: file is empty (0 bytes)")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if size_hint and image.format == "JPEG":
-                image.draft("L", (2 * size_hint, 2 * size_hint))
-            image.load()
-            return to_uint8_gray(image)
-    except Image.DecompressionBombError:
-        raise PneumoError(f"{name}: image has too many pixels to decode safely") from None
-    except UnidentifiedImageError:
-        raise PneumoError(f"{name}: not a readable JPEG or PNG image") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise PneumoError(f"{name}: image is damaged or truncated ({exc})") from None
+    if data[_DICOM_MAGIC_AT : _DICOM_MAGIC_AT + len(_DICOM_MAGIC)] == _DICOM_MAGIC:
+        return _decode_dicom(data, name)
+    return _decode_pil(data, name, size_hint)
 
 
-def read_image(path: str | Path, size_hint: int | None = None) -> np.ndarray:
-    """Read an image file as a uint8 [H, W] array (see `decode_image`)."""
+def decode_image(data: bytes, name: str = "<bytes>", size_hint: int | None = None) -> np.ndarray:
+    """Decode encoded image bytes to a uint8 [H, W] array (see `decode_image_with_info`)."""
+    return decode_image_with_info(data, name, size_hint)[0]
+
+
+def read_image_with_info(path: str | Path, size_hint: int | None = None) -> tuple[np.ndarray, ImageInfo]:
+    """Read an image file as a uint8 [H, W] array and a record of what it was (see `decode_image_with_info`)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -65,4 +267,9 @@ def read_image(path: str | Path, size_hint: int | None = None) -> np.ndarray:
         raise PneumoError(f"{path} is a folder, not an image file") from None
     except OSError as exc:
         raise PneumoError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return decode_image(data, str(path), size_hint)
+    return decode_image_with_info(data, str(path), size_hint)
+
+
+def read_image(path: str | Path, size_hint: int | None = None) -> np.ndarray:
+    """Read an image file as a uint8 [H, W] array (see `decode_image_with_info`)."""
+    return read_image_with_info(path, size_hint)[0]

@@ -30,7 +30,7 @@ __all__ = [
 
 CLASSES = ("NORMAL", "PNEUMONIA")
 PATHOGEN_CLASSES = ("normal", "bacteria", "virus")
-IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png"})
+IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".dcm", ".dicom"})
 _SPLIT_NAMES = ("train", "val", "test")
 _JUNK_DIRS = frozenset({"__macosx", ".ds_store", "@eadir", "$recycle.bin"})
 
