@@ -82,3 +82,18 @@ def test_resolve_accepts_run_folder_checkpoint_folder_and_files(saved: tuple[Pat
     assert resolve_checkpoint(folder / "meta.json") == folder
     with pytest.raises(PneumoError, match="not a pneumo checkpoint"):
         resolve_checkpoint(tmp_path)
+
+
+def test_feature_statistics_follow_their_weights(saved: tuple[Path, torch.nn.Module], tmp_path: Path) -> None:
+    """copy_checkpoint carries features.safetensors along; new weights in a folder drop the old statistics."""
+    from pneumo.checkpoint import FEATURES, copy_checkpoint
+
+    folder, net = saved
+    (folder / FEATURES).write_bytes(b"statistics of these weights")
+    copied = copy_checkpoint(folder, tmp_path / "copy")
+    assert (copied / FEATURES).read_bytes() == b"statistics of these weights"
+    assert load_checkpoint(copied).folder == copied
+    save_checkpoint(copied, net, _meta(threshold=0.3))
+    assert not (copied / FEATURES).exists()
+    copy_checkpoint(copied, folder)  # a source without statistics leaves none behind
+    assert not (folder / FEATURES).exists() and load_checkpoint(folder).threshold == 0.3

@@ -265,21 +265,21 @@ def _small_dicom(pixels: np.ndarray, photometric: str, bits: int = 8) -> pydicom
 
 
 @pytest.mark.parametrize(
-    ("path", "mode", "modality", "body_part", "view", "side"),
+    ("path", "mode", "modality", "body_part", "view", "side", "age"),
     [
-        (CR_MONO2, "MONOCHROME2", "CR", "CHEST", "PA", 1024),
-        (CR_MONO1, "MONOCHROME1", "CR", "CHEST", "PA", 1024),
-        (DX, "MONOCHROME2", "DX", None, None, 1024),
-        (OT, "MONOCHROME2", "OT", None, None, 512),
+        (CR_MONO2, "MONOCHROME2", "CR", "CHEST", "PA", 1024, 62.0),
+        (CR_MONO1, "MONOCHROME1", "CR", "CHEST", "PA", 1024, 62.0),
+        (DX, "MONOCHROME2", "DX", None, None, 1024, 81.0),
+        (OT, "MONOCHROME2", "OT", None, None, 512, None),
     ],
 )
 def test_sample_dicoms_decode_with_info(
-    shared_data: Path, path: Path, mode: str, modality: str, body_part: str | None, view: str | None, side: int
+    shared_data: Path, path: Path, mode: str, modality: str, body_part: str | None, view: str | None, side: int, age: float | None
 ) -> None:
     image, info = read_image_with_info(path)
     assert image.dtype == np.uint8 and image.shape == (side, side)
     assert image.min() == 0 and image.max() == 255 and image.std() > 10
-    assert info == ImageInfo("DICOM", side, side, mode, 0.0, 1, modality, body_part, view)
+    assert info == ImageInfo("DICOM", side, side, mode, 0.0, 1, modality, body_part, view, age)
     # the array-only reader and a size hint (JPEG-only) change nothing
     assert np.array_equal(read_image(path), image)
     assert np.array_equal(read_image(path, size_hint=224), image)
@@ -477,11 +477,22 @@ def test_non_square_info(tmp_path: Path, gray: np.ndarray) -> None:
     assert image.shape == (200, 300) and (info.width, info.height) == (300, 200)
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR AS")  # pydicom notes the non-standard ages we test
+@pytest.mark.parametrize("stored, years", [("004Y", 4.0), ("018M", 1.5), ("026W", 26 / 52.18), ("062", 62.0), ("", None), ("old", None)])
+def test_patient_age_is_read_in_years(stored: str, years: float | None, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(SAMPLES / "dicom" / "dx_chest_uncompressed.dcm")
+    ds.PatientAge = stored
+    ds.save_as(tmp_path / "aged.dcm")
+    age = read_image_with_info(tmp_path / "aged.dcm")[1].patient_age_years
+    assert age == (pytest.approx(years) if years is not None else None)
+
+
 def test_image_info_to_dict_is_json() -> None:
     info = ImageInfo("DICOM", 10, 20, "MONOCHROME1", 0.0, 1, "CR", "CHEST", "AP")
     as_dict = info.to_dict()
     assert list(as_dict) == [
-        "format", "width", "height", "mode", "colourfulness", "frames", "modality", "body_part", "view_position"
+        "format", "width", "height", "mode", "colourfulness", "frames", "modality", "body_part", "view_position",
+        "patient_age_years",
     ]
     assert json.loads(json.dumps(as_dict)) == as_dict
     assert ImageInfo(**as_dict) == info

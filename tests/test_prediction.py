@@ -51,3 +51,24 @@ def test_the_bundled_model_separates_real_images(small_folder: Path) -> None:
     # these are training images (the bundled model saw about 80% of them); the bar only
     # catches broken weights or preprocessing, not generalisation (see MODEL_CARD.md)
     assert roc_auc_score(labels, [r.probability for r in results]) > 0.95
+
+
+def test_inputs_the_model_cannot_judge_are_flagged(shared_data: Path, small_folder: Path) -> None:
+    """The bundled model's checks: adult and non-chest DICOMs and an inverted film warn; its own kind of film does not."""
+    samples = shared_data / "samples" / "dicom"
+    results = {Path(r.path).name: r for r in predict([samples, *sorted((small_folder / "NORMAL").glob("*.jpeg"))[:20]])}
+    assert any("modality is OT" in w for w in results["not_a_chest_ot.dcm"].warnings)
+    assert any("62 years old" in w for w in results["cr_chest_pa_jpeg_baseline.dcm"].warnings)
+    assert any("unlike the chest X-rays" in w for w in results["cr_chest_pa_monochrome1.dcm"].warnings)  # an inverted film
+    films = [r for name, r in results.items() if name.endswith(".jpeg")]
+    assert len(films) == 20 and sum(bool(r.warnings) for r in films) <= 1
+    assert results["not_a_chest_ot.dcm"].to_dict()["warnings"] == list(results["not_a_chest_ot.dcm"].warnings)
+
+
+def test_a_training_run_fits_feature_statistics_for_its_model(trained_run: Path) -> None:
+    from pneumo.feature_stats import load_feature_stats
+    from pneumo.prediction import with_feature_check
+
+    stats = load_feature_stats(trained_run / "model")
+    assert stats is not None and float(stats["threshold"]) > 0
+    assert hasattr(with_feature_check(load_model(trained_run)), "probabilities_and_distances")

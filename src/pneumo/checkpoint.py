@@ -31,6 +31,7 @@ __all__ = ["FORMAT_VERSION", "LoadedModel", "class_probabilities", "copy_checkpo
 
 FORMAT_VERSION = 1
 WEIGHTS, META = "weights.safetensors", "meta.json"
+FEATURES = "features.safetensors"  # optional: training-feature statistics (pneumo.feature_stats)
 
 
 def task_classes(task: str) -> list[str]:
@@ -44,6 +45,7 @@ class LoadedModel:
 
     net: nn.Module
     meta: dict[str, Any]
+    folder: Path | None = None  # where it was loaded from (its feature statistics live there too)
 
     @property
     def image_size(self) -> int:
@@ -119,6 +121,7 @@ def save_checkpoint(folder: str | Path, net: nn.Module, meta: dict[str, Any]) ->
     meta = {**meta, "format_version": FORMAT_VERSION, "weights_sha256": _sha256(Path(tmp.name))}
     meta_tmp = Path(tmp.name).with_suffix(".json.tmp")
     meta_tmp.write_text(json.dumps(meta, indent=2, default=_jsonable))
+    (folder / FEATURES).unlink(missing_ok=True)  # statistics of the weights about to be replaced
     os.replace(tmp.name, folder / WEIGHTS)
     os.replace(meta_tmp, folder / META)
     return folder
@@ -128,7 +131,9 @@ def copy_checkpoint(source: str | Path, folder: str | Path) -> Path:
     """Copy a checkpoint folder's files, each atomically, without serialising the weights again."""
     source, folder = Path(source), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS, META):  # weights first: a crash in between leaves meta's checksum refusing the mix
+    (folder / FEATURES).unlink(missing_ok=True)
+    names = [WEIGHTS, META] + ([FEATURES] if (source / FEATURES).exists() else [])
+    for name in names:  # weights first: a crash in between leaves meta's checksum refusing the mix
         tmp = folder / f".{name}.tmp"
         shutil.copyfile(source / name, tmp)
         os.replace(tmp, folder / name)
@@ -185,4 +190,4 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     except (SafetensorError, RuntimeError, OSError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise PneumoError(f"{folder / WEIGHTS} does not fit a {meta['architecture']} model: {first}") from None
-    return LoadedModel(net.to(device, memory_format=torch.channels_last).eval(), meta)
+    return LoadedModel(net.to(device, memory_format=torch.channels_last).eval(), meta, folder)

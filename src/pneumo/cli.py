@@ -192,8 +192,11 @@ def predict(
         table.add_column(col)
     for r in results:
         extra = [f"{r.class_probabilities[c]:.3f}" for c in classes] if len(classes) > 2 else []
-        table.add_row(r.path, f"{r.probability:.3f}", r.label, *extra)
+        table.add_row(r.path, f"{r.probability:.3f}", r.label + (" [yellow](!)[/]" if r.warnings else ""), *extra)
     console.print(table)
+    for r in results:
+        for warning in r.warnings:
+            console.print(f"[yellow]warning:[/] {r.path}: {warning}", highlight=False)
 
 
 @app.command()

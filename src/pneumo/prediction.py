@@ -19,8 +19,9 @@ from pneumo.runtime import OnnxModel, Prediction, classify, expand_paths
 
 if TYPE_CHECKING:
     from pneumo.checkpoint import LoadedModel
+    from pneumo.feature_stats import FeatureCheckedModel
 
-__all__ = ["Prediction", "load_model", "predict", "format_predictions", "bundled_model_dir", "BUNDLED_ONNX"]
+__all__ = ["Prediction", "load_model", "predict", "with_feature_check", "format_predictions", "bundled_model_dir", "BUNDLED_ONNX"]
 
 Model = Union["LoadedModel", OnnxModel]
 BUNDLED_ONNX = "pneumo.onnx"  # the bundled checkpoint's export, beside it in weights/
@@ -56,7 +57,7 @@ def load_model(path: str | Path | Model | None = None, device: str = "cpu") -> M
 
 def format_predictions(results: list[Prediction], fmt: str) -> str:
     """Predictions as "json" (a list of objects) or "csv" (one row per file; a column per class
-    probability)."""
+    probability; the input checks' warnings joined by "; ")."""
     if fmt == "json":
         return json.dumps([r.to_dict() for r in results], indent=2)
     if fmt != "csv":
@@ -64,9 +65,10 @@ def format_predictions(results: list[Prediction], fmt: str) -> str:
     classes = list(results[0].class_probabilities) if results else []
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "probability", "label", "threshold", *(f"p_{c}" for c in classes)])
+    writer.writerow(["path", "probability", "label", "threshold", *(f"p_{c}" for c in classes), "warnings"])
     for r in results:
-        writer.writerow([r.path, f"{r.probability:.6f}", r.label, f"{r.threshold:.6g}", *(f"{r.class_probabilities[c]:.6f}" for c in classes)])
+        probabilities = (f"{r.class_probabilities[c]:.6f}" for c in classes)
+        writer.writerow([r.path, f"{r.probability:.6f}", r.label, f"{r.threshold:.6g}", *probabilities, "; ".join(r.warnings)])
     return buffer.getvalue()
 
 
@@ -77,5 +79,15 @@ def predict(paths: Iterable[str | Path], model: str | Path | Model | None = None
         >>> [p.label for p in predict(["xray.jpeg"], model="runs/seed")]
         ['PNEUMONIA']
     """
-    loaded = load_model(model)
-    return classify(expand_paths(paths), loaded, batch_size)
+    return classify(expand_paths(paths), with_feature_check(load_model(model)), batch_size)
+
+
+def with_feature_check(model: Model) -> Model | FeatureCheckedModel:
+    """The model with its checkpoint's feature statistics attached, where it has them (the
+    bundled model does); otherwise as it is, and only the rule checks warn."""
+    if isinstance(model, OnnxModel) or model.folder is None:
+        return model
+    from pneumo.feature_stats import FeatureCheckedModel, load_feature_stats
+
+    stats = load_feature_stats(model.folder)
+    return FeatureCheckedModel(model, stats) if stats is not None else model

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from pneumo.data.io import read_image
+from pneumo.data.io import ImageInfo, read_image_with_info
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["resize_image", "load_image", "normalise", "PREPROCESS_VERSION"]
+__all__ = ["resize_image", "load_image", "load_image_with_info", "normalise", "PREPROCESS_VERSION"]
 
 # Bump when stage 1 changes: it is part of the cache key.
 PREPROCESS_VERSION = 1
@@ -34,7 +34,13 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
 def load_image(path: str | Path, size: int) -> np.ndarray:
     """A file as the model sees it before normalisation: uint8 [size, size]."""
-    return resize_image(read_image(path, size_hint=size), size)
+    return load_image_with_info(path, size)[0]
+
+
+def load_image_with_info(path: str | Path, size: int) -> tuple[np.ndarray, ImageInfo]:
+    """`load_image`, with what the file was (format, original size, DICOM tags) for the input checks."""
+    pixels, info = read_image_with_info(path, size_hint=size)
+    return resize_image(pixels, size), info
 
 
 def normalise(batch: torch.Tensor, mean: float, std: float) -> torch.Tensor:

@@ -3,7 +3,7 @@
 An export (`pneumo.export.export_onnx`) is a pair of files: `<name>.onnx`, whose graph takes
 raw pixels (float32 [N, 1, S, S], 0..255) and returns class probabilities, and `<name>.json`
 with what is needed to use it (classes, image size, threshold, checksum). Images go through
-the same `pneumo.preprocess.load_image` as training, so both backends see identical pixels.
+the same `pneumo.preprocess` path as training, so both backends see identical pixels.
 Nothing here imports torch, directly or indirectly: a deployment needs only onnxruntime.
 
 Example:
@@ -26,7 +26,8 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from pneumo.data.layout import IMAGE_SUFFIXES
 from pneumo.errors import PneumoError
-from pneumo.preprocess import load_image
+from pneumo.input_checks import check_inputs
+from pneumo.preprocess import load_image_with_info
 
 __all__ = ["Prediction", "OnnxModel", "Classifier", "expand_paths", "classify", "predict_files"]
 
@@ -42,13 +43,18 @@ class Prediction:
     label: str
     threshold: float
     class_probabilities: dict[str, float]
+    warnings: tuple[str, ...] = ()  # why the input may be outside what the model can judge (pneumo.input_checks)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "warnings": list(self.warnings)}
 
 
 class Classifier(Protocol):
-    """What `classify` needs of a model; `OnnxModel` and `pneumo.checkpoint.LoadedModel` both have it."""
+    """What `classify` needs of a model; `OnnxModel` and `pneumo.checkpoint.LoadedModel` both have it.
+
+    A model that also has `probabilities_and_distances(images)` and `distance_limit`
+    (`pneumo.feature_stats.FeatureCheckedModel`) gets the feature-distance check as well.
+    """
 
     meta: dict[str, Any]
 
@@ -153,13 +159,20 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def classify(files: list[Path], model: Classifier, batch_size: int = 32) -> list[Prediction]:
-    """Predictions for image files with any backend: P(pneumonia) = 1 - P(normal), labelled at the model's threshold."""
+    """Predictions for image files with any backend: P(pneumonia) = 1 - P(normal), labelled at the
+    model's threshold, with the input checks' warnings."""
     results: list[Prediction] = []
     classes = model.meta["classes"]
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
-        images = np.stack([load_image(f, model.image_size) for f in chunk])
-        for f, row in zip(chunk, model.class_probabilities(images)):
+        decoded = [load_image_with_info(f, model.image_size) for f in chunk]
+        images = np.stack([image for image, _ in decoded])
+        if hasattr(model, "probabilities_and_distances"):
+            probs, distances = model.probabilities_and_distances(images)
+            warnings = check_inputs([info for _, info in decoded], distances, model.distance_limit)
+        else:
+            probs, warnings = model.class_probabilities(images), check_inputs([info for _, info in decoded])
+        for f, row, warned in zip(chunk, probs, warnings):
             p = float(1 - row[0])
             results.append(
                 Prediction(
@@ -168,6 +181,7 @@ def classify(files: list[Path], model: Classifier, batch_size: int = 32) -> list
                     label="PNEUMONIA" if p >= model.threshold else "NORMAL",
                     threshold=model.threshold,
                     class_probabilities={c: float(v) for c, v in zip(classes, row)},
+                    warnings=tuple(warned),
                 )
             )
     return results

@@ -26,7 +26,7 @@ from sklearn.metrics import log_loss
 from torch.optim.swa_utils import AveragedModel
 
 from pneumo import __version__
-from pneumo.checkpoint import class_probabilities, copy_checkpoint, save_checkpoint, task_classes
+from pneumo.checkpoint import LoadedModel, class_probabilities, copy_checkpoint, save_checkpoint, task_classes
 from pneumo.config import Config, config_to_dict
 from pneumo.data.augment import augment_batch
 from pneumo.data.cache import cached_images
@@ -34,6 +34,7 @@ from pneumo.data.layout import Record, discover
 from pneumo.data.loader import ArrayBatches
 from pneumo.data.split import shared_patients, split_records, subsample, write_split
 from pneumo.errors import PneumoError
+from pneumo.feature_stats import fit_feature_stats, save_feature_stats
 from pneumo.evaluation import write_report
 from pneumo.metrics import binary_metrics, bootstrap_intervals, multiclass_metrics, youden_threshold
 from pneumo.models import create_model, model_spec
@@ -43,6 +44,8 @@ from pneumo.progress import make_progress
 from pneumo.robustness import shift_report, shift_threshold, shifted_probabilities
 
 __all__ = ["train", "TrainResult", "pick_device"]
+
+FEATURE_STATS_MIN_IMAGES = 100  # fewer training images give no usable feature distribution
 
 
 @dataclass
@@ -408,6 +411,9 @@ def train(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     save_checkpoint(run_dir / "model", eval_model, final_meta)
+    if n_train >= FEATURE_STATS_MIN_IMAGES:  # for the input checks' distance from the training images
+        stats = fit_feature_stats(LoadedModel(eval_model, final_meta), x_train, batch_size=config.eval_batch_size)
+        save_feature_stats(stats, run_dir / "model")
     write_report(report, run_dir / "val_report.json")
     history_panels(history, run_dir / "history.png")
     roc_plot(y_val_binary, 1 - val_probs[:, 0], run_dir / "roc.png", threshold, title=f"Validation ROC ({config.split} split)")

@@ -131,7 +131,7 @@ def test_predict_formats_globs_and_output_files(small_folder: Path, tmp_path: Pa
     expected = sorted(p.name for p in (small_folder / "NORMAL").glob("IM-01*.jpeg"))
     assert expected, "the subset has IM-01* files"
     lines = pneumo("predict", pattern, "--format", "csv").stdout.splitlines()
-    assert lines[0] == "path,probability,label,threshold,p_NORMAL,p_PNEUMONIA"
+    assert lines[0] == "path,probability,label,threshold,p_NORMAL,p_PNEUMONIA,warnings"
     rows = [line.split(",") for line in lines[1:]]
     assert sorted(Path(r[0]).name for r in rows) == expected
     for r in rows:

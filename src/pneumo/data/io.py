@@ -57,6 +57,7 @@ class ImageInfo:
     modality: str | None = None
     body_part: str | None = None
     view_position: str | None = None
+    patient_age_years: float | None = None  # DICOM (0010,1010), e.g. "004Y", "018M"; "62" read as years
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable fields, for reports."""
@@ -149,6 +150,21 @@ def _tag_text(value: object) -> str | None:
     return text or None
 
 
+def _age_in_years(value: object) -> float | None:
+    """DICOM Age String ("nnnD", "nnnW", "nnnM", "nnnY") in years; a bare number, as some systems
+    write it, is taken as years; anything else as unknown."""
+    text = _tag_text(value)
+    if not text:
+        return None
+    text = text.upper()
+    per_year = {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}.get(text[-1], None)
+    number = text[:-1] if per_year else text
+    try:
+        return float(number) / (per_year or 1.0)
+    except ValueError:
+        return None
+
+
 def _decode_dicom(data: bytes, name: str) -> tuple[np.ndarray, ImageInfo]:
     """A single-frame DICOM image, displayed as a radiologist would see it, bone bright.
 
@@ -172,6 +188,7 @@ def _decode_dicom(data: bytes, name: str) -> tuple[np.ndarray, ImageInfo]:
         samples = int(ds.get("SamplesPerPixel") or 1)
         syntax = UID(str(ds.file_meta.get("TransferSyntaxUID") or "").strip())
         modality, body_part, view = (_tag_text(ds.get(k)) for k in ("Modality", "BodyPartExamined", "ViewPosition"))
+        age = _age_in_years(ds.get("PatientAge"))
     except Exception as exc:  # pydicom raises many types (struct.error, KeyError, EOFError...) on bad bytes
         raise PneumoError(f"{damaged} ({type(exc).__name__}: {exc})") from None
 
@@ -230,7 +247,7 @@ def _decode_dicom(data: bytes, name: str) -> tuple[np.ndarray, ImageInfo]:
         rgb = pixels if pixels.dtype == np.uint8 else _stretch_to_uint8(pixels)
         colourfulness = _colourfulness(rgb)
         gray = to_uint8_gray(Image.fromarray(np.ascontiguousarray(rgb), "RGB"))
-    info = ImageInfo("DICOM", columns, rows, photometric, colourfulness, 1, modality, body_part, view)
+    info = ImageInfo("DICOM", columns, rows, photometric, colourfulness, 1, modality, body_part, view, age)
     return gray, info
 
 
