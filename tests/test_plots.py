@@ -90,3 +90,19 @@ def test_confusion_plot(tmp_path: Path, classes: list[str]) -> None:
 
 def test_confusion_plot_with_empty_row(tmp_path: Path) -> None:
     _check_png(confusion_plot([[0, 0], [3, 5]], ["NORMAL", "PNEUMONIA"], tmp_path / "cm0.png"))
+
+
+def test_heatmap_layers_leave_cold_regions_clear() -> None:
+    from pneumo.plots import CAM_OPACITY, cam_overlay, heatmap_rgba
+
+    heat = np.zeros((8, 8), dtype=np.float32)
+    heat[:4] = 1.0
+    rgba = heatmap_rgba(heat)
+    assert rgba.shape == (8, 8, 4) and rgba.dtype == np.uint8
+    assert (rgba[4:, :, 3] == 0).all() and (rgba[:4, :, 3] == 255).all()
+    assert rgba[0, 0, 0] > 100 and rgba[0, 0, 2] < 100  # hot is red in jet
+    image = np.full((8, 8), 200, dtype=np.uint8)
+    overlay = cam_overlay(image, heat)
+    assert (overlay[4:] == 200).all()  # no heat: the image as it was
+    expected_red = round((1 - CAM_OPACITY) * 200 + CAM_OPACITY * rgba[0, 0, 0])
+    assert abs(int(overlay[0, 0, 0]) - expected_red) <= 1

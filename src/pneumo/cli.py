@@ -227,6 +227,23 @@ def export(
 
 
 @app.command()
+def serve(
+    model: Optional[Path] = typer.Option(None, "--model", help="Run folder, checkpoint or .onnx export (default: the bundled model)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; the default is this machine only."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", help="Largest upload accepted."),
+) -> None:
+    """A web page and an HTTP API (POST /v1/predict, GET /v1/model, GET /healthz, docs at /docs)."""
+    import uvicorn
+
+    from pneumo.serve.app import create_app
+
+    application = create_app(model, max_upload_mb=max_upload_mb)
+    console.print(f"pneumo serving on http://{host}:{port}/ (API docs at /docs); Ctrl-C stops it")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+@app.command()
 def models() -> None:
     """The architectures `--set model=NAME` accepts."""
     from pneumo.models import available_models, model_spec
@@ -242,6 +259,7 @@ def models() -> None:
 
 # modules of the `train` extra: the base install (onnxruntime) only predicts
 _TRAIN_EXTRAS = {"torch", "monai", "sklearn", "safetensors", "matplotlib", "onnx"}
+_SERVE_EXTRAS = {"fastapi", "uvicorn", "starlette"}
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -257,6 +275,9 @@ def main() -> None:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)
     except ModuleNotFoundError as exc:
+        if exc.name in _SERVE_EXTRAS:
+            err_console.print(f"[bold red]error:[/] `pneumo serve` needs the serve extras ({exc.name} is not installed): pip install 'pneumo\\[serve]'", highlight=False)
+            sys.exit(2)
         if exc.name not in _TRAIN_EXTRAS:
             raise
         err_console.print(

@@ -12,7 +12,9 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-__all__ = ["batch_grid", "history_panels", "roc_plot", "confusion_plot", "cam_figure"]
+__all__ = ["batch_grid", "history_panels", "roc_plot", "confusion_plot", "cam_figure", "heatmap_rgba", "cam_overlay"]
+
+CAM_OPACITY = 0.45  # of the heatmap over the image, in every overlay pneumo draws
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
@@ -116,9 +118,27 @@ def cam_figure(
         ax.imshow(image, cmap="gray", vmin=0, vmax=255, extent=extent)
         ax.axis("off")
     axes[0].set_title("image", fontsize=10)
-    overlay = axes[1].imshow(heatmap, cmap="jet", vmin=0, vmax=1, alpha=0.45, extent=extent, interpolation="bilinear")
+    overlay = axes[1].imshow(heatmap, cmap="jet", vmin=0, vmax=1, alpha=CAM_OPACITY, extent=extent, interpolation="bilinear")
     axes[1].set_title("Grad-CAM for PNEUMONIA", fontsize=10)
     fig.colorbar(overlay, ax=axes[1], fraction=0.046, pad=0.04, label="relative evidence")
     verdict = f"{label}: P(pneumonia) = {probability:.3f} (threshold {threshold:.3g})"
     fig.suptitle(f"{title}\n{verdict}" if title else verdict, fontsize=11)
     return _save(fig, out)
+
+
+def heatmap_rgba(heatmap: np.ndarray) -> np.ndarray:
+    """A Grad-CAM map in [0, 1] as uint8 RGBA [H, W, 4] in `cam_figure`'s colour map, with alpha
+    following the heat, so regions that did not raise the score stay clear when a page lays it
+    over the image (at any opacity it chooses)."""
+    heat = np.clip(heatmap, 0, 1)
+    rgba = plt.get_cmap("jet")(heat)
+    rgba[..., 3] = heat
+    return (rgba * 255).round().astype(np.uint8)
+
+
+def cam_overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = CAM_OPACITY) -> np.ndarray:
+    """uint8 RGB [H, W, 3]: the gray image with `heatmap_rgba` of the (same-size) heatmap laid over it at `opacity`."""
+    gray = np.repeat(image[..., None].astype(np.float32), 3, axis=2)
+    rgba = heatmap_rgba(heatmap).astype(np.float32) / 255
+    alpha = opacity * rgba[..., 3:]
+    return ((1 - alpha) * gray + alpha * rgba[..., :3] * 255).round().astype(np.uint8)

@@ -29,7 +29,7 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape == (size, size):
         return np.ascontiguousarray(image, dtype=np.uint8)
     resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(resized, dtype=np.uint8)
+    return np.array(resized, dtype=np.uint8)  # a writable copy: torch refuses read-only arrays
 
 
 def load_image(path: str | Path, size: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -26,10 +26,11 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from pneumo.data.layout import IMAGE_SUFFIXES
 from pneumo.errors import PneumoError
+from pneumo.data.io import ImageInfo
 from pneumo.input_checks import check_inputs
 from pneumo.preprocess import load_image_with_info
 
-__all__ = ["Prediction", "OnnxModel", "Classifier", "expand_paths", "classify", "predict_files"]
+__all__ = ["Prediction", "OnnxModel", "Classifier", "expand_paths", "classify", "classify_images", "predict_files"]
 
 _ORT_ERRORS = (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NoSuchFile, ort_errors.RuntimeException)
 
@@ -162,28 +163,35 @@ def classify(files: list[Path], model: Classifier, batch_size: int = 32) -> list
     """Predictions for image files with any backend: P(pneumonia) = 1 - P(normal), labelled at the
     model's threshold, with the input checks' warnings."""
     results: list[Prediction] = []
-    classes = model.meta["classes"]
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         decoded = [load_image_with_info(f, model.image_size) for f in chunk]
-        images = np.stack([image for image, _ in decoded])
-        if hasattr(model, "probabilities_and_distances"):
-            probs, distances = model.probabilities_and_distances(images)
-            warnings = check_inputs([info for _, info in decoded], distances, model.distance_limit)
-        else:
-            probs, warnings = model.class_probabilities(images), check_inputs([info for _, info in decoded])
-        for f, row, warned in zip(chunk, probs, warnings):
-            p = float(1 - row[0])
-            results.append(
-                Prediction(
-                    path=str(f),
-                    probability=p,
-                    label="PNEUMONIA" if p >= model.threshold else "NORMAL",
-                    threshold=model.threshold,
-                    class_probabilities={c: float(v) for c, v in zip(classes, row)},
-                    warnings=tuple(warned),
-                )
+        results += classify_images(np.stack([image for image, _ in decoded]), [info for _, info in decoded], [str(f) for f in chunk], model)
+    return results
+
+
+def classify_images(images: np.ndarray, infos: Sequence[ImageInfo | None], names: Sequence[str], model: Classifier) -> list[Prediction]:
+    """`classify` for images already decoded and resized (uint8 [N, S, S]), e.g. uploads a service
+    received: one forward pass, labels at the model's threshold, the input checks' warnings."""
+    if hasattr(model, "probabilities_and_distances"):
+        probs, distances = model.probabilities_and_distances(images)
+        warnings = check_inputs(infos, distances, model.distance_limit)
+    else:
+        probs, warnings = model.class_probabilities(images), check_inputs(infos)
+    classes = model.meta["classes"]
+    results = []
+    for name, row, warned in zip(names, probs, warnings):
+        p = float(1 - row[0])
+        results.append(
+            Prediction(
+                path=name,
+                probability=p,
+                label="PNEUMONIA" if p >= model.threshold else "NORMAL",
+                threshold=model.threshold,
+                class_probabilities={c: float(v) for c, v in zip(classes, row)},
+                warnings=tuple(warned),
             )
+        )
     return results
 
 

@@ -115,11 +115,20 @@ def _jpeg_colourfulness(data: bytes) -> float:
         return _pil_colourfulness(image)
 
 
-def _decode_pil(data: bytes, name: str, size_hint: int | None) -> tuple[np.ndarray, ImageInfo]:
+def _check_pixels(name: str, width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise PneumoError(
+            f"{name}: image is {width}x{height} ({width * height / 1e6:.0f} megapixels), over the limit of "
+            f"{max_pixels / 1e6:g}; send a smaller copy (the model sees it at a few hundred pixels a side)"
+        )
+
+
+def _decode_pil(data: bytes, name: str, size_hint: int | None, max_pixels: int | None = None) -> tuple[np.ndarray, ImageInfo]:
     """JPEG, PNG and whatever else PIL opens."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             fmt, mode, (width, height) = image.format or "unknown", image.mode, image.size
+            _check_pixels(name, width, height, max_pixels)  # from the header, before decoding a byte of pixels
             if size_hint and image.format == "JPEG":
                 image.draft("L", (2 * size_hint, 2 * size_hint))
             image.load()
@@ -165,7 +174,7 @@ def _age_in_years(value: object) -> float | None:
         return None
 
 
-def _decode_dicom(data: bytes, name: str) -> tuple[np.ndarray, ImageInfo]:
+def _decode_dicom(data: bytes, name: str, max_pixels: int | None = None) -> tuple[np.ndarray, ImageInfo]:
     """A single-frame DICOM image, displayed as a radiologist would see it, bone bright.
 
     Modality LUT (rescale) then VOI LUT or window, as the file asks; MONOCHROME1 is inverted;
@@ -207,6 +216,7 @@ def _decode_dicom(data: bytes, name: str) -> tuple[np.ndarray, ImageInfo]:
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and rows * columns > 2 * limit:  # where PIL raises DecompressionBombError
         raise PneumoError(f"{name}: image has too many pixels to decode safely ({columns}x{rows})")
+    _check_pixels(name, columns, rows, max_pixels)
     if not syntax:
         raise PneumoError(f"{damaged} (its file meta has no Transfer Syntax UID)")
     syntax_text = f"{syntax.name} ({syntax})" if syntax.name != syntax else str(syntax)
@@ -252,7 +262,7 @@ def _decode_dicom(data: bytes, name: str) -> tuple[np.ndarray, ImageInfo]:
 
 
 def decode_image_with_info(
-    data: bytes, name: str = "<bytes>", size_hint: int | None = None
+    data: bytes, name: str = "<bytes>", size_hint: int | None = None, max_pixels: int | None = None
 ) -> tuple[np.ndarray, ImageInfo]:
     """Decode encoded image bytes to a uint8 [H, W] array and a record of what the file was.
 
@@ -262,12 +272,14 @@ def decode_image_with_info(
         name: shown in error messages.
         size_hint: the side the image will be resized to; JPEGs much larger than this are
             decoded at a reduced scale, which is several times faster and loses nothing.
+        max_pixels: refuse images with more pixels than this, judged from the header before
+            decoding (a service's guard); None keeps PIL's own decompression-bomb limit.
     """
     if not data:
         raise PneumoError(f"{name}: file is empty (0 bytes)")
     if data[_DICOM_MAGIC_AT : _DICOM_MAGIC_AT + len(_DICOM_MAGIC)] == _DICOM_MAGIC:
-        return _decode_dicom(data, name)
-    return _decode_pil(data, name, size_hint)
+        return _decode_dicom(data, name, max_pixels)
+    return _decode_pil(data, name, size_hint, max_pixels)
 
 
 def decode_image(data: bytes, name: str = "<bytes>", size_hint: int | None = None) -> np.ndarray:

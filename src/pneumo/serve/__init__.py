@@ -1,0 +1,1 @@
+"""The web service (`pneumo serve`): FastAPI app and its page. Needs the `serve` extra."""

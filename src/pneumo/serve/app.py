@@ -1,0 +1,217 @@
+"""The HTTP service and its page: upload an X-ray, get the verdict, its warnings and a heatmap.
+
+    POST /v1/predict[?cam=true]   multipart form, field `file` (JPEG, PNG or DICOM; sniffed, not trusted by name)
+    GET  /v1/model                the model's metadata and validation metrics
+    GET  /healthz                 liveness
+    GET  /                        the page (static files, no CDN)
+
+The model is loaded once and shared; inference runs in a worker thread, off the event loop;
+uploads are read into memory up to a size limit and never written to disk; every failure is
+a JSON body `{"error": ...}` with a 4xx/5xx status.
+
+Example:
+    >>> import uvicorn
+    >>> uvicorn.run(create_app(), host="127.0.0.1", port=8000)
+"""
+from __future__ import annotations
+
+import base64
+import email.parser
+import email.policy
+import io
+import logging
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pneumo import __version__
+from pneumo.data.io import decode_image_with_info
+from pneumo.errors import PneumoError
+from pneumo.prediction import load_model, with_feature_check
+from pneumo.preprocess import resize_image
+from pneumo.runtime import OnnxModel, classify_images
+
+__all__ = ["create_app", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_MAX_PIXELS"]
+
+DEFAULT_MAX_UPLOAD_MB = 25.0
+# Chest radiographs are at most about 4300 x 3500 (15 MP); 50 MP leaves room and keeps a
+# decompression bomb (a small file that decodes to gigabytes) out.
+DEFAULT_MAX_PIXELS = 50_000_000
+_MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file itself
+log = logging.getLogger("pneumo.serve")
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, answered as {"error": message}."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _png_base64(pixels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes (whatever Content-Length claims)."""
+    too_large = ApiError(413, f"upload is larger than the {limit / 2**20:g} MB limit; send a smaller file")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + _MULTIPART_OVERHEAD:
+        raise too_large
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit + _MULTIPART_OVERHEAD:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _uploaded_file(content_type: str, body: bytes, limit: int) -> tuple[str, bytes]:
+    """The multipart field `file`: its file name and bytes, parsed in memory (no temporary files)."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise ApiError(415, "send the image as multipart/form-data with a field named 'file'")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    if not message.is_multipart():
+        raise ApiError(400, "the multipart body could not be parsed; send the image as a form field named 'file'")
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == "file":
+            data = part.get_payload(decode=True) or b""
+            if len(data) > limit:
+                raise ApiError(413, f"upload is larger than the {limit / 2**20:g} MB limit; send a smaller file")
+            return part.get_filename() or "upload", data
+    raise ApiError(422, "no form field named 'file': send the image as multipart/form-data field 'file'")
+
+
+def _model_summary(meta: dict[str, Any]) -> dict[str, Any]:
+    checkpoint = meta.get("checkpoint", meta)  # an ONNX export keeps the checkpoint's metadata inside
+    digest = str(checkpoint.get("weights_sha256") or meta.get("onnx_sha256") or "")[:12]
+    return {
+        "id": f"{checkpoint.get('architecture', meta.get('architecture', 'model'))}-{digest}",
+        "architecture": checkpoint.get("architecture"),
+        "task": checkpoint.get("task"),
+        "classes": checkpoint.get("classes"),
+        "image_size": checkpoint.get("image_size"),
+        "threshold": meta.get("threshold", checkpoint.get("threshold")),
+        "threshold_method": checkpoint.get("threshold_method"),
+        "val_metrics": checkpoint.get("val_metrics"),
+        "val_ci95": checkpoint.get("val_ci95"),
+        "pneumo_version": checkpoint.get("pneumo_version"),
+        "created": checkpoint.get("created"),
+        "serving_version": __version__,
+    }
+
+
+def create_app(
+    model: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> FastAPI:
+    """The service for one model (a run folder, checkpoint, `.onnx` export, or the bundled model when None).
+
+    Args:
+        model: what `pneumo.prediction.load_model` accepts.
+        max_upload_mb: the largest upload accepted, enforced while the body is read.
+        max_pixels: the largest image accepted, judged from its header before decoding.
+    """
+    loaded = with_feature_check(load_model(model))  # once, shared by every request
+    model_lock = threading.Lock()  # the checks and Grad-CAM hook the shared network: one request at a time in it
+    summary = _model_summary(loaded.meta)
+    limit = int(max_upload_mb * 2**20)
+    static = Path(str(resources.files("pneumo") / "serve" / "static"))
+
+    app = FastAPI(
+        title="pneumo",
+        version=__version__,
+        description="Pneumonia on pediatric chest X-rays. Research and education only: not a medical device.",
+    )
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"error": f"invalid request: {where}: {first.get('msg', 'bad value')}"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server log has the details"}, status_code=500)
+
+    def predict_bytes(name: str, data: bytes, cam: bool) -> dict[str, Any]:
+        try:
+            pixels, info = decode_image_with_info(data, name, size_hint=loaded.image_size, max_pixels=max_pixels)
+        except PneumoError as exc:
+            raise ApiError(400, str(exc)) from None
+        image = resize_image(pixels, loaded.image_size)
+        with model_lock:
+            result = classify_images(image[None], [info], [name], loaded)[0]
+        answer: dict[str, Any] = {
+            "filename": name,
+            "probability": result.probability,
+            "label": result.label,
+            "threshold": result.threshold,
+            "class_probabilities": result.class_probabilities,
+            "warnings": list(result.warnings),
+            "input": info.to_dict(),
+            "model": {k: summary[k] for k in ("id", "architecture", "pneumo_version")},
+            "cam": None,
+        }
+        if cam and isinstance(loaded, OnnxModel):
+            answer["warnings"].append("no heatmap: this service runs an ONNX export; Grad-CAM needs the PyTorch checkpoint")
+        elif cam:
+            from pneumo.explain import grad_cam
+            from pneumo.plots import cam_overlay, heatmap_rgba
+
+            with model_lock:
+                heatmap = grad_cam(getattr(loaded, "model", loaded), image[None])[0]
+            answer["cam"] = {
+                "image_png": _png_base64(image),
+                "heatmap_png": _png_base64(heatmap_rgba(heatmap)),
+                "overlay_png": _png_base64(cam_overlay(image, heatmap)),
+            }
+        return answer
+
+    @app.post("/v1/predict")
+    async def predict(request: Request, cam: bool = False) -> dict[str, Any]:
+        """P(pneumonia), the label at the model's threshold, input warnings; with `?cam=true`
+        the image the model saw, its Grad-CAM heatmap and their overlay as base64 PNGs."""
+        body = await _read_limited(request, limit)
+        name, data = _uploaded_file(request.headers.get("content-type", ""), body, limit)
+        return await run_in_threadpool(predict_bytes, name, data, cam)
+
+    @app.get("/v1/model")
+    async def model_info() -> dict[str, Any]:
+        """The served model: architecture, classes, input size, threshold, validation metrics."""
+        return summary
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "model": summary["id"]}
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(static / "index.html")
+
+    app.mount("/static", StaticFiles(directory=static), name="static")
+    return app
