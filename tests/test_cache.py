@@ -9,7 +9,7 @@ import pytest
 
 from conftest import copy_class_folders
 from pneumo.data import cache as cache_module
-from pneumo.data.cache import cache_dir, cached_images
+from pneumo.data.cache import cache_dir, cached_images, decode_dataset
 from pneumo.data.layout import Record, discover
 from pneumo.errors import PneumoError
 from pneumo.preprocess import load_image
@@ -145,8 +145,30 @@ def test_unreadable_image_raises_naming_it(records: list[Record], folder: Path) 
     bad.write_bytes(bad.read_bytes()[:300])
     with pytest.raises(PneumoError) as err:
         cached_images(records, SIZE, folder=folder, progress=False)
-    assert str(bad) in str(err.value)
-    assert _cache_files(folder) == []  # nothing half-built is left behind as a cache
+    assert str(bad) in str(err.value) and f"1 of {len(records)} images cannot be read" in str(err.value)
+
+
+def test_unreadable_images_are_skipped_and_remembered(records: list[Record], folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in (2, 5):
+        records[i].path.write_bytes(records[i].path.read_bytes()[:300])
+    dataset = decode_dataset(records, SIZE, folder=folder, progress=False)
+    assert [p for p, _ in dataset.skipped] == [str(records[2].path), str(records[5].path)]
+    assert all("truncated" in m or "damaged" in m for _, m in dataset.skipped)
+    assert dataset.records == [r for i, r in enumerate(records) if i not in (2, 5)]
+    assert dataset.images.shape == (len(records) - 2, SIZE, SIZE)
+    assert np.array_equal(dataset.images[2], load_image(records[3].path, SIZE))
+    _no_decoding(monkeypatch)  # a warm start knows which files to skip without decoding them
+    warm = decode_dataset(records, SIZE, folder=folder, progress=False)
+    assert warm.skipped == dataset.skipped and np.array_equal(warm.images, dataset.images)
+    with pytest.raises(PneumoError, match="2 of"):
+        decode_dataset(records, SIZE, folder=folder, progress=False, strict=True)
+
+
+def test_a_dataset_with_no_readable_image_is_an_error(records: list[Record], folder: Path) -> None:
+    for r in records[:3]:
+        r.path.write_bytes(b"not an image")
+    with pytest.raises(PneumoError, match="3 of 3 images cannot be read"):
+        decode_dataset(records[:3], SIZE, folder=folder, progress=False)
 
 
 def test_missing_image_raises_naming_it(records: list[Record], folder: Path) -> None:

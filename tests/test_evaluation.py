@@ -53,3 +53,16 @@ def test_pictures_and_json_are_written(report: dict, tmp_path: Path) -> None:
 def test_a_root_with_several_splits_needs_one_named(trained_run: Path, kaggle_root: Path) -> None:
     with pytest.raises(PneumoError, match="choose one with --split"):
         evaluate(kaggle_root, model=trained_run, progress=False)
+
+
+def test_unreadable_images_are_skipped_and_reported(trained_run: Path, small_folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "set"
+    shutil.copytree(small_folder, data)
+    broken = sorted((data / "NORMAL").glob("*.jpeg"))[0]
+    broken.write_bytes(broken.read_bytes()[:400])
+    rep = evaluate(data, model=trained_run, n_boot=50, progress=False)
+    assert rep["n"] == 119 and [s["path"] for s in rep["skipped"]] == [str(broken)]
+    with pytest.raises(PneumoError, match="1 of 120 images cannot be read"):
+        evaluate(data, model=trained_run, n_boot=50, progress=False, strict=True)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,19 @@ def test_a_training_run_fits_feature_statistics_for_its_model(trained_run: Path)
     stats = load_feature_stats(trained_run / "model")
     assert stats is not None and float(stats["threshold"]) > 0
     assert hasattr(with_feature_check(load_model(trained_run)), "probabilities_and_distances")
+
+
+def test_unreadable_files_in_a_batch_are_skipped_and_listed(small_folder: Path, tmp_path: Path) -> None:
+    good = sorted((small_folder / "NORMAL").glob("*.jpeg"))[:3]
+    for f in good:
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "notes.jpeg").write_text("not pixels")
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    batch = predict([tmp_path])
+    assert sorted(Path(r.path).name for r in batch) == sorted(f.name for f in good)
+    assert sorted(Path(p).name for p, _ in batch.skipped) == ["cut.png", "notes.jpeg"]
+    assert all(p in message for p, message in batch.skipped)  # each reason names its file
+    with pytest.raises(PneumoError, match="--strict"):
+        predict([tmp_path], strict=True)
+    with pytest.raises(PneumoError, match="none of the 2 files could be read"):
+        predict([tmp_path / "notes.jpeg", tmp_path / "cut.png"])

@@ -26,6 +26,17 @@ def _fmt(value: object, digits: int = 3) -> str:
     return str(value)
 
 
+def _report_skipped(skipped: list[tuple[str, str]], total: int) -> None:
+    """The files a batch skipped, on stderr, so they are seen but do not spoil JSON or CSV output."""
+    if not skipped:
+        return
+    err_console.print(f"[yellow]skipped {len(skipped)} of {total} files that cannot be read (--strict makes this an error):[/]", highlight=False)
+    for path, message in skipped[:20]:
+        err_console.print(f"  {message}" if path in message else f"  {path}: {message}", highlight=False)
+    if len(skipped) > 20:
+        err_console.print(f"  ... and {len(skipped) - 20} more", highlight=False)
+
+
 @data_app.command("summary")
 def data_summary(
     data: Path = typer.Argument(..., help="Kaggle-style root, class-folder directory or CSV manifest."),
@@ -119,12 +130,14 @@ def evaluate(
     plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for roc.png and confusion.png."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% intervals."),
     shifts: bool = typer.Option(False, "--shifts", help="Also report metrics under simulated acquisition shifts."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be read instead of skipping it."),
 ) -> None:
     """Metrics at the model's stored threshold (and at 0.5) with 95% bootstrap intervals."""
     from pneumo.evaluation import evaluate as run_evaluation
     from pneumo.evaluation import write_report
 
-    report = run_evaluation(data, model=model, split=split, n_boot=bootstrap, plots_dir=plots, progress=sys.stderr.isatty(), shifts=shifts)
+    report = run_evaluation(data, model=model, split=split, n_boot=bootstrap, plots_dir=plots, progress=sys.stderr.isatty(), shifts=shifts, strict=strict)
+    _report_skipped([(s["path"], s["error"]) for s in report["skipped"]], report["n"] + len(report["skipped"]))
     table = Table(title=f"{report['n']} images, threshold {report['threshold']:.3g}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -155,6 +168,7 @@ def predict(
     out: Optional[Path] = typer.Option(None, "--out", help="Write json/csv here instead of printing (format from --format, else from the suffix)."),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
     cam: Optional[Path] = typer.Option(None, "--cam", help="Also write a Grad-CAM heatmap PNG per image into this folder (needs PyTorch)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first file that cannot be read instead of skipping it."),
 ) -> None:
     """P(pneumonia) and the label at the model's threshold for each image (JPEG, PNG or DICOM).
 
@@ -171,11 +185,12 @@ def predict(
     if fmt not in ("table", "json", "csv"):
         raise PneumoError(f"unknown --format {fmt!r}; use table, json or csv")
     loaded = load_model(model)
-    results = run_prediction(paths, model=loaded)
+    results = run_prediction(paths, model=loaded, strict=strict)
+    _report_skipped(results.skipped, len(results) + len(results.skipped))
     if cam is not None:
         from pneumo.explain import explain_files
 
-        written = explain_files(paths, loaded, out_dir=cam)
+        written = explain_files([r.path for r in results], loaded, out_dir=cam)
         err_console.print(f"wrote {len(written)} heatmaps to {cam}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from pneumo.checkpoint import LoadedModel
-from pneumo.data.cache import cached_images
+from pneumo.data.cache import decode_dataset
 from pneumo.data.layout import discover
 from pneumo.metrics import binary_metrics, bootstrap_intervals, multiclass_metrics
 from pneumo.plots import confusion_plot, roc_plot
@@ -28,12 +28,14 @@ def evaluate(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     shifts: bool = False,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a model on a class-folder directory, a Kaggle-style root (with `split`) or a manifest.
 
     The report has top-level n, threshold, accuracy, precision, recall, specificity, f1,
     roc_auc, pr_auc, loss, confusion_matrix; `ci95` (patient-clustered bootstrap), `at_0.5`,
-    and `predictions`, one {path, label, probability} per image; with `shifts`, also
+    and `predictions`, one {path, label, probability} per image; `skipped`, the files that
+    could not be read (with `strict`, the first one is an error instead); with `shifts`, also
     `shifted`: the same metrics under simulated acquisition shifts (see robustness.py).
 
     Example:
@@ -41,8 +43,8 @@ def evaluate(
         >>> report["accuracy"], report["ci95"]["accuracy"]
     """
     loaded = load_model(model)
-    records = discover(data).split(split)
-    images, data_fingerprint = cached_images(records, loaded.image_size, cache_dir, progress=progress)
+    dataset = decode_dataset(discover(data).split(split), loaded.image_size, cache_dir, progress=progress, strict=strict)
+    records, images, data_fingerprint = dataset.records, dataset.images, dataset.fingerprint
     probs = loaded.class_probabilities(images, progress=progress)
     y = np.array([r.target("binary") for r in records])
     p = 1 - probs[:, 0]
@@ -56,6 +58,7 @@ def evaluate(
         report["shifted"] = shift_report(shifted_probabilities(loaded.pneumonia_probability, images, unshifted=p), y, threshold)
     report["model"] = {k: loaded.meta.get(k) for k in ("architecture", "task", "image_size", "threshold", "epoch", "data_fingerprint", "pneumo_version")}
     report["data"] = {"source": str(data), "split": split, "fingerprint": data_fingerprint}
+    report["skipped"] = [{"path": path, "error": message} for path, message in dataset.skipped]
     report["predictions"] = [
         {"path": str(r.path), "label": r.label, "probability": float(prob)} for r, prob in zip(records, p)
     ]

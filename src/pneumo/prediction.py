@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Union
 
 from pneumo.errors import PneumoError
-from pneumo.runtime import OnnxModel, Prediction, classify, expand_paths
+from pneumo.runtime import OnnxModel, Prediction, PredictionBatch, classify, expand_paths
 
 if TYPE_CHECKING:
     from pneumo.checkpoint import LoadedModel
     from pneumo.feature_stats import FeatureCheckedModel
 
-__all__ = ["Prediction", "load_model", "predict", "with_feature_check", "format_predictions", "bundled_model_dir", "BUNDLED_ONNX"]
+__all__ = ["Prediction", "PredictionBatch", "load_model", "predict", "with_feature_check", "format_predictions", "bundled_model_dir", "BUNDLED_ONNX"]
 
 Model = Union["LoadedModel", OnnxModel]
 BUNDLED_ONNX = "pneumo.onnx"  # the bundled checkpoint's export, beside it in weights/
@@ -72,14 +72,19 @@ def format_predictions(results: list[Prediction], fmt: str) -> str:
     return buffer.getvalue()
 
 
-def predict(paths: Iterable[str | Path], model: str | Path | Model | None = None, batch_size: int = 32) -> list[Prediction]:
+def predict(
+    paths: Iterable[str | Path], model: str | Path | Model | None = None, batch_size: int = 32, strict: bool = False
+) -> PredictionBatch:
     """Classify image files, folders of them (recursively) or glob patterns.
+
+    Files that cannot be read are skipped and listed in the result's `.skipped`; `strict`
+    makes the first one an error.
 
     Example:
         >>> [p.label for p in predict(["xray.jpeg"], model="runs/seed")]
         ['PNEUMONIA']
     """
-    return classify(expand_paths(paths), with_feature_check(load_model(model)), batch_size)
+    return classify(expand_paths(paths), with_feature_check(load_model(model)), batch_size, strict)
 
 
 def with_feature_check(model: Model) -> Model | FeatureCheckedModel:

@@ -30,7 +30,7 @@ from pneumo.data.io import ImageInfo
 from pneumo.input_checks import check_inputs
 from pneumo.preprocess import load_image_with_info
 
-__all__ = ["Prediction", "OnnxModel", "Classifier", "expand_paths", "classify", "classify_images", "predict_files"]
+__all__ = ["Prediction", "PredictionBatch", "OnnxModel", "Classifier", "expand_paths", "classify", "classify_images", "predict_files"]
 
 _ORT_ERRORS = (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NoSuchFile, ort_errors.RuntimeException)
 
@@ -159,14 +159,38 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def classify(files: list[Path], model: Classifier, batch_size: int = 32) -> list[Prediction]:
+class PredictionBatch(list):
+    """The predictions for a batch of files (a list of `Prediction`), and the files skipped because
+    they could not be read, each with the reason: `skipped = [(path, message), ...]`."""
+
+    def __init__(self, predictions: Iterable[Prediction] = (), skipped: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(predictions)
+        self.skipped: list[tuple[str, str]] = skipped or []
+
+
+def classify(files: list[Path], model: Classifier, batch_size: int = 32, strict: bool = False) -> PredictionBatch:
     """Predictions for image files with any backend: P(pneumonia) = 1 - P(normal), labelled at the
-    model's threshold, with the input checks' warnings."""
-    results: list[Prediction] = []
+    model's threshold, with the input checks' warnings.
+
+    A file that cannot be read is skipped and listed in `.skipped` (one bad file in an archive
+    does not stop the batch); with `strict` it is an error. So is a batch with no readable file.
+    """
+    results = PredictionBatch()
     for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
-        decoded = [load_image_with_info(f, model.image_size) for f in chunk]
-        results += classify_images(np.stack([image for image, _ in decoded]), [info for _, info in decoded], [str(f) for f in chunk], model)
+        decoded, names = [], []
+        for f in files[start : start + batch_size]:
+            try:
+                decoded.append(load_image_with_info(f, model.image_size))
+                names.append(str(f))
+            except PneumoError as exc:
+                if strict:
+                    raise PneumoError(f"{exc} (--strict stops at the first unreadable file)") from None
+                results.skipped.append((str(f), str(exc)))
+        if decoded:
+            results += classify_images(np.stack([image for image, _ in decoded]), [info for _, info in decoded], names, model)
+    if not results and results.skipped:
+        first = "; ".join(message for _, message in results.skipped[:3])
+        raise PneumoError(f"none of the {len(results.skipped)} files could be read: {first}")
     return results
 
 
@@ -195,7 +219,7 @@ def classify_images(images: np.ndarray, infos: Sequence[ImageInfo | None], names
     return results
 
 
-def predict_files(paths: Iterable[str | Path], model_path: str | Path | OnnxModel, batch_size: int = 32) -> list[Prediction]:
+def predict_files(paths: Iterable[str | Path], model_path: str | Path | OnnxModel, batch_size: int = 32, strict: bool = False) -> PredictionBatch:
     """Classify image files (or folders of them) with an exported model, as `pneumo.prediction.predict` does with a checkpoint.
 
     Example:
@@ -203,4 +227,4 @@ def predict_files(paths: Iterable[str | Path], model_path: str | Path | OnnxMode
         ['PNEUMONIA']
     """
     model = model_path if isinstance(model_path, OnnxModel) else OnnxModel.load(model_path)
-    return classify(expand_paths(paths), model, batch_size)
+    return classify(expand_paths(paths), model, batch_size, strict)

@@ -89,7 +89,9 @@ def test_unreadable_image_is_named(trained_run: Path, small_folder: Path, tmp_pa
     shutil.copytree(small_folder, data)
     victim = sorted((data / "PNEUMONIA").glob("*.jpeg"))[0]
     victim.write_bytes(victim.read_bytes()[:300])
-    assert_user_error(pneumo("evaluate", data, "--model", trained_run, check=False), victim.name)
+    assert_user_error(pneumo("evaluate", data, "--model", trained_run, "--strict", check=False), victim.name)
+    skipping = pneumo("evaluate", data, "--model", trained_run, "--bootstrap", "50")
+    assert "skipped 1 of 120 files" in skipping.stderr and victim.name in skipping.stderr and "119 images" in skipping.stdout
 
 
 def test_unknown_config_key(tmp_path: Path) -> None:
@@ -172,3 +174,13 @@ def test_predict_works_without_pytorch_through_the_bundled_onnx_export(small_fol
     training = _without_training_extras("train", "--config", "cpu", "--out", "unused")
     assert training.returncode == 2 and "Traceback" not in training.stderr
     assert "pip install 'pneumo[train]'" in " ".join(training.stderr.split())
+
+
+def test_a_bad_file_in_a_folder_is_skipped_and_counted_unless_strict(small_folder: Path, tmp_path: Path) -> None:
+    for f in sorted((small_folder / "PNEUMONIA").glob("*.jpeg"))[:2]:
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "broken.jpeg").write_bytes(b"\xff\xd8\xff garbage")
+    proc = pneumo("predict", tmp_path, "--format", "json")
+    assert len(json.loads(proc.stdout)) == 2  # stdout stays valid JSON
+    assert "skipped 1 of 3 files" in proc.stderr and "broken.jpeg" in proc.stderr
+    assert_user_error(pneumo("predict", tmp_path, "--strict", check=False), "broken.jpeg", "--strict")

@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Sequence
 
@@ -21,7 +22,7 @@ from pneumo.errors import PneumoError
 from pneumo.preprocess import PREPROCESS_VERSION, resize_image
 from pneumo.progress import progress_bar
 
-__all__ = ["cache_dir", "fingerprint", "file_digests", "cached_images"]
+__all__ = ["cache_dir", "fingerprint", "file_digests", "cached_images", "decode_dataset", "DecodedDataset"]
 
 
 def cache_dir(configured: str | Path | None = None) -> Path:
@@ -92,13 +93,81 @@ def fingerprint(digests: Sequence[str], size: int | None = None) -> str:
     return h.hexdigest()
 
 
-def _decode(args: tuple[Path, int]) -> np.ndarray:
+def _decode(args: tuple[Path, int]) -> np.ndarray | str:
+    """The image resized, or the reason it cannot be read (a message naming the file)."""
     path, size = args
     try:
-        data = path.read_bytes()
+        return resize_image(decode_image(path.read_bytes(), str(path), size_hint=size), size)
     except OSError as exc:
-        raise PneumoError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return resize_image(decode_image(data, str(path), size_hint=size), size)
+        return f"cannot read {path}: {exc.strerror or exc}"
+    except PneumoError as exc:
+        return str(exc)
+
+
+@dataclass
+class DecodedDataset:
+    """The readable records with their images, and the files that were skipped (with why)."""
+
+    records: list[Record]
+    images: np.ndarray  # uint8 [len(records), size, size]
+    fingerprint: str  # of every file's bytes, skipped ones included, in order
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+
+
+def _unreadable(message_by_path: list[tuple[str, str]], total: int) -> PneumoError:
+    first = "; ".join(message for _, message in message_by_path[:3])
+    more = f" (and {len(message_by_path) - 3} more)" if len(message_by_path) > 3 else ""
+    return PneumoError(f"{len(message_by_path)} of {total} images cannot be read: {first}{more}")
+
+
+def decode_dataset(
+    records: Sequence[Record],
+    size: int,
+    folder: str | Path | None = None,
+    workers: int = 0,
+    progress: bool = True,
+    strict: bool = False,
+) -> DecodedDataset:
+    """Every record's image at `size`, decoded at most once per content and size (see `cached_images`).
+
+    A file that cannot be read or decoded is skipped and listed in `skipped`, so one damaged
+    file in an archive does not stop a run; with `strict`, it is an error instead. The cache
+    remembers which files were skipped, so a warm start skips them without reading them.
+    """
+    paths = [r.path for r in records]
+    digests = file_digests(paths, workers, index_folder=cache_dir(folder))
+    key = fingerprint(digests, size)
+    target = cache_dir(folder) / f"images-{key}-{size}.npy"
+    skipped_file = target.with_suffix(".skipped.json")
+    bad: dict[int, str] | None = None
+    images: np.ndarray | None = None
+    if target.exists():
+        try:
+            bad = {int(i): m for i, m in json.loads(skipped_file.read_text()).items()} if skipped_file.exists() else {}
+            images = np.load(target)
+            if images.shape != (len(paths) - len(bad), size, size) or images.dtype != np.uint8:
+                images = None
+        except (OSError, ValueError, EOFError):
+            images = None  # a damaged or empty cache file is rebuilt below
+    if images is None:
+        decoded: list[np.ndarray] = []
+        bad = {}
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            jobs = pool.map(_decode, [(p, size) for p in paths])
+            for i, result in enumerate(progress_bar(jobs, total=len(paths), description=f"decoding {size}px", enabled=progress)):
+                if isinstance(result, str):
+                    bad[i] = result
+                else:
+                    decoded.append(result)
+        images = np.stack(decoded) if decoded else np.zeros((0, size, size), dtype=np.uint8)
+        _write_atomic(skipped_file, lambda fh: fh.write(json.dumps(bad).encode()))
+        _write_atomic(target, lambda fh: np.save(fh, images))
+    assert bad is not None
+    skipped = [(str(paths[i]), message) for i, message in sorted(bad.items())]
+    if skipped and (strict or len(skipped) == len(paths)):
+        raise _unreadable(skipped, len(paths))
+    kept = [r for i, r in enumerate(records) if i not in bad]
+    return DecodedDataset(kept, images, fingerprint(digests), skipped)
 
 
 def cached_images(
@@ -110,28 +179,13 @@ def cached_images(
 ) -> tuple[np.ndarray, str]:
     """uint8 [N, size, size] for the records, in order, decoded at most once per content and size.
 
-    Returns the images and the data fingerprint (a hash of every file's bytes, in order).
+    Returns the images and the data fingerprint (a hash of every file's bytes, in order). Every
+    file must be readable (a PneumoError names the ones that are not); `decode_dataset` skips them.
 
     Example:
         >>> images, key = cached_images(discover("../shared/data").split("train")[:8], 180)
         >>> images.shape, images.dtype
         ((8, 180, 180), dtype('uint8'))
     """
-    paths = [r.path for r in records]
-    digests = file_digests(paths, workers, index_folder=cache_dir(folder))
-    key = fingerprint(digests, size)
-    target = cache_dir(folder) / f"images-{key}-{size}.npy"
-    if target.exists():
-        try:
-            images = np.load(target)
-            if images.shape == (len(paths), size, size) and images.dtype == np.uint8:
-                return images, fingerprint(digests)
-        except (OSError, ValueError, EOFError):
-            pass  # a damaged or empty cache file is rebuilt below
-    images = np.empty((len(paths), size, size), dtype=np.uint8)
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        jobs = pool.map(_decode, [(p, size) for p in paths])
-        for i, image in enumerate(progress_bar(jobs, total=len(paths), description=f"decoding {size}px", enabled=progress)):
-            images[i] = image
-    _write_atomic(target, lambda fh: np.save(fh, images))
-    return images, fingerprint(digests)
+    dataset = decode_dataset(records, size, folder, workers, progress, strict=True)
+    return dataset.images, dataset.fingerprint
