@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 from pathlib import Path
+from typing import Iterable
 
 import pytest
 import yaml
@@ -175,3 +178,104 @@ def test_batchnorm_recalibration_measures_exact_statistics_with_dropout_off() ->
     assert bn.running_mean.item() == pytest.approx(sum(h.mean().item() for h in halves) / 2, abs=1e-6)
     assert bn.running_var.item() == pytest.approx(sum(h.var().item() for h in halves) / 2, rel=1e-3)
     assert bn.momentum == 0.01 and net.training  # left as it was found
+
+
+def _stop_mid_epoch_2(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C at the second batch after epoch 1's state was saved: a stop in the middle of epoch 2."""
+    import pneumo.training
+
+    real, batches_after = pneumo.training.augment_batch, []
+
+    def augment_then_stop(*args: object, **kwargs: object) -> torch.Tensor:
+        if (run / "checkpoints" / "last" / "state.json").exists():
+            batches_after.append(1)
+            if len(batches_after) == 2:
+                raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pneumo.training, "augment_batch", augment_then_stop)
+
+
+def _same_tensors(a: Path, b: Path) -> bool:
+    from safetensors.torch import load_file
+
+    x, y = load_file(str(a)), load_file(str(b))
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+@pytest.mark.parametrize("recipe", ["cpu", "seed"])  # cpu: EMA, BatchNorm recalibration, augmentation, dropout
+def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_run(recipe: str, small_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pneumo.train_state import saved_epoch
+
+    cfg = load_config(recipe, [f"data={small_folder}", "image_size=64", "epochs=3", "batch_size=16", "limit=64"])
+    whole = train(cfg, tmp_path / "whole", **_quiet())
+
+    stopped = tmp_path / "stopped"
+    _stop_mid_epoch_2(stopped, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, stopped, **_quiet())
+    monkeypatch.undo()
+    assert saved_epoch(stopped / "checkpoints" / "last") == 1 and not (stopped / "model").exists()
+    resumed = train(None, stopped, **_quiet(resume=True))
+
+    for folder in ("model", "checkpoints/last", "checkpoints/best"):
+        assert _same_tensors(tmp_path / "whole" / folder / "weights.safetensors", stopped / folder / "weights.safetensors"), folder
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert _untimed(resumed.history) == _untimed(whole.history)
+    with (stopped / "history.csv").open() as fh, (tmp_path / "whole" / "history.csv").open() as gh:
+        assert _untimed(csv.DictReader(fh)) == _untimed(csv.DictReader(gh))
+    assert resumed.config == cfg
+    for key in ("epoch", "threshold", "roc_auc", "accuracy", "ci95", "shifted"):
+        assert json.dumps(resumed.report[key]) == json.dumps(whole.report[key]), key
+    assert {p.name for p in stopped.iterdir()} == {p.name for p in (tmp_path / "whole").iterdir()}
+
+
+def _untimed(history: Iterable[dict]) -> str:
+    """History rows without the wall-clock column, as JSON (where NaN equals NaN)."""
+    return json.dumps([{k: v for k, v in row.items() if k != "seconds"} for row in history])
+
+
+def test_resume_continues_only_what_it_can(small_folder: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=1", "limit=40"])
+    run = tmp_path / "run"
+    train(cfg, run, **_quiet())
+    with pytest.raises(PneumoError, match=f"run {run} already finished all 1 epochs"):
+        train(None, run, **_quiet(resume=True))
+    with pytest.raises(PneumoError, match=r"differs from the one run .* started with in epochs \(run: 1, given: 2\)"):
+        train(load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=2", "limit=40"]), run, **_quiet(resume=True))
+    with pytest.raises(PneumoError, match="ask for one of them"):
+        train(cfg, run, **_quiet(resume=True, overwrite=True))
+    with pytest.raises(PneumoError, match="not a pneumo run folder"):
+        train(None, tmp_path / "nowhere", **_quiet(resume=True))
+    with pytest.raises(PneumoError, match="a new run needs a config"):
+        train(None, tmp_path / "new", **_quiet())
+
+    # stopped after the last epoch's state, before the model and report: resuming only finishes them
+    kept = load_file(str(run / "model" / "weights.safetensors"))
+    shutil.rmtree(run / "model")
+    (run / "val_report.json").unlink()
+    result = train(cfg, run, **_quiet(resume=True))
+    assert result.report["epoch"] == 1 and len(result.history) == 1
+    assert all(torch.equal(kept[k], v) for k, v in load_file(str(run / "model" / "weights.safetensors")).items())
+
+    (run / "val_report.json").unlink()
+    (run / "checkpoints" / "last" / "state.json").unlink()  # a run from before resume existed
+    with pytest.raises(PneumoError, match="holds no training state"):
+        train(None, run, **_quiet(resume=True))
+
+
+def test_an_unreadable_training_image_is_skipped_unless_strict(small_folder: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_folder, data)
+    broken = sorted((data / "PNEUMONIA").glob("*.jpeg"))[5]
+    broken.write_bytes(broken.read_bytes()[:500])
+    lines: list[str] = []
+    base = [f"data={data}", "image_size=64", "epochs=1"]
+    train(load_config("seed", base), tmp_path / "run", **_quiet(log=lines.append))
+    assert any("skipped 1 unreadable images" in line and broken.name in line for line in lines)
+    used = [row["path"] for row in csv.DictReader((tmp_path / "run" / "split.csv").open())]
+    assert len(used) == 119 and str(broken) not in used
+    with pytest.raises(PneumoError, match=broken.name):
+        train(load_config("seed", [*base, "strict=true"]), tmp_path / "strict", **_quiet())

@@ -114,15 +114,20 @@ def save_checkpoint(folder: str | Path, net: nn.Module, meta: dict[str, Any]) ->
     state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
     with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
         pass
-    save_file(state, tmp.name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp.name, 0o666 & ~umask)  # temporary files are private (0600); a checkpoint is shared like any file
-    meta = {**meta, "format_version": FORMAT_VERSION, "weights_sha256": _sha256(Path(tmp.name))}
-    meta_tmp = Path(tmp.name).with_suffix(".json.tmp")
-    meta_tmp.write_text(json.dumps(meta, indent=2, default=_jsonable))
+    weights_tmp, meta_tmp = Path(tmp.name), Path(tmp.name).with_suffix(".json.tmp")
+    try:
+        save_file(state, str(weights_tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(weights_tmp, 0o666 & ~umask)  # temporary files are private (0600); a checkpoint is shared like any file
+        meta = {**meta, "format_version": FORMAT_VERSION, "weights_sha256": _sha256(weights_tmp)}
+        meta_tmp.write_text(json.dumps(meta, indent=2, default=_jsonable))
+    except OSError as exc:  # a full disk, a lost mount: nothing in the folder has changed yet
+        weights_tmp.unlink(missing_ok=True)
+        meta_tmp.unlink(missing_ok=True)
+        raise PneumoError(f"could not write a checkpoint to {folder} ({exc.strerror or exc}); the checkpoint already there is intact") from None
     (folder / FEATURES).unlink(missing_ok=True)  # statistics of the weights about to be replaced
-    os.replace(tmp.name, folder / WEIGHTS)
+    os.replace(weights_tmp, folder / WEIGHTS)
     os.replace(meta_tmp, folder / META)
     return folder
 

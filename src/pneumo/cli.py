@@ -93,18 +93,27 @@ def data_preview(
 
 @app.command()
 def train(
-    config: str = typer.Option("default", "--config", help="Recipe: a YAML file or a shipped name (seed, default, cpu)."),
-    out: Path = typer.Option(..., "--out", help="Run folder to create."),
+    config: Optional[str] = typer.Option(None, "--config", help="Recipe: a YAML file or a shipped name (seed, default, cpu); default: default."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to create."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key, e.g. --set epochs=5 (repeatable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a stopped run in this folder, with the config saved there."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be read instead of skipping it."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train a model; writes config, split, history, plots, checkpoints and a validation report."""
     from pneumo.config import load_config
     from pneumo.training import train as run_training
 
-    cfg = load_config(config, set_ or [])
-    result = run_training(cfg, out, overwrite=overwrite, progress=not quiet)
+    if resume is not None:
+        if config is not None or set_ or out is not None or overwrite or strict:
+            raise PneumoError("--resume continues a run with the config saved in its folder; leave out --config, --set, --strict, --out and --overwrite")
+        result = run_training(None, resume, progress=not quiet, resume=True)
+    else:
+        if out is None:
+            raise PneumoError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue a stopped one")
+        result = run_training(load_config(config or "default", [*(set_ or []), *(["strict=true"] if strict else [])]), out, overwrite=overwrite, progress=not quiet)
+    cfg = result.config
     r = result.report
     console.print(
         f"[bold]validation[/] ({cfg.split} split, epoch {r['epoch']}, threshold {r['threshold']:.3g}): "
@@ -303,5 +312,5 @@ def main() -> None:
         sys.exit(2)
     except SystemExit as exc:
         if exc.code == 130:
-            err_console.print("interrupted: checkpoints written so far are complete (see the run folder's checkpoints/last)")
+            err_console.print("interrupted: checkpoints written so far are complete (the run folder's checkpoints/last); continue with `pneumo train --resume RUN_DIR`")
         raise

@@ -82,6 +82,7 @@ class Config:
     eval_batch_size: int = 256
     cache_dir: str = ""  # "" = $PNEUMO_CACHE or ~/.cache/pneumo
     workers: int = 0  # decoding threads; 0 = number of cores
+    strict: bool = False  # stop at the first image that cannot be read, instead of skipping it
 
 
 _TASKS = ("binary", "pathogen")

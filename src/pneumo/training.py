@@ -3,10 +3,13 @@
 A run folder holds everything about one run: config.yaml, split.csv, history.csv,
 history.png, roc.png, confusion.png, val_report.json, checkpoints/{last,best}/ and model/
 (the chosen checkpoint with its decision threshold). It is never overwritten silently.
+checkpoints/last/ also holds the full training state (pneumo.train_state), so a stopped run
+continues with `train(..., resume=True)` and ends exactly as an uninterrupted one would.
 """
 from __future__ import annotations
 
 import csv
+import json
 import math
 import platform
 import shutil
@@ -27,9 +30,9 @@ from torch.optim.swa_utils import AveragedModel
 
 from pneumo import __version__
 from pneumo.checkpoint import LoadedModel, class_probabilities, copy_checkpoint, save_checkpoint, task_classes
-from pneumo.config import Config, config_to_dict
+from pneumo.config import Config, config_to_dict, load_config
 from pneumo.data.augment import augment_batch
-from pneumo.data.cache import cached_images
+from pneumo.data.cache import decode_dataset
 from pneumo.data.layout import Record, discover
 from pneumo.data.loader import ArrayBatches
 from pneumo.data.split import shared_patients, split_records, subsample, write_split
@@ -42,6 +45,7 @@ from pneumo.plots import confusion_plot, history_panels, roc_plot
 from pneumo.preprocess import normalise
 from pneumo.progress import make_progress
 from pneumo.robustness import shift_report, shift_threshold, shifted_probabilities
+from pneumo.train_state import RunSoFar, TrainingParts, load_train_state, save_train_state, saved_epoch
 
 __all__ = ["train", "TrainResult", "pick_device"]
 
@@ -53,6 +57,7 @@ class TrainResult:
     run_dir: Path
     history: list[dict[str, float]]
     report: dict[str, Any]
+    config: Config  # the run's config: with resume, the one read from its folder
 
 
 def pick_device(name: str) -> torch.device:
@@ -73,6 +78,58 @@ def prepare_run_dir(out: str | Path, overwrite: bool) -> Path:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def resume_run_dir(out: str | Path, config: Config | None) -> tuple[Path, Config]:
+    """The run folder to continue and its config; refuses a folder that cannot, or need not, be resumed.
+
+    A resumed run keeps the config it started with: any other would make it a different run.
+    """
+    run_dir = Path(out)
+    if not (run_dir / "config.yaml").exists():
+        raise PneumoError(f"{run_dir} is not a pneumo run folder (it has no config.yaml); give the folder of the run to continue")
+    saved = load_config(run_dir / "config.yaml")
+    if config is not None and config != saved:
+        given, started = config_to_dict(config), config_to_dict(saved)
+        changed = ", ".join(f"{k} (run: {started[k]!r}, given: {given[k]!r})" for k in started if given[k] != started[k])
+        raise PneumoError(f"the config differs from the one run {run_dir} started with in {changed}; a resumed run keeps its config: give no other")
+    done = saved_epoch(run_dir / "checkpoints" / "last")
+    if done >= saved.epochs and (run_dir / "val_report.json").exists():  # val_report.json is written last
+        raise PneumoError(f"run {run_dir} already finished all {saved.epochs} epochs; its model is in {run_dir / 'model'}")
+    return run_dir, saved
+
+
+def open_run(config: Config | None, out: str | Path, overwrite: bool, resume: bool) -> tuple[Path, Config]:
+    """The run folder and config: a new folder for a new run, the existing one for a resumed run."""
+    if resume:
+        if overwrite:
+            raise PneumoError("resume continues a run and overwrite replaces it; ask for one of them")
+        return resume_run_dir(out, config)
+    if config is None:
+        raise PneumoError("a new run needs a config (only a resumed run reads its own)")
+    run_dir = prepare_run_dir(out, overwrite)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    return run_dir, config
+
+
+def checkpoint_epoch(folder: Path) -> int | None:
+    """The epoch a checkpoint folder holds, or None when it has none."""
+    try:
+        return int(json.loads((folder / "meta.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def complete_best_copy(checkpoints: Path, so_far: RunSoFar) -> None:
+    """Finish copying a new best epoch to best/ when the run stopped after saving its state but before the copy."""
+    if not so_far.best_epoch or checkpoint_epoch(checkpoints / "best") == so_far.best_epoch:
+        return
+    if checkpoint_epoch(checkpoints / "last") != so_far.best_epoch:
+        raise PneumoError(
+            f"{checkpoints}: neither best/ nor last/ holds epoch {so_far.best_epoch}, which the training state names "
+            "as the best; the folder was changed by hand: train the run again (--overwrite)"
+        )
+    copy_checkpoint(checkpoints / "last", checkpoints / "best")
 
 
 def training_records(config: Config) -> list[Record]:
@@ -232,21 +289,26 @@ def _write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 
 def train(
-    config: Config,
+    config: Config | None,
     out: str | Path,
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
     n_boot: int = 1000,
+    resume: bool = False,
 ) -> TrainResult:
     """Train one model as the config says and write its run folder.
+
+    With resume=True, `out` is a run folder that stopped early: it continues after the last
+    finished epoch with the config in the folder (`config` may be None, or must equal it)
+    and ends exactly as an uninterrupted run would (bit for bit on the CPU).
 
     Example:
         >>> result = train(load_config("seed", ["epochs=1", "limit=200"]), "runs/try")
         >>> result.report["roc_auc"]
+        >>> train(None, "runs/stopped", resume=True)
     """
-    run_dir = prepare_run_dir(out, overwrite)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    run_dir, config = open_run(config, out, overwrite, resume)
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: pick the fastest kernels once
@@ -257,8 +319,17 @@ def train(
     # data: records -> split -> decoded once into the cache -> tensors on the training device
     records = training_records(config)
     train_recs, val_recs = split_records(records, config.val_fraction, config.seed, config.split, config.task)
-    write_split(run_dir / "split.csv", {"train": train_recs, "val": val_recs})
-    images, data_fingerprint = cached_images(train_recs + val_recs, config.image_size, config.cache_dir or None, config.workers, progress)
+    dataset = decode_dataset(train_recs + val_recs, config.image_size, config.cache_dir or None, config.workers, progress, config.strict)
+    if dataset.skipped:  # unreadable files leave the split they were drawn into
+        unreadable = {path for path, _ in dataset.skipped}
+        train_recs = [r for r in train_recs if str(r.path) not in unreadable]
+        val_recs = [r for r in val_recs if str(r.path) not in unreadable]
+        log(f"skipped {len(dataset.skipped)} unreadable images (strict=true makes this an error): " + "; ".join(m for _, m in dataset.skipped[:5]))
+    if not train_recs or not val_recs:
+        raise PneumoError("after skipping unreadable images, the training or validation split is empty; check the data")
+    if not resume:  # a resumed run's split is the same; its data is checked against the saved state below
+        write_split(run_dir / "split.csv", {"train": train_recs, "val": val_recs})
+    images, data_fingerprint = dataset.images, dataset.fingerprint
     y_all = np.array([r.target(config.task) for r in train_recs + val_recs])
     n_train = len(train_recs)
     x_train = torch.from_numpy(images[:n_train]).to(device)
@@ -293,6 +364,12 @@ def train(
     augment_rng = torch.Generator(device=device).manual_seed(config.seed)
     calibrate_idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(config.seed))[: config.bn_recalibrate]
     x_calibrate = x_train[calibrate_idx.to(device)]
+    parts = TrainingParts(model, optimizer, scheduler, ema, {"batches": batches.generator, "augment": augment_rng})
+    checkpoints = run_dir / "checkpoints"
+    so_far = load_train_state(checkpoints / "last", parts, data_fingerprint) if resume else RunSoFar()
+    if resume:
+        complete_best_copy(checkpoints, so_far)
+        log(f"resuming after epoch {so_far.epoch} of {config.epochs}")
 
     meta = {
         "architecture": config.model,
@@ -313,12 +390,10 @@ def train(
         "pneumo_version": __version__,
         "torch_version": torch.__version__,
     }
-    history: list[dict[str, float]] = []
-    best_score, best_epoch = -math.inf, 0
-    started = time.perf_counter()
+    started = time.perf_counter() - sum(r["seconds"] for r in so_far.history)  # a resumed run counts its earlier epochs
     with make_progress(progress) as bar:
-        task_id = bar.add_task("training", total=total_steps, info="")
-        for epoch in range(1, config.epochs + 1):
+        task_id = bar.add_task("training", total=total_steps, completed=so_far.epoch * len(batches), info="")
+        for epoch in range(so_far.epoch + 1, config.epochs + 1):
             epoch_start = time.perf_counter()
             model.train()
             losses, seen_probs, seen_targets = [], [], []
@@ -343,7 +418,7 @@ def train(
             step_losses = torch.stack(losses).float().cpu()
             if not torch.isfinite(step_losses).all():
                 bad = int((~torch.isfinite(step_losses)).nonzero()[0])
-                kept = f"; epoch {epoch - 1}'s checkpoint is in {run_dir / 'checkpoints' / 'last'}" if epoch > 1 else ""
+                kept = f"; epoch {epoch - 1}'s checkpoint is in {checkpoints / 'last'}" if epoch > 1 else ""
                 raise PneumoError(
                     f"loss became {step_losses[bad].item()} at epoch {epoch}, step {bad + 1}; try a lower lr "
                     f"(now {config.lr}), amp=false, or check the data{kept}"
@@ -359,15 +434,19 @@ def train(
             row["val_loss"] = float(log_loss(y_val, np.clip(val_probs, 1e-7, 1), labels=list(range(len(classes)))))
             row |= epoch_metrics("val", y_val, val_probs, config.task)
             row["seconds"] = time.perf_counter() - epoch_start
-            history.append(row)
-            _write_history(run_dir / "history.csv", history)
+            so_far.history.append(row)
+            _write_history(run_dir / "history.csv", so_far.history)
 
             score = -row["val_loss"] if config.select_metric == "loss" else row[f"val_{config.select_metric}"]
             epoch_meta = {**meta, "epoch": epoch, "val_metrics": {k: v for k, v in row.items() if k.startswith("val_")}}
-            save_checkpoint(run_dir / "checkpoints" / "last", eval_model, epoch_meta)
-            if not math.isnan(score) and score > best_score:
-                best_score, best_epoch = score, epoch
-                copy_checkpoint(run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best")
+            save_checkpoint(checkpoints / "last", eval_model, epoch_meta)
+            improved = not math.isnan(score) and score > so_far.best_score
+            if improved:
+                so_far.best_score, so_far.best_epoch = score, epoch
+            so_far.epoch = epoch
+            save_train_state(checkpoints / "last", parts, so_far, data_fingerprint)
+            if improved:  # after the state: a stop in between is finished by complete_best_copy
+                copy_checkpoint(checkpoints / "last", checkpoints / "best")
             summary = (
                 f"epoch {epoch:>3}/{config.epochs}  loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
                 f"val_acc {row['val_accuracy']:.3f}  val_auc {row['val_roc_auc']:.4f}  {row['seconds']:.1f}s"
@@ -378,9 +457,9 @@ def train(
                 log(summary)
 
     # the run's model: best or last epoch, with a decision threshold chosen on validation
-    chosen_epoch = best_epoch if config.select == "best" and best_epoch else config.epochs
+    chosen_epoch = so_far.best_epoch if config.select == "best" and so_far.best_epoch else config.epochs
     if chosen_epoch != config.epochs:
-        eval_model.load_state_dict(load_file(str(run_dir / "checkpoints" / "best" / "weights.safetensors")))
+        eval_model.load_state_dict(load_file(str(checkpoints / "best" / "weights.safetensors")))
     val_probs = class_probabilities(eval_model, x_val, config.task, spec.mean, spec.std, config.eval_batch_size)
     y_val_binary = (y_val > 0).astype(int)
     val_images = x_val.cpu().numpy()
@@ -398,7 +477,7 @@ def train(
     report = validation_report(val_recs, val_probs, threshold, config.task, train_recs, n_boot, config.seed)
     report["shifted"] = shift_report(shifted, y_val_binary, threshold)
     report |= {"epoch": chosen_epoch, "threshold_method": str(config.threshold), "seconds_total": time.perf_counter() - started}
-    report["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in history]))
+    report["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in so_far.history]))
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     report["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {device}{gpu}"
     final_meta = {
@@ -414,8 +493,8 @@ def train(
     if n_train >= FEATURE_STATS_MIN_IMAGES:  # for the input checks' distance from the training images
         stats = fit_feature_stats(LoadedModel(eval_model, final_meta), x_train, batch_size=config.eval_batch_size)
         save_feature_stats(stats, run_dir / "model")
-    write_report(report, run_dir / "val_report.json")
-    history_panels(history, run_dir / "history.png")
+    history_panels(so_far.history, run_dir / "history.png")
     roc_plot(y_val_binary, 1 - val_probs[:, 0], run_dir / "roc.png", threshold, title=f"Validation ROC ({config.split} split)")
     confusion_plot(report["confusion_matrix"], ["NORMAL", "PNEUMONIA"], run_dir / "confusion.png", title=f"Validation, threshold {threshold:.3g}")
-    return TrainResult(run_dir, history, report)
+    write_report(report, run_dir / "val_report.json")  # last: its presence says the run finished
+    return TrainResult(run_dir, so_far.history, report, config)

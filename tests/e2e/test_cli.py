@@ -126,6 +126,27 @@ def test_interrupted_training_keeps_a_complete_checkpoint(small_folder: Path, tm
     from pneumo.checkpoint import load_checkpoint
 
     assert load_checkpoint(run / "checkpoints" / "last").meta["epoch"] >= 1
+    assert "--resume" in err
+
+
+def test_resume_from_the_command_line(small_folder: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pneumo", "train", "--config", "seed", "--set", f"data={small_folder}", "--set", "image_size=64",
+         "--set", "epochs=6", "--out", str(run), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    meta = run / "checkpoints" / "last" / "meta.json"
+    deadline = time.monotonic() + 300
+    while not meta.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    finished = pneumo("train", "--resume", run, "--quiet")
+    assert "validation" in finished.stdout and (run / "val_report.json").exists()
+    assert len((run / "history.csv").read_text().splitlines()) == 1 + 6
+    assert_user_error(pneumo("train", "--resume", run, check=False), "already finished")
+    assert_user_error(pneumo("train", "--resume", run, "--set", "epochs=5", check=False), "leave out --config")
+    assert_user_error(pneumo("train", "--config", "seed", check=False), "--out")
 
 
 def test_predict_formats_globs_and_output_files(small_folder: Path, tmp_path: Path) -> None:
