@@ -1,14 +1,20 @@
 """pneumo.data.layout: file-name parsing, layout discovery and manifests, on real files."""
 from __future__ import annotations
 
+import csv
+import io
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from conftest import pick
 from pneumo.data.layout import Dataset, Record, discover, parse_filename
+from pneumo.data.split import write_split
 from pneumo.errors import PneumoError
 
 
@@ -195,8 +201,11 @@ def test_missing_path(tmp_path: Path) -> None:
 def test_folder_without_class_folders(tmp_path: Path, shared_data: Path) -> None:
     (tmp_path / "images").mkdir()
     shutil.copy(pick("NORMAL", 1)[0], tmp_path / "images")
-    (tmp_path / "NORMAL").mkdir()  # one class folder is not enough
     with pytest.raises(PneumoError, match="no dataset found") as err:
+        discover(tmp_path)
+    assert str(tmp_path) in str(err.value)
+    (tmp_path / "NORMAL").mkdir()  # one class folder is not enough, and the error says which is missing
+    with pytest.raises(PneumoError, match="has a NORMAL/ folder but no PNEUMONIA/ folder") as err:
         discover(tmp_path)
     assert str(tmp_path) in str(err.value)
 
@@ -223,7 +232,7 @@ def test_kaggle_split_missing_a_class(tmp_path: Path, shared_data: Path) -> None
 
 def test_manifest_missing_file(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("path,label\nnot_there.jpeg,normal\n")
-    with pytest.raises(PneumoError, match="line 2.*not_there.jpeg.*does not exist"):
+    with pytest.raises(PneumoError, match="1 of the listed files does not exist.*line 2: not_there.jpeg"):
         discover(tmp_path / "m.csv")
 
 
@@ -282,3 +291,115 @@ def test_record_target() -> None:
     with pytest.raises(PneumoError, match="unknown pathogen") as err:
         unknown.target("pathogen")
     assert "x.png" in str(err.value)
+
+
+# --- properties of the manifest reader ---------------------------------------------------------------
+
+# files the generated manifests may point at; the reader checks that they exist, not what they hold
+_EXISTING = ["IM-0001-0001.jpeg", "person1_bacteria_1.jpeg", "person2_virus_7.png", "sub dir/radiographie ü.dcm", 'odd,"name".jpeg']
+_KNOWN_COLUMNS = ["path", "label", " Path ", "LABEL", "patient_id", "pathogen", "split", "file", "class", ""]
+_LABELS = ["normal", "NORMAL", "pneumonia", "0", "1", "bacteria", "Virus", "covid", ""]
+
+
+@pytest.fixture(scope="module")
+def manifest_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("manifests")
+    for name in _EXISTING:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"")
+    return folder
+
+
+def _cell(column: str, clean: bool) -> st.SearchStrategy[str]:
+    """A value for a column: in a clean manifest one the reader accepts, else anything plausible or not."""
+    name = column.strip().lower()
+    if name == "path":
+        return st.sampled_from(_EXISTING + ["./" + _EXISTING[0], "missing.jpeg", ""]) | st.text(max_size=20)
+    if name == "label":
+        return st.sampled_from(_LABELS[:-2]) if clean else st.sampled_from(_LABELS) | st.text(max_size=8)
+    if name == "pathogen":
+        return st.sampled_from(["", "bacteria", "viral"] if clean else ["", "bacteria", "viral", "fungal"])
+    return st.text(max_size=12)
+
+
+@st.composite
+def _manifest_bytes(draw: st.DrawFn) -> bytes:
+    """CSV text as people and programs write it: any header, quoting, line ends, BOM, blank lines, damage."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.binary(max_size=300))
+    clean = draw(st.booleans())  # a valid manifest, damaged (or not) afterwards
+    if clean:
+        header = list(draw(st.permutations(["path", "label", "pathogen"])))
+    else:
+        header = draw(st.permutations(["path", "label"]).map(list) | st.lists(st.sampled_from(_KNOWN_COLUMNS) | st.text(max_size=8), max_size=6))
+    files = iter(draw(st.permutations(_EXISTING)))
+    rows = []
+    for _ in range(draw(st.integers(1 if clean else 0, len(_EXISTING) if clean else 6))):
+        row = [next(files) if clean and column == "path" else draw(_cell(column, clean)) for column in header]
+        if not clean and draw(st.booleans()):
+            row = row[: draw(st.integers(0, len(row)))] + draw(st.lists(st.text(max_size=5), max_size=2))
+        rows.append(row)
+    buffer = io.StringIO()
+    quoting = draw(st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC]))
+    csv.writer(buffer, quoting=quoting, lineterminator=draw(st.sampled_from(["\n", "\r\n", "\r"]))).writerows([header, *rows])
+    lines = buffer.getvalue().splitlines(keepends=True)
+    for _ in range(draw(st.integers(0, 2))):  # blank lines, stray quotes and text anywhere
+        lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(["\n", "\r\n", '"', ",,\n", "\ufeff"])) + draw(st.text(max_size=6)))
+    text = ("\ufeff" if draw(st.booleans()) else "") + "".join(lines)
+    return text.encode(draw(st.sampled_from(["utf-8", "utf-8", "utf-8", "utf-16", "latin-1"])), errors="replace")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=_manifest_bytes())
+def test_any_manifest_gives_records_or_a_pneumo_error(manifest_folder: Path, data: bytes) -> None:
+    manifest = manifest_folder / "fuzzed.csv"
+    manifest.write_bytes(data)
+    try:
+        dataset = discover(manifest)
+    except PneumoError as exc:
+        assert str(manifest) in str(exc)
+        event("a PneumoError")
+        return
+    event("records")
+    records = [r for split in dataset.splits.values() for r in split]
+    assert records and all(r.path.is_file() and r.label in ("NORMAL", "PNEUMONIA") for r in records)
+    assert all(r.pathogen in (None, "bacteria", "virus") and (r.label == "PNEUMONIA" or r.pathogen is None) for r in records)
+    assert len({os.path.normpath(r.path) for r in records}) == len(records)  # each file once
+
+
+_FILE_NAMES = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="/\x00"), min_size=1, max_size=24).map(
+    lambda stem: stem + ".jpeg"
+)
+_SPLITS = st.one_of(
+    st.sampled_from(["train", "val", "test"]),
+    st.text(min_size=1, max_size=8).map(lambda s: s.strip().lower()).filter(lambda s: s and s == s.strip() and s == s.lower()),
+)
+
+
+@st.composite
+def _record_parts(draw: st.DrawFn) -> dict[str, list[tuple[str, str, str | None, str]]]:
+    """Split -> (file name, label, pathogen, patient id) rows, as a run's split.csv holds them."""
+    names = draw(st.lists(_FILE_NAMES, min_size=1, max_size=6, unique=True).filter(lambda ns: all(len(n.encode()) < 250 for n in ns)))
+    parts: dict[str, list[tuple[str, str, str | None, str]]] = {}
+    for name in names:
+        label = draw(st.sampled_from(["NORMAL", "PNEUMONIA"]))
+        pathogen = draw(st.sampled_from([None, "bacteria", "virus"])) if label == "PNEUMONIA" else None
+        patient = draw(st.text(min_size=1, max_size=12).map(str.strip).filter(bool))
+        parts.setdefault(draw(_SPLITS), []).append((name, label, pathogen, patient))
+    return parts
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=_record_parts())
+def test_a_written_manifest_reads_back_the_same_records(tmp_path_factory: pytest.TempPathFactory, parts: dict) -> None:
+    folder = tmp_path_factory.mktemp("roundtrip")
+    records = {}
+    for split, rows in parts.items():
+        records[split] = []
+        for name, label, pathogen, patient in rows:
+            (folder / name).write_bytes(b"")
+            # a pneumonia row without a pathogen takes the one its file name gives, as on reading
+            found = pathogen or parse_filename(name)[1] if label == "PNEUMONIA" else None
+            records[split].append(Record(folder / name, label, found, patient))
+    write_split(folder / "split.csv", records)
+    assert discover(folder / "split.csv").splits == records

@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pneumo.errors import PneumoError
@@ -32,7 +33,7 @@ def _report_skipped(skipped: list[tuple[str, str]], total: int) -> None:
         return
     err_console.print(f"[yellow]skipped {len(skipped)} of {total} files that cannot be read (--strict makes this an error):[/]", highlight=False)
     for path, message in skipped[:20]:
-        err_console.print(f"  {message}" if path in message else f"  {path}: {message}", highlight=False)
+        err_console.print(escape(f"  {message}" if path in message else f"  {path}: {message}"), highlight=False)
     if len(skipped) > 20:
         err_console.print(f"  ... and {len(skipped) - 20} more", highlight=False)
 
@@ -203,7 +204,7 @@ def predict(
         err_console.print(f"wrote {len(written)} heatmaps to {cam}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(format_predictions(results, fmt))
+        out.write_text(format_predictions(results, fmt), encoding="utf-8", errors="surrogateescape")  # names as the disk has them
         console.print(f"wrote {len(results)} predictions to {out}")
         return
     if fmt != "table":
@@ -216,11 +217,11 @@ def predict(
         table.add_column(col)
     for r in results:
         extra = [f"{r.class_probabilities[c]:.3f}" for c in classes] if len(classes) > 2 else []
-        table.add_row(r.path, f"{r.probability:.3f}", r.label + (" [yellow](!)[/]" if r.warnings else ""), *extra)
+        table.add_row(escape(r.path), f"{r.probability:.3f}", r.label + (" [yellow](!)[/]" if r.warnings else ""), *extra)
     console.print(table)
     for r in results:
         for warning in r.warnings:
-            console.print(f"[yellow]warning:[/] {r.path}: {warning}", highlight=False)
+            console.print(f"[yellow]warning:[/] {escape(f'{r.path}: {warning}')}", highlight=False)
 
 
 @app.command()
@@ -296,7 +297,7 @@ def main() -> None:
     try:
         app()  # Typer handles usage errors and turns Ctrl-C into exit code 130
     except PneumoError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
     except ModuleNotFoundError as exc:
         if exc.name in _SERVE_EXTRAS:

@@ -13,7 +13,7 @@ Example:
 """
 from __future__ import annotations
 
-import glob
+import os
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-from pneumo.data.layout import IMAGE_SUFFIXES
+from pneumo.data.layout import image_files
 from pneumo.errors import PneumoError
 from pneumo.data.io import ImageInfo
 from pneumo.input_checks import check_inputs
@@ -138,24 +138,45 @@ class OnnxModel:
         return 1.0 - self.class_probabilities(images, batch_size)[:, 0]
 
 
+def _glob(pattern: Path) -> list[Path]:
+    """Matches of a pattern (`scans/**/*.dcm`), each file once: pathlib's `**` does not follow
+    symlinked folders, so a link to a parent cannot list the archive again (or forever)."""
+    parts = pattern.parts
+    first = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
+    anchor = Path(*parts[:first]) if first else Path(".")
+    seen: set[str] = set()
+    matches = []
+    for match in sorted(anchor.glob(str(Path(*parts[first:])))):
+        real = os.path.realpath(match)
+        if real not in seen:
+            seen.add(real)
+            matches.append(match)
+    return matches
+
+
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, image files found recursively in folders, and glob patterns (`scans/**/*.jpeg`)
-    expanded, for when the shell did not (quoted, or on Windows)."""
+    """Files as given, image files found recursively in folders (as a dataset's are: junk and
+    symlink loops left out), and glob patterns (`scans/**/*.jpeg`) expanded, for when the shell
+    did not (quoted, or on Windows)."""
     files: list[Path] = []
-    for p in map(Path, paths):
-        if not p.exists() and any(c in str(p) for c in "*?["):
-            matches = [Path(m) for m in sorted(glob.glob(str(p), recursive=True))]
+    given = [Path(p) for p in paths]
+    for p in given:
+        if not os.path.lexists(p) and any(c in str(p) for c in "*?["):
+            matches = _glob(p)
             if not matches:
                 raise PneumoError(f"no file matches {p}")
             files += expand_paths(matches)
         elif p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
-        elif p.exists():
-            files.append(p)
+            found = image_files(p)
+            if not found:
+                raise PneumoError(f"{p} holds no .jpeg/.jpg/.png/.dcm images")
+            files += found
+        elif os.path.lexists(p):
+            files.append(p)  # a file, or a link that does not resolve: reading it says why
         else:
             raise PneumoError(f"{p} does not exist")
     if not files:
-        raise PneumoError("no image files found in the given paths")
+        raise PneumoError(f"no image files found in {', '.join(map(str, given)) or 'the given paths'}")
     return files
 
 

@@ -5,6 +5,10 @@ history.png, roc.png, confusion.png, val_report.json, checkpoints/{last,best}/ a
 (the chosen checkpoint with its decision threshold). It is never overwritten silently.
 checkpoints/last/ also holds the full training state (pneumo.train_state), so a stopped run
 continues with `train(..., resume=True)` and ends exactly as an uninterrupted one would.
+
+Under torchrun (`torchrun --nproc-per-node N -m pneumo train ...`) every process runs the same
+loop on its share of each batch (pneumo.distributed); rank 0 alone validates, logs and writes
+the run folder, while the others wait for it.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from sklearn.metrics import log_loss
 from torch.optim.swa_utils import AveragedModel
 
 from pneumo import __version__
+from pneumo import distributed as dist
 from pneumo.checkpoint import LoadedModel, class_probabilities, copy_checkpoint, save_checkpoint, task_classes
 from pneumo.config import Config, config_to_dict, load_config
 from pneumo.data.augment import augment_batch
@@ -145,6 +150,9 @@ def training_records(config: Config) -> list[Record]:
         unknown = [r for r in records if r.label == "PNEUMONIA" and r.pathogen is None]
         if unknown:
             raise PneumoError(f"{len(unknown)} pneumonia images have no bacteria/virus in their name or manifest (e.g. {unknown[0].path}); the pathogen task needs it")
+    labels = sorted({r.label for r in records})
+    if len(labels) == 1:
+        raise PneumoError(f"{config.data} holds a single class (only {labels[0]} images); training needs both NORMAL and PNEUMONIA images")
     return subsample(records, config.limit, config.seed, config.task)
 
 
@@ -307,10 +315,37 @@ def train(
         >>> result = train(load_config("seed", ["epochs=1", "limit=200"]), "runs/try")
         >>> result.report["roc_auc"]
         >>> train(None, "runs/stopped", resume=True)
+
+    Under torchrun every process calls this and gets the same result; rank 0 writes the run folder.
     """
-    run_dir, config = open_run(config, out, overwrite, resume)
-    torch.manual_seed(config.seed)
-    device = pick_device(config.device)
+    if not dist.launched():
+        return _train(config, out, overwrite, progress, log, n_boot, resume)
+    if resume:
+        raise PneumoError(
+            "a stopped run cannot be continued under torchrun (each process's random state is not saved); continue it "
+            "as a single process, `pneumo train --resume RUN_DIR`: it goes on from the saved weights, optimiser, "
+            "schedule and data order with the same global batch, though not exactly as the torchrun job would have"
+        )
+    if config is None:
+        raise PneumoError("a new run needs a config (only a resumed run reads its own)")
+    dist.per_rank_batch_size(config.batch_size)  # a batch that does not split is refused before any work
+    with dist.process_group(pick_device(config.device)):
+        main = dist.is_main()
+        return _train(config, out, overwrite, progress and main, log if main else _silent, n_boot, resume)
+
+
+def _silent(message: str) -> None:
+    """The log of the processes other than rank 0."""
+
+
+def _train(
+    config: Config | None, out: str | Path, overwrite: bool, progress: bool, log: Callable[[str], None], n_boot: int, resume: bool
+) -> TrainResult:
+    """`train` in one process: the whole run, or under torchrun this process's part of it."""
+    # rank 0 makes (or checks) the run folder; under torchrun resume is refused and config given
+    run_dir, config = open_run(config, out, overwrite, resume) if dist.is_main() else (Path(out), config)
+    torch.manual_seed(config.seed + dist.rank())  # dropout masks differ between processes; DDP starts all from rank 0's weights
+    device = dist.local_device(pick_device(config.device))
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: pick the fastest kernels once
     spec = model_spec(config.model)
     classes = task_classes(config.task)
@@ -319,7 +354,8 @@ def train(
     # data: records -> split -> decoded once into the cache -> tensors on the training device
     records = training_records(config)
     train_recs, val_recs = split_records(records, config.val_fraction, config.seed, config.split, config.task)
-    dataset = decode_dataset(train_recs + val_recs, config.image_size, config.cache_dir or None, config.workers, progress, config.strict)
+    with dist.local_main_first():  # one process per machine decodes; its others read the cache it wrote
+        dataset = decode_dataset(train_recs + val_recs, config.image_size, config.cache_dir or None, config.workers, progress, config.strict)
     if dataset.skipped:  # unreadable files leave the split they were drawn into
         unreadable = {path for path, _ in dataset.skipped}
         train_recs = [r for r in train_recs if str(r.path) not in unreadable]
@@ -327,7 +363,7 @@ def train(
         log(f"skipped {len(dataset.skipped)} unreadable images (strict=true makes this an error): " + "; ".join(m for _, m in dataset.skipped[:5]))
     if not train_recs or not val_recs:
         raise PneumoError("after skipping unreadable images, the training or validation split is empty; check the data")
-    if not resume:  # a resumed run's split is the same; its data is checked against the saved state below
+    if not resume and dist.is_main():  # a resumed run's split is the same; its data is checked against the saved state below
         write_split(run_dir / "split.csv", {"train": train_recs, "val": val_recs})
     images, data_fingerprint = dataset.images, dataset.fingerprint
     y_all = np.array([r.target(config.task) for r in train_recs + val_recs])
@@ -344,24 +380,34 @@ def train(
     # model, loss weights, optimiser, schedule
     model = create_model(config.model, num_outputs=n_outputs, image_size=config.image_size, dropout=config.dropout).to(device)
     model = model.to(memory_format=torch.channels_last)  # ~2x faster convolutions on CPU (oneDNN) and GPU
-    # with EMA, validation, checkpoints and the final model use the averaged weights
-    ema = AveragedModel(model, multi_avg_fn=ema_update(config.ema), use_buffers=True) if config.ema else None
+    # with EMA, validation, checkpoints and the final model use the averaged weights (rank 0 validates: it keeps them)
+    ema = AveragedModel(model, multi_avg_fn=ema_update(config.ema), use_buffers=True) if config.ema and dist.is_main() else None
     use_amp = config.amp and device.type == "cuda"
+    graphs = config.cuda_graphs and device.type == "cuda" and not config.compile
+    if graphs and dist.launched():
+        log("cuda_graphs is off under torchrun: DistributedDataParallel's gradient all-reduce runs outside a recorded graph")
+        graphs = False
+    # under torchrun: BatchNorm stays per process (see the README, "Scaling out"), gradients are averaged over processes
+    step_model = dist.wrap(model)
     if config.compile:
-        step_model = torch.compile(model)
-    elif config.cuda_graphs and device.type == "cuda":  # every batch has one shape: drop_last below
+        step_model = torch.compile(step_model)
+    elif graphs:  # every batch has one shape: drop_last below
         step_model = cuda_graphed(model, (min(config.batch_size, n_train), 1, config.image_size, config.image_size), use_amp)
-    else:
-        step_model = model
     eval_model = ema.module if ema is not None else model
     weights = class_weights(y_all[:n_train], len(classes), config.balance).to(device)
     log(f"model: {config.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters); class weights {[round(w, 3) for w in weights.tolist()]}")
     optimizer = make_optimizer(config, model)
-    batches = ArrayBatches(x_train, y_train, config.batch_size, shuffle=True, seed=config.seed, drop_last=n_train > config.batch_size)
+    # each process takes its share of every batch: the batch over all of them is config.batch_size
+    per_rank_batch = dist.per_rank_batch_size(config.batch_size)
+    batches = ArrayBatches(
+        x_train, y_train, per_rank_batch, shuffle=True, seed=config.seed, drop_last=n_train > config.batch_size, rank=dist.rank(), world_size=dist.world_size()
+    )
+    if dist.launched():
+        log(f"torchrun: {dist.world_size()} processes, {per_rank_batch} images each per step; rank 0 validates and writes")
     total_steps = config.epochs * len(batches)
     warmup = int(config.warmup_epochs * len(batches))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup, config.schedule))
-    augment_rng = torch.Generator(device=device).manual_seed(config.seed)
+    augment_rng = torch.Generator(device=device).manual_seed(config.seed + dist.rank())  # each process its own draws
     calibrate_idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(config.seed))[: config.bn_recalibrate]
     x_calibrate = x_train[calibrate_idx.to(device)]
     parts = TrainingParts(model, optimizer, scheduler, ema, {"batches": batches.generator, "augment": augment_rng})
@@ -387,6 +433,7 @@ def train(
         "data_fingerprint": data_fingerprint,
         "n_train": n_train,
         "n_val": len(val_recs),
+        "world_size": dist.world_size(),
         "pneumo_version": __version__,
         "torch_version": torch.__version__,
     }
@@ -415,7 +462,8 @@ def train(
                 bar.advance(task_id)
                 if step % 25 == 0:
                     bar.update(task_id, info=f"epoch {epoch}/{config.epochs} loss {loss.item():.4f}")
-            step_losses = torch.stack(losses).float().cpu()
+            # every process's steps: a global batch's loss is the mean of the processes' equal-sized batch means
+            step_losses = torch.stack(dist.all_gather(torch.stack(losses).float().cpu())).mean(0)
             if not torch.isfinite(step_losses).all():
                 bad = int((~torch.isfinite(step_losses)).nonzero()[0])
                 kept = f"; epoch {epoch - 1}'s checkpoint is in {checkpoints / 'last'}" if epoch > 1 else ""
@@ -423,14 +471,18 @@ def train(
                     f"loss became {step_losses[bad].item()} at epoch {epoch}, step {bad + 1}; try a lower lr "
                     f"(now {config.lr}), amp=false, or check the data{kept}"
                 )
-            train_probs = torch.cat(seen_probs).cpu()
+            train_probs = torch.cat(dist.all_gather(torch.cat(seen_probs).cpu()))
+            train_targets = torch.cat(dist.all_gather(torch.cat(seen_targets).cpu()))
             if n_outputs == 1:
                 train_probs = torch.cat([1 - train_probs, train_probs], dim=1)
+            if not dist.is_main():
+                dist.barrier()  # while rank 0 validates and saves the epoch
+                continue
             if config.bn_recalibrate:
                 recalibrate_batchnorm(eval_model, x_calibrate, spec.mean, spec.std)
             val_probs = class_probabilities(eval_model, x_val, config.task, spec.mean, spec.std, config.eval_batch_size)
             row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": float(step_losses.mean())}
-            row |= epoch_metrics("train", torch.cat(seen_targets).cpu().numpy(), train_probs.numpy(), config.task)
+            row |= epoch_metrics("train", train_targets.numpy(), train_probs.numpy(), config.task)
             row["val_loss"] = float(log_loss(y_val, np.clip(val_probs, 1e-7, 1), labels=list(range(len(classes)))))
             row |= epoch_metrics("val", y_val, val_probs, config.task)
             row["seconds"] = time.perf_counter() - epoch_start
@@ -455,8 +507,13 @@ def train(
                 bar.console.print(summary)
             else:
                 log(summary)
+            dist.barrier()  # the others wait here for the epoch to be saved
 
-    # the run's model: best or last epoch, with a decision threshold chosen on validation
+    # the run's model: best or last epoch, with a decision threshold chosen on validation (by rank 0;
+    # the other processes wait for its report, so that every process returns the same result)
+    if not dist.is_main():
+        history, report = dist.broadcast(None)
+        return TrainResult(run_dir, history, report, config)
     chosen_epoch = so_far.best_epoch if config.select == "best" and so_far.best_epoch else config.epochs
     if chosen_epoch != config.epochs:
         eval_model.load_state_dict(load_file(str(checkpoints / "best" / "weights.safetensors")))
@@ -479,7 +536,8 @@ def train(
     report |= {"epoch": chosen_epoch, "threshold_method": str(config.threshold), "seconds_total": time.perf_counter() - started}
     report["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in so_far.history]))
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
-    report["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {device}{gpu}"
+    processes = f" x {dist.world_size()} processes" if dist.launched() else ""
+    report["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {device}{gpu}{processes}"
     final_meta = {
         **meta,
         "epoch": chosen_epoch,
@@ -497,4 +555,5 @@ def train(
     roc_plot(y_val_binary, 1 - val_probs[:, 0], run_dir / "roc.png", threshold, title=f"Validation ROC ({config.split} split)")
     confusion_plot(report["confusion_matrix"], ["NORMAL", "PNEUMONIA"], run_dir / "confusion.png", title=f"Validation, threshold {threshold:.3g}")
     write_report(report, run_dir / "val_report.json")  # last: its presence says the run finished
+    dist.broadcast((so_far.history, report))
     return TrainResult(run_dir, so_far.history, report, config)

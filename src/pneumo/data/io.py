@@ -119,8 +119,20 @@ def _check_pixels(name: str, width: int, height: int, max_pixels: int | None) ->
     if max_pixels is not None and width * height > max_pixels:
         raise PneumoError(
             f"{name}: image is {width}x{height} ({width * height / 1e6:.0f} megapixels), over the limit of "
-            f"{max_pixels / 1e6:g}; send a smaller copy (the model sees it at a few hundred pixels a side)"
+            f"{max_pixels / 1e6:g} megapixels; send a smaller copy (the model sees it at a few hundred pixels a side)"
         )
+
+
+def _looks_like_text(data: bytes) -> bool:
+    """Whether the start of a file reads as UTF-8 text (a note, a CSV, an HTML error page)."""
+    head = data[:512]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if len(data) == len(head) or exc.start < len(head) - 3:  # more than a character cut at byte 512
+            return False
+        text = head[: exc.start].decode("utf-8")
+    return bool(text) and all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
 def _decode_pil(data: bytes, name: str, size_hint: int | None, max_pixels: int | None = None) -> tuple[np.ndarray, ImageInfo]:
@@ -138,11 +150,16 @@ def _decode_pil(data: bytes, name: str, size_hint: int | None, max_pixels: int |
             else:
                 colourfulness = _pil_colourfulness(image)
             frames = int(getattr(image, "n_frames", 1))
-    except Image.DecompressionBombError:
-        raise PneumoError(f"{name}: image has too many pixels to decode safely") from None
+    except Image.DecompressionBombError as exc:
+        raise PneumoError(
+            f"{name}: image has too many pixels to decode safely ({exc}); if it is a real radiograph, send a copy"
+            " a few thousand pixels a side at most"
+        ) from None
     except UnidentifiedImageError:
         hint = ""
-        if Path(name).suffix.lower() in _DICOM_SUFFIXES:
+        if _looks_like_text(data):
+            hint = " (it holds text, not pixels: check that the right file was saved)"
+        elif Path(name).suffix.lower() in _DICOM_SUFFIXES:
             hint = (
                 " (DICOM files are recognised by the 128-byte preamble followed by 'DICM', which this"
                 " file lacks; re-export it as a standard DICOM file)"

@@ -6,10 +6,16 @@ Accepted layouts:
 - a single folder with class subfolders (names are case-insensitive);
 - a CSV manifest with columns `path,label` and optionally `patient_id`, `pathogen`, `split`
   (relative paths are read from the manifest's folder).
+
+Folders are searched recursively. A symlinked folder is followed when it leads outside the
+dataset; one that leads back inside it (or to a folder above it) is not, so a link loop cannot
+hang discovery nor count an image twice. A link that leads nowhere (dangling, or a loop) but
+has an image's name is kept, so that decoding reports it by name.
 """
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -24,6 +30,7 @@ __all__ = [
     "Record",
     "Dataset",
     "discover",
+    "image_files",
     "parse_filename",
     "records_from_folder",
 ]
@@ -32,6 +39,7 @@ CLASSES = ("NORMAL", "PNEUMONIA")
 PATHOGEN_CLASSES = ("normal", "bacteria", "virus")
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".dcm", ".dicom"})
 _SPLIT_NAMES = ("train", "val", "test")
+_LISTED = 5  # problems named in one error message; the rest are counted
 _JUNK_DIRS = frozenset({"__macosx", ".ds_store", "@eadir", "$recycle.bin"})
 
 _PATHOGEN_ALIASES = {"bacteria": "bacteria", "bacterial": "bacteria", "virus": "virus", "viral": "virus"}
@@ -101,25 +109,65 @@ def _is_junk(name: str) -> bool:
     return name.startswith(".") or name.startswith("._") or name.lower() in _JUNK_DIRS
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+    """Whether an entry is a folder (through symlinks); a link loop or a dangling link is not."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _scandir(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda e: e.name)
+    except OSError as exc:
+        raise PneumoError(f"cannot read folder {folder}: {exc.strerror or exc}") from None
+
+
 def _child_dirs(folder: Path) -> dict[str, Path]:
     """Subfolders by lower-cased name, junk left out."""
-    try:
-        entries = list(os.scandir(folder))
-    except OSError as exc:
-        raise PneumoError(f"cannot read folder {folder}: {exc.strerror}") from None
-    return {e.name.lower(): Path(e.path) for e in entries if e.is_dir() and not _is_junk(e.name)}
+    return {e.name.lower(): Path(e.path) for e in _scandir(folder) if not _is_junk(e.name) and _is_dir(e)}
 
 
-def _image_files(folder: Path) -> list[Path]:
-    files = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not _is_junk(d))
-        files += [Path(dirpath, f) for f in sorted(filenames) if not _is_junk(f) and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+def image_files(folder: str | Path, root: str | Path | None = None) -> list[Path]:
+    """Image files under a folder, recursively, in sorted order, junk (dot files, `__MACOSX`) left out.
+
+    A symlinked subfolder is followed when it leads outside `root` (the dataset, default
+    `folder`); a link into the dataset, to a folder already searched or to one above it is
+    skipped, so loops end, no image is listed twice and no other class's folder is entered.
+    """
+    boundary = Path(os.path.realpath(root if root is not None else folder))
+    walked: set[Path] = set()
+    files: list[Path] = []
+    stack = [Path(folder)]
+    while stack:
+        current = stack.pop()
+        real = Path(os.path.realpath(current))
+        if real in walked:
+            continue
+        walked.add(real)
+        subdirs = []
+        for entry in _scandir(current):
+            if _is_junk(entry.name):
+                continue
+            if not _is_dir(entry):
+                if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                    files.append(Path(entry.path))
+            elif not entry.is_symlink() or not _loops_back(Path(os.path.realpath(entry.path)), boundary, walked):
+                subdirs.append(Path(entry.path))
+        stack += reversed(subdirs)
     return files
 
 
-def records_from_folder(folder: Path) -> list[Record]:
-    """Records of a folder with NORMAL/ and PNEUMONIA/ subfolders (any case)."""
+def _loops_back(target: Path, boundary: Path, walked: set[Path]) -> bool:
+    """Whether a symlinked folder's target is inside the dataset, or is (or holds) a folder already searched."""
+    return target.is_relative_to(boundary) or any(p.is_relative_to(target) for p in (boundary, *walked))
+
+
+def records_from_folder(folder: Path, root: Path | None = None) -> list[Record]:
+    """Records of a folder with NORMAL/ and PNEUMONIA/ subfolders (any case); `root` is the
+    dataset's top folder when `folder` is one of its splits (see `image_files`)."""
     children = _child_dirs(folder)
     missing = [c for c in CLASSES if c.lower() not in children]
     if missing:
@@ -129,9 +177,13 @@ def records_from_folder(folder: Path) -> list[Record]:
         )
     records = []
     for label in CLASSES:
-        files = _image_files(children[label.lower()])
+        class_folder = children[label.lower()]
+        files = image_files(class_folder, root if root is not None else folder)
         if not files:
-            raise PneumoError(f"class folder {children[label.lower()]} has no .jpeg/.jpg/.png images")
+            raise PneumoError(
+                f"class folder {class_folder} has no .jpeg/.jpg/.png images or DICOM files; put the {label} "
+                "images in it, or point at a folder that has both classes"
+            )
         for path in files:
             patient, pathogen = parse_filename(path.name)
             records.append(Record(path, label, pathogen if label == "PNEUMONIA" else None, patient))
@@ -153,35 +205,83 @@ def _find_kaggle_root(folder: Path, depth: int = 3) -> Path | None:
     return None
 
 
-def _read_manifest(path: Path) -> dict[str, list[Record]]:
+def _manifest_text(path: Path) -> str:
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = {c.strip().lower(): c for c in (reader.fieldnames or [])}
-            if "path" not in columns or "label" not in columns:
-                raise PneumoError(f"manifest {path} needs a header with at least 'path' and 'label' columns")
-            rows = list(reader)
+            text = fh.read()
     except UnicodeDecodeError:
-        raise PneumoError(f"manifest {path} is not a UTF-8 CSV file") from None
+        raise PneumoError(f"manifest {path} is not a UTF-8 CSV file; save it as CSV UTF-8") from None
+    except OSError as exc:
+        raise PneumoError(f"cannot read manifest {path}: {exc.strerror or exc}") from None
+    if not text.strip():
+        raise PneumoError(f"manifest {path} is empty; it needs a header with 'path' and 'label' columns and one row per image")
+    return text
+
+
+def _manifest_rows(path: Path, text: str) -> tuple[dict[str, str], list[tuple[int, dict[str, str | None]]]]:
+    """The header's columns (lower-cased name -> as written) and the rows with their line numbers."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        columns = {c.strip().lstrip("\ufeff").strip().lower(): c for c in reader.fieldnames or []}
+        if "path" not in columns or "label" not in columns:
+            first = text.splitlines()[0] if text.splitlines() else ""
+            hint = "; it seems to use ';' between columns: save it with commas" if ";" in first and "," not in first else ""
+            raise PneumoError(
+                f"manifest {path} needs a header with at least 'path' and 'label' columns; its first line is "
+                f"{first[:80]!r}{hint}"
+            )
+        return columns, [(reader.line_num, row) for row in reader]
+    except csv.Error as exc:
+        raise PneumoError(f"manifest {path} line {reader.line_num} is not valid CSV ({exc})") from None
+
+
+def _listed(items: list[str], total: int) -> str:
+    shown = ", ".join(items[:_LISTED])
+    return shown + (f" and {total - _LISTED} more" if total > _LISTED else "")
+
+
+def _read_manifest(path: Path) -> dict[str, list[Record]]:
+    """Records per split of a CSV manifest; every listed file must exist and be listed once."""
+    columns, rows = _manifest_rows(path, _manifest_text(path))
     splits: dict[str, list[Record]] = {}
-    for lineno, row in enumerate(rows, start=2):
+    missing: list[str] = []
+    first_line: dict[str, tuple[int, str]] = {}  # normalised path -> (line, label)
+    repeats: list[str] = []
+    for lineno, row in rows:
         get = lambda key: (row.get(columns[key]) or "").strip() if key in columns else ""  # noqa: E731
+        if not any(get(key) for key in columns):
+            continue  # a row of empty cells, as spreadsheets leave at the end
         raw_label = get("label").lower()
         pathogen = _PATHOGEN_ALIASES.get(get("pathogen").lower(), get("pathogen").lower() or None)
         if raw_label in _PATHOGEN_ALIASES:
             pathogen, raw_label = _PATHOGEN_ALIASES[raw_label], "pneumonia"
         if raw_label not in ("normal", "pneumonia", "0", "1"):
-            raise PneumoError(f"manifest {path} line {lineno}: label {get('label')!r} is not NORMAL or PNEUMONIA")
+            raise PneumoError(
+                f"manifest {path} line {lineno}: label {get('label')!r} is not NORMAL or PNEUMONIA "
+                "(0/1, bacteria and virus are accepted too)"
+            )
         label = "PNEUMONIA" if raw_label in ("pneumonia", "1") else "NORMAL"
         if pathogen not in (None, "bacteria", "virus"):
-            raise PneumoError(f"manifest {path} line {lineno}: pathogen {pathogen!r} is not bacteria or virus")
-        file = Path(get("path"))
+            raise PneumoError(f"manifest {path} line {lineno}: pathogen {pathogen!r} is not bacteria or virus (leave it empty when unknown)")
         if not get("path"):
             raise PneumoError(f"manifest {path} line {lineno}: empty path")
+        file = Path(get("path"))
         if not file.is_absolute():
             file = path.parent / file
-        if not file.is_file():
-            raise PneumoError(f"manifest {path} line {lineno}: file {file} does not exist")
+        key = os.path.normpath(file)
+        if key in first_line:
+            earlier, earlier_label = first_line[key]
+            differs = " with another label" if earlier_label != label else ""
+            repeats.append(f"line {lineno} repeats line {earlier}{differs} ({get('path')})")
+            continue
+        first_line[key] = (lineno, label)
+        try:
+            exists = file.is_file()
+        except OSError:  # e.g. a name too long for the file system
+            exists = False
+        if not exists:
+            missing.append(f"line {lineno}: {get('path')}")
+            continue
         patient, parsed_pathogen = parse_filename(file.name)
         record = Record(
             file,
@@ -190,8 +290,19 @@ def _read_manifest(path: Path) -> dict[str, list[Record]]:
             get("patient_id") or patient,
         )
         splits.setdefault(get("split").lower() or "all", []).append(record)
+    if missing:
+        raise PneumoError(
+            f"manifest {path}: {len(missing)} of the listed files {'does' if len(missing) == 1 else 'do'} not exist "
+            f"({_listed(missing, len(missing))}); "
+            f"relative paths are read from the manifest's folder {path.parent}"
+        )
+    if repeats:
+        raise PneumoError(
+            f"manifest {path} has {len(repeats)} repeated row{'s' if len(repeats) != 1 else ''} "
+            f"({_listed(repeats, len(repeats))}); keep one row per image"
+        )
     if not splits:
-        raise PneumoError(f"manifest {path} lists no images")
+        raise PneumoError(f"manifest {path} lists no images; add one row per image under its 'path,label' header")
     return splits
 
 
@@ -205,7 +316,8 @@ def discover(source: str | Path) -> Dataset:
     """
     root = Path(source).expanduser()
     if not root.exists():
-        raise PneumoError(f"data path {root} does not exist; give a dataset folder or a CSV manifest")
+        what = "is a symlink that leads nowhere (dangling, or a loop)" if root.is_symlink() else "does not exist"
+        raise PneumoError(f"data path {root} {what}; give a dataset folder or a CSV manifest")
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise PneumoError(f"{root} is a file but not a .csv manifest (columns path,label[,patient_id])")
@@ -214,6 +326,13 @@ def discover(source: str | Path) -> Dataset:
     if {c.lower() for c in CLASSES} <= set(children):
         return Dataset(root, {"all": records_from_folder(root)}, "folders")
     kaggle = _find_kaggle_root(root)
+    present = [c for c in CLASSES if c.lower() in children]
+    if kaggle is None and present:
+        absent = next(c for c in CLASSES if c not in present)
+        raise PneumoError(
+            f"{root} has a {present[0]}/ folder but no {absent}/ folder: a dataset needs both class folders "
+            "(or train/ val/ test/ split folders that hold them)"
+        )
     if kaggle is None:
         raise PneumoError(
             f"no dataset found in {root}: expected train/ val/ test/ split folders, or NORMAL/ and "
@@ -222,5 +341,5 @@ def discover(source: str | Path) -> Dataset:
     splits = {}
     for name, folder in _child_dirs(kaggle).items():
         if name in _SPLIT_NAMES:
-            splits[name] = records_from_folder(folder)
+            splits[name] = records_from_folder(folder, root=kaggle)
     return Dataset(kaggle, {name: splits[name] for name in _SPLIT_NAMES if name in splits}, "kaggle")

@@ -99,7 +99,7 @@ def shared_patients(a: Sequence[Record], b: Sequence[Record]) -> set[str]:
 
 def write_split(path: Path, parts: dict[str, Sequence[Record]]) -> None:
     """The split actually used, one row per image, so a run can be audited and repeated."""
-    with path.open("w", newline="") as fh:
+    with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "label", "pathogen", "patient_id", "split"])
         for name, records in parts.items():

@@ -43,11 +43,31 @@ def _unreadable(path: Path) -> str | None:
         return str(exc)
 
 
+def _unreachable(path: Path) -> str | None:
+    """Why a listed file cannot even be opened (a dangling link, a link loop, no permission), or None."""
+    try:
+        with path.open("rb"):
+            return None
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+
+
+def _class_warnings(name: str, split: dict[str, Any]) -> list[str]:
+    """A split without one of the classes cannot train a classifier, nor measure both error rates."""
+    return [
+        f"split {name} has no {c} images: training on it will stop, and evaluating on it cannot measure "
+        f"{'specificity' if c == 'NORMAL' else 'recall'}"
+        for c, n in split["classes"].items()
+        if n == 0
+    ]
+
+
 def summarize(source: str | Path, check_images: bool = True, progress: bool = True) -> dict[str, Any]:
     """Counts per split, class and pathogen; patients; class weights; and warnings.
 
-    Warnings cover patients present in more than one split, files with identical bytes,
-    and (with check_images) files that do not decode.
+    Warnings cover splits without one of the classes, patients present in more than one split,
+    files with identical bytes, files that cannot be opened and (with check_images) files that
+    do not decode.
 
     Example:
         >>> summarize("../shared/data")["splits"]["train"]["classes"]
@@ -59,14 +79,17 @@ def summarize(source: str | Path, check_images: bool = True, progress: bool = Tr
         "layout": dataset.layout,
         "splits": {name: _split_summary(records) for name, records in dataset.splits.items()},
     }
-    warnings: list[str] = []
+    warnings = [w for name, split in summary["splits"].items() for w in _class_warnings(name, split)]
     names = list(dataset.splits)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             both = {r.patient_id for r in dataset.splits[a]} & {r.patient_id for r in dataset.splits[b]}
             if both:
                 warnings.append(f"{len(both)} patients have images in both {a} and {b} (e.g. {sorted(both)[0]})")
-    records = [r for recs in dataset.splits.values() for r in recs]
+    every = [r for recs in dataset.splits.values() for r in recs]
+    reasons = [_unreachable(r.path) for r in every]
+    errors = [e for e in reasons if e]
+    records = [r for r, reason in zip(every, reasons) if reason is None]
     groups: dict[str, list[Path]] = defaultdict(list)
     for r, digest in zip(records, file_digests([r.path for r in records])):
         groups[digest].append(r.path)
@@ -77,13 +100,14 @@ def summarize(source: str | Path, check_images: bool = True, progress: bool = Tr
     summary["duplicates"] = [[str(p) for p in d] for d in duplicates]
     if check_images:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            errors = [
+            errors += [
                 e
                 for e in progress_bar(pool.map(_unreadable, [r.path for r in records]), len(records), "checking images", progress)
                 if e
             ]
+    if check_images or errors:  # without the decode check, only files that cannot be opened are known
         summary["unreadable"] = errors
-        if errors:
-            warnings.append(f"{len(errors)} files cannot be decoded (e.g. {errors[0]})")
+    if errors:
+        warnings.append(f"{len(errors)} files cannot be {'decoded' if check_images else 'opened'} (e.g. {errors[0]})")
     summary["warnings"] = warnings
     return summary
