@@ -77,6 +77,29 @@ def data_summary(
         console.print("[green]no problems found[/]")
 
 
+@data_app.command("download")
+def data_download(
+    source: str = typer.Option("mendeley", "--source", help="mendeley (the original release, CC BY 4.0) or kaggle (needs kagglehub and an API token)."),
+    to: Path = typer.Option(Path("data"), "--to", help="Folder to download and unpack into."),
+    url: Optional[str] = typer.Option(None, "--url", help="A copy of ChestXRay2017.zip (http(s):// or file://); default $PNEUMO_DATA_URL, else Mendeley."),
+    sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected SHA-256 of the archive (default: the one recorded at the first download)."),
+    no_check: bool = typer.Option(False, "--no-check", help="Skip decoding every image after unpacking."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Fetch the dataset, resuming a partial download, verify it, unpack it safely and check it."""
+    from pneumo.data.download import download
+
+    result = download(source, to, url=url, sha256=sha256, progress=not quiet, check_images=not no_check, log=lambda m: err_console.print(escape(m), highlight=False))
+    console.print(f"[bold]data:[/] {escape(str(result.path))}" + (" (already in place)" if result.reused else ""))
+    if result.archive is not None:
+        console.print(f"archive: {escape(str(result.archive))}  {result.bytes} bytes  sha256 {result.sha256}")
+    splits = result.summary["splits"]
+    console.print("; ".join(f"{name}: {s['images']} images ({s['classes']['NORMAL']} NORMAL, {s['classes']['PNEUMONIA']} PNEUMONIA)" for name, s in splits.items()))
+    for warning in result.summary["warnings"]:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    console.print(f"next: {escape(result.next_command)}")
+
+
 @data_app.command("preview")
 def data_preview(
     data: Path = typer.Argument(..., help="Dataset to draw from."),
@@ -312,6 +335,10 @@ def main() -> None:
         )
         sys.exit(2)
     except SystemExit as exc:
-        if exc.code == 130:
+        if exc.code == 130 and sys.argv[1:2] == ["train"]:
             err_console.print("interrupted: checkpoints written so far are complete (the run folder's checkpoints/last); continue with `pneumo train --resume RUN_DIR`")
+        elif exc.code == 130 and sys.argv[1:3] == ["data", "download"]:
+            err_console.print("interrupted: the partial download is kept; run the same command again to resume it")
+        elif exc.code == 130:
+            err_console.print("interrupted")
         raise
