@@ -137,6 +137,10 @@ def train(
         if out is None:
             raise PneumoError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue a stopped one")
         result = run_training(load_config(config or "default", [*(set_ or []), *(["strict=true"] if strict else [])]), out, overwrite=overwrite, progress=not quiet)
+    from pneumo.distributed import is_main
+
+    if not is_main():  # under torchrun every process returns the same result; one prints it
+        return
     cfg = result.config
     r = result.report
     console.print(

@@ -67,17 +67,14 @@ def is_main() -> bool:
 def process_group(device: torch.device) -> Iterator[None]:
     """Join the torchrun job for the length of a run, and leave it however the run ends (errors, Ctrl-C).
 
-    NCCL for a CUDA device (each process on GPU LOCAL_RANK), gloo on the CPU. Nothing without torchrun.
+    NCCL for a CUDA device (each process on GPU LOCAL_RANK), gloo on the CPU.
     """
-    if not launched():
-        yield
-        return
     missing = [k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
         raise PneumoError(f"WORLD_SIZE={world_size()} is set but {', '.join(missing)} not: start multi-process training with torchrun (see the README, 'Scaling out')")
     if device.type == "cuda":
         if local_rank() >= torch.cuda.device_count():
-            raise PneumoError(f"torchrun started process {local_rank()} on a machine with {torch.cuda.device_count()} GPUs; give --nproc-per-node at most {torch.cuda.device_count()}")
+            raise PneumoError(f"torchrun started more processes on this machine than it has GPUs ({torch.cuda.device_count()}); give --nproc-per-node {torch.cuda.device_count()} or fewer")
         torch.cuda.set_device(local_rank())
         dist.init_process_group("nccl", timeout=TIMEOUT, device_id=torch.device("cuda", local_rank()))
     else:

@@ -311,12 +311,12 @@ def train(
     finished epoch with the config in the folder (`config` may be None, or must equal it)
     and ends exactly as an uninterrupted run would (bit for bit on the CPU).
 
+    Under torchrun every process calls this and gets the same result; rank 0 writes the run folder.
+
     Example:
         >>> result = train(load_config("seed", ["epochs=1", "limit=200"]), "runs/try")
         >>> result.report["roc_auc"]
         >>> train(None, "runs/stopped", resume=True)
-
-    Under torchrun every process calls this and gets the same result; rank 0 writes the run folder.
     """
     if not dist.launched():
         return _train(config, out, overwrite, progress, log, n_boot, resume)
@@ -433,7 +433,6 @@ def _train(
         "data_fingerprint": data_fingerprint,
         "n_train": n_train,
         "n_val": len(val_recs),
-        "world_size": dist.world_size(),
         "pneumo_version": __version__,
         "torch_version": torch.__version__,
     }
