@@ -26,6 +26,7 @@ from pneumo.errors import PneumoError
 from pneumo.models import create_model, model_spec
 from pneumo.preprocess import normalise
 from pneumo.progress import progress_bar
+from pneumo.runtime import ModelMetadata
 
 __all__ = ["FORMAT_VERSION", "LoadedModel", "class_probabilities", "copy_checkpoint", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "task_classes"]
 
@@ -40,20 +41,12 @@ def task_classes(task: str) -> list[str]:
 
 
 @dataclass
-class LoadedModel:
+class LoadedModel(ModelMetadata):
     """A network in eval mode with the metadata that says how to feed it and read it."""
 
     net: nn.Module
     meta: dict[str, Any]
     folder: Path | None = None  # where it was loaded from (its feature statistics live there too)
-
-    @property
-    def image_size(self) -> int:
-        return int(self.meta["image_size"])
-
-    @property
-    def threshold(self) -> float:
-        return float(self.meta["threshold"])
 
     @property
     def task(self) -> str:
@@ -62,10 +55,6 @@ class LoadedModel:
     def class_probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 256, progress: bool = False) -> np.ndarray:
         """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes]."""
         return class_probabilities(self.net, images, self.task, self.meta["mean"], self.meta["std"], batch_size, progress)
-
-    def pneumonia_probability(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
-        """P(pneumonia) for every image: 1 - P(normal), for binary and pathogen models alike."""
-        return 1.0 - self.class_probabilities(images, batch_size)[:, 0]
 
 
 @torch.inference_mode()

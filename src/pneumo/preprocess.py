@@ -27,7 +27,7 @@ PREPROCESS_VERSION = 1
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     """Resize to size x size (aspect ratio not kept, as in the notebook), antialiased bilinear."""
     if image.shape == (size, size):
-        return np.ascontiguousarray(image, dtype=np.uint8)
+        return np.array(image, dtype=np.uint8)  # a writable copy, as below
     resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
     return np.array(resized, dtype=np.uint8)  # a writable copy: torch refuses read-only arrays
 

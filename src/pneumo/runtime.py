@@ -30,7 +30,7 @@ from pneumo.data.io import ImageInfo
 from pneumo.input_checks import check_inputs
 from pneumo.preprocess import load_image_with_info
 
-__all__ = ["Prediction", "PredictionBatch", "OnnxModel", "Classifier", "expand_paths", "classify", "classify_images", "predict_files"]
+__all__ = ["Prediction", "PredictionBatch", "ModelMetadata", "OnnxModel", "Classifier", "expand_paths", "classify", "classify_images", "predict_files"]
 
 _ORT_ERRORS = (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NoSuchFile, ort_errors.RuntimeException)
 
@@ -72,7 +72,28 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-class OnnxModel:
+class ModelMetadata:
+    """What every backend's model reads off its metadata, and P(pneumonia) from its class probabilities."""
+
+    meta: dict[str, Any]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.meta["threshold"])
+
+    def class_probabilities(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        raise NotImplementedError
+
+    def pneumonia_probability(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """P(pneumonia) for every image: 1 - P(normal), for binary and pathogen models alike."""
+        return 1.0 - self.class_probabilities(images, batch_size)[:, 0]
+
+
+class OnnxModel(ModelMetadata):
     """An exported model in an onnxruntime session, with its metadata.
 
     Args:
@@ -110,14 +131,6 @@ class OnnxModel:
         return cls(session, meta)
 
     @property
-    def image_size(self) -> int:
-        return int(self.meta["image_size"])
-
-    @property
-    def threshold(self) -> float:
-        return float(self.meta["threshold"])
-
-    @property
     def classes(self) -> list[str]:
         return list(self.meta["classes"])
 
@@ -132,10 +145,6 @@ class OnnxModel:
             for start in range(0, len(images), batch_size)
         ]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
-
-    def pneumonia_probability(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """P(pneumonia) for every image: 1 - P(normal), for binary and pathogen models alike."""
-        return 1.0 - self.class_probabilities(images, batch_size)[:, 0]
 
 
 def _glob(pattern: Path) -> list[Path]:
