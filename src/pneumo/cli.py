@@ -251,6 +251,41 @@ def predict(
             console.print(f"[yellow]warning:[/] {escape(f'{r.path}: {warning}')}", highlight=False)
 
 
+@app.command("predict-archive")
+def predict_archive(
+    source: Path = typer.Argument(..., help="A folder (searched recursively) or a CSV manifest with a 'path' column."),
+    out: Path = typer.Option(..., "--out", help="results.csv (or .parquet with pyarrow); unreadable files go to results.skipped.csv."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Run folder, checkpoint or .onnx export (default: the bundled model)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per batch."),
+    workers: int = typer.Option(0, "--workers", help="Decoding threads (0: one per CPU, up to 4)."),
+    backend: str = typer.Option("auto", "--backend", help="auto, onnx or torch."),
+    resume: bool = typer.Option(False, "--resume", help="Skip the files already in --out and append the rest."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first file that cannot be read."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ray: bool = typer.Option(False, "--ray", help="Run on Ray Data (ONNX actors); needs pneumo[ray]."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="A Ray cluster (default: a local instance)."),
+    actors: int = typer.Option(2, "--actors", help="Ray actors, one CPU each."),
+) -> None:
+    """Classify a large archive as a stream: bounded memory, results appended as they come, --resume after a stop."""
+    if ray:
+        if resume or strict or backend == "torch":
+            raise PneumoError("--ray runs the ONNX export and has no --resume, --strict or torch backend; drop those or run without --ray")
+        from pneumo.ray_batch import predict_archive_ray
+
+        summary = predict_archive_ray(source, out, model=model, batch_size=batch_size, concurrency=actors, address=ray_address)
+    else:
+        from pneumo.batch import predict_archive as run_archive
+
+        summary = run_archive(source, out, model=model, batch_size=batch_size, workers=workers, resume=resume,
+                              strict=strict, progress=sys.stderr.isatty() and not quiet, backend=backend)
+    console.print(
+        f"wrote {summary.done} predictions to {escape(str(summary.out))} ({summary.images_per_second:.0f} images/s)"
+        + (f"; {summary.already_done} were already there" if summary.already_done else "")
+    )
+    if summary.skipped:
+        err_console.print(f"[yellow]skipped {summary.skipped} unreadable files:[/] see {escape(str(summary.skipped_out))}")
+
+
 @app.command()
 def export(
     out: Path = typer.Option(Path("pneumo.onnx"), "--out", help="The .onnx file to write (its .json goes beside it)."),
@@ -312,6 +347,7 @@ def models() -> None:
 # modules of the `train` extra: the base install (onnxruntime) only predicts
 _TRAIN_EXTRAS = {"torch", "monai", "sklearn", "safetensors", "matplotlib", "onnx"}
 _SERVE_EXTRAS = {"fastapi", "uvicorn", "starlette"}
+_RAY_EXTRAS = {"ray", "pyarrow"}
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -329,6 +365,9 @@ def main() -> None:
     except ModuleNotFoundError as exc:
         if exc.name in _SERVE_EXTRAS:
             err_console.print(f"[bold red]error:[/] `pneumo serve` needs the serve extras ({exc.name} is not installed): pip install 'pneumo\\[serve]'", highlight=False)
+            sys.exit(2)
+        if exc.name in _RAY_EXTRAS:
+            err_console.print(f"[bold red]error:[/] this needs {exc.name}: pip install 'pneumo\\[ray]'", highlight=False)
             sys.exit(2)
         if exc.name not in _TRAIN_EXTRAS:
             raise
