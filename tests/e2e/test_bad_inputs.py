@@ -335,12 +335,6 @@ def test_folder_named_like_an_image(tmp_path: Path) -> None:
     assert_cli_error(pneumo("predict", folder, "--model", ONNX), str(folder), "holds no .jpeg/.jpg/.png/.dcm images")
 
 
-def test_empty_folder_given_to_predict_is_named(tmp_path: Path) -> None:
-    folder = tmp_path / "scan.jpeg"
-    folder.mkdir()
-    assert_cli_error(pneumo("predict", folder, "--model", ONNX), str(folder))
-
-
 def test_dangling_symlink_and_symlink_loop_as_inputs(tmp_path: Path) -> None:
     dangling = tmp_path / "moved.jpeg"
     dangling.symlink_to(tmp_path / "nowhere.jpeg")
