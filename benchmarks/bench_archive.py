@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pneumo.batch import iter_source
+from pneumo.inference.batch import iter_source
 
 PER_FOLDER = 100  # files per leaf folder; leaves are grouped 10 to a parent
 
@@ -53,12 +53,12 @@ def child(args: argparse.Namespace) -> None:
     if args.backend == "ray":
         import ray
 
-        from pneumo.ray_batch import predict_archive_ray
+        from pneumo.inference.ray_batch import predict_archive_ray
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         summary = predict_archive_ray(args.source, args.out, batch_size=args.batch, concurrency=2)
     else:
-        from pneumo.batch import predict_archive
+        from pneumo.inference.batch import predict_archive
 
         summary = predict_archive(args.source, args.out, batch_size=args.batch, workers=args.workers, resume=args.resume, progress=False, backend=args.backend)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

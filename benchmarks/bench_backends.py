@@ -19,10 +19,10 @@ import torch
 from common import DATA, table
 
 from pneumo.data.layout import discover
-from pneumo.export import export_onnx
-from pneumo.prediction import load_model, predict
-from pneumo.preprocess import load_image
-from pneumo.runtime import OnnxModel, predict_files
+from pneumo.export.onnx import export_onnx
+from pneumo.inference.predict import load_model, predict
+from pneumo.data.preprocess import load_image
+from pneumo.inference.onnx_backend import OnnxModel
 
 
 def measure(run: Callable[[list[Path], int], object], files: list[Path], n_single: int, batch: int) -> tuple[float, float, float]:
@@ -53,13 +53,13 @@ def main() -> None:
         onnx_model = OnnxModel.load(exported["path"])
         backends = {
             f"torch {torch.__version__}": lambda fs, b: predict(fs, model=model, batch_size=b),
-            f"onnxruntime {ort.__version__}": lambda fs, b: predict_files(fs, onnx_model, batch_size=b),
+            f"onnxruntime {ort.__version__}": lambda fs, b: predict(fs, onnx_model, batch_size=b),
         }
         rows = []
         for backend, run in backends.items():
             p50, p95, throughput = measure(run, files, args.images, args.batch)
             rows.append((backend, p50, p95, args.batch, throughput))
-    name = f"{model.meta['architecture']} @ {model.image_size}px"
+    name = f"{model.meta.architecture} @ {model.image_size}px"
     print(table(
         f"CPU inference backends, {name}, file -> probability (onnxruntime with its default threads; "
         f"parity max |dP| {exported['max_abs_diff']:.1e})",

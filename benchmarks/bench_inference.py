@@ -16,17 +16,18 @@ import numpy as np
 import torch
 from common import DATA, table
 
-from pneumo.checkpoint import save_checkpoint
+from pneumo.models.checkpoint import save_checkpoint
 from pneumo.data.layout import discover
 from pneumo.models import create_model, model_spec
-from pneumo.prediction import load_model, predict
+from pneumo.inference.predict import load_model, predict
+from pneumo.models.meta import CheckpointMeta
 
 
 def fresh_checkpoint(name: str, folder: Path) -> Path:
     spec = model_spec(name)
     meta = {"architecture": name, "task": "binary", "classes": ["NORMAL", "PNEUMONIA"], "num_outputs": 1,
             "image_size": spec.image_size, "mean": spec.mean, "std": spec.std, "threshold": 0.5}
-    return save_checkpoint(folder / name, create_model(name, image_size=spec.image_size), meta)
+    return save_checkpoint(folder / name, create_model(name, image_size=spec.image_size), CheckpointMeta(**meta))
 
 
 def main() -> None:
@@ -51,7 +52,7 @@ def main() -> None:
             start = time.perf_counter()
             predict(files, model=model, batch_size=args.batch)
             throughput = len(files) / (time.perf_counter() - start)
-            name = f"{model.meta['architecture']} @ {model.image_size}px"
+            name = f"{model.meta.architecture} @ {model.image_size}px"
             rows.append((name, round(float(np.percentile(latencies, 50)), 1), round(float(np.percentile(latencies, 95)), 1), args.batch, round(throughput, 1)))
     print(table(
         f"CPU inference, file -> probability ({torch.get_num_threads()} threads)",

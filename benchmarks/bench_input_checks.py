@@ -22,15 +22,15 @@ from common import DATA, table
 from PIL import Image, ImageDraw
 from sklearn.datasets import load_sample_images
 
-from pneumo.checkpoint import resolve_checkpoint
+from pneumo.models.checkpoint import resolve_checkpoint
 from pneumo.data.cache import cached_images
 from pneumo.data.io import ImageInfo, read_image_with_info
 from pneumo.data.layout import discover
 from pneumo.data.split import split_records
-from pneumo.feature_stats import feature_distance, fit_feature_stats, out_of_distribution, probabilities_and_distance, save_feature_stats
-from pneumo.input_checks import check_inputs, rule_warnings
-from pneumo.prediction import bundled_model_dir, load_model
-from pneumo.preprocess import resize_image
+from pneumo.inference.features import feature_distance, fit_feature_stats, out_of_distribution, probabilities_and_distance, save_feature_stats
+from pneumo.inference.checks import check_inputs, rule_warnings
+from pneumo.inference.predict import bundled_model_dir, load_model
+from pneumo.data.preprocess import resize_image
 
 
 def _files_read_back(arrays: list[np.ndarray], folder: Path, name: str, fmt: str, size: int) -> tuple[np.ndarray, list[ImageInfo]]:
@@ -83,11 +83,11 @@ def main() -> None:
 
     folder = resolve_checkpoint(args.model or bundled_model_dir())
     model = load_model(folder)
-    size, cfg = model.image_size, model.meta.get("config", {})
+    size, cfg = model.image_size, model.meta.config
     records = discover(DATA / "chest_xray").split(cfg.get("train_split", "train"))
     train, val = split_records(records, cfg.get("val_fraction", 0.2), cfg.get("seed", 0), cfg.get("split", "patient"), model.task)
     images, fingerprint = cached_images(train + val, size, progress=False)
-    same = fingerprint == model.meta.get("data_fingerprint")
+    same = fingerprint == model.meta.data_fingerprint
     print(f"{len(train)} train / {len(val)} val images; same images and split as the checkpoint's training: {same}")
     x_train, x_val = images[: len(train)], images[len(train) :]
 
@@ -129,7 +129,7 @@ def main() -> None:
         by_feature = out_of_distribution(distances, stats)
         rows.append((name, len(x), f"{by_rule.mean():.1%}", f"{by_feature.mean():.1%}", f"{(by_rule | by_feature).mean():.1%}", round(float(np.median(distances)), 1)))
     print(table(
-        f"Input checks on {model.meta['architecture']}: share of images flagged (feature threshold {float(stats['threshold']):.1f}"
+        f"Input checks on {model.meta.architecture}: share of images flagged (feature threshold {float(stats['threshold']):.1f}"
         f" = {args.quantile:.1%} quantile of out-of-fold training distances)",
         ["images", "n", "rule checks", "feature distance", "either", "median distance"],
         rows,

@@ -15,7 +15,7 @@ import numpy as np
 from common import DATA, table
 
 from pneumo.config import load_config
-from pneumo.training import train
+from pneumo.training.loop import train
 
 
 def summarise(report: dict) -> dict[str, float]:

@@ -67,7 +67,7 @@ def kaggle_root(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> 
 def trained_run(tmp_path_factory: pytest.TempPathFactory, kaggle_root: Path) -> Path:
     """One real (tiny) training run shared by the tests that need a trained model."""
     from pneumo.config import load_config
-    from pneumo.training import train
+    from pneumo.training.loop import train
 
     cfg = load_config("cpu", [f"data={kaggle_root}", "image_size=64", "epochs=3", "batch_size=16", "model=resnet18", "threshold=youden"])
     out = tmp_path_factory.mktemp("runs") / "tiny"

@@ -15,8 +15,8 @@ def test_import_pneumo_does_not_load_torch() -> None:
 
 
 def test_public_functions_stay_functions_after_their_modules_load() -> None:
-    import pneumo.evaluation  # noqa: F401
-    import pneumo.prediction  # noqa: F401
+    import pneumo.evaluation.evaluate  # noqa: F401
+    import pneumo.inference.predict  # noqa: F401
     import pneumo.training  # noqa: F401
 
     for name in ("train", "evaluate", "predict", "load_model", "discover"):

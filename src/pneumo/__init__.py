@@ -1,9 +1,21 @@
 """pneumo: pneumonia detection on pediatric chest X-rays.
 
+The package is layered; each layer imports only the ones before it:
+
+    errors, utils, tasks, config   the one exception; files, walking, progress; what a model is asked; recipes
+    data                           find, read, preprocess, cache, split, batch, augment the images
+    models, viz                    networks by name and the checkpoint format; every picture
+    inference                      one Model base, torch and onnx backends, input checks, batch prediction
+    evaluation                     metrics with intervals, shifts, thresholds, `evaluate`
+    training                       the loop and everything around it
+    explain, export                Grad-CAM; ONNX export
+    serve, cli                     the web service; the command line
+
 Example:
     >>> import pneumo
     >>> result = pneumo.train(pneumo.load_config("seed", ["epochs=1"]), "runs/seed")
     >>> report = pneumo.evaluate("path/to/test", model=result.run_dir)
+    >>> [p.label for p in pneumo.predict(["xray.jpeg"])]
 """
 from __future__ import annotations
 
@@ -20,9 +32,9 @@ __all__ = ["__version__", "Config", "PneumoError", "load_config", "load_model", 
 # Heavy parts (torch, MONAI, matplotlib) load on first use, so `import pneumo` stays light.
 _LAZY = {
     "train": "pneumo.training",
-    "evaluate": "pneumo.evaluation",
-    "predict": "pneumo.prediction",
-    "load_model": "pneumo.prediction",
+    "evaluate": "pneumo.evaluation.evaluate",
+    "predict": "pneumo.inference.predict",
+    "load_model": "pneumo.inference.predict",
     "discover": "pneumo.data.layout",
 }
 
@@ -31,3 +43,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'pneumo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -110,7 +110,7 @@ def data_preview(
     seed: int = typer.Option(0, help="Which random batch."),
 ) -> None:
     """The notebook's grid of a batch with NORMAL/PNEUMONIA titles, as PNG."""
-    from pneumo.data.preview import preview
+    from pneumo.viz.preview import preview
 
     console.print(f"wrote {preview(data, out, split=split, n=n, size=size, seed=seed)}")
 
@@ -137,7 +137,7 @@ def train(
         if out is None:
             raise PneumoError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue a stopped one")
         result = run_training(load_config(config or "default", [*(set_ or []), *(["strict=true"] if strict else [])]), out, overwrite=overwrite, progress=not quiet)
-    from pneumo.distributed import is_main
+    from pneumo.training.distributed import is_main
 
     if not is_main():  # under torchrun every process returns the same result; one prints it
         return
@@ -170,8 +170,8 @@ def evaluate(
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be read instead of skipping it."),
 ) -> None:
     """Metrics at the model's stored threshold (and at 0.5) with 95% bootstrap intervals."""
-    from pneumo.evaluation import evaluate as run_evaluation
-    from pneumo.evaluation import write_report
+    from pneumo.evaluation.evaluate import evaluate as run_evaluation
+    from pneumo.evaluation.report import write_report
 
     report = run_evaluation(data, model=model, split=split, n_boot=bootstrap, plots_dir=plots, progress=sys.stderr.isatty(), shifts=shifts, strict=strict)
     _report_skipped([(s["path"], s["error"]) for s in report["skipped"]], report["n"] + len(report["skipped"]))
@@ -211,8 +211,9 @@ def predict(
 
     --model takes a run folder, a checkpoint folder or an exported .onnx file.
     """
-    from pneumo.prediction import format_predictions, load_model
-    from pneumo.prediction import predict as run_prediction
+    from pneumo.inference.formats import format_predictions
+    from pneumo.inference.predict import load_model
+    from pneumo.inference.predict import predict as run_prediction
 
     fmt = "json" if as_json else fmt
     if out is not None and fmt == "table":
@@ -225,7 +226,7 @@ def predict(
     results = run_prediction(paths, model=loaded, strict=strict)
     _report_skipped(results.skipped, len(results) + len(results.skipped))
     if cam is not None:
-        from pneumo.explain import explain_files
+        from pneumo.explain.gradcam import explain_files
 
         written = explain_files([r.path for r in results], loaded, out_dir=cam)
         err_console.print(f"wrote {len(written)} heatmaps to {cam}")
@@ -270,11 +271,11 @@ def predict_archive(
     if ray:
         if resume or strict or backend == "torch":
             raise PneumoError("--ray runs the ONNX export and has no --resume, --strict or torch backend; drop those or run without --ray")
-        from pneumo.ray_batch import predict_archive_ray
+        from pneumo.inference.ray_batch import predict_archive_ray
 
         summary = predict_archive_ray(source, out, model=model, batch_size=batch_size, concurrency=actors, address=ray_address)
     else:
-        from pneumo.batch import predict_archive as run_archive
+        from pneumo.inference.batch import predict_archive as run_archive
 
         summary = run_archive(source, out, model=model, batch_size=batch_size, workers=workers, resume=resume,
                               strict=strict, progress=sys.stderr.isatty() and not quiet, backend=backend)
@@ -299,10 +300,10 @@ def export(
         raise PneumoError(f"unknown --format {fmt!r}; onnx is the export format pneumo has")
     import numpy as np
 
-    from pneumo.export import export_onnx
-    from pneumo.prediction import load_model
-    from pneumo.preprocess import load_image
-    from pneumo.runtime import expand_paths
+    from pneumo.data.preprocess import load_image
+    from pneumo.export.onnx import export_onnx
+    from pneumo.inference.predict import load_model
+    from pneumo.utils.walk import expand_paths
 
     loaded = load_model(model)
     images = np.stack([load_image(f, loaded.image_size) for f in expand_paths(check)[:32]]) if check else None
@@ -333,12 +334,12 @@ def serve(
 @app.command()
 def models() -> None:
     """The architectures `--set model=NAME` accepts."""
-    from pneumo.models import available_models, model_spec
+    from pneumo.models import list_models, model_spec
 
     table = Table()
     for col in ("name", "default size", "description"):
         table.add_column(col)
-    for name in available_models():
+    for name in list_models():
         spec = model_spec(name)
         table.add_row(name, str(spec.image_size), spec.description)
     console.print(table)

@@ -30,13 +30,14 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 from pydicom.uid import JPEGLSLossless
 
-from conftest import SAMPLES, copy_class_folders, pick
+from tests.conftest import SAMPLES, copy_class_folders, pick
 from pneumo.data.io import read_image_with_info
 from pneumo.data.layout import discover
 from pneumo.data.summary import summarize
 from pneumo.errors import PneumoError
-from pneumo.prediction import BUNDLED_ONNX, bundled_model_dir, load_model, predict
-from pneumo.runtime import OnnxModel, expand_paths
+from pneumo.inference.predict import BUNDLED_ONNX, bundled_model_dir, load_model, predict
+from pneumo.inference.onnx_backend import OnnxModel
+from pneumo.utils.walk import expand_paths
 from pneumo.serve.app import create_app
 
 ONNX = bundled_model_dir() / BUNDLED_ONNX
@@ -436,7 +437,7 @@ def single_class_training(single_class_manifest: Path) -> subprocess.CompletedPr
 
 def test_training_refuses_a_single_class(single_class_manifest: Path, single_class_training: subprocess.CompletedProcess, tmp_path: Path) -> None:
     from pneumo.config import load_config
-    from pneumo.training import train
+    from pneumo.training.loop import train
 
     with pytest.raises(PneumoError, match="single class"):
         train(load_config("cpu", [f"data={single_class_manifest}"]), tmp_path / "run", progress=False, log=lambda _: None)

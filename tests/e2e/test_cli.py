@@ -123,9 +123,9 @@ def test_interrupted_training_keeps_a_complete_checkpoint(small_folder: Path, tm
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    from pneumo.checkpoint import load_checkpoint
+    from pneumo.inference.torch_backend import load_checkpoint
 
-    assert load_checkpoint(run / "checkpoints" / "last").meta["epoch"] >= 1
+    assert load_checkpoint(run / "checkpoints" / "last").meta.epoch >= 1
     assert "--resume" in err
 
 

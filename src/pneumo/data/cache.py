@@ -19,8 +19,8 @@ import numpy as np
 from pneumo.data.io import decode_image
 from pneumo.data.layout import Record
 from pneumo.errors import PneumoError
-from pneumo.preprocess import PREPROCESS_VERSION, resize_image
-from pneumo.progress import progress_bar
+from pneumo.data.preprocess import PREPROCESS_VERSION, resize_image
+from pneumo.utils.progress import progress_bar
 
 __all__ = ["cache_dir", "fingerprint", "file_digests", "cached_images", "decode_dataset", "DecodedDataset"]
 

@@ -45,7 +45,7 @@ from pneumo import __version__
 from pneumo.data.layout import discover
 from pneumo.data.summary import summarize
 from pneumo.errors import PneumoError
-from pneumo.progress import make_progress
+from pneumo.utils.progress import make_progress
 
 __all__ = [
     "SOURCES",

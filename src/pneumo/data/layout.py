@@ -7,10 +7,8 @@ Accepted layouts:
 - a CSV manifest with columns `path,label` and optionally `patient_id`, `pathogen`, `split`
   (relative paths are read from the manifest's folder).
 
-Folders are searched recursively. A symlinked folder is followed when it leads outside the
-dataset; one that leads back inside it (or to a folder above it) is not, so a link loop cannot
-hang discovery nor count an image twice. A link that leads nowhere (dangling, or a loop) but
-has an image's name is kept, so that decoding reports it by name.
+Folders are searched recursively by `pneumo.utils.walk.image_files`, the walker every command
+shares (junk folders and symlink loops left out).
 """
 from __future__ import annotations
 
@@ -22,25 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pneumo.errors import PneumoError
+from pneumo.tasks import CLASSES, Task, get_task
+from pneumo.utils.walk import child_dirs, image_files
 
 __all__ = [
-    "CLASSES",
-    "PATHOGEN_CLASSES",
-    "IMAGE_SUFFIXES",
     "Record",
     "Dataset",
     "discover",
-    "image_files",
     "parse_filename",
     "records_from_folder",
 ]
 
-CLASSES = ("NORMAL", "PNEUMONIA")
-PATHOGEN_CLASSES = ("normal", "bacteria", "virus")
-IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".dcm", ".dicom"})
 _SPLIT_NAMES = ("train", "val", "test")
 _LISTED = 5  # problems named in one error message; the rest are counted
-_JUNK_DIRS = frozenset({"__macosx", ".ds_store", "@eadir", "$recycle.bin"})
 
 _PATHOGEN_ALIASES = {"bacteria": "bacteria", "bacterial": "bacteria", "virus": "virus", "viral": "virus"}
 _PERSON = re.compile(r"^(person\d+)_(bacteria|virus)_\d+", re.IGNORECASE)
@@ -56,15 +48,9 @@ class Record:
     pathogen: str | None  # "bacteria" / "virus" for pneumonia when known, else None
     patient_id: str
 
-    def target(self, task: str) -> int:
+    def target(self, task: str | Task) -> int:
         """The class index for a task: binary 0/1, pathogen 0 normal / 1 bacteria / 2 virus."""
-        if task == "binary":
-            return CLASSES.index(self.label)
-        if self.label == "NORMAL":
-            return 0
-        if self.pathogen is None:
-            raise PneumoError(f"{self.path}: pneumonia image with unknown pathogen cannot be used for the pathogen task")
-        return PATHOGEN_CLASSES.index(self.pathogen)
+        return get_task(task).target(self.label, self.pathogen, self.path)
 
 
 @dataclass
@@ -105,70 +91,10 @@ def parse_filename(name: str) -> tuple[str, str | None]:
     return stem, pathogen
 
 
-def _is_junk(name: str) -> bool:
-    return name.startswith(".") or name.startswith("._") or name.lower() in _JUNK_DIRS
-
-
-def _is_dir(entry: os.DirEntry) -> bool:
-    """Whether an entry is a folder (through symlinks); a link loop or a dangling link is not."""
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False
-
-
-def _scandir(folder: Path) -> list[os.DirEntry]:
-    try:
-        with os.scandir(folder) as entries:
-            return sorted(entries, key=lambda e: e.name)
-    except OSError as exc:
-        raise PneumoError(f"cannot read folder {folder}: {exc.strerror or exc}") from None
-
-
-def _child_dirs(folder: Path) -> dict[str, Path]:
-    """Subfolders by lower-cased name, junk left out."""
-    return {e.name.lower(): Path(e.path) for e in _scandir(folder) if not _is_junk(e.name) and _is_dir(e)}
-
-
-def image_files(folder: str | Path, root: str | Path | None = None) -> list[Path]:
-    """Image files under a folder, recursively, in sorted order, junk (dot files, `__MACOSX`) left out.
-
-    A symlinked subfolder is followed when it leads outside `root` (the dataset, default
-    `folder`); a link into the dataset, to a folder already searched or to one above it is
-    skipped, so loops end, no image is listed twice and no other class's folder is entered.
-    """
-    boundary = Path(os.path.realpath(root if root is not None else folder))
-    walked: set[Path] = set()
-    files: list[Path] = []
-    stack = [Path(folder)]
-    while stack:
-        current = stack.pop()
-        real = Path(os.path.realpath(current))
-        if real in walked:
-            continue
-        walked.add(real)
-        subdirs = []
-        for entry in _scandir(current):
-            if _is_junk(entry.name):
-                continue
-            if not _is_dir(entry):
-                if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
-                    files.append(Path(entry.path))
-            elif not entry.is_symlink() or not _loops_back(Path(os.path.realpath(entry.path)), boundary, walked):
-                subdirs.append(Path(entry.path))
-        stack += reversed(subdirs)
-    return files
-
-
-def _loops_back(target: Path, boundary: Path, walked: set[Path]) -> bool:
-    """Whether a symlinked folder's target is inside the dataset, or is (or holds) a folder already searched."""
-    return target.is_relative_to(boundary) or any(p.is_relative_to(target) for p in (boundary, *walked))
-
-
 def records_from_folder(folder: Path, root: Path | None = None) -> list[Record]:
     """Records of a folder with NORMAL/ and PNEUMONIA/ subfolders (any case); `root` is the
     dataset's top folder when `folder` is one of its splits (see `image_files`)."""
-    children = _child_dirs(folder)
+    children = child_dirs(folder)
     missing = [c for c in CLASSES if c.lower() not in children]
     if missing:
         raise PneumoError(
@@ -196,9 +122,9 @@ def _find_kaggle_root(folder: Path, depth: int = 3) -> Path | None:
     for _ in range(depth + 1):
         nxt = []
         for candidate in level:
-            children = _child_dirs(candidate)
+            children = child_dirs(candidate)
             for split in _SPLIT_NAMES:
-                if split in children and {c.lower() for c in CLASSES} <= set(_child_dirs(children[split])):
+                if split in children and {c.lower() for c in CLASSES} <= set(child_dirs(children[split])):
                     return candidate
             nxt += sorted(children.values())
         level = nxt
@@ -322,7 +248,7 @@ def discover(source: str | Path) -> Dataset:
         if root.suffix.lower() != ".csv":
             raise PneumoError(f"{root} is a file but not a .csv manifest (columns path,label[,patient_id])")
         return Dataset(root, _read_manifest(root), "manifest")
-    children = _child_dirs(root)
+    children = child_dirs(root)
     if {c.lower() for c in CLASSES} <= set(children):
         return Dataset(root, {"all": records_from_folder(root)}, "folders")
     kaggle = _find_kaggle_root(root)
@@ -339,7 +265,7 @@ def discover(source: str | Path) -> Dataset:
             "PNEUMONIA/ class folders, or a CSV manifest"
         )
     splits = {}
-    for name, folder in _child_dirs(kaggle).items():
+    for name, folder in child_dirs(kaggle).items():
         if name in _SPLIT_NAMES:
             splits[name] = records_from_folder(folder, root=kaggle)
     return Dataset(kaggle, {name: splits[name] for name in _SPLIT_NAMES if name in splits}, "kaggle")

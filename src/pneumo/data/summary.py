@@ -11,7 +11,7 @@ from pneumo.data.cache import file_digests
 from pneumo.data.io import read_image
 from pneumo.data.layout import CLASSES, Record, discover
 from pneumo.errors import PneumoError
-from pneumo.progress import progress_bar
+from pneumo.utils.progress import progress_bar
 
 __all__ = ["summarize"]
 

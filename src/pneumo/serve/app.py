@@ -37,9 +37,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pneumo import __version__
 from pneumo.data.io import decode_image_with_info
 from pneumo.errors import PneumoError
-from pneumo.prediction import load_model, with_feature_check
-from pneumo.preprocess import resize_image
-from pneumo.runtime import OnnxModel, classify_images
+from pneumo.data.preprocess import resize_image
+from pneumo.inference.classify import classify_images
+from pneumo.inference.onnx_backend import OnnxModel
+from pneumo.inference.predict import load_model
+from pneumo.models.meta import CheckpointMeta
 
 __all__ = ["create_app", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_MAX_PIXELS"]
 
@@ -98,21 +100,19 @@ def _uploaded_file(content_type: str, body: bytes, limit: int) -> tuple[str, byt
     raise ApiError(422, "no form field named 'file': send the image as multipart/form-data field 'file'")
 
 
-def _model_summary(meta: dict[str, Any]) -> dict[str, Any]:
-    checkpoint = meta.get("checkpoint", meta)  # an ONNX export keeps the checkpoint's metadata inside
-    digest = str(checkpoint.get("weights_sha256") or meta.get("onnx_sha256") or "")[:12]
+def _model_summary(meta: CheckpointMeta) -> dict[str, Any]:
     return {
-        "id": f"{checkpoint.get('architecture', meta.get('architecture', 'model'))}-{digest}",
-        "architecture": checkpoint.get("architecture"),
-        "task": checkpoint.get("task"),
-        "classes": checkpoint.get("classes"),
-        "image_size": checkpoint.get("image_size"),
-        "threshold": meta.get("threshold", checkpoint.get("threshold")),
-        "threshold_method": checkpoint.get("threshold_method"),
-        "val_metrics": checkpoint.get("val_metrics"),
-        "val_ci95": checkpoint.get("val_ci95"),
-        "pneumo_version": checkpoint.get("pneumo_version"),
-        "created": checkpoint.get("created"),
+        "id": f"{meta.architecture}-{meta.weights_sha256[:12]}",
+        "architecture": meta.architecture,
+        "task": meta.task,
+        "classes": meta.classes,
+        "image_size": meta.image_size,
+        "threshold": meta.threshold,
+        "threshold_method": meta.threshold_method or None,
+        "val_metrics": meta.val_metrics or None,
+        "val_ci95": meta.val_ci95 or None,
+        "pneumo_version": meta.pneumo_version or None,
+        "created": meta.created or None,
         "serving_version": __version__,
     }
 
@@ -123,11 +123,11 @@ def create_app(
     """The service for one model (a run folder, checkpoint, `.onnx` export, or the bundled model when None).
 
     Args:
-        model: what `pneumo.prediction.load_model` accepts.
+        model: what `pneumo.inference.predict.load_model` accepts.
         max_upload_mb: the largest upload accepted, enforced while the body is read.
         max_pixels: the largest image accepted, judged from its header before decoding.
     """
-    loaded = with_feature_check(load_model(model))  # once, shared by every request
+    loaded = load_model(model).with_feature_check()  # once, shared by every request
     model_lock = threading.Lock()  # the checks and Grad-CAM hook the shared network: one request at a time in it
     summary = _model_summary(loaded.meta)
     limit = int(max_upload_mb * 2**20)
@@ -180,11 +180,11 @@ def create_app(
         if cam and isinstance(loaded, OnnxModel):
             answer["warnings"].append("no heatmap: this service runs an ONNX export; Grad-CAM needs the PyTorch checkpoint")
         elif cam:
-            from pneumo.explain import grad_cam
-            from pneumo.plots import cam_overlay, heatmap_rgba
+            from pneumo.explain.gradcam import grad_cam
+            from pneumo.viz.figures import cam_overlay, heatmap_rgba
 
             with model_lock:
-                heatmap = grad_cam(getattr(loaded, "model", loaded), image[None])[0]
+                heatmap = grad_cam(loaded, image[None])[0]
             answer["cam"] = {
                 "image_png": _png_base64(image),
                 "heatmap_png": _png_base64(heatmap_rgba(heatmap)),

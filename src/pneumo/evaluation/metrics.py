@@ -1,0 +1,133 @@
+"""Classification metrics with patient-clustered bootstrap intervals (scikit-learn underneath)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+from sklearn.metrics import average_precision_score, confusion_matrix, log_loss, roc_auc_score
+
+__all__ = ["binary_metrics", "summary_metrics", "bootstrap_intervals", "multiclass_metrics", "SUMMARY_METRICS"]
+
+SUMMARY_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if b else float("nan")
+
+
+def binary_metrics(y_true: Sequence[int], prob: Sequence[float], threshold: float = 0.5) -> dict:
+    """Metrics of P(positive) against 0/1 labels, the label being `prob >= threshold`.
+
+    ROC and PR AUC are NaN when only one class is present.
+    """
+    y = np.asarray(y_true, dtype=int)
+    p = np.asarray(prob, dtype=float)
+    pred = (p >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    both = len(np.unique(y)) == 2
+    return {
+        "n": int(len(y)),
+        "positives": int(y.sum()),
+        "threshold": float(threshold),
+        "accuracy": _ratio(tp + tn, len(y)),
+        "precision": precision,
+        "recall": recall,
+        "specificity": _ratio(tn, tn + fp),
+        "f1": _ratio(2 * precision * recall, precision + recall) if tp else 0.0,
+        "roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "pr_auc": float(average_precision_score(y, p)) if both else float("nan"),
+        "loss": float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])) if len(y) else float("nan"),
+        "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
+    }
+
+
+def summary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """SUMMARY_METRICS with plain numpy: the values of `binary_metrics`, ~50x faster, for the bootstrap.
+
+    ROC AUC is the Mann-Whitney statistic with tied scores counted half; PR AUC is average
+    precision over the distinct scores, as scikit-learn computes it.
+    """
+    pos = y == 1
+    n_pos, n = int(pos.sum()), len(y)
+    pred = p >= threshold
+    tp, fp = int((pred & pos).sum()), int((pred & ~pos).sum())
+    tn, fn = n - n_pos - fp, n_pos - tp
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    out = {
+        "accuracy": _ratio(tp + tn, n),
+        "precision": precision,
+        "recall": recall,
+        "specificity": _ratio(tn, tn + fp),
+        "f1": _ratio(2 * precision * recall, precision + recall) if tp else 0.0,
+        "roc_auc": float("nan"),
+        "pr_auc": float("nan"),
+    }
+    if 0 < n_pos < n:
+        out["roc_auc"] = float((rankdata(p)[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (n - n_pos)))
+        order = np.argsort(-p, kind="stable")
+        sorted_p, hits = p[order], pos[order]
+        last_of_tie = np.r_[np.flatnonzero(np.diff(sorted_p)), n - 1]  # cut only between distinct scores
+        tps = np.cumsum(hits)[last_of_tie]
+        precisions = tps / (last_of_tie + 1)
+        out["pr_auc"] = float(np.sum(np.diff(np.r_[0, tps]) / n_pos * precisions))
+    return out
+
+
+def bootstrap_intervals(
+    y_true: Sequence[int],
+    prob: Sequence[float],
+    threshold: float,
+    groups: Sequence[str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals for the summary metrics.
+
+    With `groups` (patient ids), whole patients are resampled, so several images of one
+    child do not count as independent evidence.
+    """
+    y, p = np.asarray(y_true, dtype=int), np.asarray(prob, dtype=float)
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        clusters = [np.array([i]) for i in range(len(y))]
+    else:
+        _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        clusters = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
+    samples: dict[str, list[float]] = {k: [] for k in SUMMARY_METRICS}
+    for _ in range(n_boot):
+        pick = np.concatenate([clusters[i] for i in rng.integers(0, len(clusters), len(clusters))])
+        m = summary_metrics(y[pick], p[pick], threshold)
+        for k in SUMMARY_METRICS:
+            samples[k].append(m[k])
+    alpha = (1 - level) / 2
+    out = {}
+    for k, values in samples.items():
+        v = np.asarray(values)
+        v = v[~np.isnan(v)]
+        out[k] = [float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))] if len(v) else [float("nan")] * 2
+    return out
+
+
+def multiclass_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str]) -> dict:
+    """Accuracy, per-class precision/recall/F1 and one-vs-rest ROC AUC, macro averages."""
+    y = np.asarray(y_true, dtype=int)
+    pred = np.asarray(probs).argmax(axis=1)
+    cm = confusion_matrix(y, pred, labels=list(range(len(classes))))
+    per_class = {}
+    for i, name in enumerate(classes):
+        tp = cm[i, i]
+        precision, recall = _ratio(tp, cm[:, i].sum()), _ratio(tp, cm[i, :].sum())
+        present = 0 < (y == i).sum() < len(y)
+        per_class[name] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": _ratio(2 * precision * recall, precision + recall) if tp else 0.0,
+            "roc_auc": float(roc_auc_score(y == i, probs[:, i])) if present else float("nan"),
+            "support": int((y == i).sum()),
+        }
+    macro = {k: float(np.nanmean([c[k] for c in per_class.values()])) for k in ("precision", "recall", "f1", "roc_auc")}
+    return {"accuracy": _ratio(np.trace(cm), cm.sum()), "macro": macro, "per_class": per_class, "confusion_matrix": cm.tolist()}

@@ -1,0 +1,135 @@
+"""Grad-CAM: where in an image the evidence for PNEUMONIA lies, for any registry model.
+
+The target layer is found, not configured: the last module whose output is a spatial
+feature map (4-D, larger than 1 x 1), i.e. the last convolutional stage before global
+pooling (`layer4` of a ResNet, `features` of seed_cnn). The user's model is left as it was:
+hooks are removed, eval/train mode restored, parameters' gradients never touched.
+
+Example:
+    >>> from pneumo.inference.predict import load_model
+    >>> heatmaps = grad_cam(load_model(None), images)        # images: uint8 [N, 224, 224]
+    >>> explain_files(["xray.jpeg"], out_dir="cams")         # -> [PosixPath('cams/xray_cam.png')]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pneumo.data.preprocess import check_image_batch, load_image, normalise
+from pneumo.errors import PneumoError
+from pneumo.inference.base import Model
+from pneumo.inference.predict import load_model
+from pneumo.inference.torch_backend import TorchModel
+from pneumo.utils.walk import expand_paths
+
+__all__ = ["grad_cam", "explain_files"]
+
+
+def _forward_keeping_last_map(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the network and keep the last spatial feature map any module produced."""
+    found: dict[str, torch.Tensor] = {}
+
+    def keep(module: nn.Module, inputs: tuple, output: object) -> None:
+        if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-2] * output.shape[-1] > 1:
+            found["map"] = output
+
+    handles = [m.register_forward_hook(keep) for m in net.modules()]
+    try:
+        logits = net(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if "map" not in found:
+        raise PneumoError(f"{type(net).__name__} has no convolutional feature map to explain; Grad-CAM needs a CNN")
+    return logits, found["map"]
+
+
+def grad_cam(model: Model, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Grad-CAM heatmaps for the PNEUMONIA output, one per image.
+
+    The explained score is the log-odds of P(pneumonia) = 1 - P(normal): the single logit of a
+    binary model, and logsumexp(bacteria, virus) - normal for a pathogen model (so both
+    pneumonia classes count, as in `Model.pneumonia_probability`).
+
+    Args:
+        model: a loaded checkpoint (`pneumo.inference.predict.load_model`).
+        images: uint8 [N, S, S] at the model's image size (`pneumo.data.preprocess.load_image`).
+        batch_size: images per forward/backward pass; bounds memory.
+
+    Returns:
+        float32 [N, S, S] in [0, 1], scaled per image (1 = strongest evidence); all zeros where
+        no region raises the score.
+    """
+    size = model.image_size
+    images = check_image_batch(images, size, "grad_cam")
+    if not isinstance(model, TorchModel):
+        raise PneumoError("Grad-CAM needs a PyTorch checkpoint, not an ONNX export: pass --model with a run or checkpoint folder")
+    net = model.net
+    was_training = net.training
+    device = next(net.parameters()).device
+    out = []
+    net.eval()  # batch norm must use its running statistics, dropout must be off
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            for start in range(0, len(images), batch_size):
+                x = normalise(torch.from_numpy(images[start : start + batch_size]).to(device), model.meta.mean, model.meta.std)
+                x = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)  # a graph even when every weight is frozen
+                logits, fmap = _forward_keeping_last_map(net, x)
+                score = model.task.pneumonia_logit(logits.float())
+                (grads,) = torch.autograd.grad(score.sum(), fmap)  # images do not interact in eval mode
+                weights = grads.mean(dim=(2, 3), keepdim=True)
+                cam = F.relu((weights * fmap).sum(dim=1, keepdim=True).detach().float())
+                cam = F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+                lo = cam.amin(dim=(1, 2), keepdim=True)
+                span = cam.amax(dim=(1, 2), keepdim=True) - lo
+                out.append(torch.where(span > 0, (cam - lo) / span.clamp_min(1e-12), torch.zeros_like(cam)).cpu())
+    finally:
+        net.train(was_training)
+    return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, size, size), dtype=np.float32)
+
+
+def _unique_names(files: list[Path]) -> list[str]:
+    """`<stem>_cam.png` per file; repeated stems (same name in two folders) get `-2`, `-3`, ..."""
+    seen: dict[str, int] = {}
+    names = []
+    for f in files:
+        n = seen[f.stem] = seen.get(f.stem, 0) + 1
+        names.append(f"{f.stem}_cam.png" if n == 1 else f"{f.stem}-{n}_cam.png")
+    return names
+
+
+def explain_files(
+    paths: Iterable[str | Path], model: str | Path | Model | None = None, *, out_dir: str | Path, batch_size: int = 16
+) -> list[Path]:
+    """Write one `<stem>_cam.png` per image file (or per image in a folder): the image, its
+    Grad-CAM overlay, and the prediction at the model's threshold.
+
+    Files of the same name from different folders get `<stem>-2_cam.png`, ... in input order;
+    figures from an earlier call with the same inputs are replaced.
+
+    Args:
+        paths: image files or folders of them, as for `pneumo.inference.predict.predict`.
+        model: a checkpoint path, a loaded model, or None for the bundled model.
+        out_dir: folder for the PNGs (created if missing).
+        batch_size: images per Grad-CAM pass.
+    """
+    from pneumo.viz.figures import cam_figure  # matplotlib only when figures are drawn
+
+    loaded = load_model(model)
+    files = expand_paths(paths)
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    names = _unique_names(files)
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        images = np.stack([load_image(f, loaded.image_size) for f in chunk])
+        heatmaps = grad_cam(loaded, images, batch_size)
+        probabilities = loaded.pneumonia_probability(images)
+        for f, name, image, heatmap, p in zip(chunk, names[start:], images, heatmaps, probabilities):
+            written.append(cam_figure(image, heatmap, float(p), loaded.label(float(p)), loaded.threshold, out_dir / name, title=f.name))
+    return written

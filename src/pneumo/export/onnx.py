@@ -1,0 +1,127 @@
+"""Export a checkpoint to ONNX, normalisation and sigmoid/softmax included, checked against PyTorch.
+
+The graph takes raw pixels, float32 [N, 1, S, S] in 0..255 (the batch axis is dynamic), and
+returns class probabilities [N, n_classes] in the order of `meta.classes`; so a deployment
+(`pneumo.inference.onnx_backend`) needs no normalisation constants and cannot get them wrong. Beside
+`<name>.onnx` goes `<name>.json`: classes, image size, threshold, task, the graph's sha256,
+and the source checkpoint's metadata for provenance.
+
+Example:
+    >>> export_onnx(None, "pneumo.onnx", check_images=images)   # the bundled model
+    {'path': 'pneumo.onnx', 'max_abs_diff': 2.4e-07, 'n_images': 16}
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pneumo.data.preprocess import check_image_batch, normalise
+from pneumo.errors import PneumoError
+from pneumo.inference.base import Model
+from pneumo.inference.onnx_backend import OnnxModel
+from pneumo.inference.predict import load_model
+from pneumo.inference.torch_backend import TorchModel
+from pneumo.models.meta import CheckpointMeta
+from pneumo.utils.files import sha256_file
+
+__all__ = ["EXPORT_FORMAT_VERSION", "PARITY_TOLERANCE", "export_onnx"]
+
+EXPORT_FORMAT_VERSION = 1
+# largest |P_onnx - P_torch| accepted; float32 reordering differences are ~1e-6
+PARITY_TOLERANCE = 1e-4
+
+
+class _PixelsToProbabilities(nn.Module):
+    """The network with the checkpoint's preprocessing before it and its output activation after."""
+
+    def __init__(self, net: nn.Module, meta: CheckpointMeta) -> None:
+        super().__init__()
+        self.net, self.task, self.mean, self.std = net, meta.task_spec, meta.mean, meta.std
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.task.probabilities(self.net(normalise(pixels / 255.0, self.mean, self.std)))
+
+
+def _check_images(images: np.ndarray | None, size: int) -> np.ndarray:
+    """The caller's images, or else 8 seeded smooth random ones (a numerical check, weaker than real X-rays)."""
+    if images is None:
+        rng = np.random.default_rng(0)
+        coarse = rng.uniform(0, 255, size=(8, 1, 8, 8)).astype(np.float32)
+        smooth = torch.nn.functional.interpolate(torch.from_numpy(coarse), size=(size, size), mode="bilinear", align_corners=False)
+        noise = rng.normal(0, 12, size=(8, 1, size, size))
+        return np.clip(smooth.numpy() + noise, 0, 255).astype(np.uint8)[:, 0]
+    return check_image_batch(images, size, "check_images", allow_empty=False)
+
+
+def export_onnx(
+    model: str | Path | Model | None, out: str | Path, opset: int = 17, check_images: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Write `out` (.onnx) and its .json, after checking that onnxruntime agrees with PyTorch.
+
+    Nothing is written unless the check passes; the user's model is not modified (a CPU copy
+    is exported).
+
+    Args:
+        model: a checkpoint path, a loaded model, or None for the bundled model.
+        out: the .onnx file to write; `<out stem>.json` is written beside it.
+        opset: ONNX opset version.
+        check_images: uint8 [N, S, S] images at the model's size for the parity check; real
+            X-rays are the meaningful test (without them, 8 seeded synthetic images are used).
+
+    Returns:
+        {"path": the .onnx file, "max_abs_diff": largest |P_onnx - P_torch|, "n_images": N}.
+
+    Raises:
+        PneumoError: `out` is not a .onnx path, the images are malformed, or the exported
+            graph's probabilities differ from PyTorch's by more than `PARITY_TOLERANCE`.
+    """
+    out = Path(out).expanduser()
+    if out.suffix != ".onnx":
+        raise PneumoError(f"{out}: the export must be a .onnx file path, e.g. model.onnx")
+    loaded = load_model(model)
+    if not isinstance(loaded, TorchModel):
+        raise PneumoError("export needs a PyTorch checkpoint (a run or checkpoint folder), not an ONNX export")
+    meta = loaded.meta
+    reference = TorchModel(copy.deepcopy(loaded.net).cpu().float().eval(), meta)
+    images = _check_images(check_images, loaded.image_size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
+    try:
+        onnx_tmp = staging / out.name
+        example = torch.zeros(1, 1, loaded.image_size, loaded.image_size)
+        with warnings.catch_warnings():
+            # torch >= 2.9 deprecates its TorchScript exporter (the dynamo one needs onnxscript); it is
+            # fine for these CNNs, and its deprecation notices are not something a user can act on
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                _PixelsToProbabilities(reference.net, meta).eval(), (example,), str(onnx_tmp), dynamo=False, opset_version=opset,
+                input_names=["pixels"], output_names=["probabilities"], dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},
+            )
+        info = {
+            "format": "pneumo-onnx", "format_version": EXPORT_FORMAT_VERSION, "opset": opset,
+            "architecture": meta.architecture, "task": meta.task, "classes": meta.classes, "image_size": meta.image_size, "threshold": meta.threshold,
+            "input": {"name": "pixels", "dtype": "float32", "shape": ["batch", 1, loaded.image_size, loaded.image_size], "values": "raw pixels 0..255; normalisation is in the graph"},
+            "output": {"name": "probabilities", "dtype": "float32", "shape": ["batch", len(meta.classes)], "order": meta.classes},
+            "onnx_sha256": sha256_file(onnx_tmp),
+            "checkpoint": meta.to_dict(),
+        }
+        onnx_tmp.with_suffix(".json").write_text(json.dumps(info, indent=2))
+        # checked through the deployment's own loader, so a graph it cannot run is never written
+        diff = float(np.abs(OnnxModel.load(onnx_tmp).class_probabilities(images) - reference.class_probabilities(images)).max())
+        if not diff <= PARITY_TOLERANCE:
+            raise PneumoError(f"the ONNX export of {meta.architecture} differs from PyTorch by {diff:.2g} (> {PARITY_TOLERANCE:g}) in probability; nothing was written; try another --opset")
+        os.replace(onnx_tmp, out)
+        os.replace(onnx_tmp.with_suffix(".json"), out.with_suffix(".json"))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"path": str(out), "max_abs_diff": diff, "n_images": len(images)}

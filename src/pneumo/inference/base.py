@@ -1,0 +1,90 @@
+"""What every backend's model is, and what a prediction is.
+
+`Model` holds a checkpoint's metadata (`pneumo.models.meta.CheckpointMeta`) and turns uint8
+images into class probabilities; the PyTorch checkpoint (`TorchModel`) and the onnxruntime
+export (`OnnxModel`) are its two kinds. A model that knows its training images' feature
+distribution also measures how far each input lies from them (`probabilities_and_distances`);
+the others return no distances, and only the rule checks warn.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+import numpy as np
+
+from pneumo.models.meta import CheckpointMeta
+from pneumo.tasks import Task, pneumonia_probability
+
+__all__ = ["Prediction", "PredictionBatch", "Model"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's verdict: P(pneumonia), the label at the threshold, and every class's probability."""
+
+    path: str
+    probability: float
+    label: str
+    threshold: float
+    class_probabilities: dict[str, float]
+    warnings: tuple[str, ...] = ()  # why the input may be outside what the model can judge (pneumo.inference.checks)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "warnings": list(self.warnings)}
+
+
+class PredictionBatch(list):
+    """The predictions for a batch of files (a list of `Prediction`), and the files skipped because
+    they could not be read, each with the reason: `skipped = [(path, message), ...]`."""
+
+    def __init__(self, predictions: Iterable[Prediction] = (), skipped: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(predictions)
+        self.skipped: list[tuple[str, str]] = skipped or []
+
+
+class Model:
+    """A classifier with its metadata. Subclasses implement `class_probabilities`."""
+
+    meta: CheckpointMeta
+
+    @property
+    def image_size(self) -> int:
+        return self.meta.image_size
+
+    @property
+    def threshold(self) -> float:
+        return self.meta.threshold
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta.classes)
+
+    @property
+    def task(self) -> Task:
+        return self.meta.task_spec
+
+    @property
+    def distance_limit(self) -> float | None:
+        """The feature distance above which an input is flagged; None when the model has no feature statistics."""
+        return None
+
+    def class_probabilities(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes] in `classes` order."""
+        raise NotImplementedError
+
+    def probabilities_and_distances(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities and, where the model has feature statistics, each image's feature distance (one pass)."""
+        return self.class_probabilities(images, batch_size), None
+
+    def pneumonia_probability(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """P(pneumonia) for every image: 1 - P(normal), for binary and pathogen models alike."""
+        return pneumonia_probability(self.class_probabilities(images, batch_size))
+
+    def label(self, probability: float) -> str:
+        """The verdict at the model's threshold."""
+        return "PNEUMONIA" if probability >= self.threshold else "NORMAL"
+
+    def with_feature_check(self) -> Model:
+        """This model with its training-feature statistics attached where it has them (see `TorchModel`)."""
+        return self

@@ -1,0 +1,62 @@
+"""The one loop from images to verdicts, shared by every backend, command and the service:
+P(pneumonia) = 1 - P(normal), the label at the model's threshold, and the input checks' warnings."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pneumo.data.io import ImageInfo
+from pneumo.data.preprocess import load_image_with_info
+from pneumo.errors import PneumoError
+from pneumo.inference.base import Model, Prediction, PredictionBatch
+from pneumo.inference.checks import check_inputs
+from pneumo.tasks import pneumonia_probability
+
+__all__ = ["classify", "classify_images"]
+
+
+def classify(files: list[Path], model: Model, batch_size: int = 32, strict: bool = False) -> PredictionBatch:
+    """Predictions for image files with any backend, in batches.
+
+    A file that cannot be read is skipped and listed in `.skipped` (one bad file in an archive
+    does not stop the batch); with `strict` it is an error. So is a batch with no readable file.
+    """
+    results = PredictionBatch()
+    for start in range(0, len(files), batch_size):
+        decoded, names = [], []
+        for f in files[start : start + batch_size]:
+            try:
+                decoded.append(load_image_with_info(f, model.image_size))
+                names.append(str(f))
+            except PneumoError as exc:
+                if strict:
+                    raise PneumoError(f"{exc} (--strict stops at the first unreadable file)") from None
+                results.skipped.append((str(f), str(exc)))
+        if decoded:
+            results += classify_images(np.stack([image for image, _ in decoded]), [info for _, info in decoded], names, model)
+    if not results and results.skipped:
+        first = "; ".join(message for _, message in results.skipped[:3])
+        raise PneumoError(f"none of the {len(results.skipped)} files could be read: {first}")
+    return results
+
+
+def classify_images(images: np.ndarray, infos: Sequence[ImageInfo | None], names: Sequence[str], model: Model) -> list[Prediction]:
+    """`classify` for images already decoded and resized (uint8 [N, S, S]), e.g. uploads a service
+    received: one forward pass, labels at the model's threshold, the input checks' warnings
+    (the feature-distance one where the model has feature statistics)."""
+    probs, distances = model.probabilities_and_distances(images)
+    warnings = check_inputs(infos, distances, model.distance_limit)
+    classes = model.classes
+    return [
+        Prediction(
+            path=name,
+            probability=float(p),
+            label=model.label(float(p)),
+            threshold=model.threshold,
+            class_probabilities={c: float(v) for c, v in zip(classes, row)},
+            warnings=tuple(warned),
+        )
+        for name, row, p, warned in zip(names, probs, pneumonia_probability(probs), warnings)
+    ]

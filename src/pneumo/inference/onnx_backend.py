@@ -1,0 +1,95 @@
+"""Prediction with an exported model through onnxruntime, without PyTorch.
+
+An export (`pneumo.export.onnx.export_onnx`) is a pair of files: `<name>.onnx`, whose graph
+takes raw pixels (float32 [N, 1, S, S], 0..255) and returns class probabilities, and
+`<name>.json` with what is needed to use it (the checkpoint's metadata, the graph's checksum).
+Nothing here imports torch, directly or indirectly: a deployment needs only onnxruntime.
+
+Example:
+    >>> model = OnnxModel.load("model.onnx")
+    >>> model.pneumonia_probability(images)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+from pneumo.data.preprocess import check_image_batch
+from pneumo.errors import PneumoError
+from pneumo.inference.base import Model
+from pneumo.models.meta import CheckpointMeta
+from pneumo.utils.files import sha256_file
+from pneumo.utils.progress import progress_bar
+
+__all__ = ["OnnxModel"]
+
+_ORT_ERRORS = (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NoSuchFile, ort_errors.RuntimeException)
+
+
+class OnnxModel(Model):
+    """An exported model in an onnxruntime session, with its metadata.
+
+    Args:
+        session: a session over the exported graph.
+        export: the export's JSON (see `pneumo.export.onnx.export_onnx`); `meta` is its checkpoint
+            metadata with the export's own threshold.
+    """
+
+    def __init__(self, session: ort.InferenceSession, export: dict[str, Any]) -> None:
+        self.session = session
+        self.export = export
+        self.meta = _export_meta(export, "the export's JSON")
+        self._input = session.get_inputs()[0].name
+
+    @classmethod
+    def load(cls, path: str | Path) -> OnnxModel:
+        """Open `<name>.onnx` (or its `<name>.json`), checking the graph against the JSON's checksum."""
+        path = Path(path).expanduser()
+        onnx_path, json_path = path.with_suffix(".onnx"), path.with_suffix(".json")
+        for needed in (onnx_path, json_path):
+            if not needed.is_file():
+                raise PneumoError(f"{needed} not found: an exported model is a .onnx file with its .json beside it; make both with `pneumo export`")
+        try:
+            export = json.loads(json_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise PneumoError(f"{json_path} is not readable JSON ({exc}); export the model again") from None
+        missing = [k for k in ("classes", "image_size", "threshold", "task") if not isinstance(export, dict) or k not in export]
+        if missing:
+            raise PneumoError(f"{json_path} lacks {', '.join(missing)}; export the model again with `pneumo export`")
+        _export_meta(export, str(json_path))  # checked before the graph is opened
+        if export.get("onnx_sha256") and sha256_file(onnx_path) != export["onnx_sha256"]:
+            raise PneumoError(f"{onnx_path} does not match the checksum in {json_path.name}: the file is damaged or was replaced; export the model again")
+        try:
+            session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        except _ORT_ERRORS as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PneumoError(f"onnxruntime cannot load {onnx_path} ({first}): the file is damaged or not a pneumo export; export the model again") from None
+        return cls(session, export)
+
+    def class_probabilities(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes] in `classes` order."""
+        images = check_image_batch(images, self.image_size)
+        starts = range(0, len(images), batch_size)
+        out = [
+            self.session.run(None, {self._input: images[start : start + batch_size, None].astype(np.float32)})[0]
+            for start in progress_bar(starts, len(starts), "predicting", progress)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+
+def _export_meta(export: dict[str, Any], where: str) -> CheckpointMeta:
+    """The checkpoint metadata an export carries, with the export's threshold, classes, task and size on top."""
+    checkpoint = export.get("checkpoint")
+    base = dict(checkpoint) if isinstance(checkpoint, dict) else {}
+    base.setdefault("architecture", export.get("architecture", "onnx"))
+    base.setdefault("mean", 0.0)  # normalisation is inside the graph
+    base.setdefault("std", 1.0)
+    base |= {k: export[k] for k in ("task", "classes", "image_size", "threshold") if k in export}
+    if "num_outputs" not in base and isinstance(base.get("classes"), list):
+        base["num_outputs"] = 1 if len(base["classes"]) == 2 else len(base["classes"])
+    return CheckpointMeta.from_dict(base, where)

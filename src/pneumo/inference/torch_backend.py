@@ -1,0 +1,104 @@
+"""Prediction with a PyTorch checkpoint: the network, its metadata and, optionally, its
+training-feature statistics for the input checks.
+
+Example:
+    >>> model = TorchModel.load("runs/seed")          # a run folder, or runs/seed/model
+    >>> model.pneumonia_probability(images)           # uint8 [N, S, S] at model.image_size
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pneumo.data.preprocess import check_image_batch, normalise
+from pneumo.inference.base import Model
+from pneumo.inference.features import load_feature_stats, probabilities_and_distance
+from pneumo.models.checkpoint import read_checkpoint
+from pneumo.models.meta import CheckpointMeta
+from pneumo.tasks import Task
+from pneumo.utils.progress import progress_bar
+
+__all__ = ["TorchModel", "load_checkpoint", "class_probabilities"]
+
+
+@dataclass
+class TorchModel(Model):
+    """A network in eval mode with the metadata that says how to feed it and read it.
+
+    Args:
+        net: the network.
+        meta: its checkpoint metadata.
+        folder: where it was loaded from (its feature statistics live there too).
+        feature_stats: the training images' feature distribution (`pneumo.inference.features`);
+            with it, every prediction also measures each input's feature distance.
+    """
+
+    net: nn.Module
+    meta: CheckpointMeta
+    folder: Path | None = None
+    feature_stats: dict[str, torch.Tensor] | None = None
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> TorchModel:
+        """Rebuild a model from a checkpoint (run folder, checkpoint folder or one of its files), checked before use."""
+        net, meta, folder = read_checkpoint(path, device)
+        return cls(net, meta, folder)
+
+    @property
+    def distance_limit(self) -> float | None:
+        return float(self.feature_stats["threshold"]) if self.feature_stats is not None else None
+
+    def class_probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes]."""
+        if not isinstance(images, torch.Tensor):
+            images = check_image_batch(images, self.image_size)
+        return class_probabilities(self.net, images, self.task, self.meta.mean, self.meta.std, batch_size, progress)
+
+    def probabilities_and_distances(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.feature_stats is None:
+            return self.class_probabilities(images, batch_size), None
+        return probabilities_and_distance(self, self.feature_stats, images, batch_size)
+
+    def with_feature_check(self) -> TorchModel:
+        """The model with its checkpoint's feature statistics attached, where it has them (the
+        bundled model does); otherwise as it is, and only the rule checks warn."""
+        if self.feature_stats is not None or self.folder is None:
+            return self
+        stats = load_feature_stats(self.folder)
+        return dataclasses.replace(self, feature_stats=stats) if stats is not None else self
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> TorchModel:
+    """`TorchModel.load`: a checkpoint as a model to predict with."""
+    return TorchModel.load(path, device)
+
+
+@torch.inference_mode()
+def class_probabilities(
+    net: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    task: Task,
+    mean: float,
+    std: float,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> np.ndarray:
+    """Run a network in eval mode over uint8 [N, S, S] images -> probabilities [N, n_classes]."""
+    was_training = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    images = torch.as_tensor(images)
+    out = []
+    starts = range(0, len(images), batch_size)
+    for start in progress_bar(starts, len(starts), "predicting", progress):
+        x = normalise(images[start : start + batch_size].to(device), mean, std).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = net(x).float()
+        out.append(task.probabilities(logits).cpu())
+    net.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, len(task.classes)), dtype=np.float32)

@@ -1,0 +1,93 @@
+"""Models by name: `create_model("resnet18", num_outputs=1, image_size=224)`.
+
+Every entry is a `ModelSpec`: how to build the network and its defaults (input size,
+normalisation), which training records in the checkpoint and inference reads back. A new
+architecture is one `register_model(ModelSpec(...))` call.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from pneumo.errors import PneumoError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["ModelSpec", "register_model", "create_model", "list_models", "model_spec"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model is and expects: a builder, the default input side and the intensity normalisation.
+
+    `build(in_chans=, num_outputs=, image_size=, dropout=)` returns a freshly initialised network.
+    """
+
+    name: str
+    build: Callable[..., nn.Module]
+    image_size: int
+    mean: float
+    std: float
+    description: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec, replace: bool = False) -> ModelSpec:
+    """Add an architecture under `spec.name`; a name already taken needs `replace=True`.
+
+    Example:
+        >>> register_model(ModelSpec("tiny", lambda **kw: TinyNet(**kw), 128, 0.5, 0.25, "a test net"))
+    """
+    if spec.name in _REGISTRY and not replace:
+        raise PneumoError(f"a model named {spec.name!r} is already registered; pass replace=True to replace it")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_models() -> list[str]:
+    """Names accepted by `create_model`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The spec of a registered model, or a PneumoError listing the names."""
+    if name not in _REGISTRY:
+        raise PneumoError(f"unknown model '{name}'; available: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def create_model(
+    name: str, num_outputs: int = 1, image_size: int | None = None, in_chans: int = 1, dropout: float = 0.0
+) -> nn.Module:
+    """Build a freshly initialised model from the registry.
+
+    Example:
+        >>> net = create_model("seed_cnn", num_outputs=1, image_size=180)
+    """
+    spec = model_spec(name)
+    return spec.build(in_chans=in_chans, num_outputs=num_outputs, image_size=image_size or spec.image_size, dropout=dropout)
+
+
+def _seed_cnn(in_chans: int, num_outputs: int, image_size: int, dropout: float) -> nn.Module:
+    from pneumo.models.seed_cnn import SeedCNN
+
+    return SeedCNN(in_chans=in_chans, num_outputs=num_outputs, image_size=image_size)
+
+
+def _register_builtins() -> None:
+    from pneumo.models.monai_nets import monai_densenet121, monai_resnet
+
+    for spec in (
+        ModelSpec("seed_cnn", _seed_cnn, 180, 0.0, 1.0, "the notebook's separable-convolution CNN (3.5M parameters at 180 px)"),
+        ModelSpec("resnet18", monai_resnet(18), 224, 0.5, 0.25, "ResNet-18 (MONAI), single-channel input"),
+        ModelSpec("resnet18_half", monai_resnet(18, 0.5), 224, 0.5, 0.25, "ResNet-18 at half width (MONAI): 2.8M parameters, ~4x cheaper"),
+        ModelSpec("resnet34", monai_resnet(34), 224, 0.5, 0.25, "ResNet-34 (MONAI), single-channel input"),
+        ModelSpec("densenet121", monai_densenet121, 224, 0.5, 0.25, "DenseNet-121 (MONAI), single-channel input"),
+    ):
+        register_model(spec)
+
+
+_register_builtins()

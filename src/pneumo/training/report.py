@@ -1,0 +1,114 @@
+"""What a run reports: each epoch's history row, and at the end the chosen model with its
+threshold, the validation report, the feature statistics for the input checks and the plots."""
+from __future__ import annotations
+
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from sklearn.metrics import log_loss
+
+from pneumo.config import Config
+from pneumo.data.layout import Record
+from pneumo.data.split import shared_patients
+from pneumo.evaluation.metrics import binary_metrics
+from pneumo.evaluation.report import metrics_report, write_report
+from pneumo.evaluation.robustness import shift_report, shifted_probabilities
+from pneumo.evaluation.threshold import choose_threshold
+from pneumo.inference.features import fit_feature_stats, save_feature_stats
+from pneumo.inference.torch_backend import TorchModel, class_probabilities
+from pneumo.models.checkpoint import save_checkpoint
+from pneumo.models.meta import WEIGHTS, CheckpointMeta
+from pneumo.tasks import BINARY, Task, pneumonia_probability
+from pneumo.training import distributed as dist
+from pneumo.training.data import TrainingData
+from pneumo.training.parts import RunParts
+from pneumo.training.run_dir import REPORT
+from pneumo.training.state import RunSoFar
+from pneumo.viz.figures import confusion_plot, history_panels, roc_plot
+
+__all__ = ["FEATURE_STATS_MIN_IMAGES", "epoch_metrics", "validation_row", "validation_report", "finish_run"]
+
+FEATURE_STATS_MIN_IMAGES = 100  # fewer training images give no usable feature distribution
+
+
+def epoch_metrics(prefix: str, targets: np.ndarray, probs: np.ndarray, task: Task) -> dict[str, float]:
+    """History columns: accuracy, precision, recall, ROC AUC of P(pneumonia) at 0.5 (and 3-class accuracy)."""
+    m = binary_metrics(targets > 0, pneumonia_probability(probs), 0.5)
+    row = {f"{prefix}_{k}": m[k] for k in ("accuracy", "precision", "recall", "roc_auc")}
+    if task is not BINARY:
+        row[f"{prefix}_accuracy_3class"] = float((probs.argmax(1) == targets).mean())
+    return row
+
+
+def validation_row(val_probs: np.ndarray, y_val: np.ndarray, task: Task) -> dict[str, float]:
+    """The validation half of a history row: loss and `epoch_metrics`."""
+    row = {"val_loss": float(log_loss(y_val, np.clip(val_probs, 1e-7, 1), labels=list(range(len(task.classes)))))}
+    return row | epoch_metrics("val", y_val, val_probs, task)
+
+
+def validation_report(val: list[Record], probs: np.ndarray, threshold: float, task: Task, train: list[Record], n_boot: int, seed: int) -> dict[str, Any]:
+    """Metrics of the chosen model on validation, with patient-clustered 95% CIs and the leak check."""
+    report = metrics_report(val, probs, task, threshold, n_boot, seed)
+    y, p = np.array([r.target(BINARY) for r in val]), pneumonia_probability(probs)
+    leaked = shared_patients(train, val)
+    seen = np.array([r.patient_id in leaked for r in val])
+    report["leak"] = {
+        "patients_in_both": len(leaked),
+        "val_images_of_patients_seen_in_train": int(seen.sum()),
+        "seen": binary_metrics(y[seen], p[seen], threshold) if seen.any() else None,
+        "unseen": binary_metrics(y[~seen], p[~seen], threshold) if (~seen).any() else None,
+    }
+    return report
+
+
+def _machine(device: torch.device) -> str:
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    processes = f" x {dist.world_size()} processes" if dist.launched() else ""
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {device}{gpu}{processes}"
+
+
+def finish_run(
+    config: Config, run_dir: Path, parts: RunParts, data: TrainingData, so_far: RunSoFar, meta: CheckpointMeta, started: float, n_boot: int
+) -> dict[str, Any]:
+    """The run's model (best or last epoch) with a threshold chosen on validation, saved to
+    `model/` with its feature statistics; the validation report, plots, and val_report.json last."""
+    model, spec, task = parts.eval_model, parts.spec, parts.task
+    chosen_epoch = so_far.best_epoch if config.select == "best" and so_far.best_epoch else config.epochs
+    if chosen_epoch != config.epochs:
+        model.load_state_dict(load_file(str(run_dir / "checkpoints" / "best" / WEIGHTS)))
+
+    def predict(images: np.ndarray | torch.Tensor) -> np.ndarray:
+        return class_probabilities(model, images, task, spec.mean, spec.std, config.eval_batch_size)
+
+    val_probs = predict(data.x_val)
+    y_val = (data.y_val > 0).astype(int)
+    shifted = shifted_probabilities(lambda x: pneumonia_probability(predict(x)), data.x_val.cpu().numpy(), unshifted=pneumonia_probability(val_probs))
+    threshold = choose_threshold(config.threshold, y_val, shifted)
+    report = validation_report(data.val, val_probs, threshold, task, data.train, n_boot, config.seed)
+    report["shifted"] = shift_report(shifted, y_val, threshold)
+    report |= {"epoch": chosen_epoch, "threshold_method": str(config.threshold), "seconds_total": time.perf_counter() - started}
+    report["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in so_far.history]))
+    report["machine"] = _machine(data.x_val.device)
+    final = meta.replace(
+        epoch=chosen_epoch,
+        threshold=threshold,
+        threshold_method=str(config.threshold),
+        val_metrics={k: report[k] for k in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "loss")},
+        val_ci95=report["ci95"],
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    save_checkpoint(run_dir / "model", model, final)
+    if data.n_train >= FEATURE_STATS_MIN_IMAGES:  # for the input checks' distance from the training images
+        stats = fit_feature_stats(TorchModel(model, final), data.x_train, batch_size=config.eval_batch_size)
+        save_feature_stats(stats, run_dir / "model")
+    history_panels(so_far.history, run_dir / "history.png")
+    roc_plot(y_val, pneumonia_probability(val_probs), run_dir / "roc.png", threshold, title=f"Validation ROC ({config.split} split)")
+    confusion_plot(report["confusion_matrix"], ["NORMAL", "PNEUMONIA"], run_dir / "confusion.png", title=f"Validation, threshold {threshold:.3g}")
+    write_report(report, run_dir / REPORT)  # last: its presence says the run finished
+    return report

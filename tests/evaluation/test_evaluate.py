@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pneumo.errors import PneumoError
+from pneumo.evaluation.evaluate import evaluate
+from pneumo.evaluation.report import write_report
+
+
+@pytest.fixture(scope="module")
+def report(trained_run: Path, kaggle_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    plots = tmp_path_factory.mktemp("plots")
+    rep = evaluate(kaggle_root, model=trained_run, split="test", n_boot=200, plots_dir=plots, progress=False)
+    rep["_plots"] = plots
+    return rep
+
+
+def test_report_follows_the_published_interface(report: dict) -> None:
+    for key in ("n", "threshold", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc"):
+        assert key in report
+    assert report["n"] == 50 and len(report["predictions"]) == 50
+    assert {"path", "label", "probability"} == set(report["predictions"][0])
+
+
+def test_metrics_agree_with_the_predictions(report: dict) -> None:
+    y = np.array([p["label"] == "PNEUMONIA" for p in report["predictions"]])
+    prob = np.array([p["probability"] for p in report["predictions"]])
+    pred = prob >= report["threshold"]
+    assert report["accuracy"] == pytest.approx((pred == y).mean())
+    assert report["recall"] == pytest.approx(pred[y].mean())
+    assert report["specificity"] == pytest.approx((~pred[~y]).mean())
+    assert report["at_0.5"]["accuracy"] == pytest.approx(((prob >= 0.5) == y).mean())
+    assert y.sum() == 30
+
+
+def test_intervals_bracket_the_estimates(report: dict) -> None:
+    for key in ("accuracy", "roc_auc", "recall"):
+        lo, hi = report["ci95"][key]
+        assert lo <= report[key] <= hi
+        # a perfect score (every resample perfect too) has a zero-width percentile interval; any other has width
+        assert hi - lo > 0 or report[key] == 1.0
+
+
+def test_pictures_and_json_are_written(report: dict, tmp_path: Path) -> None:
+    assert (report["_plots"] / "roc.png").stat().st_size > 1000
+    assert (report["_plots"] / "confusion.png").stat().st_size > 1000
+    clean = {k: v for k, v in report.items() if k != "_plots"}
+    path = write_report(clean, tmp_path / "r.json")
+    assert json.loads(path.read_text())["n"] == 50
+
+
+def test_a_root_with_several_splits_needs_one_named(trained_run: Path, kaggle_root: Path) -> None:
+    with pytest.raises(PneumoError, match="choose one with --split"):
+        evaluate(kaggle_root, model=trained_run, progress=False)
+
+
+def test_unreadable_images_are_skipped_and_reported(trained_run: Path, small_folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "set"
+    shutil.copytree(small_folder, data)
+    broken = sorted((data / "NORMAL").glob("*.jpeg"))[0]
+    broken.write_bytes(broken.read_bytes()[:400])
+    rep = evaluate(data, model=trained_run, n_boot=50, progress=False)
+    assert rep["n"] == 119 and [s["path"] for s in rep["skipped"]] == [str(broken)]
+    with pytest.raises(PneumoError, match="1 of 120 images cannot be read"):
+        evaluate(data, model=trained_run, n_boot=50, progress=False, strict=True)

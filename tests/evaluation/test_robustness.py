@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pneumo.data.layout import discover
+from pneumo.data.preprocess import load_image
+from pneumo.evaluation.robustness import SHIFTS, apply_shift, prevalence_accuracy, shift_report, shifted_probabilities
+from pneumo.evaluation.threshold import shift_threshold
+
+
+@pytest.fixture(scope="module")
+def images(small_folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    records = discover(small_folder).split(None)
+    return np.stack([load_image(r.path, 64) for r in records]), np.array([r.target("binary") for r in records])
+
+
+@pytest.mark.parametrize("name", list(SHIFTS))
+def test_every_shift_changes_real_images_but_keeps_their_form(images: tuple[np.ndarray, np.ndarray], name: str) -> None:
+    x, _ = images
+    shifted = apply_shift(x, name)
+    assert shifted.shape == x.shape and shifted.dtype == np.uint8
+    assert np.abs(shifted.astype(int) - x).mean() > 1.0
+    assert np.array_equal(shifted, apply_shift(x, name))  # deterministic
+
+
+def test_shift_directions(images: tuple[np.ndarray, np.ndarray]) -> None:
+    x, _ = images
+    assert apply_shift(x, "darker (gamma 1.5)").mean() < x.mean() < apply_shift(x, "brighter (gamma 0.67)").mean()
+    assert apply_shift(x, "low contrast (x0.7)").std() < x.std() < apply_shift(x, "high contrast (x1.3)").std()
+    blurred = apply_shift(x, "blur (sigma 1% of side)").astype(float)
+    assert np.abs(np.diff(blurred, axis=2)).mean() < np.abs(np.diff(x.astype(float), axis=2)).mean()
+
+
+def test_report_for_a_predictor_that_reads_brightness(images: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = images
+    # a "model" that calls bright images sick: brightening raises its recall and lowers specificity
+    predict = lambda imgs: imgs.reshape(len(imgs), -1).mean(1) / 255  # noqa: E731
+    threshold = float(np.median(predict(x)))
+    report = shift_report(shifted_probabilities(predict, x), y, threshold)
+    assert set(report) == {"none", *SHIFTS}
+    assert report["brighter (+0.1)"]["recall"] >= report["none"]["recall"]
+    assert report["brighter (+0.1)"]["specificity"] <= report["none"]["specificity"]
+    none = report["none"]
+    assert none["accuracy_at_prevalence"] == pytest.approx(prevalence_accuracy(none["recall"], none["specificity"], 0.625))
+
+
+def test_shift_threshold_lands_between_separated_scores() -> None:
+    y = np.array([0] * 50 + [1] * 50)
+    predict = lambda imgs: np.where(np.arange(len(imgs)) < 50, 0.2, 0.8)  # noqa: E731
+    t = shift_threshold(shifted_probabilities(predict, np.zeros((100, 8, 8), np.uint8)), y)
+    assert 0.2 < t <= 0.8 and abs(t - 0.5) < 0.05
+
+
+def test_prevalence_accuracy_by_hand() -> None:
+    assert prevalence_accuracy(0.9, 0.6, 0.625) == pytest.approx(0.625 * 0.9 + 0.375 * 0.6)
+
+
+def test_given_unshifted_predictions_are_used_not_recomputed(images: tuple[np.ndarray, np.ndarray]) -> None:
+    x, _ = images
+    calls = []
+    predict = lambda imgs: calls.append(1) or imgs.reshape(len(imgs), -1).mean(1) / 255  # noqa: E731
+    known = predict(x)
+    calls.clear()
+    probs = shifted_probabilities(predict, x, unshifted=known)
+    assert len(calls) == len(SHIFTS) and probs["none"] is known
+    assert np.allclose(shifted_probabilities(predict, x)["none"], known)

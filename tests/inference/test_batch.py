@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import csv
+import itertools
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from tests.conftest import pick
+
+from pneumo.inference.batch import _decoded_batches, predict_archive
+from pneumo.errors import PneumoError
+from pneumo.inference.predict import BUNDLED_ONNX, bundled_model_dir, predict
+
+BROKEN = ("notes.jpeg", "cut.png")
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """60 real images in nested folders, 2 unreadable ones, and files the walk must pass over."""
+    root = tmp_path_factory.mktemp("archive")
+    files = pick("NORMAL", 30) + pick("PNEUMONIA", 30)
+    for i, f in enumerate(files):
+        folder = root / ("a" if i % 3 == 0 else "b/c" if i % 3 == 1 else "b") / f.parent.name
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, folder / f.name)
+    (root / "b" / "notes.jpeg").write_text("not pixels")
+    (root / "a" / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    (root / "a" / "README.txt").write_text("not an image")
+    (root / "a" / "._IM-0001.jpeg").write_bytes(b"\x00junk")
+    return root
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_same(got: list[dict[str, str]], expected: list[dict[str, str]]) -> None:
+    assert [r["path"] for r in got] == [r["path"] for r in expected]
+    for g, e in zip(got, expected):
+        assert g.keys() == e.keys()
+        for key in g:
+            if key.startswith("p") and key != "path":
+                assert float(g[key]) == pytest.approx(float(e[key]), abs=1e-5), (g["path"], key)
+            else:
+                assert g[key] == e[key], (g["path"], key)
+
+
+@pytest.fixture(scope="module")
+def expected(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]]:
+    """`pneumo predict --format csv` on the same folder, with the same (ONNX) model."""
+    from pneumo.inference.formats import format_predictions
+
+    out = tmp_path_factory.mktemp("expected") / "predict.csv"
+    out.write_text(format_predictions(predict([archive], model=bundled_model_dir() / BUNDLED_ONNX), "csv"))
+    return rows(out)
+
+
+def test_a_folder_streams_to_the_same_csv_as_predict(archive: Path, expected: list[dict[str, str]], tmp_path: Path) -> None:
+    out = tmp_path / "results.csv"
+    summary = predict_archive(archive, out, batch_size=16, workers=2, progress=False)
+    assert (summary.done, summary.skipped, summary.already_done) == (60, 2, 0)
+    assert summary.images_per_second > 0 and summary.skipped_out == tmp_path / "results.skipped.csv"
+    assert_same(rows(out), expected)
+    skipped = rows(summary.skipped_out)
+    assert sorted(Path(r["path"]).name for r in skipped) == sorted(BROKEN)
+    assert all(r["path"] in r["error"] for r in skipped)  # each reason names its file
+
+
+def test_the_torch_backend_matches_predict_with_the_checkpoint(archive: Path, tmp_path: Path) -> None:
+    from pneumo.inference.formats import format_predictions
+
+    reference = tmp_path / "predict.csv"
+    reference.write_text(format_predictions(predict([archive / "a"]), "csv"))
+    out = tmp_path / "results.csv"
+    assert predict_archive(archive / "a", out, backend="torch", progress=False).done == 20
+    assert_same(rows(out), rows(reference))
+
+
+def test_resume_after_a_kill_finishes_each_file_exactly_once(archive: Path, expected: list[dict[str, str]], tmp_path: Path) -> None:
+    out = tmp_path / "results.csv"
+    predict_archive(archive, tmp_path / "full.csv", batch_size=16, progress=False)
+    lines = (tmp_path / "full.csv").read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:26]) + lines[26][:30])  # header, 25 rows, and a row cut off mid-write
+    summary = predict_archive(archive, out, batch_size=16, resume=True, progress=False)
+    assert (summary.already_done, summary.done, summary.skipped) == (25, 35, 2)
+    assert_same(rows(out), expected)
+    again = predict_archive(archive, out, resume=True, progress=False)
+    assert (again.already_done, again.done) == (60, 0)
+    assert len(rows(out)) == 60
+
+
+def test_an_existing_output_and_other_mistakes_are_refused_with_what_to_do(archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results.csv"
+    out.write_text("path,probability\n")
+    with pytest.raises(PneumoError, match="--resume"):
+        predict_archive(archive, out, progress=False)
+    with pytest.raises(PneumoError, match="name it .csv or .parquet"):
+        predict_archive(archive, tmp_path / "results.txt", progress=False)
+    with pytest.raises(PneumoError, match="unknown backend"):
+        predict_archive(archive, tmp_path / "other.csv", backend="tensorflow", progress=False)
+    with pytest.raises(PneumoError, match="pneumo export"):
+        predict_archive(archive, tmp_path / "other.csv", model=tmp_path, backend="onnx", progress=False)
+
+
+def test_a_manifest_lists_the_files(archive: Path, expected: list[dict[str, str]], tmp_path: Path) -> None:
+    wanted = [Path(r["path"]) for r in expected[::6]]
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", newline="", encoding="utf-8-sig") as f:  # with a BOM, as spreadsheets save it
+        writer = csv.writer(f)
+        writer.writerow(["patient", "path"])
+        writer.writerows([[i, p] for i, p in enumerate(wanted)])
+        writer.writerow([99, "missing.jpeg"])  # relative: taken from the manifest's folder
+    out = tmp_path / "results.csv"
+    summary = predict_archive(manifest, out, progress=False)
+    assert (summary.done, summary.skipped) == (len(wanted), 1)
+    assert_same(rows(out), [r for r in expected if Path(r["path"]) in wanted])
+    assert rows(summary.skipped_out)[0]["path"] == str(tmp_path / "missing.jpeg")
+    (tmp_path / "bad.csv").write_text("file\nx.jpeg\n")
+    with pytest.raises(PneumoError, match="no 'path' column"):
+        predict_archive(tmp_path / "bad.csv", tmp_path / "bad-results.csv", progress=False)
+
+
+def test_strict_stops_at_the_first_unreadable_file(archive: Path, tmp_path: Path) -> None:
+    with pytest.raises(PneumoError, match="--strict.*--resume"):
+        predict_archive(archive, tmp_path / "results.csv", strict=True, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PneumoError, match="no image files"):
+        predict_archive(tmp_path / "empty", tmp_path / "empty.csv", progress=False)
+
+
+def test_parquet_output_has_the_csv_rows(archive: Path, expected: list[dict[str, str]], tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "results.parquet"
+    predict_archive(archive, out, batch_size=16, progress=False)
+    table = pq.read_table(out).to_pylist()
+    assert [r["path"] for r in table] == [r["path"] for r in expected]
+    assert [r["probability"] for r in table] == pytest.approx([float(r["probability"]) for r in expected], abs=1e-5)
+    with pytest.raises(PneumoError, match="--resume needs CSV"):
+        predict_archive(archive, out, resume=True, progress=False)
+
+
+def test_parquet_without_pyarrow_says_what_to_install(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else find_spec(name, *a))
+    with pytest.raises(PneumoError, match="pip install pyarrow"):
+        predict_archive(archive, tmp_path / "results.parquet", progress=False)
+
+
+def test_decoding_reads_a_bounded_number_of_files_ahead(archive: Path) -> None:
+    """Memory stays flat on any archive: an endless source still yields its first batch."""
+    consumed = 0
+
+    def endless() -> Iterator[str]:
+        nonlocal consumed
+        for path in itertools.cycle(sorted(str(p) for p in archive.rglob("NORMAL/*.jpeg"))):
+            consumed += 1
+            yield path
+
+    batches = _decoded_batches(endless(), batch_size=4, image_size=224, workers=2)
+    decoded, _ = next(batches)
+    batches.close()
+    assert len(decoded) == 4 and consumed <= (2 * 2 + 1) * 4
+
+
+def test_the_onnx_backend_never_loads_torch(archive: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys; from pneumo.inference.batch import predict_archive; "
+        f"predict_archive({str(archive / 'b' / 'c')!r}, {str(tmp_path / 'out.csv')!r}, progress=False); print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_the_command_line_streams_resumes_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import copy_class_folders
+
+    folder = copy_class_folders(tmp_path / "scans", {"NORMAL": 5, "PNEUMONIA": 5})
+    out = tmp_path / "results.csv"
+
+    def pneumo(*args: object) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pneumo", "predict-archive", *map(str, args)], capture_output=True, text=True,
+                              env={**os.environ, "COLUMNS": "200"}, timeout=300)
+
+    first = pneumo(folder, "--out", out, "--quiet")
+    assert first.returncode == 0 and "wrote 10 predictions" in first.stdout, first.stderr
+    again = pneumo(folder, "--out", out, "--quiet")
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    resumed = pneumo(folder, "--out", out, "--quiet", "--resume")
+    assert resumed.returncode == 0 and "10 were already there" in resumed.stdout
+    assert len(out.read_text().splitlines()) == 1 + 10

@@ -1,0 +1,75 @@
+"""Input checks: rule warnings from what a file says about itself, and how check_inputs adds the feature distance."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tests.conftest import SAMPLES, TRAIN
+from pneumo.data.io import read_image_with_info
+from pneumo.inference.checks import check_inputs, rule_warnings
+
+
+def info(**overrides: object) -> SimpleNamespace:
+    """An ImageInfo-like description of a plain 1024x1024 CR chest PA film, with overrides."""
+    fields = dict(format="DICOM", width=1024, height=1024, mode="MONOCHROME2", colourfulness=0.0, frames=1,
+                  modality="CR", body_part="CHEST", view_position="PA", patient_age_years=None)
+    return SimpleNamespace(**{**fields, **overrides})
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"modality": "OT"}, "modality is OT"),
+        ({"modality": "CT"}, "modality is CT"),
+        ({"body_part": "HEAD"}, "body part is HEAD"),
+        ({"view_position": "LL"}, "lateral"),
+        ({"view_position": "LATERAL"}, "lateral"),
+        ({"format": "JPEG", "mode": "RGB", "modality": None, "body_part": None, "view_position": None, "colourfulness": 40.0}, "colour"),
+        ({"width": 3000, "height": 600}, "elongated"),
+        ({"width": 300, "height": 1000}, "elongated"),
+        ({"width": 48, "height": 48}, "too small"),
+    ],
+)
+def test_rule_warnings_name_what_is_odd(overrides: dict, expected: str) -> None:
+    warnings = rule_warnings(info(**overrides))
+    assert len(warnings) == 1 and expected in warnings[0]
+    assert warnings[0].endswith("the result may be meaningless")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"modality": "DX", "body_part": None, "view_position": None}, {"body_part": "Thorax", "view_position": "AP"},
+     {"body_part": "PORT CHEST", "modality": "dx"}, {"width": 2000, "height": 2500}, {"colourfulness": 9.0}],
+)
+def test_frontal_chest_films_pass(overrides: dict) -> None:
+    assert rule_warnings(info(**overrides)) == []
+
+
+def test_rules_on_real_files() -> None:
+    _, jpeg = read_image_with_info(next((TRAIN / "NORMAL").glob("*.jpeg")), size_hint=224)
+    assert rule_warnings(jpeg) == []
+    _, other = read_image_with_info(SAMPLES / "dicom" / "not_a_chest_ot.dcm")
+    assert ["modality is OT" in w for w in rule_warnings(other)] == [True]
+    _, adult = read_image_with_info(SAMPLES / "dicom" / "dx_chest_uncompressed.dcm")  # PatientAge "081"
+    assert adult.patient_age_years == 81 and ["81 years old" in w for w in rule_warnings(adult)] == [True]
+
+
+@pytest.mark.parametrize("age, warns", [(None, False), (0.5, False), (4.0, False), (16.0, False), (17.0, True), (62.0, True)])
+def test_adults_are_out_of_scope(age: float | None, warns: bool) -> None:
+    assert bool(rule_warnings(info(patient_age_years=age))) is warns
+
+
+def test_check_inputs_combines_both() -> None:
+    limit = 21.4
+    warnings = check_inputs([info(), info(modality="OT"), None], np.array([limit / 2, limit * 3, limit * 2]), limit)
+    assert warnings[0] == []
+    assert len(warnings[1]) == 2 and "modality is OT" in warnings[1][0] and "unlike the chest X-rays" in warnings[1][1]
+    assert len(warnings[2]) == 1 and "unlike the chest X-rays" in warnings[2][0]
+    assert check_inputs([info(body_part="KNEE")]) == [[rule_warnings(info(body_part="KNEE"))[0]]]
+    with pytest.raises(ValueError):
+        check_inputs([info()], np.zeros(2), limit)
+
+    with pytest.raises(ValueError):
+        check_inputs([info()], np.zeros(1))

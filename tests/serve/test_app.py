@@ -1,0 +1,120 @@
+"""The HTTP API over real files: answers, heatmaps, warnings, and every way an upload can be wrong."""
+from __future__ import annotations
+
+import base64
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tests.conftest import SAMPLES, TRAIN
+from pneumo.inference.predict import predict
+from pneumo.serve.app import create_app
+
+FILM = sorted((TRAIN / "PNEUMONIA").glob("*.jpeg"))[0]
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    return TestClient(create_app())
+
+
+def _post(client: TestClient, name: str, data: bytes, **params: object):
+    return client.post("/v1/predict", params=params, files={"file": (name, data, "application/octet-stream")})
+
+
+def _png(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+def test_health_model_page_and_docs(client: TestClient) -> None:
+    health = client.get("/healthz").json()
+    model = client.get("/v1/model").json()
+    assert health["status"] == "ok" and health["model"] == model["id"]
+    assert model["architecture"] == "resnet18_half" and model["classes"] == ["NORMAL", "PNEUMONIA"]
+    assert 0 < model["threshold"] < 1 and model["val_metrics"]["roc_auc"] > 0.98
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "not a medical device" in page.text.lower()
+    assert "/v1/predict" in client.get("/openapi.json").json()["paths"] and client.get("/docs").status_code == 200
+
+
+def test_a_film_gets_the_same_answer_as_the_library(client: TestClient) -> None:
+    answer = _post(client, FILM.name, FILM.read_bytes()).json()
+    expected = predict([FILM])[0]
+    assert answer["probability"] == pytest.approx(expected.probability, abs=1e-5)
+    assert answer["label"] == expected.label and answer["threshold"] == expected.threshold
+    assert answer["warnings"] == [] and answer["cam"] is None and answer["filename"] == FILM.name
+    assert answer["input"]["format"] == "JPEG" and answer["model"]["id"].startswith("resnet18_half-")
+
+
+def test_heatmap_on_request(client: TestClient) -> None:
+    cam = _post(client, FILM.name, FILM.read_bytes(), cam="true").json()["cam"]
+    image, heatmap, overlay = _png(cam["image_png"]), _png(cam["heatmap_png"]), _png(cam["overlay_png"])
+    assert image.size == heatmap.size == overlay.size == (224, 224)
+    assert (image.mode, heatmap.mode, overlay.mode) == ("L", "RGBA", "RGB")
+    assert np.asarray(heatmap)[..., :3].std() > 5  # not a flat map
+
+
+def test_dicom_is_sniffed_and_warned_about(client: TestClient) -> None:
+    answer = _post(client, "scan.png", (SAMPLES / "dicom" / "not_a_chest_ot.dcm").read_bytes(), cam="true").json()
+    assert answer["input"]["format"] == "DICOM" and answer["input"]["modality"] == "OT"
+    assert any("modality is OT" in w for w in answer["warnings"])
+    assert _png(answer["cam"]["image_png"]).size == (224, 224)
+
+
+@pytest.mark.parametrize(
+    "name, data, status, fragment",
+    [
+        ("notes.jpeg", b"these are not pixels", 400, "notes.jpeg: not a readable"),
+        ("empty.png", b"", 400, "empty"),
+        ("cut.jpeg", FILM.read_bytes()[:2000], 400, "cut.jpeg"),
+    ],
+)
+def test_bad_images_are_400_with_a_message(client: TestClient, name: str, data: bytes, status: int, fragment: str) -> None:
+    response = _post(client, name, data)
+    assert response.status_code == status and fragment in response.json()["error"]
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(client: TestClient) -> None:
+    buffer = io.BytesIO()
+    Image.new("L", (9000, 9000)).save(buffer, format="PNG")  # 81 MP in a few hundred KB
+    response = _post(client, "bomb.png", buffer.getvalue())
+    assert response.status_code == 400 and "over the limit" in response.json()["error"]
+
+
+def test_wrong_requests_get_json_errors(client: TestClient) -> None:
+    missing = client.post("/v1/predict", files={"image": ("x.jpeg", FILM.read_bytes())})
+    assert missing.status_code == 422 and "'file'" in missing.json()["error"]
+    raw = client.post("/v1/predict", content=FILM.read_bytes(), headers={"content-type": "image/jpeg"})
+    assert raw.status_code == 415 and "multipart/form-data" in raw.json()["error"]
+    assert client.get("/v1/nothing").status_code == 404 and "error" in client.get("/v1/nothing").json()
+    bad_flag = _post(client, FILM.name, FILM.read_bytes(), cam="maybe")
+    assert bad_flag.status_code == 422 and "cam" in bad_flag.json()["error"]
+
+
+def test_uploads_over_the_limit_are_413_and_nothing_touches_the_disk() -> None:
+    small = TestClient(create_app(max_upload_mb=0.5))
+    before = set(os.listdir(tempfile.gettempdir()))
+    big = np.random.default_rng(0).integers(0, 256, (1200, 1200), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(big).save(buffer, format="PNG")  # ~1.4 MB of noise
+    assert len(buffer.getvalue()) > 2**20
+    response = _post(small, "big.png", buffer.getvalue())
+    assert response.status_code == 413 and "0.5 MB" in response.json()["error"]
+    assert _post(small, FILM.name, FILM.read_bytes()).status_code == 200
+    assert set(os.listdir(tempfile.gettempdir())) == before
+
+
+def test_an_onnx_export_serves_without_heatmaps(tmp_path: Path) -> None:
+    from pneumo.inference.predict import bundled_model_dir
+
+    onnx = TestClient(create_app(bundled_model_dir() / "pneumo.onnx"))
+    answer = _post(onnx, FILM.name, FILM.read_bytes(), cam="true").json()
+    assert answer["cam"] is None and any("ONNX" in w for w in answer["warnings"])
+    assert answer["probability"] == pytest.approx(predict([FILM])[0].probability, abs=1e-4)

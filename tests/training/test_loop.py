@@ -1,0 +1,282 @@
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+import pytest
+import yaml
+
+from pneumo.inference.torch_backend import load_checkpoint
+from pneumo.config import load_config
+from pneumo.errors import PneumoError
+from pneumo.training.optim import class_weights, lr_factor
+from pneumo.training.loop import train
+
+import numpy as np
+import torch
+
+
+def _quiet(**kwargs: object) -> dict:
+    return {"progress": False, "log": lambda _: None, "n_boot": 50, **kwargs}
+
+
+def test_run_folder_holds_everything_about_the_run(trained_run: Path, kaggle_root: Path) -> None:
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"config.yaml", "split.csv", "history.csv", "history.png", "roc.png", "confusion.png", "val_report.json", "model", "checkpoints"} <= names
+    assert {p.name for p in (trained_run / "checkpoints").iterdir()} == {"best", "last"}
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert config["model"] == "resnet18" and config["image_size"] == 64 and config["epochs"] == 3
+
+    with (trained_run / "split.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 200  # every training image of the archive, none of its test split
+    train_patients = {r["patient_id"] for r in rows if r["split"] == "train"}
+    val_patients = {r["patient_id"] for r in rows if r["split"] == "val"}
+    assert val_patients and not train_patients & val_patients
+
+    with (trained_run / "history.csv").open() as fh:
+        history = list(csv.DictReader(fh))
+    assert [int(h["epoch"]) for h in history] == [1, 2, 3]
+    for column in ("train_loss", "train_accuracy", "train_precision", "train_recall", "train_roc_auc", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_roc_auc"):
+        assert column in history[0]
+
+
+def test_the_run_model_carries_its_threshold_and_provenance(trained_run: Path) -> None:
+    model = load_checkpoint(trained_run)
+    meta = model.meta
+    assert meta.architecture == "resnet18" and meta.task == "binary" and meta.image_size == 64
+    assert 0.0 <= meta.threshold <= 1.0 and meta.threshold_method == "youden"
+    assert meta.config["epochs"] == 3 and len(meta.data_fingerprint) == 32
+    assert set(meta.val_metrics) >= {"accuracy", "recall", "specificity", "roc_auc"}
+    best_epoch = yaml.safe_load((trained_run / "checkpoints" / "best" / "meta.json").read_text())["epoch"]
+    assert meta.epoch == best_epoch
+
+
+def test_a_tiny_real_run_learns_something(trained_run: Path) -> None:
+    import json
+
+    report = json.loads((trained_run / "val_report.json").read_text())
+    # 160 training images, 3 epochs at 64 px: far from good, but clearly better than chance
+    assert report["roc_auc"] > 0.7
+    assert report["ci95"]["roc_auc"][0] <= report["roc_auc"] <= report["ci95"]["roc_auc"][1]
+    assert report["leak"]["patients_in_both"] == 0
+
+
+def test_same_seed_same_run_on_cpu(small_folder: Path, tmp_path: Path) -> None:
+    cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=2", "batch_size=16"])
+    a = train(cfg, tmp_path / "a", **_quiet())
+    b = train(cfg, tmp_path / "b", **_quiet())
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+    assert (tmp_path / "a" / "model" / "weights.safetensors").read_bytes() == (tmp_path / "b" / "model" / "weights.safetensors").read_bytes()
+
+
+def test_seed_recipe_judges_the_last_epoch_at_half(small_folder: Path, tmp_path: Path) -> None:
+    cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=2", "batch_size=16"])
+    result = train(cfg, tmp_path / "run", **_quiet())
+    meta = load_checkpoint(tmp_path / "run").meta
+    assert meta.epoch == 2 and meta.threshold == 0.5
+    # image-level split as in the notebook: the leak report is computed
+    assert "patients_in_both" in result.report["leak"]
+
+
+def test_pathogen_task_trains_a_three_class_model(kaggle_root: Path, tmp_path: Path) -> None:
+    cfg = load_config("cpu", [f"data={kaggle_root}", "task=pathogen", "image_size=64", "epochs=1", "batch_size=16"])
+    result = train(cfg, tmp_path / "run", **_quiet())
+    model = load_checkpoint(tmp_path / "run")
+    assert model.meta.classes == ["normal", "bacteria", "virus"] and model.meta.num_outputs == 3
+    assert set(result.report["pathogen"]["per_class"]) == {"normal", "bacteria", "virus"}
+    probs = model.class_probabilities(np.zeros((2, 64, 64), dtype=np.uint8))
+    assert probs.shape == (2, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_a_run_folder_is_never_overwritten_silently(small_folder: Path, tmp_path: Path) -> None:
+    cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=1", "limit=40"])
+    train(cfg, tmp_path / "run", **_quiet())
+    with pytest.raises(PneumoError, match="already exists"):
+        train(cfg, tmp_path / "run", **_quiet())
+    train(cfg, tmp_path / "run", **_quiet(overwrite=True))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(PneumoError, match="refusing to overwrite"):
+        train(cfg, tmp_path / "mine", **_quiet(overwrite=True))
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+def test_a_diverging_run_stops_with_a_message(small_folder: Path, tmp_path: Path) -> None:
+    cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=1", "lr=1e30", "limit=64"])
+    with pytest.raises(PneumoError, match=r"loss became (nan|inf) at epoch 1, step \d+; try a lower lr"):
+        train(cfg, tmp_path / "run", **_quiet())
+
+
+def test_class_weights_are_the_notebooks() -> None:
+    targets = np.array([0] * 25 + [1] * 75)
+    assert class_weights(targets, 2, "class_weights").tolist() == pytest.approx([100 / (2 * 25), 100 / (2 * 75)])
+    assert class_weights(targets, 2, "none").tolist() == [1.0, 1.0]
+
+
+def test_schedule_warms_up_then_decays_to_zero() -> None:
+    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(99, 100, 10, "cosine") < 0.01
+    assert lr_factor(50, 100, 0, "constant") == 1.0
+
+
+def test_ema_weights_are_what_the_run_keeps(small_folder: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    base = [f"data={small_folder}", "image_size=64", "epochs=2", "batch_size=16", "select=last"]
+    plain = train(load_config("seed", base), tmp_path / "plain", **_quiet())
+    averaged = train(load_config("seed", [*base, "ema=0.9"]), tmp_path / "ema", **_quiet())
+    # same seed, same raw trajectory: the training loss is identical, the kept weights are not
+    assert [r["train_loss"] for r in plain.history] == [r["train_loss"] for r in averaged.history]
+    a = load_file(str(tmp_path / "plain" / "model" / "weights.safetensors"))
+    b = load_file(str(tmp_path / "ema" / "model" / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    assert load_checkpoint(tmp_path / "ema").meta.config["ema"] == 0.9
+    with pytest.raises(PneumoError, match="'ema' must be in"):
+        load_config("seed", ["ema=1.5"])
+
+
+def test_shift_threshold_and_the_shifted_validation_report(small_folder: Path, tmp_path: Path) -> None:
+    cfg = load_config("cpu", [f"data={small_folder}", "image_size=64", "epochs=2", "batch_size=16", "threshold=shift"])
+    result = train(cfg, tmp_path / "run", **_quiet())
+    meta = load_checkpoint(tmp_path / "run").meta
+    assert meta.threshold_method == "shift" and 0.01 <= meta.threshold <= 0.99
+    shifted = result.report["shifted"]
+    assert "none" in shifted and "blur (sigma 1% of side)" in shifted
+    assert shifted["none"]["recall"] == pytest.approx(result.report["recall"])
+
+
+def test_ema_warms_up_then_follows_its_decay() -> None:
+    from pneumo.training.optim import ema_update
+
+    update = ema_update(0.99)
+    avg, new = [torch.zeros(3), torch.zeros(2)], [torch.ones(3), torch.ones(2)]
+    update(avg, new, torch.tensor(1))  # decay (1+1)/(10+1): mostly the new weights
+    assert all(torch.allclose(a, torch.full_like(a, 1 - 2 / 11)) for a in avg)
+    avg = [torch.zeros(3)]
+    update(avg, [torch.ones(3)], torch.tensor(10_000))  # capped at 0.99
+    assert torch.allclose(avg[0], torch.full((3,), 0.01))
+    counters = [torch.tensor(3)]
+    update(counters, [torch.tensor(7)], torch.tensor(5))  # integer buffers follow the model
+    assert counters[0].item() == 7
+
+
+def test_batchnorm_recalibration_measures_exact_statistics_with_dropout_off() -> None:
+    from pneumo.training.batchnorm import recalibrate_batchnorm
+
+    net = torch.nn.Sequential(torch.nn.Dropout(0.9), torch.nn.BatchNorm2d(1, momentum=0.01))
+    images = torch.stack([torch.full((8, 8), v, dtype=torch.uint8) for v in (0, 51, 102, 153, 204, 255)])
+    net.train()
+    recalibrate_batchnorm(net, images, mean=0.0, std=1.0, batch_size=3)
+    halves = (images.float() / 255).split(3)
+    bn = net[1]
+    # the average of the two batches' statistics; dropout would have zeroed 90% of the pixels
+    assert bn.running_mean.item() == pytest.approx(sum(h.mean().item() for h in halves) / 2, abs=1e-6)
+    assert bn.running_var.item() == pytest.approx(sum(h.var().item() for h in halves) / 2, rel=1e-3)
+    assert bn.momentum == 0.01 and net.training  # left as it was found
+
+
+def _stop_mid_epoch_2(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C at the second batch after epoch 1's state was saved: a stop in the middle of epoch 2."""
+    import pneumo.training.loop
+
+    real, batches_after = pneumo.training.loop.augment_batch, []
+
+    def augment_then_stop(*args: object, **kwargs: object) -> torch.Tensor:
+        if (run / "checkpoints" / "last" / "state.json").exists():
+            batches_after.append(1)
+            if len(batches_after) == 2:
+                raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pneumo.training.loop, "augment_batch", augment_then_stop)
+
+
+def _same_tensors(a: Path, b: Path) -> bool:
+    from safetensors.torch import load_file
+
+    x, y = load_file(str(a)), load_file(str(b))
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+@pytest.mark.parametrize("recipe", ["cpu", "seed"])  # cpu: EMA, BatchNorm recalibration, augmentation, dropout
+def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_run(recipe: str, small_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pneumo.training.state import saved_epoch
+
+    cfg = load_config(recipe, [f"data={small_folder}", "image_size=64", "epochs=3", "batch_size=16", "limit=64"])
+    whole = train(cfg, tmp_path / "whole", **_quiet())
+
+    stopped = tmp_path / "stopped"
+    _stop_mid_epoch_2(stopped, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, stopped, **_quiet())
+    monkeypatch.undo()
+    assert saved_epoch(stopped / "checkpoints" / "last") == 1 and not (stopped / "model").exists()
+    resumed = train(None, stopped, **_quiet(resume=True))
+
+    for folder in ("model", "checkpoints/last", "checkpoints/best"):
+        assert _same_tensors(tmp_path / "whole" / folder / "weights.safetensors", stopped / folder / "weights.safetensors"), folder
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert _untimed(resumed.history) == _untimed(whole.history)
+    with (stopped / "history.csv").open() as fh, (tmp_path / "whole" / "history.csv").open() as gh:
+        assert _untimed(csv.DictReader(fh)) == _untimed(csv.DictReader(gh))
+    assert resumed.config == cfg
+    for key in ("epoch", "threshold", "roc_auc", "accuracy", "ci95", "shifted"):
+        assert json.dumps(resumed.report[key]) == json.dumps(whole.report[key]), key
+    assert {p.name for p in stopped.iterdir()} == {p.name for p in (tmp_path / "whole").iterdir()}
+
+
+def _untimed(history: Iterable[dict]) -> str:
+    """History rows without the wall-clock column, as JSON (where NaN equals NaN)."""
+    return json.dumps([{k: v for k, v in row.items() if k != "seconds"} for row in history])
+
+
+def test_resume_continues_only_what_it_can(small_folder: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=1", "limit=40"])
+    run = tmp_path / "run"
+    train(cfg, run, **_quiet())
+    with pytest.raises(PneumoError, match=f"run {run} already finished all 1 epochs"):
+        train(None, run, **_quiet(resume=True))
+    with pytest.raises(PneumoError, match=r"differs from the one run .* started with in epochs \(run: 1, given: 2\)"):
+        train(load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=2", "limit=40"]), run, **_quiet(resume=True))
+    with pytest.raises(PneumoError, match="ask for one of them"):
+        train(cfg, run, **_quiet(resume=True, overwrite=True))
+    with pytest.raises(PneumoError, match="not a pneumo run folder"):
+        train(None, tmp_path / "nowhere", **_quiet(resume=True))
+    with pytest.raises(PneumoError, match="a new run needs a config"):
+        train(None, tmp_path / "new", **_quiet())
+
+    # stopped after the last epoch's state, before the model and report: resuming only finishes them
+    kept = load_file(str(run / "model" / "weights.safetensors"))
+    shutil.rmtree(run / "model")
+    (run / "val_report.json").unlink()
+    result = train(cfg, run, **_quiet(resume=True))
+    assert result.report["epoch"] == 1 and len(result.history) == 1
+    assert all(torch.equal(kept[k], v) for k, v in load_file(str(run / "model" / "weights.safetensors")).items())
+
+    (run / "val_report.json").unlink()
+    (run / "checkpoints" / "last" / "state.json").unlink()  # a run from before resume existed
+    with pytest.raises(PneumoError, match="holds no training state"):
+        train(None, run, **_quiet(resume=True))
+
+
+def test_an_unreadable_training_image_is_skipped_unless_strict(small_folder: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_folder, data)
+    broken = sorted((data / "PNEUMONIA").glob("*.jpeg"))[5]
+    broken.write_bytes(broken.read_bytes()[:500])
+    lines: list[str] = []
+    base = [f"data={data}", "image_size=64", "epochs=1"]
+    train(load_config("seed", base), tmp_path / "run", **_quiet(log=lines.append))
+    assert any("skipped 1 unreadable images" in line and broken.name in line for line in lines)
+    used = [row["path"] for row in csv.DictReader((tmp_path / "run" / "split.csv").open())]
+    assert len(used) == 119 and str(broken) not in used
+    with pytest.raises(PneumoError, match=broken.name):
+        train(load_config("seed", [*base, "strict=true"]), tmp_path / "strict", **_quiet())
