@@ -2,14 +2,15 @@
 
 The package is layered; each layer imports only the ones before it:
 
-    errors, utils, tasks, config   the one exception; files, walking, progress; what a model is asked; recipes
+    errors, version                the one exception for user mistakes; the version
+    utils, tasks, config           files, walking, progress; what a model is asked; recipes
     data                           find, read, preprocess, cache, split, batch, augment the images
     models, viz                    networks by name and the checkpoint format; every picture
     inference                      one Model base, torch and onnx backends, input checks, batch prediction
     evaluation                     metrics with intervals, shifts, thresholds, `evaluate`
     training                       the loop and everything around it
     explain, export                Grad-CAM; ONNX export
-    serve, cli                     the web service; the command line
+    serve, then cli                the web service; the command line over everything
 
 Example:
     >>> import pneumo
@@ -22,10 +23,9 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.1.0"
-
-from pneumo.config import Config, load_config  # noqa: E402
-from pneumo.errors import PneumoError  # noqa: E402
+from pneumo.config import Config, load_config
+from pneumo.errors import PneumoError
+from pneumo.version import __version__
 
 __all__ = ["__version__", "Config", "PneumoError", "load_config", "load_model", "train", "evaluate", "predict", "discover"]
 

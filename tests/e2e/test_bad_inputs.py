@@ -435,6 +435,7 @@ def single_class_training(single_class_manifest: Path) -> subprocess.CompletedPr
     return pneumo("train", "--config", "cpu", "--set", f"data={single_class_manifest}", "--out", single_class_manifest.parent / "run", "--quiet")
 
 
+@pytest.mark.slow
 def test_training_refuses_a_single_class(single_class_manifest: Path, single_class_training: subprocess.CompletedProcess, tmp_path: Path) -> None:
     from pneumo.config import load_config
     from pneumo.training.loop import train
@@ -444,6 +445,7 @@ def test_training_refuses_a_single_class(single_class_manifest: Path, single_cla
     assert_cli_error(single_class_training, "single class", "NORMAL and PNEUMONIA")
 
 
+@pytest.mark.slow
 def test_training_refusal_names_the_data(single_class_manifest: Path, single_class_training: subprocess.CompletedProcess) -> None:
     assert_cli_error(single_class_training, str(single_class_manifest), "NORMAL")
 

@@ -15,6 +15,8 @@ from PIL import Image
 
 import pneumo as pneumo_package
 
+pytestmark = pytest.mark.slow  # each test runs the pneumo command in a new process, most of them training
+
 
 def pneumo(*args: object, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}

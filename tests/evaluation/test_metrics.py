@@ -11,7 +11,6 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from pneumo.evaluation.metrics import SUMMARY_METRICS, binary_metrics, bootstrap_intervals, multiclass_metrics, summary_metrics
 
-from pneumo.evaluation.threshold import youden_threshold
 
 # Ten cases; at threshold 0.5 the predictions are 1 where p >= 0.5:
 #   y:    1    1    1    1    0    0    0    0    0     1
@@ -154,25 +153,6 @@ def test_bootstrap_group_order_does_not_matter() -> None:
 
 
 # --- Youden -----------------------------------------------------------------------------------------
-
-
-def test_youden_separates_a_separable_example() -> None:
-    y = [0, 0, 0, 0, 1, 1, 1]
-    p = [0.05, 0.2, 0.3, 0.35, 0.6, 0.8, 0.95]
-    t = youden_threshold(y, p)
-    assert 0.35 < t <= 0.6
-    m = binary_metrics(y, p, t)
-    assert m["accuracy"] == 1.0 and m["recall"] == 1.0 and m["specificity"] == 1.0
-
-
-def test_youden_beats_half_when_scores_are_shifted() -> None:
-    # a model whose scores all sit above 0.5: 0.5 calls everything positive, Youden does not
-    y = [0, 0, 0, 1, 1, 1]
-    p = [0.6, 0.62, 0.7, 0.8, 0.85, 0.9]
-    t = youden_threshold(y, p)
-    assert binary_metrics(y, p, 0.5)["specificity"] == 0.0
-    assert binary_metrics(y, p, t)["accuracy"] == 1.0
-    assert 0.0 <= t <= 1.0
 
 
 # --- multiclass -----------------------------------------------------------------------------------------

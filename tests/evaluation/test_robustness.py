@@ -8,7 +8,6 @@ import pytest
 from pneumo.data.layout import discover
 from pneumo.data.preprocess import load_image
 from pneumo.evaluation.robustness import SHIFTS, apply_shift, prevalence_accuracy, shift_report, shifted_probabilities
-from pneumo.evaluation.threshold import shift_threshold
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +44,6 @@ def test_report_for_a_predictor_that_reads_brightness(images: tuple[np.ndarray, 
     assert report["brighter (+0.1)"]["specificity"] <= report["none"]["specificity"]
     none = report["none"]
     assert none["accuracy_at_prevalence"] == pytest.approx(prevalence_accuracy(none["recall"], none["specificity"], 0.625))
-
-
-def test_shift_threshold_lands_between_separated_scores() -> None:
-    y = np.array([0] * 50 + [1] * 50)
-    predict = lambda imgs: np.where(np.arange(len(imgs)) < 50, 0.2, 0.8)  # noqa: E731
-    t = shift_threshold(shifted_probabilities(predict, np.zeros((100, 8, 8), np.uint8)), y)
-    assert 0.2 < t <= 0.8 and abs(t - 0.5) < 0.05
 
 
 def test_prevalence_accuracy_by_hand() -> None:

@@ -89,3 +89,17 @@ def test_unreadable_files_in_a_batch_are_skipped_and_listed(small_folder: Path, 
         predict([tmp_path], strict=True)
     with pytest.raises(PneumoError, match="none of the 2 files could be read"):
         predict([tmp_path / "notes.jpeg", tmp_path / "cut.png"])
+
+
+def test_a_feature_checked_model_predicts_through_the_python_api(small_folder: Path) -> None:
+    import pneumo
+
+    files = sorted((small_folder / "NORMAL").glob("*.jpeg"))[:4]
+    checked = pneumo.load_model().with_feature_check()
+    assert checked.distance_limit is not None  # the bundled model ships its feature statistics
+    assert checked.with_feature_check() is checked
+    through_api = pneumo.predict(files, model=checked)
+    plain = pneumo.predict(files)
+    assert [p.path for p in through_api] == [str(f) for f in files]
+    assert [p.probability for p in through_api] == pytest.approx([p.probability for p in plain], abs=1e-6)
+    assert [p.warnings for p in through_api] == [p.warnings for p in plain]

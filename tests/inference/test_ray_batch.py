@@ -22,6 +22,8 @@ except ImportError:
 
 from pneumo.inference.ray_batch import predict_archive_ray  # noqa: E402
 
+pytestmark = pytest.mark.slow  # starts a local Ray instance
+
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:

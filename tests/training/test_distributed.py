@@ -33,6 +33,8 @@ from pneumo.errors import PneumoError
 from pneumo.models import ModelSpec
 from pneumo.training.loop import train
 
+pytestmark = pytest.mark.slow  # starts torchrun jobs
+
 WEIGHT_TOLERANCE = 1e-5  # max |w_2 processes - w_1 process| after 2 epochs
 METRIC_TOLERANCE = 1e-5  # relative, on losses and ROC AUC
 

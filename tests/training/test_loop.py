@@ -65,6 +65,7 @@ def test_a_tiny_real_run_learns_something(trained_run: Path) -> None:
     assert report["leak"]["patients_in_both"] == 0
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_on_cpu(small_folder: Path, tmp_path: Path) -> None:
     cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=2", "batch_size=16"])
     a = train(cfg, tmp_path / "a", **_quiet())
@@ -82,6 +83,7 @@ def test_seed_recipe_judges_the_last_epoch_at_half(small_folder: Path, tmp_path:
     assert "patients_in_both" in result.report["leak"]
 
 
+@pytest.mark.slow
 def test_pathogen_task_trains_a_three_class_model(kaggle_root: Path, tmp_path: Path) -> None:
     cfg = load_config("cpu", [f"data={kaggle_root}", "task=pathogen", "image_size=64", "epochs=1", "batch_size=16"])
     result = train(cfg, tmp_path / "run", **_quiet())
@@ -124,6 +126,7 @@ def test_schedule_warms_up_then_decays_to_zero() -> None:
     assert lr_factor(50, 100, 0, "constant") == 1.0
 
 
+@pytest.mark.slow
 def test_ema_weights_are_what_the_run_keeps(small_folder: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
@@ -204,6 +207,7 @@ def _same_tensors(a: Path, b: Path) -> bool:
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["cpu", "seed"])  # cpu: EMA, BatchNorm recalibration, augmentation, dropout
 def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_run(recipe: str, small_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pneumo.training.state import saved_epoch
@@ -236,6 +240,7 @@ def _untimed(history: Iterable[dict]) -> str:
     return json.dumps([{k: v for k, v in row.items() if k != "seconds"} for row in history])
 
 
+@pytest.mark.slow
 def test_resume_continues_only_what_it_can(small_folder: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -20,6 +19,7 @@ from pneumo.data.io import decode_image
 from pneumo.data.layout import Record
 from pneumo.errors import PneumoError
 from pneumo.data.preprocess import PREPROCESS_VERSION, resize_image
+from pneumo.utils.files import atomic_write
 from pneumo.utils.progress import progress_bar
 
 __all__ = ["cache_dir", "fingerprint", "file_digests", "cached_images", "decode_dataset", "DecodedDataset"]
@@ -72,16 +72,13 @@ def file_digests(paths: Sequence[Path], workers: int = 0, index_folder: str | Pa
                 digests[i] = digest
                 index[keys[i]] = [*stats[i], digest]
         if index_path:
-            _write_atomic(index_path, lambda fh: fh.write(json.dumps(index).encode()))
+            atomic_write(index_path, json.dumps(index))
     return digests  # type: ignore[return-value]
 
 
-def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through a temporary file and rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        write(tmp)
-    os.replace(tmp.name, path)
+def _save_npy(path: Path, images: np.ndarray) -> None:
+    with path.open("wb") as fh:  # through a handle: np.save given a name would add ".npy" to it
+        np.save(fh, images)
 
 
 def fingerprint(digests: Sequence[str], size: int | None = None) -> str:
@@ -160,8 +157,8 @@ def decode_dataset(
                 else:
                     decoded.append(result)
         images = np.stack(decoded) if decoded else np.zeros((0, size, size), dtype=np.uint8)
-        _write_atomic(skipped_file, lambda fh: fh.write(json.dumps(bad).encode()))
-        _write_atomic(target, lambda fh: np.save(fh, images))
+        atomic_write(skipped_file, json.dumps(bad))
+        atomic_write(target, lambda tmp: _save_npy(tmp, images))
     assert bad is not None
     skipped = [(str(paths[i]), message) for i, message in sorted(bad.items())]
     if skipped and (strict or len(skipped) == len(paths)):

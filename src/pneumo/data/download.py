@@ -41,10 +41,11 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 from rich.progress import Progress, TaskID
 
-from pneumo import __version__
+from pneumo.version import __version__
 from pneumo.data.layout import discover
 from pneumo.data.summary import summarize
 from pneumo.errors import PneumoError
+from pneumo.utils.files import atomic_write, sha256_file
 from pneumo.utils.progress import make_progress
 
 __all__ = [
@@ -172,7 +173,7 @@ def _from_archive(
             shutil.rmtree(stale, ignore_errors=True)
         if archive.exists():
             log(f"verifying {archive}")
-            candidate, digest, size = archive, _hash_file(archive), archive.stat().st_size
+            candidate, digest, size = archive, sha256_file(archive), archive.stat().st_size
         else:
             candidate = part
             digest, size = _fetch(url, part, timeout, retries, progress, log)
@@ -258,17 +259,14 @@ def _read_record(path: Path) -> dict[str, Any]:
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> None:
-    temp = path.with_name(f"{path.name}.tmp")
-    temp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(temp, path)
+    atomic_write(path, json.dumps(record, indent=2) + "\n")
 
 
-def _hash_file(path: Path, digest: Any = None) -> str:
-    digest = digest or hashlib.sha256()
+def _continue_hash(path: Path, digest: Any) -> None:
+    """Feed a partial download's bytes to the digest its resumed transfer goes on with."""
     with path.open("rb") as fh:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _size(n: float) -> str:
@@ -315,7 +313,7 @@ def _transfer(url: str, part: Path, timeout: float, bar: Progress, task: TaskID,
     have = part.stat().st_size if part.exists() else 0
     digest = hashlib.sha256()
     if have:  # before the request, so that the connection does not sit idle while a large .part is read
-        _hash_file(part, digest)
+        _continue_hash(part, digest)
     stream, start, total = _open(url, have, timeout)
     if start:
         log(f"resuming {part.name} at {_size(start)}")

@@ -6,7 +6,7 @@ modality and body part), so callers can warn about inputs the model cannot judge
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,34 +191,46 @@ def _age_in_years(value: object) -> float | None:
         return None
 
 
-def _decode_dicom(data: bytes, name: str, max_pixels: int | None = None) -> tuple[np.ndarray, ImageInfo]:
-    """A single-frame DICOM image, displayed as a radiologist would see it, bone bright.
+@dataclass(frozen=True)
+class _DicomHeader:
+    """What a DICOM file says about its image, read before any pixel is decoded."""
 
-    Modality LUT (rescale) then VOI LUT or window, as the file asks; MONOCHROME1 is inverted;
-    the result is stretched over its own min..max like other deep images.
-    """
-    try:  # imported here: only DICOM inputs pay for importing pydicom
-        import pydicom
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
-        from pydicom.uid import UID
-    except ImportError:  # pydicom missing, or 2.x without pydicom.pixels
-        raise PneumoError(f"{name}: reading DICOM files needs pydicom 3 or later: pip install 'pydicom>=3'") from None
+    has_pixels: bool
+    photometric: str
+    rows: int
+    columns: int
+    frames: int
+    samples: int
+    syntax: Any  # pydicom.uid.UID
+    info: ImageInfo
 
-    damaged = f"{name}: DICOM file is damaged or truncated"
+
+def _read_dicom(data: bytes, name: str) -> tuple[Any, _DicomHeader]:
+    """The parsed dataset and its header, or a PneumoError for bytes pydicom cannot parse."""
+    import pydicom
+    from pydicom.uid import UID
+
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
-        has_pixels = "PixelData" in ds
         photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
         rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
-        frames = int(ds.get("NumberOfFrames") or 1)
         samples = int(ds.get("SamplesPerPixel") or 1)
         syntax = UID(str(ds.file_meta.get("TransferSyntaxUID") or "").strip())
         modality, body_part, view = (_tag_text(ds.get(k)) for k in ("Modality", "BodyPartExamined", "ViewPosition"))
-        age = _age_in_years(ds.get("PatientAge"))
+        info = ImageInfo("DICOM", columns, rows, photometric, 0.0, 1, modality, body_part, view, _age_in_years(ds.get("PatientAge")))
+        header = _DicomHeader("PixelData" in ds, photometric, rows, columns, int(ds.get("NumberOfFrames") or 1), samples, syntax, info)
     except Exception as exc:  # pydicom raises many types (struct.error, KeyError, EOFError...) on bad bytes
-        raise PneumoError(f"{damaged} ({type(exc).__name__}: {exc})") from None
+        raise PneumoError(f"{name}: DICOM file is damaged or truncated ({type(exc).__name__}: {exc})") from None
+    return ds, header
 
-    if not has_pixels:
+
+def _refuse_unsupported(header: _DicomHeader, data: bytes, name: str, max_pixels: int | None) -> str:
+    """A PneumoError for a DICOM pneumo cannot read (no image, several frames, too large, an
+    undecodable syntax or colour model); otherwise the transfer syntax's name for later messages."""
+    from pydicom.pixels import get_decoder
+
+    damaged = f"{name}: DICOM file is damaged or truncated"
+    if not header.has_pixels:
         if _PIXEL_DATA_TAG in data or _PIXEL_DATA_TAG_BIG_ENDIAN in data:
             # pydicom drops an encapsulated Pixel Data element cut off before its end, silently
             raise PneumoError(f"{damaged} (its Pixel Data element is cut off or unreadable)")
@@ -226,8 +238,9 @@ def _decode_dicom(data: bytes, name: str, max_pixels: int | None = None) -> tupl
             f"{name}: DICOM file contains no image (no Pixel Data element); export the image itself,"
             " or check that the file was copied completely"
         )
-    if frames > 1:
-        raise PneumoError(f"{name}: multi-frame DICOM ({frames} frames) is not supported; export a single frame")
+    if header.frames > 1:
+        raise PneumoError(f"{name}: multi-frame DICOM ({header.frames} frames) is not supported; export a single frame")
+    rows, columns, syntax = header.rows, header.columns, header.syntax
     if rows <= 0 or columns <= 0:
         raise PneumoError(f"{damaged} (image size {columns}x{rows})")
     limit = Image.MAX_IMAGE_PIXELS
@@ -247,13 +260,29 @@ def _decode_dicom(data: bytes, name: str, max_pixels: int | None = None) -> tupl
             " convert the file to an uncompressed or JPEG Baseline DICOM (e.g. `gdcmconv --raw`),"
             " or install pylibjpeg: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
         )
-    monochrome = samples == 1 and photometric in ("MONOCHROME1", "MONOCHROME2")
-    if not monochrome and samples != 3:
+    monochrome = header.samples == 1 and header.photometric in ("MONOCHROME1", "MONOCHROME2")
+    if not monochrome and header.samples != 3:
         raise PneumoError(
-            f"{name}: DICOM PhotometricInterpretation {photometric or '(missing)'} with {samples} sample(s)"
+            f"{name}: DICOM PhotometricInterpretation {header.photometric or '(missing)'} with {header.samples} sample(s)"
             " per pixel is not supported; export the image as MONOCHROME2 or RGB"
         )
+    return syntax_text
 
+
+def _decode_dicom(data: bytes, name: str, max_pixels: int | None = None) -> tuple[np.ndarray, ImageInfo]:
+    """A single-frame DICOM image, displayed as a radiologist would see it, bone bright.
+
+    Modality LUT (rescale) then VOI LUT or window, as the file asks; MONOCHROME1 is inverted;
+    the result is stretched over its own min..max like other deep images.
+    """
+    try:  # imported here: only DICOM inputs pay for importing pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:  # pydicom missing, or 2.x without pydicom.pixels
+        raise PneumoError(f"{name}: reading DICOM files needs pydicom 3 or later: pip install 'pydicom>=3'") from None
+
+    ds, header = _read_dicom(data, name)
+    syntax_text = _refuse_unsupported(header, data, name, max_pixels)
+    samples = header.samples
     try:
         pixels = ds.pixel_array
         if samples == 1:
@@ -263,19 +292,15 @@ def _decode_dicom(data: bytes, name: str, max_pixels: int | None = None) -> tupl
             f"{name}: cannot decode the DICOM pixel data ({syntax_text}): {exc}; the file may be damaged"
             " or truncated, or convert it to an uncompressed DICOM"
         ) from None
-    expected = (rows, columns) if samples == 1 else (rows, columns, samples)
+    expected = (header.rows, header.columns) if samples == 1 else (header.rows, header.columns, samples)
     if pixels.shape != expected or not np.isfinite(pixels).all():
-        raise PneumoError(f"{damaged} (decoded pixels of shape {pixels.shape}, expected {expected})")
+        raise PneumoError(f"{name}: DICOM file is damaged or truncated (decoded pixels of shape {pixels.shape}, expected {expected})")
 
     if samples == 1:
-        gray = _stretch_to_uint8(-pixels.astype(np.float64) if photometric == "MONOCHROME1" else pixels)
-        colourfulness = 0.0
-    else:
-        rgb = pixels if pixels.dtype == np.uint8 else _stretch_to_uint8(pixels)
-        colourfulness = _colourfulness(rgb)
-        gray = to_uint8_gray(Image.fromarray(np.ascontiguousarray(rgb), "RGB"))
-    info = ImageInfo("DICOM", columns, rows, photometric, colourfulness, 1, modality, body_part, view, age)
-    return gray, info
+        return _stretch_to_uint8(-pixels.astype(np.float64) if header.photometric == "MONOCHROME1" else pixels), header.info
+    rgb = pixels if pixels.dtype == np.uint8 else _stretch_to_uint8(pixels)
+    gray = to_uint8_gray(Image.fromarray(np.ascontiguousarray(rgb), "RGB"))
+    return gray, replace(header.info, colourfulness=_colourfulness(rgb))
 
 
 def decode_image_with_info(

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Sequence
 
@@ -14,6 +15,7 @@ from sklearn.model_selection import train_test_split
 
 from pneumo.data.layout import Record
 from pneumo.errors import PneumoError
+from pneumo.utils.files import atomic_write
 
 __all__ = ["split_records", "subsample", "shared_patients", "write_split"]
 
@@ -99,9 +101,10 @@ def shared_patients(a: Sequence[Record], b: Sequence[Record]) -> set[str]:
 
 def write_split(path: Path, parts: dict[str, Sequence[Record]]) -> None:
     """The split actually used, one row per image, so a run can be audited and repeated."""
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label", "pathogen", "patient_id", "split"])
-        for name, records in parts.items():
-            for r in records:
-                writer.writerow([str(r.path), r.label, r.pathogen or "", r.patient_id, name])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "label", "pathogen", "patient_id", "split"])
+    for name, records in parts.items():
+        for r in records:
+            writer.writerow([str(r.path), r.label, r.pathogen or "", r.patient_id, name])
+    atomic_write(path, buffer.getvalue())

@@ -34,10 +34,11 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pneumo import __version__
+from pneumo.version import __version__
 from pneumo.data.io import decode_image_with_info
 from pneumo.errors import PneumoError
 from pneumo.data.preprocess import resize_image
+from pneumo.inference.base import Model
 from pneumo.inference.classify import classify_images
 from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.predict import load_model
@@ -117,27 +118,8 @@ def _model_summary(meta: CheckpointMeta) -> dict[str, Any]:
     }
 
 
-def create_app(
-    model: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> FastAPI:
-    """The service for one model (a run folder, checkpoint, `.onnx` export, or the bundled model when None).
-
-    Args:
-        model: what `pneumo.inference.predict.load_model` accepts.
-        max_upload_mb: the largest upload accepted, enforced while the body is read.
-        max_pixels: the largest image accepted, judged from its header before decoding.
-    """
-    loaded = load_model(model).with_feature_check()  # once, shared by every request
-    model_lock = threading.Lock()  # the checks and Grad-CAM hook the shared network: one request at a time in it
-    summary = _model_summary(loaded.meta)
-    limit = int(max_upload_mb * 2**20)
-    static = Path(str(resources.files("pneumo") / "serve" / "static"))
-
-    app = FastAPI(
-        title="pneumo",
-        version=__version__,
-        description="Pneumonia on pediatric chest X-rays. Research and education only: not a medical device.",
-    )
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every failure answers `{"error": message}` with its status; nothing leaks a traceback."""
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -158,14 +140,25 @@ def create_app(
         log.exception("unexpected error")
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server log has the details"}, status_code=500)
 
-    def predict_bytes(name: str, data: bytes, cam: bool) -> dict[str, Any]:
+
+class _Service:
+    """The model loaded once, and one upload's answer; the input checks and Grad-CAM hook the
+    shared network, so one request at a time runs in it."""
+
+    def __init__(self, model: Model, max_pixels: int) -> None:
+        self.model, self.max_pixels = model, max_pixels
+        self.summary = _model_summary(model.meta)
+        self.lock = threading.Lock()
+
+    def predict(self, name: str, data: bytes, cam: bool) -> dict[str, Any]:
+        model = self.model
         try:
-            pixels, info = decode_image_with_info(data, name, size_hint=loaded.image_size, max_pixels=max_pixels)
+            pixels, info = decode_image_with_info(data, name, size_hint=model.image_size, max_pixels=self.max_pixels)
         except PneumoError as exc:
             raise ApiError(400, str(exc)) from None
-        image = resize_image(pixels, loaded.image_size)
-        with model_lock:
-            result = classify_images(image[None], [info], [name], loaded)[0]
+        image = resize_image(pixels, model.image_size)
+        with self.lock:
+            result = classify_images(image[None], [info], [name], model)[0]
         answer: dict[str, Any] = {
             "filename": name,
             "probability": result.probability,
@@ -174,23 +167,48 @@ def create_app(
             "class_probabilities": result.class_probabilities,
             "warnings": list(result.warnings),
             "input": info.to_dict(),
-            "model": {k: summary[k] for k in ("id", "architecture", "pneumo_version")},
+            "model": {k: self.summary[k] for k in ("id", "architecture", "pneumo_version")},
             "cam": None,
         }
-        if cam and isinstance(loaded, OnnxModel):
+        if cam and isinstance(model, OnnxModel):
             answer["warnings"].append("no heatmap: this service runs an ONNX export; Grad-CAM needs the PyTorch checkpoint")
         elif cam:
-            from pneumo.explain.gradcam import grad_cam
-            from pneumo.viz.figures import cam_overlay, heatmap_rgba
-
-            with model_lock:
-                heatmap = grad_cam(loaded, image[None])[0]
-            answer["cam"] = {
-                "image_png": _png_base64(image),
-                "heatmap_png": _png_base64(heatmap_rgba(heatmap)),
-                "overlay_png": _png_base64(cam_overlay(image, heatmap)),
-            }
+            answer["cam"] = self._heatmap(image)
         return answer
+
+    def _heatmap(self, image: np.ndarray) -> dict[str, str]:
+        from pneumo.explain.gradcam import grad_cam
+        from pneumo.viz.figures import cam_overlay, heatmap_rgba
+
+        with self.lock:
+            heatmap = grad_cam(self.model, image[None])[0]
+        return {
+            "image_png": _png_base64(image),
+            "heatmap_png": _png_base64(heatmap_rgba(heatmap)),
+            "overlay_png": _png_base64(cam_overlay(image, heatmap)),
+        }
+
+
+def create_app(
+    model: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> FastAPI:
+    """The service for one model (a run folder, checkpoint, `.onnx` export, or the bundled model when None).
+
+    Args:
+        model: what `pneumo.inference.predict.load_model` accepts.
+        max_upload_mb: the largest upload accepted, enforced while the body is read.
+        max_pixels: the largest image accepted, judged from its header before decoding.
+    """
+    service = _Service(load_model(model).with_feature_check(), max_pixels)  # once, shared by every request
+    summary = service.summary
+    limit = int(max_upload_mb * 2**20)
+    static = Path(str(resources.files("pneumo") / "serve" / "static"))
+    app = FastAPI(
+        title="pneumo",
+        version=__version__,
+        description="Pneumonia on pediatric chest X-rays. Research and education only: not a medical device.",
+    )
+    _add_error_handlers(app)
 
     @app.post("/v1/predict")
     async def predict(request: Request, cam: bool = False) -> dict[str, Any]:
@@ -198,7 +216,7 @@ def create_app(
         the image the model saw, its Grad-CAM heatmap and their overlay as base64 PNGs."""
         body = await _read_limited(request, limit)
         name, data = _uploaded_file(request.headers.get("content-type", ""), body, limit)
-        return await run_in_threadpool(predict_bytes, name, data, cam)
+        return await run_in_threadpool(service.predict, name, data, cam)
 
     @app.get("/v1/model")
     async def model_info() -> dict[str, Any]:

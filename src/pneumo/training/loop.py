@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 from rich.progress import Progress
 
-from pneumo import __version__
+from pneumo.version import __version__
 from pneumo.config import Config, config_to_dict
 from pneumo.data.augment import augment_batch
 from pneumo.data.preprocess import normalise

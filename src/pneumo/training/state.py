@@ -17,13 +17,12 @@ goes to a temporary file renamed into place, so a crash or a full disk at any mo
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -31,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel
 
 from pneumo.errors import PneumoError
+from pneumo.utils.files import sha256_file, write_temp
 
 __all__ = ["STATE", "STATE_FORMAT_VERSION", "RunSoFar", "TrainingParts", "load_train_state", "save_train_state", "saved_epoch"]
 
@@ -71,12 +71,13 @@ def save_train_state(folder: str | Path, parts: TrainingParts, so_far: RunSoFar,
     """
     folder = Path(folder)
     previous = _committed_tensor_file(folder)
-    tensors_tmp, record_tmp = folder / ".state.safetensors.tmp", folder / f".{STATE}.tmp"
+    tensors_tmp: Path | None = None
+    record_tmp: Path | None = None
     name = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _write_synced(tensors_tmp, lambda path: save_file(_tensors(parts), str(path), metadata={"epoch": str(so_far.epoch)}))
-        sha = _sha256(tensors_tmp)
+        tensors_tmp = write_temp(folder / "state.safetensors", lambda path: save_file(_tensors(parts), str(path), metadata={"epoch": str(so_far.epoch)}))
+        sha = sha256_file(tensors_tmp)
         # named by content: rewriting the file state.json points at could only put the same bytes there
         name = f"state-{so_far.epoch:04d}-{sha[:12]}.safetensors"
         os.replace(tensors_tmp, folder / name)
@@ -94,14 +95,13 @@ def save_train_state(folder: str | Path, parts: TrainingParts, so_far: RunSoFar,
             "best_epoch": so_far.best_epoch,
             "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        _write_synced(record_tmp, lambda path: path.write_text(json.dumps(record, indent=2)))
+        record_tmp = write_temp(folder / STATE, json.dumps(record, indent=2))
         os.replace(record_tmp, folder / STATE)  # the commit point
     except OSError as exc:
-        leftovers = [tensors_tmp, record_tmp]
-        if name is not None and name != previous:  # renamed into place but never committed
-            leftovers.append(folder / name)
-        for path in leftovers:
-            path.unlink(missing_ok=True)
+        leftovers = [tensors_tmp, record_tmp, folder / name if name is not None and name != previous else None]
+        for path in leftovers:  # a renamed tensor file is left by a failed commit; the temporaries by a failed rename
+            if path is not None:
+                path.unlink(missing_ok=True)
         then = "the state saved before it is intact: fix that (e.g. free disk space) and resume the run" if previous else "fix that (e.g. free disk space) and train again"
         raise PneumoError(f"could not save the training state of epoch {so_far.epoch} in {folder} ({exc.strerror or exc}); {then}") from exc
     for stale in folder.glob("state-*.safetensors"):
@@ -209,7 +209,7 @@ def _read_tensors(folder: Path, record: dict[str, Any]) -> dict[str, torch.Tenso
     broken = f"the training state in {folder} is incomplete or damaged"
     if not path.exists():
         raise PneumoError(f"{broken}: {STATE} names {path.name}, which is missing; train the run again from the start (--overwrite)")
-    if _sha256(path) != record["tensors_sha256"]:
+    if sha256_file(path) != record["tensors_sha256"]:
         raise PneumoError(f"{broken}: {path.name} does not match the checksum in {STATE}; train the run again from the start (--overwrite)")
     try:
         with safe_open(str(path), framework="pt") as fh:
@@ -222,16 +222,6 @@ def _read_tensors(folder: Path, record: dict[str, Any]) -> dict[str, torch.Tenso
     return tensors
 
 
-def _write_synced(path: Path, write: Callable[[Path], object]) -> None:
-    """Write a file and flush it to the disk, so renaming it into place never exposes an empty file after a power cut."""
-    write(path)
-    with path.open("rb+") as fh:
-        os.fsync(fh.fileno())
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)  # safetensors writes private files; a run folder is shared like any other
-
-
 def _committed_tensor_file(folder: Path) -> str | None:
     """The tensor file the current state.json names, if there is a readable one."""
     try:
@@ -239,7 +229,3 @@ def _committed_tensor_file(folder: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
