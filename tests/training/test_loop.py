@@ -83,6 +83,16 @@ def test_seed_recipe_judges_the_last_epoch_at_half(small_folder: Path, tmp_path:
     assert "patients_in_both" in result.report["leak"]
 
 
+def test_a_run_gives_back_the_global_random_state_and_cudnn_settings(small_folder: Path, tmp_path: Path) -> None:
+    torch.manual_seed(1234)
+    before, benchmark = torch.get_rng_state(), torch.backends.cudnn.benchmark
+    train(load_config("seed", [f"data={small_folder}", "image_size=32", "epochs=1", "batch_size=16", "limit=60"]), tmp_path / "run", **_quiet())
+    assert torch.equal(torch.get_rng_state(), before) and torch.backends.cudnn.benchmark == benchmark
+    with pytest.raises(PneumoError):  # and on the way out of a failed run
+        train(load_config("seed", [f"data={tmp_path / 'missing'}"]), tmp_path / "failed", **_quiet())
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 @pytest.mark.slow
 def test_pathogen_task_trains_a_three_class_model(kaggle_root: Path, tmp_path: Path) -> None:
     cfg = load_config("cpu", [f"data={kaggle_root}", "task=pathogen", "image_size=64", "epochs=1", "batch_size=16"])
