@@ -164,7 +164,7 @@ def evaluate(
     model: Optional[Path] = typer.Option(None, "--model", help="Run folder or checkpoint (default: the bundled model)."),
     split: Optional[str] = typer.Option(None, "--split", help="Split of a Kaggle-style root, e.g. test."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report (with every prediction) here."),
-    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for roc.png and confusion.png."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for roc.png, confusion.png and reliability.png."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% intervals."),
     shifts: bool = typer.Option(False, "--shifts", help="Also report metrics under simulated acquisition shifts."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be read instead of skipping it."),
@@ -186,6 +186,7 @@ def evaluate(
     console.print(table)
     (tn, fp), (fn, tp) = report["confusion_matrix"]
     console.print(f"confusion: TN {tn}  FP {fp}  FN {fn}  TP {tp}")
+    console.print(f"calibration: ECE {_fmt(report['ece'])} (10 bins; 0 is perfect)" + (f"; reliability diagram in {escape(str(plots / 'reliability.png'))}" if plots else ""))
     if shifts:
         shifted = Table(title="under simulated acquisition shifts (same threshold)")
         for col in ("shift", "ROC AUC", "recall", "specificity", "accuracy at 62.5% sick"):
@@ -195,6 +196,38 @@ def evaluate(
         console.print(shifted)
     if json_out:
         console.print(f"wrote {write_report(report, json_out)}")
+
+
+@app.command()
+def calibrate(
+    data: Path = typer.Argument(..., help="Labelled films from your site: NORMAL/ and PNEUMONIA/ folders, a Kaggle root with --split, or a manifest."),
+    out: Path = typer.Option(..., "--out", help="Model folder to write; then --model DIR in predict, evaluate, serve and export."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Run folder or checkpoint to start from (default: the bundled model)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of a Kaggle-style root."),
+    min_per_class: int = typer.Option(20, "--min-per-class", help="Fewest films of each class accepted."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% intervals."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model folder."),
+) -> None:
+    """Refit the temperature and threshold on your site's labelled films (>= 20 per class); the weights are kept."""
+    from pneumo.evaluation.site import calibrate_to_site
+
+    result = calibrate_to_site(data, model, out, split=split, min_per_class=min_per_class, n_boot=bootstrap, overwrite=overwrite, progress=sys.stderr.isatty())
+    r, site = result.report, result.report["before"]
+    old = site["at_old_threshold"]
+    table = Table(title=f"{r['n']} films ({r['positives']} PNEUMONIA): the model's operating point before and after")
+    for col in ("", "threshold", "T", "sensitivity", "specificity", "accuracy", "ECE"):
+        table.add_column(col, justify="left" if not col else "right")
+    table.add_row("before", f"{site['threshold']:.3g}", f"{site['temperature']:.3g}", _fmt(old["recall"]), _fmt(old["specificity"]), _fmt(old["accuracy"]), _fmt(r["ece_before"]))
+    ci = r["ci95"]
+    table.add_row(
+        "after", f"{result.threshold:.3g}", f"{result.temperature:.3g}", f"{_fmt(r['recall'])} [{_fmt(ci['recall'][0])}, {_fmt(ci['recall'][1])}]",
+        f"{_fmt(r['specificity'])} [{_fmt(ci['specificity'][0])}, {_fmt(ci['specificity'][1])}]", _fmt(r["accuracy"]), _fmt(r["ece"]),
+    )
+    console.print(table)
+    console.print("measured on the same films the operating point was fitted on, so optimistic; the intervals are patient-clustered 95% bootstrap intervals")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    console.print(f"wrote {escape(str(result.out))}: use it with --model {escape(str(result.out))}")
 
 
 @app.command()

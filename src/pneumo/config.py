@@ -30,6 +30,8 @@ class AugmentConfig:
     contrast: float = 0.0  # maximum relative contrast change
     gamma: float = 0.0  # maximum |log gamma|
     noise: float = 0.0  # maximum Gaussian noise standard deviation
+    aspect: float = 0.0  # maximum |log aspect ratio| change (0.29: 0.75-1.33), as films of other shapes squashed to a square
+    erase: float = 0.0  # probability of blanking a band at an edge or a corner (up to 15% of the side): no frame or marker shortcuts
 
     @property
     def enabled(self) -> bool:
@@ -73,6 +75,9 @@ class Config:
     # a number; "youden" (max sensitivity + specificity on validation); or "shift" (best mean
     # balanced accuracy over validation under simulated acquisition shifts, see robustness.py)
     threshold: Any = 0.5
+    # temperature scaling of the logits: "none", "val" (fitted on validation), or "shift" (on
+    # validation and its shifted copies together, see pneumo.evaluation.calibration)
+    calibration: str = "none"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     compile: bool = False  # torch.compile the training step's model (worth it on a GPU for long runs)
     # on CUDA, record the model's forward and backward once as CUDA graphs and replay them:
@@ -94,6 +99,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "balance": ("class_weights", "none"),
     "select": ("best", "last"),
     "select_metric": ("roc_auc", "loss", "accuracy"),
+    "calibration": ("none", "val", "shift"),
     "device": ("auto", "cpu", "cuda"),
 }
 

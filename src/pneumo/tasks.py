@@ -59,10 +59,13 @@ class Task:
             raise PneumoError(f"{where}: pneumonia image with unknown pathogen cannot be used for the pathogen task")
         return PATHOGEN_CLASSES.index(pathogen)
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits [B, num_outputs] -> class probabilities [B, len(classes)]."""
+    def probabilities(self, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Logits [B, num_outputs] -> class probabilities [B, len(classes)], the logits divided by
+        the model's calibration `temperature` first (`pneumo.evaluation.calibration`)."""
         import torch
 
+        if temperature != 1.0:
+            logits = logits / temperature
         if self.num_outputs == 1:
             p = torch.sigmoid(logits[:, 0])
             return torch.stack([1 - p, p], dim=1)

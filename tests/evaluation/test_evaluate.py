@@ -48,6 +48,8 @@ def test_intervals_bracket_the_estimates(report: dict) -> None:
 def test_pictures_and_json_are_written(report: dict, tmp_path: Path) -> None:
     assert (report["_plots"] / "roc.png").stat().st_size > 1000
     assert (report["_plots"] / "confusion.png").stat().st_size > 1000
+    assert (report["_plots"] / "reliability.png").stat().st_size > 1000
+    assert 0 <= report["ece"] <= 1 and sum(b["n"] for b in report["reliability"]) == report["n"]
     clean = {k: v for k, v in report.items() if k != "_plots"}
     path = write_report(clean, tmp_path / "r.json")
     assert json.loads(path.read_text())["n"] == 50

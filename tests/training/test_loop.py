@@ -83,6 +83,26 @@ def test_seed_recipe_judges_the_last_epoch_at_half(small_folder: Path, tmp_path:
     assert "patients_in_both" in result.report["leak"]
 
 
+def test_a_run_fits_its_temperature_and_every_prediction_uses_it(small_folder: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from pneumo.evaluation.calibration import apply_temperature
+    from pneumo.data.preprocess import load_image
+
+    cfg = load_config("cpu", [f"data={small_folder}", "image_size=64", "epochs=2", "batch_size=16", "calibration=shift"])
+    result = train(cfg, tmp_path / "run", **_quiet())
+    calibration = result.report["calibration"]
+    model = load_checkpoint(tmp_path / "run")
+    assert model.meta.temperature == calibration["temperature"] != 1.0 and calibration["method"] == "shift"
+    assert {"ece_before", "ece_after", "ece_shifted_before", "ece_shifted_after"} <= set(calibration)
+    assert 0 <= result.report["ece"] <= 1 and len(result.report["reliability"]) == 10
+    assert 0 <= result.report["cam_frame_share"] <= 1
+    assert (tmp_path / "run" / "reliability.png").stat().st_size > 1000
+    images = np.stack([load_image(f, 64) for f in sorted((small_folder / "NORMAL").glob("*.jpeg"))[:4]])
+    raw = dataclasses.replace(model, meta=model.meta.replace(temperature=1.0)).class_probabilities(images)
+    np.testing.assert_allclose(model.class_probabilities(images), apply_temperature(raw, model.meta.temperature), atol=1e-5)
+
+
 def test_a_run_gives_back_the_global_random_state_and_cudnn_settings(small_folder: Path, tmp_path: Path) -> None:
     torch.manual_seed(1234)
     before, benchmark = torch.get_rng_state(), torch.backends.cudnn.benchmark

@@ -11,7 +11,7 @@ from pneumo.evaluation.robustness import shift_report, shifted_probabilities
 from pneumo.inference.base import Model
 from pneumo.inference.predict import load_model
 from pneumo.tasks import BINARY, pneumonia_probability
-from pneumo.viz.figures import confusion_plot, roc_plot
+from pneumo.viz.figures import confusion_plot, reliability_plot, roc_plot
 
 __all__ = ["evaluate"]
 
@@ -31,7 +31,8 @@ def evaluate(
     """Evaluate a model on a class-folder directory, a Kaggle-style root (with `split`) or a manifest.
 
     The report has top-level n, threshold, accuracy, precision, recall, specificity, f1,
-    roc_auc, pr_auc, loss, confusion_matrix; `ci95` (patient-clustered bootstrap), `at_0.5`,
+    roc_auc, pr_auc, loss, confusion_matrix, ece (expected calibration error, 10 bins) and
+    reliability (per bin); `ci95` (patient-clustered bootstrap), `at_0.5`,
     and `predictions`, one {path, label, probability} per image; `skipped`, the files that
     could not be read (with `strict`, the first one is an error instead); with `shifts`, also
     `shifted`: the same metrics under simulated acquisition shifts (see robustness.py).
@@ -61,5 +62,6 @@ def evaluate(
         plots_dir = Path(plots_dir)
         roc_plot(y, p, plots_dir / "roc.png", threshold, title=f"ROC, n={len(records)}")
         confusion_plot(report["confusion_matrix"], ["NORMAL", "PNEUMONIA"], plots_dir / "confusion.png", title=f"threshold {threshold:.3g}")
+        reliability_plot(report["reliability"], report["ece"], plots_dir / "reliability.png", title=f"Calibration, n={len(records)}")
     return report
 

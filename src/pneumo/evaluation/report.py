@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from pneumo.data.layout import Record
+from pneumo.evaluation.calibration import expected_calibration_error, reliability_bins
 from pneumo.evaluation.metrics import binary_metrics, bootstrap_intervals, multiclass_metrics
 from pneumo.tasks import BINARY, Task, pneumonia_probability
 from pneumo.utils.files import atomic_write
@@ -19,7 +20,8 @@ __all__ = ["metrics_report", "write_report"]
 
 def metrics_report(records: Sequence[Record], probs: np.ndarray, task: Task, threshold: float, n_boot: int, seed: int) -> dict[str, Any]:
     """Metrics of P(pneumonia) against the records' labels at `threshold`, with 95% intervals
-    (whole patients resampled) and at 0.5; `pathogen` too for a pathogen model when every
+    (whole patients resampled) and at 0.5, the calibration error (`ece`, `reliability` per
+    bin); `pathogen` too for a pathogen model when every
     pneumonia record names its pathogen.
 
     Args:
@@ -31,6 +33,8 @@ def metrics_report(records: Sequence[Record], probs: np.ndarray, task: Task, thr
     report: dict[str, Any] = binary_metrics(y, p, threshold)
     report["ci95"] = bootstrap_intervals(y, p, threshold, groups=[r.patient_id for r in records], n_boot=n_boot, seed=seed)
     report["at_0.5"] = binary_metrics(y, p, 0.5)
+    report["ece"] = expected_calibration_error(y, p)
+    report["reliability"] = reliability_bins(y, p)
     if task is not BINARY and all(r.label == "NORMAL" or r.pathogen for r in records):
         report["pathogen"] = multiclass_metrics([r.target(task) for r in records], probs, list(task.classes))
     return report

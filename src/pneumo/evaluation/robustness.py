@@ -1,10 +1,15 @@
-"""A validation signal that is not saturated: the validation images under fixed acquisition shifts.
+"""A validation signal that is not saturated: the validation images under fixed acquisition and framing shifts.
 
 Validation carved from the training split is too easy (ROC AUC ~0.99 for every sensible
 model), so it cannot rank recipes or place a threshold. Other hospitals differ in contrast,
 exposure, sharpness, noise and framing, and in their share of sick children; this module
 replays those differences on the validation images, deterministically, and reports how the
 model's operating point moves.
+
+Framing matters most: every film, whatever its original shape, is squashed to a square, so a
+film cut tighter or looser, or of another aspect ratio, shows the lungs at another place and
+scale; and a side marker or a label in a corner is not anatomy. A model that learned the
+frame instead of the lungs moves under these shifts.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import torch.nn.functional as F
 
 from pneumo.evaluation.metrics import binary_metrics
 
-__all__ = ["SHIFTS", "apply_shift", "shifted_probabilities", "shift_report", "prevalence_accuracy"]
+__all__ = ["SHIFTS", "ACQUISITION_SHIFTS", "FRAMING_SHIFTS", "apply_shift", "shifted_probabilities", "shifted_class_probabilities", "shift_report", "prevalence_accuracy"]
 
 
 def _contrast(c: float) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
@@ -54,8 +59,42 @@ def _zoom(keep: float) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor
     return zoom
 
 
-# name -> transform of a float batch [B, 1, S, S] in [0, 1]; the sizes are fractions of the side
-SHIFTS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
+def _crop(top: float, bottom: float, left: float, right: float) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """Cut fractions of the side off each edge and squash what is left back to the square, as a film framed that way would be."""
+
+    def crop(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        side = x.shape[-1]
+        t, b, l, r = (int(round(f * side)) for f in (top, bottom, left, right))
+        return F.interpolate(x[..., t : side - b, l : side - r], size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+
+    return crop
+
+
+def _looser(margin: float) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """A film framed wider: a black margin of `margin` x side around the image, shrunk back to the square."""
+
+    def pad(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        side = x.shape[-1]
+        m = int(round(margin * side))
+        return F.interpolate(F.pad(x, (m, m, m, m)), size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+
+    return pad
+
+
+def _marker(size: float) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """A bright side marker (a solid square, `size` x side) in the upper-left corner, as an 'R' or 'L' plate leaves."""
+
+    def mark(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        side = x.shape[-1]
+        m, inset = max(2, int(round(size * side))), max(1, int(round(0.03 * side)))
+        x = x.clone()
+        x[..., inset : inset + m, inset : inset + m] = 1.0
+        return x
+
+    return mark
+
+
+ACQUISITION_SHIFTS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
     "low contrast (x0.7)": _contrast(0.7),
     "high contrast (x1.3)": _contrast(1.3),
     "darker (gamma 1.5)": _gamma(1.5),
@@ -65,6 +104,16 @@ SHIFTS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
     "zoom in (central 85%)": _zoom(0.85),
     "brighter (+0.1)": lambda x, g: x + 0.1,
 }
+FRAMING_SHIFTS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
+    "shoulders cut (top 15%)": _crop(0.15, 0, 0, 0),
+    "diaphragm cut (bottom 15%)": _crop(0, 0.15, 0, 0),
+    "narrower film (sides 12% each)": _crop(0, 0, 0.12, 0.12),
+    "wider film (top and bottom 12% each)": _crop(0.12, 0.12, 0, 0),
+    "looser (15% black margin)": _looser(0.15),
+    "side marker (upper-left corner)": _marker(0.08),
+}
+# name -> transform of a float batch [B, 1, S, S] in [0, 1]; the sizes are fractions of the side
+SHIFTS = {**ACQUISITION_SHIFTS, **FRAMING_SHIFTS}
 
 
 def apply_shift(images: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
@@ -88,6 +137,14 @@ def shifted_probabilities(
     """
     plain = predict(images) if unshifted is None else unshifted
     return {"none": plain, **{name: predict(apply_shift(images, name)) for name in SHIFTS}}
+
+
+def shifted_class_probabilities(
+    predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, unshifted: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Class probabilities [N, K] for the unshifted images ("none") and under every shift
+    (`shifted_probabilities` for a model's whole output, e.g. to fit its temperature)."""
+    return shifted_probabilities(predict, images, unshifted)
 
 
 def shift_report(

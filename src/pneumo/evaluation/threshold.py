@@ -31,7 +31,7 @@ def shift_threshold(probabilities: dict[str, np.ndarray], y: np.ndarray, grid: i
     pos, neg = y == 1, y == 0
     scores = [np.mean([((p[pos] >= t).mean() + (p[neg] < t).mean()) / 2 for p in probabilities.values()]) for t in thresholds]
     best = np.flatnonzero(np.isclose(scores, max(scores)))
-    return float(thresholds[best[len(best) // 2]])  # the middle of a plateau, not its edge
+    return round(float(thresholds[best[len(best) // 2]]), 6)  # the middle of a plateau, not its edge; 0.71, not 0.7100000000000001
 
 
 def choose_threshold(method: str | float, y: np.ndarray, shifted: dict[str, np.ndarray]) -> float:

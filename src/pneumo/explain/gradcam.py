@@ -27,7 +27,7 @@ from pneumo.inference.predict import load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.utils.walk import expand_paths
 
-__all__ = ["grad_cam", "explain_files"]
+__all__ = ["cam_evidence", "grad_cam", "frame_share", "explain_files"]
 
 
 def _forward_keeping_last_map(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,8 +49,9 @@ def _forward_keeping_last_map(net: nn.Module, x: torch.Tensor) -> tuple[torch.Te
     return logits, found["map"]
 
 
-def grad_cam(model: Model, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Grad-CAM heatmaps for the PNEUMONIA output, one per image.
+def cam_evidence(model: Model, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Grad-CAM evidence for PNEUMONIA, unscaled: ReLU(sum_k w_k A_k) at the image's size, in the
+    units of the explained log-odds, so maps of different images compare.
 
     The explained score is the log-odds of P(pneumonia) = 1 - P(normal): the single logit of a
     binary model, and logsumexp(bacteria, virus) - normal for a pathogen model (so both
@@ -62,8 +63,7 @@ def grad_cam(model: Model, images: np.ndarray, batch_size: int = 16) -> np.ndarr
         batch_size: images per forward/backward pass; bounds memory.
 
     Returns:
-        float32 [N, S, S] in [0, 1], scaled per image (1 = strongest evidence); all zeros where
-        no region raises the score.
+        float32 [N, S, S], >= 0.
     """
     size = model.image_size
     images = check_image_batch(images, size, "grad_cam")
@@ -84,13 +84,33 @@ def grad_cam(model: Model, images: np.ndarray, batch_size: int = 16) -> np.ndarr
                 (grads,) = torch.autograd.grad(score.sum(), fmap)  # images do not interact in eval mode
                 weights = grads.mean(dim=(2, 3), keepdim=True)
                 cam = F.relu((weights * fmap).sum(dim=1, keepdim=True).detach().float())
-                cam = F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-                lo = cam.amin(dim=(1, 2), keepdim=True)
-                span = cam.amax(dim=(1, 2), keepdim=True) - lo
-                out.append(torch.where(span > 0, (cam - lo) / span.clamp_min(1e-12), torch.zeros_like(cam)).cpu())
+                out.append(F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)[:, 0].cpu())
     finally:
         net.train(was_training)
     return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, size, size), dtype=np.float32)
+
+
+def grad_cam(model: Model, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Grad-CAM heatmaps for the PNEUMONIA output, one per image, each scaled to [0, 1]
+    (1 = its strongest evidence; all zeros where no region raises the score). See `cam_evidence`."""
+    cam = torch.from_numpy(cam_evidence(model, images, batch_size))
+    lo = cam.amin(dim=(1, 2), keepdim=True)
+    span = cam.amax(dim=(1, 2), keepdim=True) - lo
+    return torch.where(span > 0, (cam - lo) / span.clamp_min(1e-12), torch.zeros_like(cam)).numpy().astype(np.float32)
+
+
+def frame_share(evidence: np.ndarray, margin: float = 0.12) -> np.ndarray:
+    """Per map [N, S, S], the share of its evidence in the outer frame (`margin` x side at every
+    edge: 42% of the area at 0.12), where corners, borders, side markers and labels are and the
+    lungs are not; NaN for a map with no evidence at all. A model that reads the lungs scores
+    low; one that learned the acquisition scores high."""
+    evidence = np.asarray(evidence, dtype=np.float64)
+    side = evidence.shape[-1]
+    m = int(round(margin * side))
+    inner = evidence[:, m : side - m, m : side - m].sum(axis=(1, 2))
+    total = evidence.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, 1 - inner / total, np.nan)
 
 
 def _unique_names(files: list[Path]) -> list[str]:

@@ -46,10 +46,10 @@ class _PixelsToProbabilities(nn.Module):
 
     def __init__(self, net: nn.Module, meta: CheckpointMeta) -> None:
         super().__init__()
-        self.net, self.task, self.mean, self.std = net, meta.task_spec, meta.mean, meta.std
+        self.net, self.task, self.mean, self.std, self.temperature = net, meta.task_spec, meta.mean, meta.std, meta.temperature
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.task.probabilities(self.net(normalise(pixels / 255.0, self.mean, self.std)))
+        return self.task.probabilities(self.net(normalise(pixels / 255.0, self.mean, self.std)), self.temperature)
 
 
 def _check_images(images: np.ndarray | None, size: int) -> np.ndarray:
@@ -109,7 +109,7 @@ def export_onnx(
             )
         info = {
             "format": "pneumo-onnx", "format_version": EXPORT_FORMAT_VERSION, "opset": opset,
-            "architecture": meta.architecture, "task": meta.task, "classes": meta.classes, "image_size": meta.image_size, "threshold": meta.threshold,
+            "architecture": meta.architecture, "task": meta.task, "classes": meta.classes, "image_size": meta.image_size, "threshold": meta.threshold, "temperature": meta.temperature,
             "input": {"name": "pixels", "dtype": "float32", "shape": ["batch", 1, loaded.image_size, loaded.image_size], "values": "raw pixels 0..255; normalisation is in the graph"},
             "output": {"name": "probabilities", "dtype": "float32", "shape": ["batch", len(meta.classes)], "order": meta.classes},
             "onnx_sha256": sha256_file(onnx_tmp),

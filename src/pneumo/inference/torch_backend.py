@@ -57,7 +57,7 @@ class TorchModel(Model):
         """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes]."""
         if not isinstance(images, torch.Tensor):
             images = check_image_batch(images, self.image_size)
-        return class_probabilities(self.net, images, self.task, self.meta.mean, self.meta.std, batch_size, progress)
+        return class_probabilities(self.net, images, self.task, self.meta.mean, self.meta.std, batch_size, progress, self.meta.temperature)
 
     def probabilities_and_distances(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
         if self.feature_stats is None:
@@ -87,8 +87,10 @@ def class_probabilities(
     std: float,
     batch_size: int = 256,
     progress: bool = False,
+    temperature: float = 1.0,
 ) -> np.ndarray:
-    """Run a network in eval mode over uint8 [N, S, S] images -> probabilities [N, n_classes]."""
+    """Run a network in eval mode over uint8 [N, S, S] images -> probabilities [N, n_classes]
+    (logits divided by the calibration `temperature`)."""
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
@@ -99,6 +101,6 @@ def class_probabilities(
         x = normalise(images[start : start + batch_size].to(device), mean, std).contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = net(x).float()
-        out.append(task.probabilities(logits).cpu())
+        out.append(task.probabilities(logits, temperature).cpu())
     net.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, len(task.classes)), dtype=np.float32)

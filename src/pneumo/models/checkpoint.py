@@ -20,9 +20,9 @@ from torch import nn
 from pneumo.errors import PneumoError
 from pneumo.models.meta import FEATURES, FORMAT_VERSION, META, WEIGHTS, CheckpointMeta
 from pneumo.models.registry import create_model, model_spec
-from pneumo.utils.files import sha256_file, write_temp
+from pneumo.utils.files import atomic_write, sha256_file, write_temp
 
-__all__ = ["save_checkpoint", "copy_checkpoint", "resolve_checkpoint", "read_meta", "read_checkpoint", "checkpoint_epoch"]
+__all__ = ["save_checkpoint", "write_meta", "copy_checkpoint", "resolve_checkpoint", "read_meta", "read_checkpoint", "checkpoint_epoch"]
 
 
 def save_checkpoint(folder: str | Path, net: nn.Module, meta: CheckpointMeta) -> Path:
@@ -42,6 +42,16 @@ def save_checkpoint(folder: str | Path, net: nn.Module, meta: CheckpointMeta) ->
     (folder / FEATURES).unlink(missing_ok=True)  # statistics of the weights about to be replaced
     os.replace(weights_tmp, folder / WEIGHTS)
     os.replace(meta_tmp, folder / META)
+    return folder
+
+
+def write_meta(folder: str | Path, meta: CheckpointMeta) -> Path:
+    """Replace a checkpoint's metadata (a new threshold or temperature) without touching its
+    weights; the weights' checksum must still match them."""
+    folder = Path(folder)
+    if meta.weights_sha256 != sha256_file(folder / WEIGHTS):
+        raise PneumoError(f"the metadata for {folder} names other weights than {folder / WEIGHTS}; write the checkpoint whole with save_checkpoint")
+    atomic_write(folder / META, json.dumps(meta.replace(format_version=FORMAT_VERSION).to_dict(), indent=2, default=_jsonable))
     return folder
 
 

@@ -38,6 +38,7 @@ class CheckpointMeta:
     mean: float
     std: float
     threshold: float
+    temperature: float = 1.0  # logits are divided by it before the softmax/sigmoid (calibration)
     in_chans: int = 1
     dropout: float = 0.0
     threshold_method: str = ""
@@ -52,6 +53,7 @@ class CheckpointMeta:
     pneumo_version: str = ""
     torch_version: str = ""
     created: str = ""
+    site_calibration: dict[str, Any] = field(default_factory=dict)  # set by `pneumo calibrate`: the site data and new operating point
     weights_sha256: str = ""  # set when the checkpoint is written
     format_version: int = FORMAT_VERSION
 
@@ -84,13 +86,15 @@ class CheckpointMeta:
             raise PneumoError(f"{where}: task {meta.task!r} is not binary or pathogen")
         if list(meta.classes) != list(task.classes) or meta.num_outputs != task.num_outputs:
             raise PneumoError(f"{where}: classes {meta.classes} and {meta.num_outputs} outputs do not fit the {meta.task} task")
+        if not meta.temperature > 0:
+            raise PneumoError(f"{where}: temperature {meta.temperature} is not positive")
         return meta
 
 
 _INT_FIELDS = {"num_outputs", "image_size", "in_chans", "n_train", "n_val", "format_version"}
-_FLOAT_FIELDS = {"mean", "std", "threshold", "dropout"}
+_FLOAT_FIELDS = {"mean", "std", "threshold", "dropout", "temperature"}
 _STR_FIELDS = {"architecture", "task", "threshold_method", "data_source", "data_fingerprint", "pneumo_version", "torch_version", "created", "weights_sha256"}
-_DICT_FIELDS = {"config", "val_metrics", "val_ci95"}
+_DICT_FIELDS = {"config", "val_metrics", "val_ci95", "site_calibration"}
 
 
 def _typed(name: str, value: Any, where: str) -> Any:

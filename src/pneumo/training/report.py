@@ -18,8 +18,10 @@ from pneumo.data.layout import Record
 from pneumo.data.split import shared_patients
 from pneumo.evaluation.metrics import binary_metrics
 from pneumo.evaluation.report import metrics_report, write_report
-from pneumo.evaluation.robustness import shift_report, shifted_probabilities
+from pneumo.evaluation.calibration import apply_temperature, choose_temperature, expected_calibration_error
+from pneumo.evaluation.robustness import shift_report, shifted_class_probabilities
 from pneumo.evaluation.threshold import choose_threshold
+from pneumo.explain.gradcam import cam_evidence, frame_share
 from pneumo.inference.features import fit_feature_stats, save_feature_stats
 from pneumo.inference.torch_backend import TorchModel, class_probabilities
 from pneumo.models.checkpoint import save_checkpoint
@@ -30,7 +32,7 @@ from pneumo.training.data import TrainingData
 from pneumo.training.parts import RunParts
 from pneumo.training.run_dir import REPORT
 from pneumo.training.state import RunSoFar
-from pneumo.viz.figures import confusion_plot, history_panels, roc_plot
+from pneumo.viz.figures import confusion_plot, history_panels, reliability_plot, roc_plot
 
 __all__ = ["FEATURE_STATS_MIN_IMAGES", "epoch_metrics", "validation_row", "validation_report", "finish_run"]
 
@@ -67,6 +69,28 @@ def validation_report(val: list[Record], probs: np.ndarray, threshold: float, ta
     return report
 
 
+def _calibration_summary(method: str, temperature: float, raw: dict[str, np.ndarray], calibrated: dict[str, np.ndarray], y: np.ndarray) -> dict[str, Any]:
+    """ECE before and after the temperature, on validation and pooled over its shifted copies."""
+
+    def ece(probs: dict[str, np.ndarray], names: list[str]) -> float:
+        return expected_calibration_error(np.tile(y, len(names)), np.concatenate([pneumonia_probability(probs[n]) for n in names]))
+
+    every = list(raw)
+    return {
+        "method": method, "temperature": temperature,
+        "ece_before": ece(raw, ["none"]), "ece_after": ece(calibrated, ["none"]),
+        "ece_shifted_before": ece(raw, every), "ece_shifted_after": ece(calibrated, every),
+    }
+
+
+def _cam_frame_share(net: torch.nn.Module, mean: float, std: float, task: Task, images: torch.Tensor, size: int, n: int = 256) -> float:
+    """Mean share of Grad-CAM evidence in the outer frame of up to `n` validation images (see
+    `pneumo.explain.gradcam.frame_share`): the development signal's shortcut score."""
+    meta = CheckpointMeta("run", task.name, list(task.classes), task.num_outputs, size, mean, std, 0.5)
+    shares = frame_share(cam_evidence(TorchModel(net, meta), images[:n].cpu().numpy()))
+    return float(np.mean(shares[np.isfinite(shares)])) if np.isfinite(shares).any() else float("nan")  # NaN: no evidence anywhere
+
+
 def _machine(device: torch.device) -> str:
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     processes = f" x {dist.world_size()} processes" if dist.launched() else ""
@@ -86,18 +110,23 @@ def finish_run(
     def predict(images: np.ndarray | torch.Tensor) -> np.ndarray:
         return class_probabilities(model, images, task, spec.mean, spec.std, config.eval_batch_size)
 
-    val_probs = predict(data.x_val)
     y_val = (data.y_val > 0).astype(int)
-    shifted = shifted_probabilities(lambda x: pneumonia_probability(predict(x)), data.x_val.cpu().numpy(), unshifted=pneumonia_probability(val_probs))
+    raw = shifted_class_probabilities(predict, data.x_val.cpu().numpy())
+    temperature = choose_temperature(config.calibration, raw, data.y_val)
+    calibrated = {name: apply_temperature(probs, temperature) for name, probs in raw.items()}
+    shifted = {name: pneumonia_probability(probs) for name, probs in calibrated.items()}
     threshold = choose_threshold(config.threshold, y_val, shifted)
-    report = validation_report(data.val, val_probs, threshold, task, data.train, n_boot, config.seed)
+    report = validation_report(data.val, calibrated["none"], threshold, task, data.train, n_boot, config.seed)
     report["shifted"] = shift_report(shifted, y_val, threshold)
+    report["calibration"] = _calibration_summary(config.calibration, temperature, raw, calibrated, y_val)
+    report["cam_frame_share"] = _cam_frame_share(model, spec.mean, spec.std, task, data.x_val, config.image_size)
     report |= {"epoch": chosen_epoch, "threshold_method": str(config.threshold), "seconds_total": time.perf_counter() - started}
     report["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in so_far.history]))
     report["machine"] = _machine(data.x_val.device)
     final = meta.replace(
         epoch=chosen_epoch,
         threshold=threshold,
+        temperature=temperature,
         threshold_method=str(config.threshold),
         val_metrics={k: report[k] for k in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "loss")},
         val_ci95=report["ci95"],
@@ -108,7 +137,8 @@ def finish_run(
         stats = fit_feature_stats(TorchModel(model, final), data.x_train, batch_size=config.eval_batch_size)
         save_feature_stats(stats, run_dir / "model")
     history_panels(so_far.history, run_dir / "history.png")
-    roc_plot(y_val, pneumonia_probability(val_probs), run_dir / "roc.png", threshold, title=f"Validation ROC ({config.split} split)")
+    roc_plot(y_val, shifted["none"], run_dir / "roc.png", threshold, title=f"Validation ROC ({config.split} split)")
+    reliability_plot(report["reliability"], report["ece"], run_dir / "reliability.png", title=f"Validation, temperature {temperature:.3g}")
     confusion_plot(report["confusion_matrix"], ["NORMAL", "PNEUMONIA"], run_dir / "confusion.png", title=f"Validation, threshold {threshold:.3g}")
     write_report(report, run_dir / REPORT)  # last: its presence says the run finished
     return report

@@ -16,7 +16,7 @@ from sklearn.metrics import roc_curve
 
 from pneumo.utils.files import atomic_write
 
-__all__ = ["batch_grid", "history_panels", "roc_plot", "confusion_plot", "cam_figure", "heatmap_rgba", "cam_overlay"]
+__all__ = ["batch_grid", "history_panels", "roc_plot", "confusion_plot", "reliability_plot", "cam_figure", "heatmap_rgba", "cam_overlay"]
 
 CAM_OPACITY = 0.45  # of the heatmap over the image, in every overlay pneumo draws
 
@@ -98,6 +98,34 @@ def confusion_plot(matrix: Sequence[Sequence[int]], classes: Sequence[str], path
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
+    return _save(fig, path)
+
+
+def reliability_plot(bins: Sequence[dict], ece: float, path: str | Path, title: str = "Reliability") -> Path:
+    """Observed share of pneumonia against the mean predicted P(pneumonia) per bin (from
+    `pneumo.evaluation.calibration.reliability_bins`), the diagonal for perfect calibration,
+    the gaps shaded, and a histogram of how many images fall in each bin."""
+    fig, (ax, counts) = _subplots(2, 1, figsize=(4.6, 5.6))
+    fig.subplots_adjust(hspace=0.08)
+    used = [b for b in bins if b["n"]]
+    centres = [(b["low"] + b["high"]) / 2 for b in bins]
+    width = bins[0]["high"] - bins[0]["low"] if bins else 0.1
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
+    ax.bar([b["mean_probability"] for b in used], [b["observed"] - b["mean_probability"] for b in used], bottom=[b["mean_probability"] for b in used],
+           width=width * 0.8, color="C3", alpha=0.25, label="gap")
+    ax.plot([b["mean_probability"] for b in used], [b["observed"] for b in used], "o-", color="C0", label="observed")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("observed share with pneumonia")
+    ax.set_title(f"{title}\nECE {ece:.3f} ({len(bins)} bins)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelbottom=False)
+    counts.bar(centres, [b["n"] for b in bins], width=width * 0.9, color="0.5")
+    counts.set_xlim(0, 1)
+    counts.set_yscale("symlog")
+    counts.set_xlabel("predicted P(pneumonia)")
+    counts.set_ylabel("images")
     return _save(fig, path)
 
 
