@@ -199,6 +199,30 @@ def evaluate(
 
 
 @app.command()
+def ensemble(
+    members: List[Path] = typer.Argument(..., help="Run or checkpoint folders of models of one task and input size (train them with one --set split_seed=...)."),
+    out: Path = typer.Option(..., "--out", help="Model folder to write; then --model DIR in predict, evaluate, serve, export and calibrate."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Where the members' training data is now, if not where their configs say."),
+    calibration: str = typer.Option("shift", "--calibration", help="none, val or shift: how the ensemble's temperature is fitted."),
+    threshold: str = typer.Option("shift", "--threshold", help="A number, youden or shift: how its threshold is chosen."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
+) -> None:
+    """Average trained models into one model (one ONNX graph on export), calibrated and thresholded on the images none of them trained on."""
+    from pneumo.training.ensemble import assemble_ensemble
+
+    try:
+        chosen: str | float = float(threshold)
+    except ValueError:
+        chosen = threshold
+    r = assemble_ensemble(members, out, data=data, calibration=calibration, threshold=chosen, overwrite=overwrite, progress=sys.stderr.isatty(), log=lambda m: err_console.print(escape(m), highlight=False))
+    console.print(
+        f"[bold]validation[/] (threshold {r['threshold']:.3g}, temperature {r['calibration']['temperature']:.3g}): accuracy {_fmt(r['accuracy'])} "
+        f"ROC AUC {_fmt(r['roc_auc'])}  recall {_fmt(r['recall'])}  specificity {_fmt(r['specificity'])}  ECE {_fmt(r['ece'])}"
+    )
+    console.print(f"wrote {escape(str(out))}: use it with --model {escape(str(out))}")
+
+
+@app.command()
 def calibrate(
     data: Path = typer.Argument(..., help="Labelled films from your site: NORMAL/ and PNEUMONIA/ folders, a Kaggle root with --split, or a manifest."),
     out: Path = typer.Option(..., "--out", help="Model folder to write; then --model DIR in predict, evaluate, serve and export."),

@@ -15,7 +15,7 @@ import yaml
 
 from pneumo.errors import PneumoError
 
-__all__ = ["AugmentConfig", "Config", "load_config", "apply_overrides", "config_to_dict", "named_configs"]
+__all__ = ["AugmentConfig", "Config", "load_config", "apply_overrides", "config_from_dict", "config_to_dict", "named_configs"]
 
 
 @dataclass
@@ -49,6 +49,9 @@ class Config:
     batch_size: int = 32
     epochs: int = 20
     seed: int = 0
+    # the seed of the train/validation split (and of `limit`'s sample); -1: `seed`. Ensemble
+    # members trained with one split_seed and different seeds share their validation images
+    split_seed: int = -1
     # which split to train on when DATA is a Kaggle-style root; "val" is carved from it
     train_split: str = "train"
     split: str = "patient"  # "patient": grouped + stratified; "image": the notebook's random split
@@ -219,6 +222,11 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
             raise PneumoError(f"config {path} must be a mapping of key: value")
     cfg = _coerce(_from_dict(Config, values, ""))
     return apply_overrides(cfg, overrides or [])
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """A config from `config_to_dict`'s output (e.g. a checkpoint's `config`), checked as a file would be."""
+    return _coerce(_from_dict(Config, values, ""))
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

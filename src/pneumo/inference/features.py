@@ -57,11 +57,23 @@ def _head(net: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
+def _feature_module(net: nn.Module) -> nn.Module:
+    """The module whose input is the penultimate features: an ensemble's `feature_layer` (its
+    members' features side by side), else the classifier."""
+    layer = getattr(net, "feature_layer", None)
+    return layer if isinstance(layer, nn.Module) else _head(net)
+
+
+def _feature_width(net: nn.Module) -> int:
+    heads = getattr(net, "heads", None)
+    return sum(h.in_features for h in heads) if isinstance(heads, nn.ModuleList) else _head(net).in_features
+
+
 @contextmanager
 def _penultimate_features(net: nn.Module) -> Iterator[list[torch.Tensor]]:
     """Collect the classifier's input batch by batch inside the `with` block; the hook goes away after."""
     batches: list[torch.Tensor] = []
-    handle = _head(net).register_forward_pre_hook(lambda _module, args: batches.append(args[0].detach().float().cpu()))
+    handle = _feature_module(net).register_forward_pre_hook(lambda _module, args: batches.append(args[0].detach().float().cpu()))
     try:
         yield batches
     finally:
@@ -72,7 +84,7 @@ def _run(model: TorchModel, images: np.ndarray | torch.Tensor, batch_size: int) 
     """One pass through `TorchModel.class_probabilities`: its probabilities and the features it computed."""
     with _penultimate_features(model.net) as batches:
         probs = model.class_probabilities(images, batch_size)
-    width = _head(model.net).in_features
+    width = _feature_width(model.net)
     return probs, torch.cat(batches).flatten(1) if batches else torch.zeros(0, width)
 
 

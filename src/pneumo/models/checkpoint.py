@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pneumo.errors import PneumoError
+from pneumo.models.ensemble import ENSEMBLE, build_ensemble
 from pneumo.models.meta import FEATURES, FORMAT_VERSION, META, WEIGHTS, CheckpointMeta
 from pneumo.models.registry import create_model, model_spec
 from pneumo.utils.files import atomic_write, sha256_file, write_temp
@@ -108,6 +109,15 @@ def checkpoint_epoch(folder: Path) -> int | None:
         return None
 
 
+def _build(meta: CheckpointMeta) -> nn.Module:
+    """A fresh network of the checkpoint's architecture, to load its weights into."""
+    if meta.architecture == ENSEMBLE:
+        if not meta.members:
+            raise PneumoError("an ensemble checkpoint lists no members")
+        return build_ensemble(meta.members, meta.task, meta.image_size)
+    return create_model(meta.architecture, num_outputs=meta.num_outputs, image_size=meta.image_size, dropout=meta.dropout)
+
+
 def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMeta, Path]:
     """Rebuild a network from a checkpoint, checking its metadata and weights before use.
 
@@ -115,10 +125,11 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     """
     folder = resolve_checkpoint(path)
     meta = read_meta(folder)
-    model_spec(meta.architecture)  # raises for an unknown architecture
+    if meta.architecture != ENSEMBLE:
+        model_spec(meta.architecture)  # raises for an unknown architecture
     if meta.weights_sha256 and sha256_file(folder / WEIGHTS) != meta.weights_sha256:
         raise PneumoError(f"{folder / WEIGHTS} does not match the checksum in {META}: the file is damaged")
-    net = create_model(meta.architecture, num_outputs=meta.num_outputs, image_size=meta.image_size, dropout=meta.dropout)
+    net = _build(meta)
     try:
         net.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
     except (SafetensorError, RuntimeError, OSError) as exc:

@@ -53,6 +53,7 @@ class CheckpointMeta:
     pneumo_version: str = ""
     torch_version: str = ""
     created: str = ""
+    members: list[dict[str, Any]] = field(default_factory=list)  # an ensemble's members (pneumo.models.ensemble)
     site_calibration: dict[str, Any] = field(default_factory=dict)  # set by `pneumo calibrate`: the site data and new operating point
     weights_sha256: str = ""  # set when the checkpoint is written
     format_version: int = FORMAT_VERSION
@@ -120,6 +121,10 @@ def _typed(name: str, value: Any, where: str) -> Any:
         return value
     if name in _DICT_FIELDS:
         if not isinstance(value, dict):
+            raise wrong
+        return value
+    if name == "members":
+        if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
             raise wrong
         return value
     if name == "classes":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from pneumo.training.run_dir import REPORT
 from pneumo.training.state import RunSoFar
 from pneumo.viz.figures import confusion_plot, history_panels, reliability_plot, roc_plot
 
-__all__ = ["FEATURE_STATS_MIN_IMAGES", "epoch_metrics", "validation_row", "validation_report", "finish_run"]
+__all__ = ["FEATURE_STATS_MIN_IMAGES", "OperatingPoint", "epoch_metrics", "validation_row", "validation_report", "operating_point", "write_model", "write_figures", "finish_run"]
 
 FEATURE_STATS_MIN_IMAGES = 100  # fewer training images give no usable feature distribution
 
@@ -83,10 +84,9 @@ def _calibration_summary(method: str, temperature: float, raw: dict[str, np.ndar
     }
 
 
-def _cam_frame_share(net: torch.nn.Module, mean: float, std: float, task: Task, images: torch.Tensor, size: int, n: int = 256) -> float:
+def _cam_frame_share(net: torch.nn.Module, meta: CheckpointMeta, images: torch.Tensor, n: int = 256) -> float:
     """Mean share of Grad-CAM evidence in the outer frame of up to `n` validation images (see
     `pneumo.explain.gradcam.frame_share`): the development signal's shortcut score."""
-    meta = CheckpointMeta("run", task.name, list(task.classes), task.num_outputs, size, mean, std, 0.5)
     shares = frame_share(cam_evidence(TorchModel(net, meta), images[:n].cpu().numpy()))
     return float(np.mean(shares[np.isfinite(shares)])) if np.isfinite(shares).any() else float("nan")  # NaN: no evidence anywhere
 
@@ -97,48 +97,78 @@ def _machine(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {device}{gpu}{processes}"
 
 
-def finish_run(
-    config: Config, run_dir: Path, parts: RunParts, data: TrainingData, so_far: RunSoFar, meta: CheckpointMeta, started: float, n_boot: int
-) -> dict[str, Any]:
-    """The run's model (best or last epoch) with a threshold chosen on validation, saved to
-    `model/` with its feature statistics; the validation report, plots, and val_report.json last."""
-    model, spec, task = parts.eval_model, parts.spec, parts.task
-    chosen_epoch = so_far.best_epoch if config.select == "best" and so_far.best_epoch else config.epochs
-    if chosen_epoch != config.epochs:
-        model.load_state_dict(load_file(str(run_dir / "checkpoints" / "best" / WEIGHTS)))
+@dataclass
+class OperatingPoint:
+    """A model's calibration and threshold as chosen on validation, and what it gives there."""
+
+    meta: CheckpointMeta  # with temperature, threshold and validation metrics set
+    report: dict[str, Any]  # the validation report
+    probability: np.ndarray  # calibrated P(pneumonia) of each validation image
+
+
+def operating_point(
+    model: torch.nn.Module, meta: CheckpointMeta, data: TrainingData, calibration: str, threshold_method: Any, n_boot: int, seed: int, batch_size: int = 256
+) -> OperatingPoint:
+    """Calibrate a network on validation and its shifted copies, choose its threshold, and measure it there."""
+    task = meta.task_spec
 
     def predict(images: np.ndarray | torch.Tensor) -> np.ndarray:
-        return class_probabilities(model, images, task, spec.mean, spec.std, config.eval_batch_size)
+        return class_probabilities(model, images, task, meta.mean, meta.std, batch_size)
 
     y_val = (data.y_val > 0).astype(int)
     raw = shifted_class_probabilities(predict, data.x_val.cpu().numpy())
-    temperature = choose_temperature(config.calibration, raw, data.y_val)
+    temperature = choose_temperature(calibration, raw, data.y_val)
     calibrated = {name: apply_temperature(probs, temperature) for name, probs in raw.items()}
     shifted = {name: pneumonia_probability(probs) for name, probs in calibrated.items()}
-    threshold = choose_threshold(config.threshold, y_val, shifted)
-    report = validation_report(data.val, calibrated["none"], threshold, task, data.train, n_boot, config.seed)
+    threshold = choose_threshold(threshold_method, y_val, shifted)
+    report = validation_report(data.val, calibrated["none"], threshold, task, data.train, n_boot, seed)
     report["shifted"] = shift_report(shifted, y_val, threshold)
-    report["calibration"] = _calibration_summary(config.calibration, temperature, raw, calibrated, y_val)
-    report["cam_frame_share"] = _cam_frame_share(model, spec.mean, spec.std, task, data.x_val, config.image_size)
-    report |= {"epoch": chosen_epoch, "threshold_method": str(config.threshold), "seconds_total": time.perf_counter() - started}
-    report["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in so_far.history]))
-    report["machine"] = _machine(data.x_val.device)
-    final = meta.replace(
-        epoch=chosen_epoch,
+    report["calibration"] = _calibration_summary(calibration, temperature, raw, calibrated, y_val)
+    report["cam_frame_share"] = _cam_frame_share(model, meta, data.x_val)
+    report["threshold_method"] = str(threshold_method)
+    chosen = meta.replace(
         threshold=threshold,
         temperature=temperature,
-        threshold_method=str(config.threshold),
+        threshold_method=str(threshold_method),
         val_metrics={k: report[k] for k in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "loss")},
         val_ci95=report["ci95"],
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    save_checkpoint(run_dir / "model", model, final)
-    if data.n_train >= FEATURE_STATS_MIN_IMAGES:  # for the input checks' distance from the training images
-        stats = fit_feature_stats(TorchModel(model, final), data.x_train, batch_size=config.eval_batch_size)
-        save_feature_stats(stats, run_dir / "model")
+    return OperatingPoint(chosen, report, shifted["none"])
+
+
+def write_model(folder: Path, model: torch.nn.Module, meta: CheckpointMeta, data: TrainingData, batch_size: int = 256) -> None:
+    """Save the chosen model with the feature statistics of its training images (for the input checks)."""
+    save_checkpoint(folder, model, meta)
+    if data.n_train >= FEATURE_STATS_MIN_IMAGES:
+        stats = fit_feature_stats(TorchModel(model, meta), data.x_train, batch_size=batch_size)
+        save_feature_stats(stats, folder)
+
+
+def write_figures(folder: Path, point: OperatingPoint, data: TrainingData, title: str) -> None:
+    """roc.png, confusion.png and reliability.png of a model on validation."""
+    report, meta = point.report, point.meta
+    roc_plot((data.y_val > 0).astype(int), point.probability, folder / "roc.png", meta.threshold, title=f"Validation ROC ({title})")
+    confusion_plot(report["confusion_matrix"], ["NORMAL", "PNEUMONIA"], folder / "confusion.png", title=f"Validation, threshold {meta.threshold:.3g}")
+    reliability_plot(report["reliability"], report["ece"], folder / "reliability.png", title=f"Validation, temperature {meta.temperature:.3g}")
+
+
+def finish_run(
+    config: Config, run_dir: Path, parts: RunParts, data: TrainingData, so_far: RunSoFar, meta: CheckpointMeta, started: float, n_boot: int
+) -> dict[str, Any]:
+    """The run's model (best or last epoch) with a temperature and threshold chosen on validation,
+    saved to `model/` with its feature statistics; the validation report, plots, and val_report.json last."""
+    model = parts.eval_model
+    chosen_epoch = so_far.best_epoch if config.select == "best" and so_far.best_epoch else config.epochs
+    if chosen_epoch != config.epochs:
+        model.load_state_dict(load_file(str(run_dir / "checkpoints" / "best" / WEIGHTS)))
+    point = operating_point(model, meta.replace(epoch=chosen_epoch), data, config.calibration, config.threshold, n_boot, config.seed, config.eval_batch_size)
+    report = point.report
+    report |= {"epoch": chosen_epoch, "seconds_total": time.perf_counter() - started}
+    report["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in so_far.history]))
+    report["machine"] = _machine(data.x_val.device)
+    write_model(run_dir / "model", model, point.meta, data, config.eval_batch_size)
     history_panels(so_far.history, run_dir / "history.png")
-    roc_plot(y_val, shifted["none"], run_dir / "roc.png", threshold, title=f"Validation ROC ({config.split} split)")
-    reliability_plot(report["reliability"], report["ece"], run_dir / "reliability.png", title=f"Validation, temperature {temperature:.3g}")
-    confusion_plot(report["confusion_matrix"], ["NORMAL", "PNEUMONIA"], run_dir / "confusion.png", title=f"Validation, threshold {threshold:.3g}")
+    write_figures(run_dir, point, data, f"{config.split} split")
     write_report(report, run_dir / REPORT)  # last: its presence says the run finished
     return report

@@ -1,0 +1,122 @@
+"""Several trained models as one: an ensemble checkpoint, calibrated and thresholded on the
+validation images none of its members trained on.
+
+Each member's split is drawn again from the config its checkpoint records, and checked
+against the data fingerprint it recorded; the ensemble is judged on the images that are
+validation for every member (members trained with one `split_seed` share all of them) and its
+input checks are fitted on the images that are training for every member.
+
+Example:
+    >>> assemble_ensemble(["runs/s0", "runs/s1", "runs/s2"], "models/ensemble")
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from pneumo.config import Config, config_from_dict
+from pneumo.data.layout import Record
+from pneumo.errors import PneumoError
+from pneumo.evaluation.calibration import CALIBRATION_METHODS
+from pneumo.evaluation.report import write_report
+from pneumo.evaluation.threshold import THRESHOLD_METHODS
+from pneumo.inference.torch_backend import TorchModel
+from pneumo.models.ensemble import ENSEMBLE, Ensemble, EnsembleMember, split_head
+from pneumo.models.meta import CheckpointMeta
+from pneumo.training.data import TrainingData, decode_training_data, split_training_records
+from pneumo.training.report import operating_point, write_figures, write_model
+from pneumo.training.run_dir import REPORT, prepare_run_dir
+from pneumo.version import __version__
+
+__all__ = ["assemble_ensemble"]
+
+
+def _member_config(model: TorchModel, data: str | Path | None) -> Config:
+    if not model.meta.config:
+        raise PneumoError(f"{model.folder} records no training config, so its validation split cannot be drawn again; train it with pneumo")
+    values = dict(model.meta.config)
+    if data is not None:
+        values["data"] = str(data)
+    return config_from_dict(values)
+
+
+def _shared(splits: Sequence[list[Record]]) -> list[Record]:
+    """The records every list has, in the first list's order."""
+    common = set.intersection(*({str(r.path) for r in split} for split in splits))
+    return [r for r in splits[0] if str(r.path) in common]
+
+
+def _check_members(models: list[TorchModel]) -> None:
+    if len(models) < 2:
+        raise PneumoError("an ensemble needs at least two members")
+    first = models[0].meta
+    for m in models[1:]:
+        if (m.meta.task, m.meta.image_size) != (first.task, first.image_size):
+            raise PneumoError(
+                f"ensemble members must share task and input size: {models[0].folder} is {first.task} at {first.image_size} px, "
+                f"{m.folder} is {m.meta.task} at {m.meta.image_size} px"
+            )
+        if m.meta.architecture == ENSEMBLE:
+            raise PneumoError(f"{m.folder} is an ensemble already; give its members instead")
+
+
+def _ensemble_net(models: list[TorchModel]) -> tuple[Ensemble, list[EnsembleMember]]:
+    members = [
+        EnsembleMember(m.meta.architecture, m.meta.num_outputs, m.meta.mean, m.meta.std, m.meta.temperature, m.meta.dropout, str(m.folder), m.meta.weights_sha256)
+        for m in models
+    ]
+    parts = [split_head(m.net) for m in models]
+    return Ensemble([b for b, _ in parts], [h for _, h in parts], members, models[0].task).eval(), members
+
+
+def assemble_ensemble(
+    members: Sequence[str | Path],
+    out: str | Path,
+    data: str | Path | None = None,
+    calibration: str = "shift",
+    threshold: str | float = "shift",
+    n_boot: int = 1000,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Average trained models into one checkpoint folder `out` (usable as `--model out` everywhere).
+
+    Args:
+        members: run or checkpoint folders of models of one task and input size.
+        data: where the members' training data is now, if not where their configs say.
+        calibration, threshold: as the config keys of the same names.
+    Returns:
+        The ensemble's validation report (also written to `out/val_report.json`).
+    """
+    if calibration not in CALIBRATION_METHODS:
+        raise PneumoError(f"calibration {calibration!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+    if not (isinstance(threshold, (int, float)) and 0 <= threshold <= 1) and threshold not in THRESHOLD_METHODS:
+        raise PneumoError(f"threshold {threshold!r} is not a number in [0, 1] or one of {', '.join(THRESHOLD_METHODS)}")
+    models = [TorchModel.load(m) for m in members]
+    _check_members(models)
+    configs = [_member_config(m, data) for m in models]
+    splits = [split_training_records(c) for c in configs]
+    val, train = _shared([v for _, v in splits]), _shared([t for t, _ in splits])
+    if not val:
+        raise PneumoError("no validation image is validation for every member: train the members with one split_seed (--set split_seed=0)")
+    log(f"ensemble of {len(models)}: {len(train)} images every member trained on, {len(val)} none did")
+    out = prepare_run_dir(out, overwrite)
+    decoded: TrainingData = decode_training_data(configs[0], train, val, torch.device("cpu"), progress, log)
+    net, described = _ensemble_net(models)
+    task = models[0].task
+    meta = CheckpointMeta(
+        architecture=ENSEMBLE, task=task.name, classes=list(task.classes), num_outputs=task.num_outputs, image_size=models[0].image_size,
+        mean=0.0, std=1.0, threshold=0.5, members=[dataclasses.asdict(d) for d in described],
+        config={"members": [str(m) for m in members], "calibration": calibration, "threshold": threshold},
+        data_source=str(configs[0].data), data_fingerprint=decoded.fingerprint, n_train=decoded.n_train, n_val=len(decoded.val),
+        pneumo_version=__version__, torch_version=torch.__version__,
+    )
+    point = operating_point(net, meta, decoded, calibration, threshold, n_boot, seed=0)
+    write_model(out, net, point.meta, decoded)
+    write_figures(out, point, decoded, f"ensemble of {len(models)}")
+    write_report(point.report, out / REPORT)
+    return point.report

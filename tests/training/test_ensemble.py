@@ -1,0 +1,68 @@
+"""Assembling trained runs into one model, judged on the images none of them trained on."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pneumo.config import load_config
+from pneumo.data.preprocess import load_image
+from pneumo.errors import PneumoError
+from pneumo.export.onnx import export_onnx
+from pneumo.inference.onnx_backend import OnnxModel
+from pneumo.inference.predict import load_model
+from pneumo.tasks import pneumonia_probability
+from pneumo.training.ensemble import assemble_ensemble
+from pneumo.training.loop import train
+
+
+def _quiet() -> dict:
+    return {"progress": False, "log": lambda _: None, "n_boot": 50}
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory: pytest.TempPathFactory, kaggle_root: Path) -> list[Path]:
+    root = tmp_path_factory.mktemp("members")
+    runs = []
+    for seed in (0, 1):
+        cfg = load_config("cpu", [f"data={kaggle_root}", "image_size=64", "epochs=2", "batch_size=16", "split_seed=0", f"seed={seed}"])
+        runs.append(train(cfg, root / f"s{seed}", **_quiet()).run_dir)
+    return runs
+
+
+def test_members_with_one_split_seed_share_their_validation_images(members: list[Path]) -> None:
+    vals = [{line.split(",")[0] for line in (m / "split.csv").read_text().splitlines() if line.endswith(",val")} for m in members]
+    assert vals[0] == vals[1] and vals[0]
+
+
+def test_an_ensemble_is_one_calibrated_model_that_exports_to_one_graph(members: list[Path], small_folder: Path, tmp_path: Path) -> None:
+    report = assemble_ensemble(members, tmp_path / "ens", n_boot=50, progress=False, log=lambda _: None)
+    model = load_model(tmp_path / "ens")
+    assert model.meta.architecture == "ensemble" and len(model.meta.members) == 2
+    assert model.meta.threshold == report["threshold"] and model.meta.temperature == report["calibration"]["temperature"]
+    n_val = sum(line.endswith(",val") for line in (members[0] / "split.csv").read_text().splitlines())
+    assert report["n"] == n_val and {"shifted", "calibration", "cam_frame_share", "ece"} <= set(report)
+    assert json.loads((tmp_path / "ens" / "val_report.json").read_text())["n"] == n_val
+    assert model.with_feature_check().distance_limit is not None  # input checks fitted on the ensemble's features
+    films = sorted((small_folder / "PNEUMONIA").glob("*.jpeg"))[:6]
+    images = np.stack([load_image(f, 64) for f in films])
+    # the members' calibrated probabilities, averaged, then the ensemble's own temperature
+    members_p = np.mean([load_model(m).class_probabilities(images) for m in members], axis=0)
+    from pneumo.evaluation.calibration import apply_temperature
+
+    np.testing.assert_allclose(model.class_probabilities(images), apply_temperature(members_p, model.meta.temperature), atol=1e-4)
+    exported = export_onnx(model, tmp_path / "ens.onnx", check_images=images)
+    assert exported["max_abs_diff"] <= 1e-4
+    np.testing.assert_allclose(pneumonia_probability(OnnxModel.load(tmp_path / "ens.onnx").class_probabilities(images)), model.pneumonia_probability(images), atol=1e-4)
+
+
+def test_what_cannot_be_an_ensemble_is_refused(members: list[Path], small_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(PneumoError, match="at least two members"):
+        assemble_ensemble(members[:1], tmp_path / "one", progress=False, log=lambda _: None)
+    other = train(load_config("cpu", [f"data={small_folder}", "image_size=96", "epochs=1", "batch_size=16", "split_seed=0"]), tmp_path / "big", **_quiet())
+    with pytest.raises(PneumoError, match="share task and input size"):
+        assemble_ensemble([members[0], other.run_dir], tmp_path / "mixed", progress=False, log=lambda _: None)
+    with pytest.raises(PneumoError, match="calibration 'platt'"):
+        assemble_ensemble(members, tmp_path / "x", calibration="platt", progress=False, log=lambda _: None)
