@@ -59,10 +59,23 @@ def test_an_ensemble_is_one_calibrated_model_that_exports_to_one_graph(members: 
 
 
 def test_what_cannot_be_an_ensemble_is_refused(members: list[Path], small_folder: Path, tmp_path: Path) -> None:
-    with pytest.raises(PneumoError, match="at least two members"):
-        assemble_ensemble(members[:1], tmp_path / "one", progress=False, log=lambda _: None)
+    with pytest.raises(PneumoError, match="at least one"):
+        assemble_ensemble([], tmp_path / "none", progress=False, log=lambda _: None)
     other = train(load_config("cpu", [f"data={small_folder}", "image_size=96", "epochs=1", "batch_size=16", "split_seed=0"]), tmp_path / "big", **_quiet())
     with pytest.raises(PneumoError, match="share task and input size"):
         assemble_ensemble([members[0], other.run_dir], tmp_path / "mixed", progress=False, log=lambda _: None)
     with pytest.raises(PneumoError, match="calibration 'platt'"):
         assemble_ensemble(members, tmp_path / "x", calibration="platt", progress=False, log=lambda _: None)
+
+
+def test_one_model_is_recalibrated_on_its_own_validation_images(members: list[Path], kaggle_root: Path, tmp_path: Path) -> None:
+    report = assemble_ensemble(members[:1], tmp_path / "again", calibration="shift", n_boot=50, progress=False, log=lambda _: None)
+    before, after = load_model(members[0]), load_model(tmp_path / "again")
+    assert after.meta.architecture == before.meta.architecture and after.meta.weights_sha256 == before.meta.weights_sha256
+    assert after.meta.temperature == report["calibration"]["temperature"] and after.meta.config == before.meta.config
+    assert report["roc_auc"] == pytest.approx(json.loads((members[0] / "val_report.json").read_text())["roc_auc"], abs=1e-6)  # same images, same ranking
+
+
+def test_data_other_than_the_members_was_trained_on_is_refused(members: list[Path], small_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(PneumoError, match="not the ones .* was trained on"):
+        assemble_ensemble(members, tmp_path / "ens", data=small_folder, progress=False, log=lambda _: None)

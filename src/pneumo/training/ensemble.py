@@ -1,5 +1,6 @@
 """Several trained models as one: an ensemble checkpoint, calibrated and thresholded on the
-validation images none of its members trained on.
+validation images none of its members trained on. Given one model, the same recalibrates it:
+its temperature and threshold are fitted again (e.g. by a newer method) on its validation images.
 
 Each member's split is drawn again from the config its checkpoint records, and checked
 against the data fingerprint it recorded; the ensemble is judged on the images that are
@@ -18,6 +19,7 @@ from typing import Callable, Sequence
 import torch
 
 from pneumo.config import Config, config_from_dict
+from pneumo.data.cache import data_fingerprint
 from pneumo.data.layout import Record
 from pneumo.errors import PneumoError
 from pneumo.evaluation.calibration import CALIBRATION_METHODS
@@ -50,8 +52,8 @@ def _shared(splits: Sequence[list[Record]]) -> list[Record]:
 
 
 def _check_members(models: list[TorchModel]) -> None:
-    if len(models) < 2:
-        raise PneumoError("an ensemble needs at least two members")
+    if not models:
+        raise PneumoError("give at least one trained model")
     first = models[0].meta
     for m in models[1:]:
         if (m.meta.task, m.meta.image_size) != (first.task, first.image_size):
@@ -72,6 +74,23 @@ def _ensemble_net(models: list[TorchModel]) -> tuple[Ensemble, list[EnsembleMemb
     return Ensemble([b for b, _ in parts], [h for _, h in parts], members, models[0].task).eval(), members
 
 
+def _single(model: TorchModel) -> tuple[torch.nn.Module, CheckpointMeta]:
+    """One model to recalibrate: its own network and metadata (the temperature is fitted anew)."""
+    return model.net, model.meta.replace(temperature=1.0)
+
+
+def _ensemble(models: list[TorchModel], sources: Sequence[str | Path], config: Config, data: TrainingData) -> tuple[torch.nn.Module, CheckpointMeta]:
+    net, described = _ensemble_net(models)
+    task = models[0].task
+    meta = CheckpointMeta(
+        architecture=ENSEMBLE, task=task.name, classes=list(task.classes), num_outputs=task.num_outputs, image_size=models[0].image_size,
+        mean=0.0, std=1.0, threshold=0.5, members=[dataclasses.asdict(d) for d in described], config={"members": [str(m) for m in sources]},
+        data_source=str(config.data), data_fingerprint=data.fingerprint, n_train=data.n_train, n_val=len(data.val),
+        pneumo_version=__version__, torch_version=torch.__version__,
+    )
+    return net, meta
+
+
 def assemble_ensemble(
     members: Sequence[str | Path],
     out: str | Path,
@@ -83,7 +102,8 @@ def assemble_ensemble(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Average trained models into one checkpoint folder `out` (usable as `--model out` everywhere).
+    """Average trained models into one checkpoint folder `out` (usable as `--model out` everywhere);
+    given one model, recalibrate it into `out`.
 
     Args:
         members: run or checkpoint folders of models of one task and input size.
@@ -100,21 +120,19 @@ def assemble_ensemble(
     _check_members(models)
     configs = [_member_config(m, data) for m in models]
     splits = [split_training_records(c) for c in configs]
+    for model, config, (train_m, val_m) in zip(models, configs, splits):
+        if model.meta.data_fingerprint and data_fingerprint(train_m + val_m, config.cache_dir or None) != model.meta.data_fingerprint:
+            raise PneumoError(
+                f"the images at {config.data} are not the ones {model.folder} was trained on (their fingerprint differs), so its "
+                "validation split cannot be drawn again; give --data where its training data is"
+            )
     val, train = _shared([v for _, v in splits]), _shared([t for t, _ in splits])
     if not val:
         raise PneumoError("no validation image is validation for every member: train the members with one split_seed (--set split_seed=0)")
-    log(f"ensemble of {len(models)}: {len(train)} images every member trained on, {len(val)} none did")
+    log(f"{len(models)} model(s): {len(train)} images every one trained on, {len(val)} none did")
     out = prepare_run_dir(out, overwrite)
     decoded: TrainingData = decode_training_data(configs[0], train, val, torch.device("cpu"), progress, log)
-    net, described = _ensemble_net(models)
-    task = models[0].task
-    meta = CheckpointMeta(
-        architecture=ENSEMBLE, task=task.name, classes=list(task.classes), num_outputs=task.num_outputs, image_size=models[0].image_size,
-        mean=0.0, std=1.0, threshold=0.5, members=[dataclasses.asdict(d) for d in described],
-        config={"members": [str(m) for m in members], "calibration": calibration, "threshold": threshold},
-        data_source=str(configs[0].data), data_fingerprint=decoded.fingerprint, n_train=decoded.n_train, n_val=len(decoded.val),
-        pneumo_version=__version__, torch_version=torch.__version__,
-    )
+    net, meta = _single(models[0]) if len(models) == 1 else _ensemble(models, members, configs[0], decoded)
     point = operating_point(net, meta, decoded, calibration, threshold, n_boot, seed=0)
     write_model(out, net, point.meta, decoded)
     write_figures(out, point, decoded, f"ensemble of {len(models)}")
