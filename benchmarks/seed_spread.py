@@ -4,6 +4,9 @@
 
 Each run folder is kept (OUT/<config>-s<seed>); rerunning reuses finished runs, so runs made
 on another machine (a lent GPU) can be tabulated here; the table names the machine each run recorded.
+The columns are the development signal (README, "The development signal"): validation, the
+validation images under acquisition and framing shifts, calibration error under the shifts, and
+the share of Grad-CAM evidence in the image's outer frame.
 """
 from __future__ import annotations
 
@@ -15,11 +18,17 @@ import numpy as np
 from common import DATA, table
 
 from pneumo.config import load_config
+from pneumo.evaluation.robustness import ACQUISITION_SHIFTS, FRAMING_SHIFTS
 from pneumo.training.loop import train
 
 
 def summarise(report: dict) -> dict[str, float]:
-    shifted = [v for k, v in report["shifted"].items() if k != "none"]
+    """One run's line of the development signal: validation, then the same images under the
+    acquisition and the framing shifts, calibration, and where the model looks (Grad-CAM)."""
+    acquisition = [v for k, v in report["shifted"].items() if k in ACQUISITION_SHIFTS]
+    framing = [v for k, v in report["shifted"].items() if k in FRAMING_SHIFTS]
+    nan = float("nan")
+    calibration = report.get("calibration", {})
     return {
         "epoch": report["epoch"],
         "threshold": report["threshold"],
@@ -27,11 +36,15 @@ def summarise(report: dict) -> dict[str, float]:
         "val ROC AUC": report["roc_auc"],
         "val recall": report["recall"],
         "val specificity": report["specificity"],
-        "shifted ROC AUC (mean)": float(np.mean([s["roc_auc"] for s in shifted])),
-        "shifted recall (min)": float(np.min([s["recall"] for s in shifted])),
-        "shifted specificity (min)": float(np.min([s["specificity"] for s in shifted])),
-        "accuracy at 62.5% (shifted mean)": float(np.mean([s["accuracy_at_prevalence"] for s in shifted])),
-        "minutes": report["seconds_total"] / 60,
+        "acquisition ROC AUC (mean)": float(np.mean([s["roc_auc"] for s in acquisition])),
+        "framing ROC AUC (mean)": float(np.mean([s["roc_auc"] for s in framing])) if framing else nan,
+        "shifted recall (min)": float(np.min([s["recall"] for s in acquisition + framing])),
+        "shifted specificity (min)": float(np.min([s["specificity"] for s in acquisition + framing])),
+        "accuracy at 62.5% (shifted mean)": float(np.mean([s["accuracy_at_prevalence"] for s in acquisition + framing])),
+        "T": calibration.get("temperature", nan),
+        "ECE shifted": calibration.get("ece_shifted_after", nan),
+        "CAM frame share": report.get("cam_frame_share", nan),
+        "minutes": report.get("seconds_total", nan) / 60,
     }
 
 

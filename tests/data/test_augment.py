@@ -90,3 +90,27 @@ def test_rotation_keeps_the_centre_pixel(batch: torch.Tensor) -> None:
     centre = slice(c - 1, c + 1)
     assert torch.allclose(out[..., centre, centre], batch[..., centre, centre], atol=0.1)
     assert not torch.allclose(out, batch, atol=1e-3)
+
+
+def test_aspect_stretches_one_axis_and_squeezes_the_other(batch: torch.Tensor) -> None:
+    square = torch.zeros(1, 1, SIZE, SIZE)
+    square[..., 16:48, 16:48] = 1.0  # a centred square, half the side
+    out = augment_batch(square.repeat(64, 1, 1, 1), AugmentConfig(aspect=0.29), _gen(3))
+    widths, heights = (out > 0.5).any(dim=2).sum(-1).flatten().float(), (out > 0.5).any(dim=3).sum(-1).flatten().float()
+    ratios = widths / heights
+    assert ratios.min() < 0.9 and ratios.max() > 1.1  # stretched both ways across the batch
+    assert ratios.min() > 0.7 and ratios.max() < 1.45  # within exp(+-0.29) and pixel rounding
+    assert ((widths * heights) / (32 * 32)).sub(1).abs().max() < 0.2  # area kept: a shape change, not a zoom
+
+
+def test_erase_blanks_an_edge_or_a_corner_and_leaves_the_middle(batch: torch.Tensor) -> None:
+    out = augment_batch(batch.repeat(20, 1, 1, 1), AugmentConfig(erase=1.0), _gen(4))
+    changed = out != batch.repeat(20, 1, 1, 1)
+    assert changed.flatten(1).any(dim=1).all()  # every image lost a band or a corner
+    middle = slice(int(0.3 * SIZE), int(0.7 * SIZE))
+    assert not changed[..., middle, middle].any()  # never the lungs' middle
+    frac = changed.flatten(1).float().mean(dim=1)
+    assert frac.max() <= 0.3 + 1e-6  # at most a 15% band or a 30% x 30% corner
+    for img, mask in zip(out, changed):  # filled with one grey
+        assert img[mask].unique().numel() == 1
+    assert torch.equal(augment_batch(batch, AugmentConfig(erase=0.0), _gen(4)), batch)

@@ -33,6 +33,22 @@ def test_shift_directions(images: tuple[np.ndarray, np.ndarray]) -> None:
     assert np.abs(np.diff(blurred, axis=2)).mean() < np.abs(np.diff(x.astype(float), axis=2)).mean()
 
 
+def test_framing_shifts_move_the_frame(images: tuple[np.ndarray, np.ndarray]) -> None:
+    x, _ = images
+    side = x.shape[-1]
+    looser = apply_shift(x, "looser (15% black margin)")
+    assert looser[:, :2, :].max() == 0 and looser[:, :, -2:].max() == 0  # a black frame around a shrunk film
+    marked = apply_shift(x, "side marker (upper-left corner)")
+    inset, m = max(1, round(0.03 * side)), max(2, round(0.08 * side))
+    corner = slice(inset, inset + m)
+    assert (marked[:, corner, corner] == 255).all() and np.array_equal(marked[:, side // 2 :, :], x[:, side // 2 :, :])
+    # cutting the top moves the anatomy up: the image's brightness centre of mass rises (its row index falls)
+    rows = np.arange(side)[None, :, None]
+    centre = lambda imgs: (imgs * rows).sum(axis=(1, 2)) / imgs.sum(axis=(1, 2))  # noqa: E731
+    assert (centre(apply_shift(x, "shoulders cut (top 15%)").astype(float)) > centre(x.astype(float))).mean() > 0.8
+    assert (centre(apply_shift(x, "diaphragm cut (bottom 15%)").astype(float)) < centre(x.astype(float))).mean() > 0.8
+
+
 def test_report_for_a_predictor_that_reads_brightness(images: tuple[np.ndarray, np.ndarray]) -> None:
     x, y = images
     # a "model" that calls bright images sick: brightening raises its recall and lowers specificity

@@ -80,10 +80,10 @@ def _penultimate_features(net: nn.Module) -> Iterator[list[torch.Tensor]]:
         handle.remove()
 
 
-def _run(model: TorchModel, images: np.ndarray | torch.Tensor, batch_size: int) -> tuple[np.ndarray, torch.Tensor]:
+def _run(model: TorchModel, images: np.ndarray | torch.Tensor, batch_size: int, progress: bool = False) -> tuple[np.ndarray, torch.Tensor]:
     """One pass through `TorchModel.class_probabilities`: its probabilities and the features it computed."""
     with _penultimate_features(model.net) as batches:
-        probs = model.class_probabilities(images, batch_size)
+        probs = model.class_probabilities(images, batch_size, progress)
     width = _feature_width(model.net)
     return probs, torch.cat(batches).flatten(1) if batches else torch.zeros(0, width)
 
@@ -103,7 +103,7 @@ def _mahalanobis(features: torch.Tensor | np.ndarray, mean: torch.Tensor | np.nd
 
 
 def fit_feature_stats(
-    model: TorchModel, images: np.ndarray | torch.Tensor, quantile: float = 0.995, folds: int = 5, batch_size: int = 256
+    model: TorchModel, images: np.ndarray | torch.Tensor, quantile: float = 0.995, folds: int = 5, batch_size: int = 256, progress: bool = False
 ) -> dict[str, torch.Tensor]:
     """Fit the training images' feature distribution and the distance above which an input is flagged.
 
@@ -127,7 +127,7 @@ def fit_feature_stats(
         raise PneumoError(f"fitting feature statistics needs at least {4 * folds} training images, got {len(images)}")
     if not 0.5 <= quantile < 1:
         raise PneumoError(f"quantile must be in [0.5, 1), got {quantile}")
-    features = _run(model, images, batch_size)[1].double().numpy()
+    features = _run(model, images, batch_size, progress)[1].double().numpy()
     fold = np.arange(len(features)) % folds
     held_out = np.empty(len(features))
     for k in range(folds):

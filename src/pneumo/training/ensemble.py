@@ -133,8 +133,8 @@ def assemble_ensemble(
     out = prepare_run_dir(out, overwrite)
     decoded: TrainingData = decode_training_data(configs[0], train, val, torch.device("cpu"), progress, log)
     net, meta = _single(models[0]) if len(models) == 1 else _ensemble(models, members, configs[0], decoded)
-    point = operating_point(net, meta, decoded, calibration, threshold, n_boot, seed=0)
-    write_model(out, net, point.meta, decoded)
+    point = operating_point(net, meta, decoded, calibration, threshold, n_boot, seed=0, progress=progress)
+    write_model(out, net, point.meta, decoded, progress=progress)
     write_figures(out, point, decoded, f"ensemble of {len(models)}")
     write_report(point.report, out / REPORT)
     return point.report

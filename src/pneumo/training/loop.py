@@ -160,7 +160,7 @@ def _train(
             dist.barrier()  # the others wait here for the epoch to be saved
 
     # the run's model, threshold and report come from rank 0; every process returns the same result
-    report = finish_run(config, run_dir, parts, data, so_far, meta, started, n_boot) if dist.is_main() else None
+    report = finish_run(config, run_dir, parts, data, so_far, meta, started, n_boot, progress) if dist.is_main() else None
     history, report = dist.broadcast((so_far.history, report))
     return TrainResult(run_dir, history, report, config)
 

@@ -107,7 +107,8 @@ class OperatingPoint:
 
 
 def operating_point(
-    model: torch.nn.Module, meta: CheckpointMeta, data: TrainingData, calibration: str, threshold_method: Any, n_boot: int, seed: int, batch_size: int = 256
+    model: torch.nn.Module, meta: CheckpointMeta, data: TrainingData, calibration: str, threshold_method: Any, n_boot: int, seed: int,
+    batch_size: int = 256, progress: bool = False,
 ) -> OperatingPoint:
     """Calibrate a network on validation and its shifted copies, choose its threshold, and measure it there."""
     task = meta.task_spec
@@ -116,7 +117,7 @@ def operating_point(
         return class_probabilities(model, images, task, meta.mean, meta.std, batch_size)
 
     y_val = (data.y_val > 0).astype(int)
-    raw = shifted_class_probabilities(predict, data.x_val.cpu().numpy())
+    raw = shifted_class_probabilities(predict, data.x_val.cpu().numpy(), progress=progress)
     temperature = choose_temperature(calibration, raw, data.y_val)
     calibrated = {name: apply_temperature(probs, temperature) for name, probs in raw.items()}
     shifted = {name: pneumonia_probability(probs) for name, probs in calibrated.items()}
@@ -137,11 +138,11 @@ def operating_point(
     return OperatingPoint(chosen, report, shifted["none"])
 
 
-def write_model(folder: Path, model: torch.nn.Module, meta: CheckpointMeta, data: TrainingData, batch_size: int = 256) -> None:
+def write_model(folder: Path, model: torch.nn.Module, meta: CheckpointMeta, data: TrainingData, batch_size: int = 256, progress: bool = False) -> None:
     """Save the chosen model with the feature statistics of its training images (for the input checks)."""
     save_checkpoint(folder, model, meta)
     if data.n_train >= FEATURE_STATS_MIN_IMAGES:
-        stats = fit_feature_stats(TorchModel(model, meta), data.x_train, batch_size=batch_size)
+        stats = fit_feature_stats(TorchModel(model, meta), data.x_train, batch_size=batch_size, progress=progress)
         save_feature_stats(stats, folder)
 
 
@@ -154,7 +155,8 @@ def write_figures(folder: Path, point: OperatingPoint, data: TrainingData, title
 
 
 def finish_run(
-    config: Config, run_dir: Path, parts: RunParts, data: TrainingData, so_far: RunSoFar, meta: CheckpointMeta, started: float, n_boot: int
+    config: Config, run_dir: Path, parts: RunParts, data: TrainingData, so_far: RunSoFar, meta: CheckpointMeta, started: float, n_boot: int,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """The run's model (best or last epoch) with a temperature and threshold chosen on validation,
     saved to `model/` with its feature statistics; the validation report, plots, and val_report.json last."""
@@ -162,12 +164,12 @@ def finish_run(
     chosen_epoch = so_far.best_epoch if config.select == "best" and so_far.best_epoch else config.epochs
     if chosen_epoch != config.epochs:
         model.load_state_dict(load_file(str(run_dir / "checkpoints" / "best" / WEIGHTS)))
-    point = operating_point(model, meta.replace(epoch=chosen_epoch), data, config.calibration, config.threshold, n_boot, config.seed, config.eval_batch_size)
+    point = operating_point(model, meta.replace(epoch=chosen_epoch), data, config.calibration, config.threshold, n_boot, config.seed, config.eval_batch_size, progress)
     report = point.report
     report |= {"epoch": chosen_epoch, "seconds_total": time.perf_counter() - started}
     report["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in so_far.history]))
     report["machine"] = _machine(data.x_val.device)
-    write_model(run_dir / "model", model, point.meta, data, config.eval_batch_size)
+    write_model(run_dir / "model", model, point.meta, data, config.eval_batch_size, progress)
     history_panels(so_far.history, run_dir / "history.png")
     write_figures(run_dir, point, data, f"{config.split} split")
     write_report(report, run_dir / REPORT)  # last: its presence says the run finished
