@@ -42,11 +42,12 @@ def test_framing_shifts_move_the_frame(images: tuple[np.ndarray, np.ndarray]) ->
     inset, m = max(1, round(0.03 * side)), max(2, round(0.08 * side))
     corner = slice(inset, inset + m)
     assert (marked[:, corner, corner] == 255).all() and np.array_equal(marked[:, side // 2 :, :], x[:, side // 2 :, :])
-    # cutting the top moves the anatomy up: the image's brightness centre of mass rises (its row index falls)
-    rows = np.arange(side)[None, :, None]
-    centre = lambda imgs: (imgs * rows).sum(axis=(1, 2)) / imgs.sum(axis=(1, 2))  # noqa: E731
-    assert (centre(apply_shift(x, "shoulders cut (top 15%)").astype(float)) > centre(x.astype(float))).mean() > 0.8
-    assert (centre(apply_shift(x, "diaphragm cut (bottom 15%)").astype(float)) < centre(x.astype(float))).mean() > 0.8
+    # a bright line at row 40 of 64: with the top 10 rows cut, the rest is stretched over 64 rows
+    line = np.zeros((1, 64, 64), dtype=np.uint8)
+    line[:, 40, :] = 255
+    assert abs(int(apply_shift(line, "shoulders cut (top 15%)")[0, :, 32].argmax()) - (40 - 10) * 64 / 54) <= 1
+    assert abs(int(apply_shift(line, "diaphragm cut (bottom 15%)")[0, :, 32].argmax()) - 40 * 64 / 54) <= 1
+    assert abs(int(apply_shift(line, "wider film (top and bottom 12% each)")[0, :, 32].argmax()) - (40 - 8) * 64 / 48) <= 1
 
 
 def test_report_for_a_predictor_that_reads_brightness(images: tuple[np.ndarray, np.ndarray]) -> None:
