@@ -187,6 +187,16 @@ def evaluate(
     (tn, fp), (fn, tp) = report["confusion_matrix"]
     console.print(f"confusion: TN {tn}  FP {fp}  FN {fn}  TP {tp}")
     console.print(f"calibration: ECE {_fmt(report['ece'])} (10 bins; 0 is perfect)" + (f"; reliability diagram in {escape(str(plots / 'reliability.png'))}" if plots else ""))
+    held = report["abstention"]
+    if held["n"]:
+        judged = held["judged"]
+        why = ", ".join(f"{n} {escape(reason)}" for reason, n in held["reasons"].items())
+        console.print(f"[yellow]no verdict[/] for {held['n']} of {report['n']} films ({why}); the table above counts every film")
+        if judged:
+            console.print(
+                f"on the {judged['n']} judged films: accuracy {_fmt(judged['accuracy'])}  sensitivity {_fmt(judged['recall'])}  "
+                f"specificity {_fmt(judged['specificity'])}  ROC AUC {_fmt(judged['roc_auc'])}"
+            )
     if shifts:
         shifted = Table(title="under simulated acquisition shifts (same threshold)")
         for col in ("shift", "ROC AUC", "recall", "specificity", "accuracy at 62.5% sick"):
@@ -263,8 +273,10 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
     cam: Optional[Path] = typer.Option(None, "--cam", help="Also write a Grad-CAM heatmap PNG per image into this folder (needs PyTorch)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first file that cannot be read instead of skipping it."),
+    no_abstain: bool = typer.Option(False, "--no-abstain", help="Label images the input checks find outside what the model was trained on too (their warnings stay)."),
 ) -> None:
-    """P(pneumonia) and the label at the model's threshold for each image (JPEG, PNG or DICOM).
+    """P(pneumonia) and the label at the model's threshold for each image (JPEG, PNG or DICOM);
+    no verdict for an image outside what the model was trained on.
 
     --model takes a run folder, a checkpoint folder or an exported .onnx file.
     """
@@ -280,7 +292,7 @@ def predict(
     if fmt not in ("table", "json", "csv"):
         raise PneumoError(f"unknown --format {fmt!r}; use table, json or csv")
     loaded = load_model(model)
-    results = run_prediction(paths, model=loaded, strict=strict)
+    results = run_prediction(paths, model=loaded, strict=strict, abstain=not no_abstain)
     _report_skipped(results.skipped, len(results) + len(results.skipped))
     if cam is not None:
         from pneumo.explain.gradcam import explain_files
@@ -302,9 +314,12 @@ def predict(
         table.add_column(col)
     for r in results:
         extra = [f"{r.class_probabilities[c]:.3f}" for c in classes] if len(classes) > 2 else []
-        table.add_row(escape(r.path), f"{r.probability:.3f}", r.label + (" [yellow](!)[/]" if r.warnings else ""), *extra)
+        label = "[yellow]no verdict[/]" if r.abstain else r.label + (" [yellow](!)[/]" if r.warnings else "")
+        table.add_row(escape(r.path), f"{r.probability:.3f}", label, *extra)
     console.print(table)
     for r in results:
+        if r.abstain:
+            console.print(f"[yellow]{escape(r.verdict)}:[/] {escape(r.path)}", highlight=False)
         for warning in r.warnings:
             console.print(f"[yellow]warning:[/] {escape(f'{r.path}: {warning}')}", highlight=False)
 
@@ -319,6 +334,7 @@ def predict_archive(
     backend: str = typer.Option("auto", "--backend", help="auto, onnx or torch."),
     resume: bool = typer.Option(False, "--resume", help="Skip the files already in --out and append the rest."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first file that cannot be read."),
+    no_abstain: bool = typer.Option(False, "--no-abstain", help="Label images the input checks find outside what the model was trained on too."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ray: bool = typer.Option(False, "--ray", help="Run on Ray Data (ONNX actors); needs pneumo[ray]."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="A Ray cluster (default: a local instance)."),
@@ -326,8 +342,8 @@ def predict_archive(
 ) -> None:
     """Classify a large archive as a stream: bounded memory, results appended as they come, --resume after a stop."""
     if ray:
-        if resume or strict or backend == "torch":
-            raise PneumoError("--ray runs the ONNX export and has no --resume, --strict or torch backend; drop those or run without --ray")
+        if resume or strict or no_abstain or backend == "torch":
+            raise PneumoError("--ray runs the ONNX export and has no --resume, --strict, --no-abstain or torch backend; drop those or run without --ray")
         from pneumo.inference.ray_batch import predict_archive_ray
 
         summary = predict_archive_ray(source, out, model=model, batch_size=batch_size, concurrency=actors, address=ray_address)
@@ -335,7 +351,7 @@ def predict_archive(
         from pneumo.inference.batch import predict_archive as run_archive
 
         summary = run_archive(source, out, model=model, batch_size=batch_size, workers=workers, resume=resume,
-                              strict=strict, progress=sys.stderr.isatty() and not quiet, backend=backend)
+                              strict=strict, progress=sys.stderr.isatty() and not quiet, backend=backend, abstain=not no_abstain)
     console.print(
         f"wrote {summary.done} predictions to {escape(str(summary.out))} ({summary.images_per_second:.0f} images/s)"
         + (f"; {summary.already_done} were already there" if summary.already_done else "")

@@ -23,7 +23,10 @@ def test_report_follows_the_published_interface(report: dict) -> None:
     for key in ("n", "threshold", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc"):
         assert key in report
     assert report["n"] == 50 and len(report["predictions"]) == 50
-    assert {"path", "label", "probability"} == set(report["predictions"][0])
+    assert {"path", "label", "probability", "abstain", "warnings"} == set(report["predictions"][0])
+    held = report["abstention"]
+    assert held["n"] == sum(p["abstain"] for p in report["predictions"]) and sum(held["reasons"].values()) == held["n"]
+    assert held["judged"]["n"] == 50 - held["n"]
 
 
 def test_metrics_agree_with_the_predictions(report: dict) -> None:

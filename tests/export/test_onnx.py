@@ -15,6 +15,7 @@ from tests.conftest import pick
 from pneumo.export import onnx as export
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.models.checkpoint import save_checkpoint
+from tests.conftest import SAMPLES
 from pneumo.models.meta import CheckpointMeta
 from pneumo.tasks import PATHOGEN_CLASSES
 from pneumo.errors import PneumoError
@@ -62,6 +63,19 @@ def test_runtime_predicts_what_torch_predicts(exported: tuple[Path, dict], bundl
         assert a.probability == pytest.approx(b.probability, abs=1e-4)
         assert a.class_probabilities == pytest.approx(b.class_probabilities, abs=1e-4)
         assert a.to_dict().keys() == b.to_dict().keys()
+
+
+def test_the_export_carries_the_feature_check(exported: tuple[Path, dict], bundled: TorchModel, files: list[Path]) -> None:
+    model = OnnxModel.load(exported[0])
+    checked = bundled.with_feature_check()
+    assert model.distance_limit == pytest.approx(checked.distance_limit)
+    images = np.stack([load_image(f, 224) for f in files])
+    _, ours = model.probabilities_and_distances(images)
+    _, theirs = checked.probabilities_and_distances(images)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-3)
+    onnx_warned = predict([SAMPLES / "dicom" / "cr_chest_pa_monochrome1.dcm"], model=exported[0])[0].warnings
+    torch_warned = predict([SAMPLES / "dicom" / "cr_chest_pa_monochrome1.dcm"], model=bundled)[0].warnings
+    assert onnx_warned == torch_warned and any("unlike the chest X-rays" in w for w in onnx_warned)  # both backends abstain alike
 
 
 def test_dynamic_batch(exported: tuple[Path, dict], bundled: TorchModel, files: list[Path]) -> None:

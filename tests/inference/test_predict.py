@@ -103,3 +103,37 @@ def test_a_feature_checked_model_predicts_through_the_python_api(small_folder: P
     assert [p.path for p in through_api] == [str(f) for f in files]
     assert [p.probability for p in through_api] == pytest.approx([p.probability for p in plain], abs=1e-6)
     assert [p.warnings for p in through_api] == [p.warnings for p in plain]
+
+
+def test_what_the_model_cannot_judge_gets_no_verdict_unless_asked(small_folder: Path) -> None:
+    import csv
+    import io
+    import json
+
+    from pneumo.inference.formats import format_predictions
+    from tests.conftest import SAMPLES
+
+    files = [SAMPLES / "dicom" / "not_a_chest_ot.dcm", sorted((small_folder / "NORMAL").glob("*.jpeg"))[0]]
+    held, film = predict(files)
+    assert held.abstain and held.label is None and "modality is OT" in held.abstain_reason and 0 <= held.probability <= 1
+    assert held.verdict.startswith("no verdict") and not film.abstain and film.label == "NORMAL" and film.abstain_reason is None
+    forced = predict(files, abstain=False)[0]
+    assert not forced.abstain and forced.label in ("NORMAL", "PNEUMONIA") and forced.warnings == held.warnings
+    rows = list(csv.DictReader(io.StringIO(format_predictions([held, film], "csv"))))
+    assert (rows[0]["label"], rows[0]["abstain"]) == ("", "true") and "modality is OT" in rows[0]["abstain_reason"]
+    assert (rows[1]["label"], rows[1]["abstain"], rows[1]["abstain_reason"]) == ("NORMAL", "false", "")
+    as_json = json.loads(format_predictions([held], "json"))[0]
+    assert as_json["abstain"] is True and as_json["label"] is None and as_json["abstain_reason"] == held.abstain_reason
+
+
+def test_the_command_says_no_verdict_and_no_abstain_forces_one(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import SAMPLES
+
+    ot = str(SAMPLES / "dicom" / "not_a_chest_ot.dcm")
+    table = subprocess.run([sys.executable, "-m", "pneumo", "predict", ot], capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "COLUMNS": "200"})
+    assert table.returncode == 0 and "no verdict" in table.stdout and "PNEUMONIA" not in table.stdout.split("warning")[0]
+    forced = subprocess.run([sys.executable, "-m", "pneumo", "predict", ot, "--no-abstain", "--format", "csv"], capture_output=True, text=True, timeout=300)
+    assert forced.returncode == 0 and ",false," in forced.stdout

@@ -66,6 +66,19 @@ def test_dicom_is_sniffed_and_warned_about(client: TestClient) -> None:
     assert answer["input"]["format"] == "DICOM" and answer["input"]["modality"] == "OT"
     assert any("modality is OT" in w for w in answer["warnings"])
     assert _png(answer["cam"]["image_png"]).size == (224, 224)
+    # no verdict for what the model cannot judge, unless asked for one
+    assert answer["abstain"] is True and answer["label"] is None and "modality is OT" in answer["abstain_reason"]
+    forced = _post(client, "scan.png", (SAMPLES / "dicom" / "not_a_chest_ot.dcm").read_bytes(), abstain="false").json()
+    assert forced["abstain"] is False and forced["label"] in ("NORMAL", "PNEUMONIA") and forced["warnings"] == answer["warnings"]
+    film = _post(client, FILM.name, FILM.read_bytes()).json()
+    assert film["abstain"] is False and film["abstain_reason"] is None and film["label"] == "PNEUMONIA"
+
+
+def test_heatmaps_are_as_bright_as_the_model_is_sure(client: TestClient) -> None:
+    normal = sorted((TRAIN / "NORMAL").glob("*.jpeg"))[0]
+    answer = _post(client, normal.name, normal.read_bytes(), cam="true").json()
+    assert answer["probability"] < 0.05 and "P(pneumonia)" in answer["cam"]["scale"]
+    assert np.asarray(_png(answer["cam"]["heatmap_png"]))[..., 3].max() <= 255 * answer["probability"] + 1  # no red on a confident NORMAL
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pneumo.data.io import decode_image
+from pneumo.data.io import ImageInfo, decode_image_with_info
 from pneumo.data.layout import Record
 from pneumo.errors import PneumoError
 from pneumo.data.preprocess import PREPROCESS_VERSION, resize_image
@@ -90,11 +90,12 @@ def fingerprint(digests: Sequence[str], size: int | None = None) -> str:
     return h.hexdigest()
 
 
-def _decode(args: tuple[Path, int]) -> np.ndarray | str:
-    """The image resized, or the reason it cannot be read (a message naming the file)."""
+def _decode(args: tuple[Path, int]) -> tuple[np.ndarray, ImageInfo] | str:
+    """The image resized with what the file was, or the reason it cannot be read (a message naming the file)."""
     path, size = args
     try:
-        return resize_image(decode_image(path.read_bytes(), str(path), size_hint=size), size)
+        pixels, info = decode_image_with_info(path.read_bytes(), str(path), size_hint=size)
+        return resize_image(pixels, size), info
     except OSError as exc:
         return f"cannot read {path}: {exc.strerror or exc}"
     except PneumoError as exc:
@@ -109,6 +110,7 @@ class DecodedDataset:
     images: np.ndarray  # uint8 [len(records), size, size]
     fingerprint: str  # of every file's bytes, skipped ones included, in order
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+    infos: list[ImageInfo] = field(default_factory=list)  # what each file was (format, size, DICOM tags), for the input checks
 
 
 def _unreadable(message_by_path: list[tuple[str, str]], total: int) -> PneumoError:
@@ -140,36 +142,40 @@ def decode_dataset(
     digests = file_digests(paths, workers, index_folder=cache_dir(folder))
     key = fingerprint(digests, size)
     target = cache_dir(folder) / f"images-{key}-{size}.npy"
-    skipped_file = target.with_suffix(".skipped.json")
+    skipped_file, infos_file = target.with_suffix(".skipped.json"), target.with_suffix(".infos.json")
     bad: dict[int, str] | None = None
     images: np.ndarray | None = None
+    infos: list[ImageInfo] = []
     if target.exists():
         try:
             bad = {int(i): m for i, m in json.loads(skipped_file.read_text()).items()} if skipped_file.exists() else {}
+            infos = [ImageInfo(**d) for d in json.loads(infos_file.read_text())]
             images = np.load(target)
-            if images.shape != (len(paths) - len(bad), size, size) or images.dtype != np.uint8:
+            if images.shape != (len(paths) - len(bad), size, size) or images.dtype != np.uint8 or len(infos) != len(images):
                 images = None
-        except (OSError, ValueError, EOFError):
-            images = None  # a damaged or empty cache file is rebuilt below
+        except (OSError, ValueError, EOFError, TypeError):
+            images = None  # a damaged, empty or older cache entry is rebuilt below
     if images is None:
         decoded: list[np.ndarray] = []
-        bad = {}
+        infos, bad = [], {}
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
             jobs = pool.map(_decode, [(p, size) for p in paths])
             for i, result in enumerate(progress_bar(jobs, total=len(paths), description=f"decoding {size}px", enabled=progress)):
                 if isinstance(result, str):
                     bad[i] = result
                 else:
-                    decoded.append(result)
+                    decoded.append(result[0])
+                    infos.append(result[1])
         images = np.stack(decoded) if decoded else np.zeros((0, size, size), dtype=np.uint8)
         atomic_write(skipped_file, json.dumps(bad))
+        atomic_write(infos_file, json.dumps([info.to_dict() for info in infos]))
         atomic_write(target, lambda tmp: _save_npy(tmp, images))
     assert bad is not None
     skipped = [(str(paths[i]), message) for i, message in sorted(bad.items())]
     if skipped and (strict or len(skipped) == len(paths)):
         raise _unreadable(skipped, len(paths))
     kept = [r for i, r in enumerate(records) if i not in bad]
-    return DecodedDataset(kept, images, fingerprint(digests), skipped)
+    return DecodedDataset(kept, images, fingerprint(digests), skipped, infos)
 
 
 def cached_images(

@@ -1,19 +1,33 @@
 """Judge a model on a labelled set: metrics at its stored threshold (and at 0.5), with 95% CIs."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from pneumo.data.cache import decode_dataset
 from pneumo.data.layout import discover
 from pneumo.evaluation.report import metrics_report
 from pneumo.evaluation.robustness import shift_report, shifted_probabilities
 from pneumo.inference.base import Model
+from pneumo.inference.checks import check_inputs, warning_kind
 from pneumo.inference.predict import load_model
 from pneumo.tasks import BINARY, pneumonia_probability
 from pneumo.viz.figures import confusion_plot, reliability_plot, roc_plot
 
 __all__ = ["evaluate"]
+
+
+def _abstention(records: list, probs: np.ndarray, warnings: list[list[str]], model: Model, n_boot: int, seed: int) -> dict[str, Any]:
+    """How many films get no verdict, why (the first warning's kind), and the metrics on the rest."""
+    held = np.array([bool(w) for w in warnings])
+    reasons = Counter(warning_kind(w[0]) for w in warnings if w)
+    judged = [r for r, h in zip(records, held) if not h]
+    out: dict[str, Any] = {"n": int(held.sum()), "share": float(held.mean()) if len(held) else float("nan"), "reasons": dict(reasons.most_common())}
+    out["judged"] = metrics_report(judged, probs[~held], model.task, model.threshold, n_boot, seed) if judged else None
+    return out
 
 
 def evaluate(
@@ -30,7 +44,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a model on a class-folder directory, a Kaggle-style root (with `split`) or a manifest.
 
-    The report has top-level n, threshold, accuracy, precision, recall, specificity, f1,
+    Every film goes through the input checks as in `predict`; `abstention` counts the films the
+    model would give no verdict, why, and the metrics on the films it judges. The report has top-level n, threshold, accuracy, precision, recall, specificity, f1,
     roc_auc, pr_auc, loss, confusion_matrix, ece (expected calibration error, 10 bins) and
     reliability (per bin); `ci95` (patient-clustered bootstrap), `at_0.5`,
     and `predictions`, one {path, label, probability} per image; `skipped`, the files that
@@ -41,13 +56,15 @@ def evaluate(
         >>> report = evaluate("chest_xray/test", model="runs/seed")
         >>> report["accuracy"], report["ci95"]["accuracy"]
     """
-    loaded = load_model(model)
+    loaded = load_model(model).with_feature_check()
     dataset = decode_dataset(discover(data).split(split), loaded.image_size, cache_dir, progress=progress, strict=strict)
     records, images = dataset.records, dataset.images
-    probs = loaded.class_probabilities(images, progress=progress)
+    probs, distances = loaded.probabilities_and_distances(images)
+    warnings = check_inputs(dataset.infos, distances, loaded.distance_limit)
     y, p = [r.target(BINARY) for r in records], pneumonia_probability(probs)
     threshold = loaded.threshold
     report = metrics_report(records, probs, loaded.task, threshold, n_boot, seed)
+    report["abstention"] = _abstention(records, probs, warnings, loaded, n_boot, seed)
     if shifts:
         report["shifted"] = shift_report(shifted_probabilities(loaded.pneumonia_probability, images, unshifted=p), y, threshold)
     meta = loaded.meta
@@ -57,7 +74,9 @@ def evaluate(
     }
     report["data"] = {"source": str(data), "split": split, "fingerprint": dataset.fingerprint}
     report["skipped"] = [{"path": path, "error": message} for path, message in dataset.skipped]
-    report["predictions"] = [{"path": str(r.path), "label": r.label, "probability": float(prob)} for r, prob in zip(records, p)]
+    report["predictions"] = [
+        {"path": str(r.path), "label": r.label, "probability": float(prob), "abstain": bool(w), "warnings": w} for r, prob, w in zip(records, p, warnings)
+    ]
     if plots_dir is not None:
         plots_dir = Path(plots_dir)
         roc_plot(y, p, plots_dir / "roc.png", threshold, title=f"ROC, n={len(records)}")

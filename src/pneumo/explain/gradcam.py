@@ -27,7 +27,7 @@ from pneumo.inference.predict import load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.utils.walk import expand_paths
 
-__all__ = ["cam_evidence", "grad_cam", "frame_share", "explain_files"]
+__all__ = ["cam_evidence", "grad_cam", "weighted_by_probability", "frame_share", "explain_files"]
 
 
 def _forward_keeping_last_map(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,6 +99,12 @@ def grad_cam(model: Model, images: np.ndarray, batch_size: int = 16) -> np.ndarr
     return torch.where(span > 0, (cam - lo) / span.clamp_min(1e-12), torch.zeros_like(cam)).numpy().astype(np.float32)
 
 
+def weighted_by_probability(heatmaps: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Per-image heatmaps [N, S, S] in [0, 1] times each image's P(pneumonia): where the evidence
+    lies, as bright as the model is sure. A film called NORMAL at P = 0.001 shows no red."""
+    return (np.asarray(heatmaps) * np.asarray(probabilities, dtype=np.float32)[:, None, None]).astype(np.float32)
+
+
 def frame_share(evidence: np.ndarray, margin: float = 0.12) -> np.ndarray:
     """Per map [N, S, S], the share of its evidence in the outer frame (`margin` x side at every
     edge: 42% of the area at 0.12), where corners, borders, side markers and labels are and the
@@ -127,7 +133,8 @@ def explain_files(
     paths: Iterable[str | Path], model: str | Path | Model | None = None, *, out_dir: str | Path, batch_size: int = 16
 ) -> list[Path]:
     """Write one `<stem>_cam.png` per image file (or per image in a folder): the image, its
-    Grad-CAM overlay, and the prediction at the model's threshold.
+    Grad-CAM overlay weighted by P(pneumonia) (`weighted_by_probability`; the colour bar says
+    so), and the prediction at the model's threshold.
 
     Files of the same name from different folders get `<stem>-2_cam.png`, ... in input order;
     figures from an earlier call with the same inputs are replaced.
@@ -150,6 +157,7 @@ def explain_files(
         images = np.stack([load_image(f, loaded.image_size) for f in chunk])
         heatmaps = grad_cam(loaded, images, batch_size)
         probabilities = loaded.pneumonia_probability(images)
+        heatmaps = weighted_by_probability(heatmaps, probabilities)
         for f, name, image, heatmap, p in zip(chunk, names[start:], images, heatmaps, probabilities):
             written.append(cam_figure(image, heatmap, float(p), loaded.label(float(p)), loaded.threshold, out_dir / name, title=f.name))
     return written

@@ -12,6 +12,7 @@ Example:
 """
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -28,6 +29,7 @@ from torch import nn
 from pneumo.data.preprocess import check_image_batch, normalise
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
+from pneumo.inference.features import feature_module
 from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.predict import load_model
 from pneumo.inference.torch_backend import TorchModel
@@ -42,14 +44,19 @@ PARITY_TOLERANCE = 1e-4
 
 
 class _PixelsToProbabilities(nn.Module):
-    """The network with the checkpoint's preprocessing before it and its output activation after."""
+    """The network with the checkpoint's preprocessing before it and its output activation
+    after; its penultimate features (what the input checks measure) as a second output."""
 
     def __init__(self, net: nn.Module, meta: CheckpointMeta) -> None:
         super().__init__()
         self.net, self.task, self.mean, self.std, self.temperature = net, meta.task_spec, meta.mean, meta.std, meta.temperature
+        self._features: list[torch.Tensor] = []
+        feature_module(net).register_forward_pre_hook(lambda _module, args: self._features.append(args[0]))
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.task.probabilities(self.net(normalise(pixels / 255.0, self.mean, self.std)), self.temperature)
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._features.clear()
+        probabilities = self.task.probabilities(self.net(normalise(pixels / 255.0, self.mean, self.std)), self.temperature)
+        return probabilities, self._features[-1].flatten(1).float()
 
 
 def _check_images(images: np.ndarray | None, size: int) -> np.ndarray:
@@ -61,6 +68,29 @@ def _check_images(images: np.ndarray | None, size: int) -> np.ndarray:
         noise = rng.normal(0, 12, size=(8, 1, size, size))
         return np.clip(smooth.numpy() + noise, 0, 255).astype(np.uint8)[:, 0]
     return check_image_batch(images, size, "check_images", allow_empty=False)
+
+
+def _feature_check(model: TorchModel) -> dict[str, Any] | None:
+    """The checkpoint's feature statistics for the export's JSON (float32, little-endian, base64), or None."""
+    stats = model.with_feature_check().feature_stats
+    if stats is None:
+        return None
+    encode = lambda t: base64.b64encode(t.detach().cpu().float().numpy().astype("<f4").tobytes()).decode("ascii")  # noqa: E731
+    return {"width": int(stats["mean"].shape[0]), "mean": encode(stats["mean"]), "precision": encode(stats["precision"]), "threshold": float(stats["threshold"]), "encoding": "float32-le-base64"}
+
+
+def _parity(exported: OnnxModel, checked: TorchModel, reference: TorchModel, images: np.ndarray) -> float:
+    """The largest probability difference between the export and PyTorch; refuses an export
+    whose probabilities or feature distances disagree with the checkpoint's."""
+    probs, distances = exported.probabilities_and_distances(images)
+    diff = float(np.abs(probs - reference.class_probabilities(images)).max())
+    if not diff <= PARITY_TOLERANCE:
+        raise PneumoError(f"the ONNX export of {checked.meta.architecture} differs from PyTorch by {diff:.2g} (> {PARITY_TOLERANCE:g}) in probability; nothing was written; try another --opset")
+    if distances is not None:
+        expected = checked.probabilities_and_distances(images)[1]
+        if not np.allclose(distances, expected, rtol=1e-3, atol=1e-3):
+            raise PneumoError(f"the ONNX export's feature distances differ from PyTorch's (up to {np.abs(distances - expected).max():.2g}); nothing was written; try another --opset")
+    return diff
 
 
 def export_onnx(
@@ -105,21 +135,22 @@ def export_onnx(
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 _PixelsToProbabilities(reference.net, meta).eval(), (example,), str(onnx_tmp), dynamo=False, opset_version=opset,
-                input_names=["pixels"], output_names=["probabilities"], dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},
+                input_names=["pixels"], output_names=["probabilities", "features"],
+                dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}, "features": {0: "batch"}},
             )
         info = {
             "format": "pneumo-onnx", "format_version": EXPORT_FORMAT_VERSION, "opset": opset,
             "architecture": meta.architecture, "task": meta.task, "classes": meta.classes, "image_size": meta.image_size, "threshold": meta.threshold, "temperature": meta.temperature,
             "input": {"name": "pixels", "dtype": "float32", "shape": ["batch", 1, loaded.image_size, loaded.image_size], "values": "raw pixels 0..255; normalisation is in the graph"},
             "output": {"name": "probabilities", "dtype": "float32", "shape": ["batch", len(meta.classes)], "order": meta.classes},
+            "features_output": {"name": "features", "dtype": "float32", "shape": ["batch", "width"], "values": "the penultimate features the input checks measure"},
+            "feature_check": _feature_check(loaded),
             "onnx_sha256": sha256_file(onnx_tmp),
             "checkpoint": meta.to_dict(),
         }
         onnx_tmp.with_suffix(".json").write_text(json.dumps(info, indent=2))
         # checked through the deployment's own loader, so a graph it cannot run is never written
-        diff = float(np.abs(OnnxModel.load(onnx_tmp).class_probabilities(images) - reference.class_probabilities(images)).max())
-        if not diff <= PARITY_TOLERANCE:
-            raise PneumoError(f"the ONNX export of {meta.architecture} differs from PyTorch by {diff:.2g} (> {PARITY_TOLERANCE:g}) in probability; nothing was written; try another --opset")
+        diff = _parity(OnnxModel.load(onnx_tmp), loaded.with_feature_check(), reference, images)
         os.replace(onnx_tmp, out)
         os.replace(onnx_tmp.with_suffix(".json"), out.with_suffix(".json"))
     finally:

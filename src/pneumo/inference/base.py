@@ -16,19 +16,34 @@ import numpy as np
 from pneumo.models.meta import CheckpointMeta
 from pneumo.tasks import Task, pneumonia_probability
 
-__all__ = ["Prediction", "PredictionBatch", "Model"]
+__all__ = ["NO_VERDICT", "Prediction", "PredictionBatch", "Model"]
+
+
+NO_VERDICT = "no verdict: input outside what the model was trained on"
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's verdict: P(pneumonia), the label at the threshold, and every class's probability."""
+    """One image's verdict: P(pneumonia), the label at the threshold, and every class's probability.
+
+    When the input checks find the image outside what the model was trained on, the model
+    abstains: `abstain` is True, `label` is None and `abstain_reason` says why; the
+    probabilities are still there, for whoever wants to look (`abstain=False` forces a label).
+    """
 
     path: str
     probability: float
-    label: str
+    label: str | None
     threshold: float
     class_probabilities: dict[str, float]
     warnings: tuple[str, ...] = ()  # why the input may be outside what the model can judge (pneumo.inference.checks)
+    abstain: bool = False
+    abstain_reason: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        """The label, or the words for no verdict."""
+        return self.label if self.label is not None else NO_VERDICT
 
     def to_dict(self) -> dict:
         return {**asdict(self), "warnings": list(self.warnings)}

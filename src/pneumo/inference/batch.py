@@ -256,7 +256,7 @@ class ResultWriter:
 
 def _load_classifier(model: str | Path | Model | None, backend: str) -> Model:
     """The model for a backend. "auto" runs an export or the bundled model through onnxruntime
-    (the fastest on CPU; only the rule-based input checks warn), a checkpoint through PyTorch
+    (the fastest on CPU; an export made by this pneumo carries the feature check too), a checkpoint through PyTorch
     with its feature-distance check; a model object is used as it is."""
     if backend not in BACKENDS:
         raise PneumoError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
@@ -304,6 +304,7 @@ def predict_archive(
     strict: bool = False,
     progress: bool = True,
     backend: str = "auto",
+    abstain: bool = True,
 ) -> BatchSummary:
     """Classify every image under a folder (recursively) or listed in a CSV manifest (`path`
     column, relative to the manifest), appending rows to `out` (.csv, or .parquet with pyarrow).
@@ -316,7 +317,8 @@ def predict_archive(
         progress: a progress bar on stderr (count, rate, and an ETA once a background count is in).
         backend: "onnx" (an export, or the bundled model's), "torch" (a checkpoint, with its
             feature-distance check), or "auto": onnx for the bundled model or an .onnx (about 1.5
-            times faster on CPU; only the rule-based input checks then warn), torch for a checkpoint.
+            times faster on CPU), torch for a checkpoint.
+        abstain: leave unlabelled (abstain) the files the input checks find outside what the model was trained on.
 
     Rows are in source order, with the paths as walked from `source`: resume with `source`
     spelled the same way, or every file is predicted again.
@@ -345,7 +347,7 @@ def predict_archive(
                 predictions = []
                 if decoded:
                     names, images, infos = zip(*decoded)
-                    predictions = classify_images(np.stack(images), infos, names, classifier)
+                    predictions = classify_images(np.stack(images), infos, names, classifier, abstain)
                 writer.write(predictions, skipped)
                 bar.update(task, advance=len(decoded) + len(skipped), info=f"{writer.n_skipped} skipped" if writer.n_skipped else "")
         finally:

@@ -24,7 +24,7 @@ import numpy as np
 
 from pneumo.data.io import ImageInfo
 
-__all__ = ["RADIOGRAPHY_MODALITIES", "MAX_COLOURFULNESS", "ASPECT_RANGE", "MIN_SIDE", "MAX_AGE_YEARS", "rule_warnings", "check_inputs"]
+__all__ = ["RADIOGRAPHY_MODALITIES", "MAX_COLOURFULNESS", "ASPECT_RANGE", "MIN_SIDE", "MAX_AGE_YEARS", "rule_warnings", "warning_kind", "mahalanobis_distance", "check_inputs"]
 
 _MEANINGLESS = "the result may be meaningless"
 
@@ -94,6 +94,32 @@ def rule_warnings(info: ImageInfo) -> list[str]:
     if min(info.width, info.height) < MIN_SIDE:
         out.append(f"the image is only {info.width}x{info.height} px, too small to show the lungs: {_MEANINGLESS}")
     return out
+
+
+# what each check's warning says first, and its kind in a tally (evaluate's abstention reasons)
+_KINDS = (
+    ("DICOM modality is", "not a radiograph"),
+    ("body part is", "not the chest"),
+    ("view position", "not a frontal film"),
+    ("the patient is", "patient older than 16"),
+    ("the file holds", "several frames"),
+    ("the image is in colour", "colour image"),
+    ("too elongated", "elongated image"),
+    ("too small to show", "thumbnail"),
+    ("looks unlike the chest X-rays", "unlike the training films"),
+)
+
+
+def warning_kind(warning: str) -> str:
+    """A short name for the check behind a warning, to count warnings by kind."""
+    return next((kind for words, kind in _KINDS if words in warning), "other")
+
+
+def mahalanobis_distance(features: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Distance of each row of `features` [N, D] from a Gaussian (mean [D], precision [D, D]), in float64."""
+    diff = np.asarray(features, dtype=np.float64) - np.asarray(mean, dtype=np.float64)
+    squared = ((diff @ np.asarray(precision, dtype=np.float64)) * diff).sum(axis=1)
+    return np.sqrt(np.clip(squared, 0, None))
 
 
 def check_inputs(

@@ -17,8 +17,8 @@ from pneumo.tasks import pneumonia_probability
 __all__ = ["classify", "classify_images"]
 
 
-def classify(files: list[Path], model: Model, batch_size: int = 32, strict: bool = False) -> PredictionBatch:
-    """Predictions for image files with any backend, in batches.
+def classify(files: list[Path], model: Model, batch_size: int = 32, strict: bool = False, abstain: bool = True) -> PredictionBatch:
+    """Predictions for image files with any backend, in batches; see `classify_images` for `abstain`.
 
     A file that cannot be read is skipped and listed in `.skipped` (one bad file in an archive
     does not stop the batch); with `strict` it is an error. So is a batch with no readable file.
@@ -35,28 +35,41 @@ def classify(files: list[Path], model: Model, batch_size: int = 32, strict: bool
                     raise PneumoError(f"{exc} (--strict stops at the first unreadable file)") from None
                 results.skipped.append((str(f), str(exc)))
         if decoded:
-            results += classify_images(np.stack([image for image, _ in decoded]), [info for _, info in decoded], names, model)
+            results += classify_images(np.stack([image for image, _ in decoded]), [info for _, info in decoded], names, model, abstain)
     if not results and results.skipped:
         first = "; ".join(message for _, message in results.skipped[:3])
         raise PneumoError(f"none of the {len(results.skipped)} files could be read: {first}")
     return results
 
 
-def classify_images(images: np.ndarray, infos: Sequence[ImageInfo | None], names: Sequence[str], model: Model) -> list[Prediction]:
+def classify_images(
+    images: np.ndarray, infos: Sequence[ImageInfo | None], names: Sequence[str], model: Model, abstain: bool = True
+) -> list[Prediction]:
     """`classify` for images already decoded and resized (uint8 [N, S, S]), e.g. uploads a service
     received: one forward pass, labels at the model's threshold, the input checks' warnings
-    (the feature-distance one where the model has feature statistics)."""
+    (the feature-distance one where the model has feature statistics).
+
+    An image any check warns about gets no label (`abstain`, with the first warning as the
+    reason); `abstain=False` labels it anyway, the warnings still attached.
+    """
     probs, distances = model.probabilities_and_distances(images)
     warnings = check_inputs(infos, distances, model.distance_limit)
     classes = model.classes
-    return [
-        Prediction(
-            path=name,
-            probability=float(p),
-            label=model.label(float(p)),
-            threshold=model.threshold,
-            class_probabilities={c: float(v) for c, v in zip(classes, row)},
-            warnings=tuple(warned),
+    results = []
+    for name, row, p, warned in zip(names, probs, pneumonia_probability(probs), warnings):
+        if not np.isfinite(row).all():
+            raise PneumoError(f"{name}: the model returned a non-finite probability ({row.tolist()}); the model file may be damaged")
+        holds = abstain and bool(warned)
+        results.append(
+            Prediction(
+                path=name,
+                probability=float(p),
+                label=None if holds else model.label(float(p)),
+                threshold=model.threshold,
+                class_probabilities={c: float(v) for c, v in zip(classes, row)},
+                warnings=tuple(warned),
+                abstain=holds,
+                abstain_reason=warned[0] if holds else None,
+            )
         )
-        for name, row, p, warned in zip(names, probs, pneumonia_probability(probs), warnings)
-    ]
+    return results

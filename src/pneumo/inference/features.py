@@ -29,6 +29,7 @@ from sklearn.covariance import LedoitWolf
 from torch import nn
 
 from pneumo.errors import PneumoError
+from pneumo.inference.checks import mahalanobis_distance
 from pneumo.models.checkpoint import resolve_checkpoint
 from pneumo.models.meta import FEATURES, META
 from pneumo.utils.files import write_temp
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FEATURES",
+    "feature_module",
+    "mahalanobis",
     "fit_feature_stats",
     "save_feature_stats",
     "load_feature_stats",
@@ -57,7 +60,7 @@ def _head(net: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
-def _feature_module(net: nn.Module) -> nn.Module:
+def feature_module(net: nn.Module) -> nn.Module:
     """The module whose input is the penultimate features: an ensemble's `feature_layer` (its
     members' features side by side), else the classifier."""
     layer = getattr(net, "feature_layer", None)
@@ -73,7 +76,7 @@ def _feature_width(net: nn.Module) -> int:
 def _penultimate_features(net: nn.Module) -> Iterator[list[torch.Tensor]]:
     """Collect the classifier's input batch by batch inside the `with` block; the hook goes away after."""
     batches: list[torch.Tensor] = []
-    handle = _feature_module(net).register_forward_pre_hook(lambda _module, args: batches.append(args[0].detach().float().cpu()))
+    handle = feature_module(net).register_forward_pre_hook(lambda _module, args: batches.append(args[0].detach().float().cpu()))
     try:
         yield batches
     finally:
@@ -96,10 +99,10 @@ def _gaussian(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return fitted.location_, fitted.precision_
 
 
-def _mahalanobis(features: torch.Tensor | np.ndarray, mean: torch.Tensor | np.ndarray, precision: torch.Tensor | np.ndarray) -> np.ndarray:
-    diff = torch.as_tensor(features, dtype=torch.float64) - torch.as_tensor(mean, dtype=torch.float64)
-    squared = ((diff @ torch.as_tensor(precision, dtype=torch.float64)) * diff).sum(dim=1)
-    return squared.clamp_min(0).sqrt().numpy()
+def mahalanobis(features: torch.Tensor | np.ndarray, mean: torch.Tensor | np.ndarray, precision: torch.Tensor | np.ndarray) -> np.ndarray:
+    """`pneumo.inference.checks.mahalanobis_distance` of tensors or arrays."""
+    as_array = lambda t: t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)  # noqa: E731
+    return mahalanobis_distance(as_array(features), as_array(mean), as_array(precision))
 
 
 def fit_feature_stats(
@@ -132,7 +135,7 @@ def fit_feature_stats(
     held_out = np.empty(len(features))
     for k in range(folds):
         mean, precision = _gaussian(features[fold != k])
-        held_out[fold == k] = _mahalanobis(features[fold == k], mean, precision)
+        held_out[fold == k] = mahalanobis(features[fold == k], mean, precision)
     mean, precision = _gaussian(features)
     return {
         "mean": torch.from_numpy(mean).float(),
@@ -202,7 +205,7 @@ def probabilities_and_distance(
             f"the feature statistics are for {stats['mean'].shape[0]} features but this model has {features.shape[1]}: "
             "they were fitted for another model; refit them"
         )
-    return probs, _mahalanobis(features, stats["mean"], stats["precision"])
+    return probs, mahalanobis(features, stats["mean"], stats["precision"])
 
 
 def feature_distance(

@@ -11,6 +11,7 @@ Example:
 """
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from pneumo.data.preprocess import check_image_batch
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
+from pneumo.inference.checks import mahalanobis_distance
 from pneumo.models.meta import CheckpointMeta
 from pneumo.utils.files import sha256_file
 from pneumo.utils.progress import progress_bar
@@ -45,6 +47,12 @@ class OnnxModel(Model):
         self.export = export
         self.meta = _export_meta(export, "the export's JSON")
         self._input = session.get_inputs()[0].name
+        self._outputs = [o.name for o in session.get_outputs()]
+        self._feature_check = _feature_check(export, self._outputs, "the export's JSON")
+
+    @property
+    def distance_limit(self) -> float | None:
+        return self._feature_check[2] if self._feature_check is not None else None
 
     @classmethod
     def load(cls, path: str | Path) -> OnnxModel:
@@ -73,13 +81,43 @@ class OnnxModel(Model):
 
     def class_probabilities(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
         """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes] in `classes` order."""
+        return self._run(images, batch_size, progress, [self._outputs[0]])[0]
+
+    def probabilities_and_distances(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities and, where the export carries the feature check, each image's feature distance (one pass)."""
+        if self._feature_check is None:
+            return self.class_probabilities(images, batch_size), None
+        probs, features = self._run(images, batch_size, False, self._outputs[:2])
+        mean, precision, _ = self._feature_check
+        return probs, mahalanobis_distance(features, mean, precision)
+
+    def _run(self, images: np.ndarray, batch_size: int, progress: bool, outputs: list[str]) -> list[np.ndarray]:
         images = check_image_batch(images, self.image_size)
         starts = range(0, len(images), batch_size)
-        out = [
-            self.session.run(None, {self._input: images[start : start + batch_size, None].astype(np.float32)})[0]
+        batches = [
+            self.session.run(outputs, {self._input: images[start : start + batch_size, None].astype(np.float32)})
             for start in progress_bar(starts, len(starts), "predicting", progress)
         ]
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+        if not batches:
+            return [np.zeros((0, len(self.classes)), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)][: len(outputs)]
+        return [np.concatenate([b[i] for b in batches]) for i in range(len(outputs))]
+
+
+def _feature_check(export: dict[str, Any], outputs: list[str], where: str) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """The training-feature statistics an export carries (mean, precision, limit), when its graph also outputs the features."""
+    check = export.get("feature_check")
+    if not check or len(outputs) < 2:
+        return None
+    try:
+        width = int(check["width"])
+        mean = np.frombuffer(base64.b64decode(check["mean"]), dtype="<f4").astype(np.float64)
+        precision = np.frombuffer(base64.b64decode(check["precision"]), dtype="<f4").astype(np.float64).reshape(width, width)
+        limit = float(check["threshold"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PneumoError(f"{where}: its feature_check is damaged ({exc}); export the model again") from None
+    if mean.shape != (width,) or not (np.isfinite(mean).all() and np.isfinite(precision).all() and np.isfinite(limit)):
+        raise PneumoError(f"{where}: its feature_check is damaged (shapes or values); export the model again")
+    return mean, precision, limit
 
 
 def _export_meta(export: dict[str, Any], where: str) -> CheckpointMeta:

@@ -59,16 +59,17 @@ def _load_export(path: str | Path) -> Model:
 
 
 def predict(
-    paths: Iterable[str | Path], model: str | Path | Model | None = None, batch_size: int = 32, strict: bool = False
+    paths: Iterable[str | Path], model: str | Path | Model | None = None, batch_size: int = 32, strict: bool = False, abstain: bool = True
 ) -> PredictionBatch:
     """Classify image files, folders of them (recursively) or glob patterns, with the input checks.
 
     `model` is a run folder, a checkpoint, an exported .onnx, a loaded model, or None for the
     bundled one. Files that cannot be read are skipped and listed in the result's `.skipped`;
-    `strict` makes the first one an error.
+    `strict` makes the first one an error. A file the input checks find outside what the model
+    was trained on gets no label (`abstain`); `abstain=False` labels it anyway.
 
     Example:
         >>> [p.label for p in predict(["xray.jpeg"], model="runs/seed")]
         ['PNEUMONIA']
     """
-    return classify(expand_paths(paths), load_model(model).with_feature_check(), batch_size, strict)
+    return classify(expand_paths(paths), load_model(model).with_feature_check(), batch_size, strict, abstain)

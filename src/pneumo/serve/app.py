@@ -150,7 +150,7 @@ class _Service:
         self.summary = _model_summary(model.meta)
         self.lock = threading.Lock()
 
-    def predict(self, name: str, data: bytes, cam: bool) -> dict[str, Any]:
+    def predict(self, name: str, data: bytes, cam: bool, abstain: bool = True) -> dict[str, Any]:
         model = self.model
         try:
             pixels, info = decode_image_with_info(data, name, size_hint=model.image_size, max_pixels=self.max_pixels)
@@ -158,11 +158,13 @@ class _Service:
             raise ApiError(400, str(exc)) from None
         image = resize_image(pixels, model.image_size)
         with self.lock:
-            result = classify_images(image[None], [info], [name], model)[0]
+            result = classify_images(image[None], [info], [name], model, abstain)[0]
         answer: dict[str, Any] = {
             "filename": name,
             "probability": result.probability,
             "label": result.label,
+            "abstain": result.abstain,
+            "abstain_reason": result.abstain_reason,
             "threshold": result.threshold,
             "class_probabilities": result.class_probabilities,
             "warnings": list(result.warnings),
@@ -173,19 +175,20 @@ class _Service:
         if cam and isinstance(model, OnnxModel):
             answer["warnings"].append("no heatmap: this service runs an ONNX export; Grad-CAM needs the PyTorch checkpoint")
         elif cam:
-            answer["cam"] = self._heatmap(image)
+            answer["cam"] = self._heatmap(image, result.probability)
         return answer
 
-    def _heatmap(self, image: np.ndarray) -> dict[str, str]:
-        from pneumo.explain.gradcam import grad_cam
+    def _heatmap(self, image: np.ndarray, probability: float) -> dict[str, str]:
+        from pneumo.explain.gradcam import grad_cam, weighted_by_probability
         from pneumo.viz.figures import cam_overlay, heatmap_rgba
 
         with self.lock:
-            heatmap = grad_cam(self.model, image[None])[0]
+            heatmap = weighted_by_probability(grad_cam(self.model, image[None]), np.array([probability]))[0]
         return {
             "image_png": _png_base64(image),
             "heatmap_png": _png_base64(heatmap_rgba(heatmap)),
             "overlay_png": _png_base64(cam_overlay(image, heatmap)),
+            "scale": "Grad-CAM x P(pneumonia): as bright as the model is sure",
         }
 
 
@@ -211,12 +214,14 @@ def create_app(
     _add_error_handlers(app)
 
     @app.post("/v1/predict")
-    async def predict(request: Request, cam: bool = False) -> dict[str, Any]:
-        """P(pneumonia), the label at the model's threshold, input warnings; with `?cam=true`
-        the image the model saw, its Grad-CAM heatmap and their overlay as base64 PNGs."""
+    async def predict(request: Request, cam: bool = False, abstain: bool = True) -> dict[str, Any]:
+        """P(pneumonia), the label at the model's threshold, input warnings; no label (`abstain`
+        true, with the reason) for an input outside what the model was trained on, unless
+        `?abstain=false`; with `?cam=true` the image the model saw, its Grad-CAM heatmap and
+        their overlay as base64 PNGs."""
         body = await _read_limited(request, limit)
         name, data = _uploaded_file(request.headers.get("content-type", ""), body, limit)
-        return await run_in_threadpool(service.predict, name, data, cam)
+        return await run_in_threadpool(service.predict, name, data, cam, abstain)
 
     @app.get("/v1/model")
     async def model_info() -> dict[str, Any]:

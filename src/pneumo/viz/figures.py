@@ -130,7 +130,8 @@ def reliability_plot(bins: Sequence[dict], ece: float, path: str | Path, title: 
 
 
 def cam_figure(
-    image: np.ndarray, heatmap: np.ndarray, probability: float, label: str, threshold: float, out: str | Path, title: str | None = None
+    image: np.ndarray, heatmap: np.ndarray, probability: float, label: str, threshold: float, out: str | Path, title: str | None = None,
+    scale: str = "Grad-CAM x P(pneumonia)",
 ) -> Path:
     """The image beside its Grad-CAM overlay, with a colour bar and the verdict in the title.
 
@@ -139,12 +140,14 @@ def cam_figure(
 
     Args:
         image: uint8 [H, W], shown in gray on both panels.
-        heatmap: float [h, w] in [0, 1] (`pneumo.explain.grad_cam`).
+        heatmap: float [h, w] in [0, 1] (`pneumo.explain.gradcam.grad_cam`, weighted by P(pneumonia)
+            by default, so a confident NORMAL shows no red).
         probability: P(pneumonia).
         label: the label at the threshold.
         threshold: the model's decision threshold.
         out: PNG file to write.
         title: first title line, e.g. the file name.
+        scale: what the heat's scale is, written on the colour bar.
     """
     height, width = image.shape
     extent = (-0.5, width - 0.5, height - 0.5, -0.5)
@@ -155,7 +158,7 @@ def cam_figure(
     axes[0].set_title("image", fontsize=10)
     overlay = axes[1].imshow(heatmap, cmap="jet", vmin=0, vmax=1, alpha=CAM_OPACITY, extent=extent, interpolation="bilinear")
     axes[1].set_title("Grad-CAM for PNEUMONIA", fontsize=10)
-    fig.colorbar(overlay, ax=axes[1], fraction=0.046, pad=0.04, label="relative evidence")
+    fig.colorbar(overlay, ax=axes[1], fraction=0.046, pad=0.04, label=f"evidence for pneumonia ({scale})")
     verdict = f"{label}: P(pneumonia) = {probability:.3f} (threshold {threshold:.3g})"
     fig.suptitle(f"{title}\n{verdict}" if title else verdict, fontsize=11)
     return _save(fig, out)

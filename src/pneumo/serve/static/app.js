@@ -56,11 +56,13 @@
   function render(data, file) {
     var p = Number(data.probability), t = Number(data.threshold);
     var label = String(data.label || "");
+    var abstained = data.abstain === true;
 
     $("file-name").textContent = data.filename || (file && file.name) || "";
     var labelEl = $("label");
-    labelEl.textContent = label;
-    labelEl.className = "label " + (label === "PNEUMONIA" ? "is-pneumonia" : label === "NORMAL" ? "is-normal" : "");
+    // no badge for what the model cannot judge: the probability stays below, in the details
+    labelEl.textContent = abstained ? "no verdict: input outside what the model was trained on" : label;
+    labelEl.className = "label " + (abstained ? "is-abstain" : label === "PNEUMONIA" ? "is-pneumonia" : label === "NORMAL" ? "is-normal" : "");
 
     $("probability").textContent = fmt(p);
     $("threshold").textContent = fmt(t);
@@ -99,7 +101,7 @@
     var caption = $("image-caption");
     if (cam && cam.image_png) {
       image.src = "data:image/png;base64," + cam.image_png;
-      caption.textContent = "The image as the model saw it" + (cam.heatmap_png ? ", with its Grad-CAM heatmap (red: regions that raised the pneumonia score most)." : ".");
+      caption.textContent = "The image as the model saw it" + (cam.heatmap_png ? ", with its Grad-CAM heatmap (" + (cam.scale || "relative evidence") + "; red: regions that raised the pneumonia score most)." : ".");
     } else if (file && /^image\/(jpeg|png)$/.test(file.type)) {
       image.src = URL.createObjectURL(file);
       caption.textContent = "Your image (no heatmap for this model).";
