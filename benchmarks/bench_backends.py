@@ -19,10 +19,10 @@ import torch
 from common import DATA, table
 
 from pneumo.data.layout import discover
-from pneumo.export.onnx import export_onnx
-from pneumo.inference.predict import load_model, predict
 from pneumo.data.preprocess import load_image
+from pneumo.export.onnx import export_onnx
 from pneumo.inference.onnx_backend import OnnxModel
+from pneumo.inference.predict import load_model, predict
 
 
 def measure(run: Callable[[list[Path], int], object], files: list[Path], n_single: int, batch: int) -> tuple[float, float, float]:

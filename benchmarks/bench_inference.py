@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from common import DATA, table
 
-from pneumo.models.checkpoint import save_checkpoint
 from pneumo.data.layout import discover
-from pneumo.models import create_model, model_spec
 from pneumo.inference.predict import load_model, predict
+from pneumo.models import create_model, model_spec
+from pneumo.models.checkpoint import save_checkpoint
 from pneumo.models.meta import CheckpointMeta
 
 

@@ -22,15 +22,15 @@ from common import DATA, table
 from PIL import Image, ImageDraw
 from sklearn.datasets import load_sample_images
 
-from pneumo.models.checkpoint import resolve_checkpoint
 from pneumo.data.cache import cached_images
 from pneumo.data.io import ImageInfo, read_image_with_info
 from pneumo.data.layout import discover
-from pneumo.data.split import split_records
-from pneumo.inference.features import feature_distance, fit_feature_stats, out_of_distribution, probabilities_and_distance, save_feature_stats
-from pneumo.inference.checks import check_inputs, rule_warnings
-from pneumo.inference.predict import bundled_model_dir, load_model
 from pneumo.data.preprocess import resize_image
+from pneumo.data.split import split_records
+from pneumo.inference.checks import check_inputs, rule_warnings
+from pneumo.inference.features import feature_distance, fit_feature_stats, out_of_distribution, probabilities_and_distance, save_feature_stats
+from pneumo.inference.predict import bundled_model_dir, load_model
+from pneumo.models.checkpoint import resolve_checkpoint
 
 
 def _files_read_back(arrays: list[np.ndarray], folder: Path, name: str, fmt: str, size: int) -> tuple[np.ndarray, list[ImageInfo]]:

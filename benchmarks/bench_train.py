@@ -15,11 +15,11 @@ from common import DATA, table
 
 from pneumo.config import AugmentConfig, load_config
 from pneumo.data.augment import augment_batch
-from pneumo.models import create_model, model_spec
 from pneumo.data.preprocess import normalise
+from pneumo.models import create_model, model_spec
 from pneumo.training.cuda_graphs import cuda_graphed
-from pneumo.training.optim import pick_device
 from pneumo.training.loop import train
+from pneumo.training.optim import pick_device
 
 
 def step_throughput(name: str, size: int, batch: int, steps: int, device: torch.device, graphs: bool) -> float:

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import pick
 from pneumo.config import AugmentConfig, load_config
 from pneumo.data.augment import augment_batch
 from pneumo.data.preprocess import load_image
+from tests.conftest import pick
 
 SIZE = 64
 

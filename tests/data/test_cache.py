@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import copy_class_folders
 from pneumo.data import cache as cache_module
 from pneumo.data.cache import cache_dir, cached_images, decode_dataset
 from pneumo.data.layout import Record, discover
-from pneumo.errors import PneumoError
 from pneumo.data.preprocess import load_image
+from pneumo.errors import PneumoError
+from tests.conftest import copy_class_folders
 
 SIZE = 48
 

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-from tests.conftest import pick
 
 import pneumo.data.download as dl
 from pneumo.data.download import KAGGLE_HANDLE, URL_ENV, download
 from pneumo.data.layout import discover
 from pneumo.errors import PneumoError
+from tests.conftest import pick
 
 ARCHIVE = "ChestXRay2017.zip"
 PICKS = {("train", "NORMAL"): (3, 0), ("train", "PNEUMONIA"): (3, 0), ("test", "NORMAL"): (2, 7), ("test", "PNEUMONIA"): (2, 7)}

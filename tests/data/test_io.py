@@ -20,10 +20,10 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder, set_pixel_data
 from pydicom.uid import JPEGBaseline8Bit
 
-from tests.conftest import SAMPLES, pick
 from pneumo.data.io import ImageInfo, decode_image, decode_image_with_info, read_image, read_image_with_info
-from pneumo.errors import PneumoError
 from pneumo.data.preprocess import load_image, normalise, resize_image
+from pneumo.errors import PneumoError
+from tests.conftest import SAMPLES, pick
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import pick
 from pneumo.data.layout import Dataset, Record, discover, parse_filename
 from pneumo.data.split import write_split
 from pneumo.errors import PneumoError
-
+from tests.conftest import pick
 
 # --- parse_filename -------------------------------------------------------------------------
 

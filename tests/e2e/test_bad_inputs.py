@@ -30,15 +30,15 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 from pydicom.uid import JPEGLSLossless
 
-from tests.conftest import SAMPLES, copy_class_folders, pick
 from pneumo.data.io import read_image_with_info
 from pneumo.data.layout import discover
 from pneumo.data.summary import summarize
 from pneumo.errors import PneumoError
-from pneumo.inference.predict import BUNDLED_ONNX, bundled_model_dir, load_model, predict
 from pneumo.inference.onnx_backend import OnnxModel
-from pneumo.utils.walk import expand_paths
+from pneumo.inference.predict import BUNDLED_ONNX, bundled_model_dir, load_model, predict
 from pneumo.serve.app import create_app
+from pneumo.utils.walk import expand_paths
+from tests.conftest import SAMPLES, copy_class_folders, pick
 
 ONNX = bundled_model_dir() / BUNDLED_ONNX
 DX = SAMPLES / "dicom" / "dx_chest_uncompressed.dcm"

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -156,12 +156,12 @@ def test_predict_formats_globs_and_output_files(small_folder: Path, tmp_path: Pa
     expected = sorted(p.name for p in (small_folder / "NORMAL").glob("IM-01*.jpeg"))
     assert expected, "the subset has IM-01* files"
     lines = pneumo("predict", pattern, "--format", "csv").stdout.splitlines()
-    assert lines[0] == "path,probability,label,threshold,p_NORMAL,p_PNEUMONIA,warnings"
+    assert lines[0] == "path,probability,label,abstain,threshold,p_NORMAL,p_PNEUMONIA,warnings,abstain_reason"
     rows = [line.split(",") for line in lines[1:]]
     assert sorted(Path(r[0]).name for r in rows) == expected
     for r in rows:
-        assert float(r[4]) + float(r[5]) == pytest.approx(1.0, abs=1e-5)
-        assert r[2] == ("PNEUMONIA" if float(r[1]) >= float(r[3]) else "NORMAL")
+        assert float(r[5]) + float(r[6]) == pytest.approx(1.0, abs=1e-5)
+        assert r[3] == "false" and r[2] == ("PNEUMONIA" if float(r[1]) >= float(r[4]) else "NORMAL")
     out = tmp_path / "nested" / "predictions.json"
     pneumo("predict", small_folder / "PNEUMONIA", "--out", out)
     saved = json.loads(out.read_text())

@@ -171,13 +171,16 @@ def test_page_predicts_shows_heatmap_errors_and_warnings(server: str, browser, s
     assert error["error"] in page.inner_text("#error")
     assert page.is_hidden("#result")
 
-    # a DICOM that is not a chest radiograph: a result with its warnings listed
+    # a DICOM that is not a chest radiograph: no verdict badge, its warnings listed, the probability still shown
     page.set_input_files("#file", str(dicom))
     page.wait_for_selector("#result:not([hidden])", timeout=30_000)
     assert page.is_hidden("#error")
     items = page.locator("#warnings li")
     assert items.count() >= 1
     assert page.is_visible("#warnings")
+    assert page.inner_text("#label").strip() == "no verdict: input outside what the model was trained on"
+    assert "is-pneumonia" not in page.get_attribute("#label", "class") and "is-normal" not in page.get_attribute("#label", "class")
+    assert 0.0 <= float(page.inner_text("#probability")) <= 1.0
     page.wait_for_function("document.getElementById('image').naturalWidth > 0")  # the server's rendering of the DICOM
     page.screenshot(path=str(tmp_path / "page-dicom.png"), full_page=True)
 

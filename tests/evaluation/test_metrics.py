@@ -4,13 +4,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import pytest
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from pneumo.evaluation.metrics import SUMMARY_METRICS, binary_metrics, bootstrap_intervals, multiclass_metrics, summary_metrics
-
 
 # Ten cases; at threshold 0.5 the predictions are 1 where p >= 0.5:
 #   y:    1    1    1    1    0    0    0    0    0     1

@@ -9,17 +9,17 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import pick
+from pneumo.data.preprocess import load_image
+from pneumo.errors import PneumoError
+from pneumo.explain.gradcam import explain_files, grad_cam
+from pneumo.inference.predict import load_model
 from pneumo.inference.torch_backend import TorchModel, load_checkpoint
+from pneumo.models import create_model
 from pneumo.models.checkpoint import save_checkpoint
 from pneumo.models.meta import CheckpointMeta
 from pneumo.tasks import get_task
-from pneumo.errors import PneumoError
-from pneumo.explain.gradcam import explain_files, grad_cam
-from pneumo.models import create_model
 from pneumo.viz.figures import cam_figure
-from pneumo.inference.predict import load_model
-from pneumo.data.preprocess import load_image
+from tests.conftest import pick
 
 
 @pytest.fixture(scope="module")

@@ -11,19 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import pick
+from pneumo.data.preprocess import load_image
+from pneumo.errors import PneumoError
 from pneumo.export import onnx as export
+from pneumo.export.onnx import export_onnx
+from pneumo.inference.onnx_backend import OnnxModel
+from pneumo.inference.predict import load_model, predict
 from pneumo.inference.torch_backend import TorchModel
+from pneumo.models import create_model
 from pneumo.models.checkpoint import save_checkpoint
-from tests.conftest import SAMPLES
 from pneumo.models.meta import CheckpointMeta
 from pneumo.tasks import PATHOGEN_CLASSES
-from pneumo.errors import PneumoError
-from pneumo.export.onnx import export_onnx
-from pneumo.models import create_model
-from pneumo.inference.predict import load_model, predict
-from pneumo.data.preprocess import load_image
-from pneumo.inference.onnx_backend import OnnxModel
+from tests.conftest import SAMPLES, pick
 
 
 @pytest.fixture(scope="module")

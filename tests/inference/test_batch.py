@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from tests.conftest import pick
 
-from pneumo.inference.batch import _decoded_batches, predict_archive
 from pneumo.errors import PneumoError
+from pneumo.inference.batch import _decoded_batches, predict_archive
 from pneumo.inference.predict import BUNDLED_ONNX, bundled_model_dir, predict
+from tests.conftest import pick
 
 BROKEN = ("notes.jpeg", "cut.png")
 

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tests.conftest import SAMPLES, TRAIN
 from pneumo.data.io import read_image_with_info
 from pneumo.inference.checks import check_inputs, rule_warnings
+from tests.conftest import SAMPLES, TRAIN
 
 
 def info(**overrides: object) -> SimpleNamespace:

@@ -11,10 +11,8 @@ import torch
 from PIL import Image, ImageDraw
 from sklearn.datasets import load_sample_images
 
-from pneumo.inference.torch_backend import TorchModel
-
-from pneumo.models.checkpoint import copy_checkpoint
 from pneumo.data.layout import discover
+from pneumo.data.preprocess import load_image, resize_image
 from pneumo.data.split import split_records
 from pneumo.errors import PneumoError
 from pneumo.inference.features import (
@@ -26,10 +24,12 @@ from pneumo.inference.features import (
     probabilities_and_distance,
     save_feature_stats,
 )
-from pneumo.models import create_model
 from pneumo.inference.predict import bundled_model_dir, load_model
-from pneumo.data.preprocess import load_image, resize_image
+from pneumo.inference.torch_backend import TorchModel
+from pneumo.models import create_model
+from pneumo.models.checkpoint import copy_checkpoint
 from pneumo.models.meta import CheckpointMeta
+
 
 @pytest.fixture(scope="module")
 def model() -> TorchModel:

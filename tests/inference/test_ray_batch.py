@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from tests.conftest import pick
 
-from pneumo.inference.batch import predict_archive
 from pneumo.errors import PneumoError
+from pneumo.inference.batch import predict_archive
+from tests.conftest import pick
 
 try:
     import ray

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from pneumo.inference.torch_backend import load_checkpoint
-
-from pneumo.models.checkpoint import resolve_checkpoint, save_checkpoint
 from pneumo.errors import PneumoError
+from pneumo.inference.torch_backend import load_checkpoint
 from pneumo.models import create_model
+from pneumo.models.checkpoint import resolve_checkpoint, save_checkpoint
 from pneumo.models.meta import CheckpointMeta
 
 
@@ -89,8 +88,8 @@ def test_resolve_accepts_run_folder_checkpoint_folder_and_files(saved: tuple[Pat
 
 def test_feature_statistics_follow_their_weights(saved: tuple[Path, torch.nn.Module], tmp_path: Path) -> None:
     """copy_checkpoint carries features.safetensors along; new weights in a folder drop the old statistics."""
-    from pneumo.models.meta import FEATURES
     from pneumo.models.checkpoint import copy_checkpoint
+    from pneumo.models.meta import FEATURES
 
     folder, net = saved
     (folder / FEATURES).write_bytes(b"statistics of these weights")

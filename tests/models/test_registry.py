@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from pneumo.errors import PneumoError
-from pneumo.models import list_models, create_model, model_spec
+from pneumo.models import create_model, list_models, model_spec
 from pneumo.models.seed_cnn import SeedCNN
 
 

@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.conftest import SAMPLES, TRAIN
 from pneumo.inference.predict import predict
 from pneumo.serve.app import create_app
+from tests.conftest import SAMPLES, TRAIN
 
 FILM = sorted((TRAIN / "PNEUMONIA").glob("*.jpeg"))[0]
 

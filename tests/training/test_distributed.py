@@ -25,12 +25,11 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from pneumo.models import registry
-from pneumo.inference.torch_backend import load_checkpoint
 from pneumo.config import load_config
 from pneumo.data.loader import ArrayBatches
 from pneumo.errors import PneumoError
-from pneumo.models import ModelSpec
+from pneumo.inference.torch_backend import load_checkpoint
+from pneumo.models import ModelSpec, registry
 from pneumo.training.loop import train
 
 pytestmark = pytest.mark.slow  # starts torchrun jobs

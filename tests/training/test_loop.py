@@ -6,17 +6,16 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
-from pneumo.inference.torch_backend import load_checkpoint
 from pneumo.config import load_config
 from pneumo.errors import PneumoError
-from pneumo.training.optim import class_weights, lr_factor
+from pneumo.inference.torch_backend import load_checkpoint
 from pneumo.training.loop import train
-
-import numpy as np
-import torch
+from pneumo.training.optim import class_weights, lr_factor
 
 
 def _quiet(**kwargs: object) -> dict:
@@ -86,8 +85,8 @@ def test_seed_recipe_judges_the_last_epoch_at_half(small_folder: Path, tmp_path:
 def test_a_run_fits_its_temperature_and_every_prediction_uses_it(small_folder: Path, tmp_path: Path) -> None:
     import dataclasses
 
-    from pneumo.evaluation.calibration import apply_temperature
     from pneumo.data.preprocess import load_image
+    from pneumo.evaluation.calibration import apply_temperature
 
     cfg = load_config("cpu", [f"data={small_folder}", "image_size=64", "epochs=2", "batch_size=16", "calibration=shift"])
     result = train(cfg, tmp_path / "run", **_quiet())

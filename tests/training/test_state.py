@@ -10,15 +10,14 @@ import pytest
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from pneumo.inference.torch_backend import load_checkpoint
-
-from pneumo.models.checkpoint import save_checkpoint
 from pneumo.errors import PneumoError
+from pneumo.inference.torch_backend import load_checkpoint
 from pneumo.models import create_model
-from pneumo.training.state import STATE, RunSoFar, TrainingParts, load_train_state, save_train_state, saved_epoch
-from pneumo.training.run_dir import complete_best_copy
-from pneumo.training.optim import ema_update
+from pneumo.models.checkpoint import save_checkpoint
 from pneumo.models.meta import CheckpointMeta
+from pneumo.training.optim import ema_update
+from pneumo.training.run_dir import complete_best_copy
+from pneumo.training.state import STATE, RunSoFar, TrainingParts, load_train_state, save_train_state, saved_epoch
 
 FINGERPRINT = "f" * 32
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import pick
-from pneumo.viz.figures import batch_grid, confusion_plot, history_panels, roc_plot
 from pneumo.data.preprocess import load_image
+from pneumo.viz.figures import batch_grid, confusion_plot, history_panels, roc_plot
+from tests.conftest import pick
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

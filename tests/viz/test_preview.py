@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import copy_class_folders
-from pneumo.viz import preview as preview_module
 from pneumo.data.layout import discover
-from pneumo.viz.preview import preview
-from pneumo.errors import PneumoError
 from pneumo.data.preprocess import load_image
+from pneumo.errors import PneumoError
+from pneumo.viz import preview as preview_module
+from pneumo.viz.preview import preview
+from tests.conftest import copy_class_folders
 
 
 @pytest.fixture

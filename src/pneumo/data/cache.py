@@ -17,8 +17,8 @@ import numpy as np
 
 from pneumo.data.io import ImageInfo, decode_image_with_info
 from pneumo.data.layout import Record
-from pneumo.errors import PneumoError
 from pneumo.data.preprocess import PREPROCESS_VERSION, resize_image
+from pneumo.errors import PneumoError
 from pneumo.utils.files import atomic_write
 from pneumo.utils.progress import progress_bar
 

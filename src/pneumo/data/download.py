@@ -41,12 +41,12 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 from rich.progress import Progress, TaskID
 
-from pneumo.version import __version__
 from pneumo.data.layout import discover
 from pneumo.data.summary import summarize
 from pneumo.errors import PneumoError
 from pneumo.utils.files import atomic_write, sha256_file
 from pneumo.utils.progress import make_progress
+from pneumo.version import __version__
 
 __all__ = [
     "SOURCES",

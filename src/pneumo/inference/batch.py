@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
+
 from pneumo.data.io import ImageInfo
 from pneumo.data.preprocess import load_image_with_info
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model, Prediction
-from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.classify import classify_images
 from pneumo.inference.formats import format_predictions
+from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.predict import BUNDLED_ONNX, bundled_model_dir, load_model
 from pneumo.utils.progress import make_progress
 from pneumo.utils.walk import IMAGE_SUFFIXES, iter_image_files

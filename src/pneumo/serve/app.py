@@ -34,15 +34,15 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pneumo.version import __version__
 from pneumo.data.io import decode_image_with_info
-from pneumo.errors import PneumoError
 from pneumo.data.preprocess import resize_image
+from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
 from pneumo.inference.classify import classify_images
 from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.predict import load_model
 from pneumo.models.meta import CheckpointMeta
+from pneumo.version import __version__
 
 __all__ = ["create_app", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_MAX_PIXELS"]
 

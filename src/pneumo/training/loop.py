@@ -22,7 +22,6 @@ from typing import Any, Callable, Iterator
 import torch
 from rich.progress import Progress
 
-from pneumo.version import __version__
 from pneumo.config import Config, config_to_dict
 from pneumo.data.augment import augment_batch
 from pneumo.data.preprocess import normalise
@@ -39,6 +38,7 @@ from pneumo.training.report import epoch_metrics, finish_run, validation_row
 from pneumo.training.run_dir import complete_best_copy, open_run, write_history
 from pneumo.training.state import RunSoFar, load_train_state, save_train_state
 from pneumo.utils.progress import make_progress
+from pneumo.version import __version__
 
 __all__ = ["train", "TrainResult"]
 

@@ -17,9 +17,9 @@ from sklearn.metrics import log_loss
 from pneumo.config import Config
 from pneumo.data.layout import Record
 from pneumo.data.split import shared_patients
+from pneumo.evaluation.calibration import apply_temperature, choose_temperature, expected_calibration_error
 from pneumo.evaluation.metrics import binary_metrics
 from pneumo.evaluation.report import metrics_report, write_report
-from pneumo.evaluation.calibration import apply_temperature, choose_temperature, expected_calibration_error
 from pneumo.evaluation.robustness import shift_report, shifted_class_probabilities
 from pneumo.evaluation.threshold import choose_threshold
 from pneumo.explain.gradcam import cam_evidence, frame_share
