@@ -52,8 +52,17 @@ def test_heatmaps_are_maps_of_evidence(bundled: TorchModel, xrays: dict[str, lis
     np.testing.assert_allclose(alone[0], maps[1], atol=1e-4)  # batching does not mix images
 
 
-def test_target_is_the_last_conv_stage(bundled: TorchModel, xrays: dict[str, list[Path]]) -> None:
+@pytest.fixture(scope="module")
+def resnet(tmp_path_factory: pytest.TempPathFactory) -> TorchModel:
+    """A ResNet-18 at half width with seeded fresh weights: Grad-CAM's arithmetic does not need a trained one."""
+    torch.manual_seed(0)
+    meta = CheckpointMeta("resnet18_half", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=224, mean=0.5, std=0.25, threshold=0.5)
+    return load_checkpoint(save_checkpoint(tmp_path_factory.mktemp("resnet"), create_model("resnet18_half", image_size=224), meta))
+
+
+def test_target_is_the_last_conv_stage(resnet: TorchModel, xrays: dict[str, list[Path]]) -> None:
     """Same result as Grad-CAM computed by hand on ResNet's layer4."""
+    bundled = resnet
     images = _images(xrays["PNEUMONIA"][:2], bundled.image_size)
     x = (torch.from_numpy(images).float()[:, None] / 255 - bundled.meta.mean) / bundled.meta.std
     kept = {}

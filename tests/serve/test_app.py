@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from pneumo.inference.predict import predict
+from pneumo.inference.predict import load_model, predict
 from pneumo.serve.app import create_app
 from tests.conftest import SAMPLES, TRAIN
 
@@ -36,7 +36,7 @@ def test_health_model_page_and_docs(client: TestClient) -> None:
     health = client.get("/healthz").json()
     model = client.get("/v1/model").json()
     assert health["status"] == "ok" and health["model"] == model["id"]
-    assert model["architecture"] == "resnet18_half" and model["classes"] == ["NORMAL", "PNEUMONIA"]
+    assert model["architecture"] == load_model().meta.architecture and model["classes"] == ["NORMAL", "PNEUMONIA"]
     assert 0 < model["threshold"] < 1 and model["val_metrics"]["roc_auc"] > 0.98
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
@@ -50,7 +50,7 @@ def test_a_film_gets_the_same_answer_as_the_library(client: TestClient) -> None:
     assert answer["probability"] == pytest.approx(expected.probability, abs=1e-5)
     assert answer["label"] == expected.label and answer["threshold"] == expected.threshold
     assert answer["warnings"] == [] and answer["cam"] is None and answer["filename"] == FILM.name
-    assert answer["input"]["format"] == "JPEG" and answer["model"]["id"].startswith("resnet18_half-")
+    assert answer["input"]["format"] == "JPEG" and answer["model"]["id"].startswith(f"{load_model().meta.architecture}-")
 
 
 def test_heatmap_on_request(client: TestClient) -> None:

@@ -79,3 +79,14 @@ def test_one_model_is_recalibrated_on_its_own_validation_images(members: list[Pa
 def test_data_other_than_the_members_was_trained_on_is_refused(members: list[Path], small_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(PneumoError, match="not the ones .* was trained on"):
         assemble_ensemble(members, tmp_path / "ens", data=small_folder, progress=False, log=lambda _: None)
+
+
+def test_the_command_assembles_and_says_where(members: list[Path], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pneumo", "ensemble", *map(str, members), "--out", str(tmp_path / "e")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "validation" in done.stdout and "--model" in done.stdout and load_model(tmp_path / "e").meta.architecture == "ensemble"
+    again = subprocess.run([sys.executable, "-m", "pneumo", "ensemble", *map(str, members), "--out", str(tmp_path / "e")], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and again.stderr.startswith("error:") and "--overwrite" in again.stderr

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FEATURES",
     "feature_module",
+    "feature_width",
     "mahalanobis",
     "fit_feature_stats",
     "save_feature_stats",
@@ -67,7 +68,8 @@ def feature_module(net: nn.Module) -> nn.Module:
     return layer if isinstance(layer, nn.Module) else _head(net)
 
 
-def _feature_width(net: nn.Module) -> int:
+def feature_width(net: nn.Module) -> int:
+    """How many penultimate features the input checks measure (an ensemble's members' side by side)."""
     heads = getattr(net, "heads", None)
     return sum(h.in_features for h in heads) if isinstance(heads, nn.ModuleList) else _head(net).in_features
 
@@ -87,7 +89,7 @@ def _run(model: TorchModel, images: np.ndarray | torch.Tensor, batch_size: int, 
     """One pass through `TorchModel.class_probabilities`: its probabilities and the features it computed."""
     with _penultimate_features(model.net) as batches:
         probs = model.class_probabilities(images, batch_size, progress)
-    width = _feature_width(model.net)
+    width = feature_width(model.net)
     return probs, torch.cat(batches).flatten(1) if batches else torch.zeros(0, width)
 
 

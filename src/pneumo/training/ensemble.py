@@ -116,6 +116,7 @@ def assemble_ensemble(
         raise PneumoError(f"calibration {calibration!r} is not one of {', '.join(CALIBRATION_METHODS)}")
     if not (isinstance(threshold, (int, float)) and 0 <= threshold <= 1) and threshold not in THRESHOLD_METHODS:
         raise PneumoError(f"threshold {threshold!r} is not a number in [0, 1] or one of {', '.join(THRESHOLD_METHODS)}")
+    out = prepare_run_dir(out, overwrite)  # refused before any work, if it must be
     models = [TorchModel.load(m) for m in members]
     _check_members(models)
     configs = [_member_config(m, data) for m in models]
@@ -130,7 +131,6 @@ def assemble_ensemble(
     if not val:
         raise PneumoError("no validation image is validation for every member: train the members with one split_seed (--set split_seed=0)")
     log(f"{len(models)} model(s): {len(train)} images every one trained on, {len(val)} none did")
-    out = prepare_run_dir(out, overwrite)
     decoded: TrainingData = decode_training_data(configs[0], train, val, torch.device("cpu"), progress, log)
     net, meta = _single(models[0]) if len(models) == 1 else _ensemble(models, members, configs[0], decoded)
     point = operating_point(net, meta, decoded, calibration, threshold, n_boot, seed=0, progress=progress)

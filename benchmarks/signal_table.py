@@ -1,0 +1,57 @@
+"""The development signal of finished runs (or model folders written by `pneumo ensemble`), side by side.
+
+    python benchmarks/signal_table.py runs/bundled-recal runs/frame224-s1 runs/ens --names bundled frame ensemble [--shifts]
+
+Reads each folder's val_report.json: validation, the same images under the acquisition and
+framing shifts (README, "The development signal"), calibration under the shifts, and the share
+of Grad-CAM evidence in the outer frame. With --shifts, also one line per shift and model
+(ROC AUC, sensitivity, specificity at the model's threshold).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from common import table
+
+from pneumo.evaluation.robustness import ACQUISITION_SHIFTS, FRAMING_SHIFTS
+
+
+def summary(report: dict) -> list:
+    shifted = report["shifted"]
+    acquisition = [shifted[k] for k in ACQUISITION_SHIFTS if k in shifted]
+    framing = [shifted[k] for k in FRAMING_SHIFTS if k in shifted]
+    calibration = report.get("calibration", {})
+    nan = float("nan")
+    values = [
+        (report["threshold"], 2), (calibration.get("temperature", nan), 2),
+        (report["roc_auc"], 4), (report["accuracy"], 3), (report["recall"], 3), (report["specificity"], 3),
+        (float(np.mean([s["roc_auc"] for s in acquisition + framing])), 4),
+        (min(s["recall"] for s in framing), 3), (min(s["specificity"] for s in framing), 3),
+        (float(np.mean([s["accuracy_at_prevalence"] for s in acquisition + framing])), 3),
+        (calibration.get("ece_shifted_after", nan), 4), (report.get("cam_frame_share", nan), 2),
+    ]
+    return [f"{v:.{digits}f}" for v, digits in values]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--names", nargs="*", default=None)
+    parser.add_argument("--shifts", action="store_true")
+    args = parser.parse_args()
+    names = args.names or [r.name for r in args.runs]
+    reports = {name: json.loads((run / "val_report.json").read_text()) for name, run in zip(names, args.runs)}
+    columns = ["model", "threshold", "T", "val ROC AUC", "val accuracy", "val sensitivity", "val specificity", "shifted ROC AUC (mean of 14)",
+               "framing sensitivity (worst)", "framing specificity (worst)", "accuracy at 62.5% (mean of 14)", "ECE under shifts", "CAM frame share"]
+    print(table("The development signal (validation images none of these models trained on)", columns, [[n, *summary(r)] for n, r in reports.items()]))
+    if args.shifts:
+        rows = [[shift, *(f"{r['shifted'][shift]['roc_auc']:.4f} / {r['shifted'][shift]['recall']:.3f} / {r['shifted'][shift]['specificity']:.3f}" for r in reports.values())]
+                for shift in next(iter(reports.values()))["shifted"]]
+        print(table("Per shift: ROC AUC / sensitivity / specificity at each model's threshold", ["validation images", *names], rows))
+
+
+if __name__ == "__main__":
+    main()
