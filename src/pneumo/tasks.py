@@ -11,7 +11,7 @@ Example:
     >>> task = get_task("pathogen")
     >>> task.classes, task.num_outputs
     (('normal', 'bacteria', 'virus'), 3)
-    >>> task.pneumonia_probability(np.array([[0.9, 0.05, 0.05]]))
+    >>> pneumonia_probability(np.array([[0.9, 0.05, 0.05]]))
     array([0.1])
 """
 from __future__ import annotations
@@ -90,11 +90,6 @@ class Task:
         else:
             per_image = F.cross_entropy(logits, targets, reduction="none", label_smoothing=smoothing)
         return (class_weights[targets] * per_image).mean()
-
-    @staticmethod
-    def pneumonia_probability(class_probabilities: np.ndarray) -> np.ndarray:
-        """P(pneumonia) = 1 - P(normal), for every task."""
-        return pneumonia_probability(class_probabilities)
 
 
 BINARY = Task("binary", CLASSES)

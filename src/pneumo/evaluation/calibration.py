@@ -83,7 +83,7 @@ def expected_calibration_error(y_true: Sequence[int], prob: Sequence[float], bin
 
 def choose_temperature(method: str, shifted: dict[str, np.ndarray], targets: Sequence[int]) -> float:
     """The temperature a config's `calibration` asks for, from validation class probabilities
-    under each shift (`shifted["none"]` unshifted, as `shifted_class_probabilities` gives them)."""
+    under each shift (`shifted["none"]` unshifted, as `shifted_probabilities` gives them for a model's class probabilities)."""
     if method not in CALIBRATION_METHODS:
         raise PneumoError(f"calibration {method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
     if method == "none":

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pneumo.evaluation.metrics import binary_metrics
 from pneumo.utils.progress import progress_bar
 
-__all__ = ["SHIFTS", "ACQUISITION_SHIFTS", "FRAMING_SHIFTS", "apply_shift", "shifted_probabilities", "shifted_class_probabilities", "shift_report", "prevalence_accuracy"]
+__all__ = ["SHIFTS", "ACQUISITION_SHIFTS", "FRAMING_SHIFTS", "apply_shift", "shifted_probabilities", "shift_report", "prevalence_accuracy"]
 
 
 def _contrast(c: float) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
@@ -132,7 +132,7 @@ def prevalence_accuracy(recall: float, specificity: float, prevalence: float) ->
 def shifted_probabilities(
     predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, unshifted: np.ndarray | None = None, progress: bool = False
 ) -> dict[str, np.ndarray]:
-    """P(pneumonia) for the unshifted images ("none") and under every shift.
+    """`predict`'s output (P(pneumonia), or class probabilities) for the unshifted images ("none") and under every shift.
 
     Pass `unshifted` when the caller already has the plain predictions, to skip that pass.
     """
@@ -140,14 +140,6 @@ def shifted_probabilities(
     for name in progress_bar(SHIFTS, len(SHIFTS), "validation under shifts", progress):
         out[name] = predict(apply_shift(images, name))
     return out
-
-
-def shifted_class_probabilities(
-    predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, unshifted: np.ndarray | None = None, progress: bool = False
-) -> dict[str, np.ndarray]:
-    """Class probabilities [N, K] for the unshifted images ("none") and under every shift
-    (`shifted_probabilities` for a model's whole output, e.g. to fit its temperature)."""
-    return shifted_probabilities(predict, images, unshifted, progress)
 
 
 def shift_report(

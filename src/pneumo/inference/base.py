@@ -88,9 +88,9 @@ class Model:
         """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes] in `classes` order."""
         raise NotImplementedError
 
-    def probabilities_and_distances(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+    def probabilities_and_distances(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Class probabilities and, where the model has feature statistics, each image's feature distance (one pass)."""
-        return self.class_probabilities(images, batch_size), None
+        return self.class_probabilities(images, batch_size, progress), None
 
     def pneumonia_probability(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """P(pneumonia) for every image: 1 - P(normal), for binary and pathogen models alike."""

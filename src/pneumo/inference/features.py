@@ -198,10 +198,10 @@ def load_feature_stats(checkpoint_dir: str | Path) -> dict[str, torch.Tensor] | 
 
 
 def probabilities_and_distance(
-    model: TorchModel, stats: dict[str, torch.Tensor], images: np.ndarray | torch.Tensor, batch_size: int = 256
+    model: TorchModel, stats: dict[str, torch.Tensor], images: np.ndarray | torch.Tensor, batch_size: int = 256, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """One forward pass: class probabilities exactly as `TorchModel.class_probabilities` gives them, and feature distances."""
-    probs, features = _run(model, images, batch_size)
+    probs, features = _run(model, images, batch_size, progress)
     if features.shape[1] != stats["mean"].shape[0]:
         raise PneumoError(
             f"the feature statistics are for {stats['mean'].shape[0]} features but this model has {features.shape[1]}: "

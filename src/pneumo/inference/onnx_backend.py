@@ -83,11 +83,11 @@ class OnnxModel(Model):
         """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes] in `classes` order."""
         return self._run(images, batch_size, progress, [self._outputs[0]])[0]
 
-    def probabilities_and_distances(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+    def probabilities_and_distances(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Class probabilities and, where the export carries the feature check, each image's feature distance (one pass)."""
         if self._feature_check is None:
-            return self.class_probabilities(images, batch_size), None
-        probs, features = self._run(images, batch_size, False, self._outputs[:2])
+            return self.class_probabilities(images, batch_size, progress), None
+        probs, features = self._run(images, batch_size, progress, self._outputs[:2])
         mean, precision, _ = self._feature_check
         return probs, mahalanobis_distance(features, mean, precision)
 

@@ -59,10 +59,10 @@ class TorchModel(Model):
             images = check_image_batch(images, self.image_size)
         return class_probabilities(self.net, images, self.task, self.meta.mean, self.meta.std, batch_size, progress, self.meta.temperature)
 
-    def probabilities_and_distances(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+    def probabilities_and_distances(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         if self.feature_stats is None:
-            return self.class_probabilities(images, batch_size), None
-        return probabilities_and_distance(self, self.feature_stats, images, batch_size)
+            return self.class_probabilities(images, batch_size, progress), None
+        return probabilities_and_distance(self, self.feature_stats, images, batch_size, progress)
 
     def with_feature_check(self) -> TorchModel:
         """The model with its checkpoint's feature statistics attached, where it has them (the

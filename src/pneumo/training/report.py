@@ -20,7 +20,7 @@ from pneumo.data.split import shared_patients
 from pneumo.evaluation.calibration import apply_temperature, choose_temperature, expected_calibration_error
 from pneumo.evaluation.metrics import binary_metrics
 from pneumo.evaluation.report import metrics_report, write_report
-from pneumo.evaluation.robustness import shift_report, shifted_class_probabilities
+from pneumo.evaluation.robustness import shift_report, shifted_probabilities
 from pneumo.evaluation.threshold import choose_threshold
 from pneumo.explain.gradcam import cam_evidence, frame_share
 from pneumo.inference.features import fit_feature_stats, save_feature_stats
@@ -117,7 +117,7 @@ def operating_point(
         return class_probabilities(model, images, task, meta.mean, meta.std, batch_size)
 
     y_val = (data.y_val > 0).astype(int)
-    raw = shifted_class_probabilities(predict, data.x_val.cpu().numpy(), progress=progress)
+    raw = shifted_probabilities(predict, data.x_val.cpu().numpy(), progress=progress)  # class probabilities, per shift
     temperature = choose_temperature(calibration, raw, data.y_val)
     calibrated = {name: apply_temperature(probs, temperature) for name, probs in raw.items()}
     shifted = {name: pneumonia_probability(probs) for name, probs in calibrated.items()}
