@@ -76,7 +76,7 @@ class Ensemble(nn.Module):
 
     def __init__(self, bodies: list[nn.Module], heads: list[nn.Linear], members: list[EnsembleMember], task: Task) -> None:
         super().__init__()
-        if not bodies or len(bodies) != len(heads) != len(members):
+        if not bodies or len({len(bodies), len(heads), len(members)}) != 1:
             raise PneumoError("an ensemble needs at least one member, each with its body, head and description")
         self.bodies, self.heads = nn.ModuleList(bodies), nn.ModuleList(heads)
         self.members, self.task = list(members), task
