@@ -15,7 +15,7 @@ import yaml
 
 from pneumo.errors import PneumoError
 
-__all__ = ["AugmentConfig", "Config", "load_config", "apply_overrides", "config_from_dict", "config_to_dict", "named_configs"]
+__all__ = ["AugmentConfig", "Config", "apply_overrides", "config_from_dict", "config_to_dict", "load_config", "named_configs"]
 
 
 @dataclass
@@ -81,6 +81,10 @@ class Config:
     # temperature scaling of the logits: "none", "val" (fitted on validation), or "shift" (on
     # validation and its shifted copies together, see pneumo.evaluation.calibration)
     calibration: str = "none"
+    # films the model must not judge (a folder), to fit the input check's probe against: "auto"
+    # is ood/adult_other_hospitals beside the data's chest_xray folder, where ../shared/data
+    # has it; "none" leaves the distance check alone. Never training data for the classifier.
+    outliers: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     compile: bool = False  # torch.compile the training step's model (worth it on a GPU for long runs)
     # on CUDA, record the model's forward and backward once as CUDA graphs and replay them:

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from pneumo.data.io import read_image_with_info
-from pneumo.inference.checks import check_inputs, rule_warnings
+from pneumo.inference.checks import (
+    FeatureCheck,
+    check_inputs,
+    rule_warnings,
+    warning_kind,
+)
 from tests.conftest import SAMPLES, TRAIN
 
 
@@ -61,15 +66,34 @@ def test_adults_are_out_of_scope(age: float | None, warns: bool) -> None:
     assert bool(rule_warnings(info(patient_age_years=age))) is warns
 
 
+def _check(limit: float = 21.4, probe_limit: float | None = None) -> FeatureCheck:
+    """A check on 2 penultimate features (identity precision) and, with a probe limit, 1 statistic scored as itself."""
+    if probe_limit is None:
+        return FeatureCheck(np.zeros(2), np.eye(2), limit)
+    return FeatureCheck(np.zeros(2), np.eye(2), limit, np.zeros(1), np.ones(1), np.ones(1), 0.0, probe_limit)
+
+
 def test_check_inputs_combines_both() -> None:
     limit = 21.4
-    warnings = check_inputs([info(), info(modality="OT"), None], np.array([limit / 2, limit * 3, limit * 2]), limit)
+    check = _check(limit)
+    scores = check.scores(np.array([[limit / 2, 0], [limit * 3, 0], [0, limit * 2]]))
+    warnings = check_inputs([info(), info(modality="OT"), None], scores, check)
     assert warnings[0] == []
     assert len(warnings[1]) == 2 and "modality is OT" in warnings[1][0] and "unlike the chest X-rays" in warnings[1][1]
     assert len(warnings[2]) == 1 and "unlike the chest X-rays" in warnings[2][0]
     assert check_inputs([info(body_part="KNEE")]) == [[rule_warnings(info(body_part="KNEE"))[0]]]
     with pytest.raises(ValueError):
-        check_inputs([info()], np.zeros(2), limit)
-
+        check_inputs([info()], np.zeros((2, 2)), check)
     with pytest.raises(ValueError):
-        check_inputs([info()], np.zeros(1))
+        check_inputs([info()], np.zeros((1, 2)))
+
+
+def test_the_probe_warns_on_its_own_and_says_what_it_saw() -> None:
+    check = _check(10.0, probe_limit=2.0)
+    scores = check.scores(np.array([[1, 0, 1.5], [1, 0, 2.5], [20, 0, 2.5]]))
+    np.testing.assert_allclose(scores, [[1, 1.5], [1, 2.5], [20, 2.5]])
+    assert check.flags(scores).tolist() == [False, True, True]
+    warnings = check_inputs([None] * 3, scores, check)
+    assert warnings[0] == [] and len(warnings[1]) == 1 and "adult's or another site's" in warnings[1][0] and len(warnings[2]) == 2
+    assert {warning_kind(w) for w in warnings[2]} == {"unlike the training films", "adult or other-site film"}
+    assert np.isnan(_check().scores(np.zeros((1, 5)))[0, 1])  # no probe: its score is NaN and never flags

@@ -1,35 +1,39 @@
-"""Feature statistics on real data: the bundled model's distance check, its file, and what it leaves untouched."""
+"""The input check on real data: the bundled model's features, the fitted distance and probe, their file, and what they leave untouched."""
 from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from safetensors.numpy import save_file
 from sklearn.datasets import load_sample_images
 
 from pneumo.data.layout import discover
 from pneumo.data.preprocess import load_image, resize_image
 from pneumo.data.split import split_records
 from pneumo.errors import PneumoError
+from pneumo.inference.checks import FeatureCheck
 from pneumo.inference.features import (
-    feature_width,
     FEATURES,
-    feature_distance,
-    fit_feature_stats,
-    load_feature_stats,
-    out_of_distribution,
-    probabilities_and_distance,
-    save_feature_stats,
+    CheckFit,
+    feature_rows,
+    feature_width,
+    fit_feature_check,
+    load_feature_check,
+    save_feature_check,
 )
 from pneumo.inference.predict import bundled_model_dir, load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.models import create_model
 from pneumo.models.checkpoint import copy_checkpoint
 from pneumo.models.meta import CheckpointMeta
+from pneumo.training.data import outlier_source
+from pneumo.utils.walk import image_files
 
 
 @pytest.fixture(scope="module")
@@ -38,30 +42,55 @@ def model() -> TorchModel:
 
 
 @pytest.fixture(scope="module")
-def split_images(shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
-    """200 images from the training part of the bundled model's patient split, and 100 from its held-out part."""
+def split_images(shared_data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """300 films from the training part of the bundled model's patient split, and 200 + 100 from its held-out part."""
     train, val = split_records(discover(shared_data / "chest_xray").split("train"), 0.2, seed=0, by="patient")
     rng = np.random.default_rng(0)
-    fit = [train[i] for i in rng.choice(len(train), 200, replace=False)]
-    other = [val[i] for i in rng.choice(len(val), 100, replace=False)]
-    return tuple(np.stack([load_image(r.path, 224) for r in recs]) for recs in (fit, other))
+    fit = [train[i] for i in rng.choice(len(train), 300, replace=False)]
+    held = [val[i] for i in rng.choice(len(val), 300, replace=False)]
+    images = [np.stack([load_image(r.path, 224) for r in recs]) for recs in (fit, held[:200], held[200:])]
+    return images[0], images[1], images[2]
 
 
 @pytest.fixture(scope="module")
-def stats(model: TorchModel, split_images: tuple[np.ndarray, np.ndarray]) -> dict[str, torch.Tensor]:
-    return fit_feature_stats(model, split_images[0])
+def adult(shared_data: Path) -> tuple[np.ndarray, list[str]]:
+    paths = image_files(shared_data / "ood" / "adult_other_hospitals")
+    return np.stack([load_image(p, 224) for p in paths]), [outlier_source(p) for p in paths]
 
 
-def test_stats_shapes(model: TorchModel, stats: dict[str, torch.Tensor]) -> None:
+@pytest.fixture(scope="module")
+def seen_sources(adult: tuple[np.ndarray, list[str]]) -> np.ndarray:
+    """Half the adult films' sources (every other one, sorted): the probe is fitted on these only."""
+    sources = sorted(set(adult[1]))
+    return np.isin(adult[1], sources[::2])
+
+
+@pytest.fixture(scope="module")
+def fit(model: TorchModel, split_images: tuple, adult: tuple, seen_sources: np.ndarray) -> CheckFit:
+    images, sources = adult
+    return fit_feature_check(model, split_images[0], split_images[1], images[seen_sources], [s for s, k in zip(sources, seen_sources) if k])
+
+
+def test_check_shapes(model: TorchModel, fit: CheckFit) -> None:
+    check = fit.check
     width = feature_width(model.net)  # 256 per ResNet-18 at half width; an ensemble's side by side
-    assert width % 256 == 0 and stats["mean"].shape == (width,) and stats["precision"].shape == (width, width)
-    assert stats["threshold"].shape == () and float(stats["threshold"]) > 0
-    assert torch.allclose(stats["precision"], stats["precision"].T, atol=1e-4)
+    assert width % 256 == 0 and check.mean.shape == (width,) and check.precision.shape == (width, width)
+    assert check.has_probe and check.width > width and check.distance_limit > 0 and np.isfinite(check.probe_limit)
+    assert np.allclose(check.precision, check.precision.T, atol=1e-4)
+    assert fit.n_val == 200 and 0 < fit.n_outliers < 124 and fit.outliers_caught >= 0.8 * fit.n_outliers
 
 
-def test_other_training_images_mostly_pass(model: TorchModel, stats: dict, split_images: tuple[np.ndarray, np.ndarray]) -> None:
-    flagged = out_of_distribution(feature_distance(model, stats, split_images[1]), stats)
-    assert flagged.sum() <= 5, f"{flagged.sum()} of 100 held-out training-like images flagged"
+def test_held_out_children_mostly_pass(model: TorchModel, fit: CheckFit, split_images: tuple) -> None:
+    _, scores = replace(model, check=fit.check).probabilities_and_scores(split_images[2])
+    flagged = fit.check.flags(scores)
+    assert flagged.sum() <= 6, f"{flagged.sum()} of 100 held-out children's films flagged"
+
+
+def test_adult_films_from_unseen_sources_are_flagged(model: TorchModel, fit: CheckFit, adult: tuple, seen_sources: np.ndarray) -> None:
+    _, scores = replace(model, check=fit.check).probabilities_and_scores(adult[0][~seen_sources])
+    flagged = fit.check.flags(scores)
+    assert flagged.mean() >= 0.8, f"only {flagged.sum()} of {len(flagged)} adult films from sources the probe never saw flagged"
+    assert (scores[:, 1] > fit.check.probe_limit).mean() > (scores[:, 0] > fit.check.distance_limit).mean()  # the probe does the work
 
 
 def _document() -> np.ndarray:
@@ -72,76 +101,96 @@ def _document() -> np.ndarray:
     return resize_image(np.asarray(page), 224)
 
 
-def test_non_xrays_are_flagged(model: TorchModel, stats: dict, split_images: tuple[np.ndarray, np.ndarray]) -> None:
+def test_non_xrays_are_flagged(model: TorchModel, fit: CheckFit, split_images: tuple) -> None:
     noise = np.random.default_rng(1).integers(0, 256, (1, 224, 224), dtype=np.uint8)
     photo = resize_image(np.asarray(Image.fromarray(load_sample_images().images[1]).convert("L")), 224)[None]
-    x = np.concatenate([noise, photo, _document()[None], 255 - split_images[1][:2]])
-    assert out_of_distribution(feature_distance(model, stats, x), stats).all()
+    x = np.concatenate([noise, photo, _document()[None], 255 - split_images[2][:2]])
+    _, scores = replace(model, check=fit.check).probabilities_and_scores(x)
+    assert fit.check.flags(scores).all()
+    assert all(fit.check.warnings(row) for row in scores)
 
 
-def test_one_pass_gives_the_models_probabilities(model: TorchModel, stats: dict, split_images: tuple[np.ndarray, np.ndarray]) -> None:
-    x = split_images[1][:16]
-    probs, distances = probabilities_and_distance(model, stats, x, batch_size=5)
+def test_one_pass_gives_the_models_probabilities(model: TorchModel, fit: CheckFit, split_images: tuple) -> None:
+    x = split_images[2][:16]
+    checked = replace(model, check=fit.check)
+    probs, scores = checked.probabilities_and_scores(x, batch_size=5)
     np.testing.assert_allclose(probs, model.class_probabilities(x), atol=1e-6)
-    np.testing.assert_allclose(distances, feature_distance(model, stats, x), rtol=1e-5)
-    assert distances.shape == (16,) and distances.dtype == np.float64
+    np.testing.assert_allclose(scores, checked.probabilities_and_scores(x, batch_size=16)[1], rtol=1e-5)
+    assert scores.shape == (16, 2) and scores.dtype == np.float64
+    rows = feature_rows(model, x)[1]
+    assert rows.shape == (16, fit.check.width)
 
 
-def test_features_file_round_trips(tmp_path: Path, stats: dict) -> None:
+def test_features_file_round_trips(tmp_path: Path, fit: CheckFit) -> None:
     folder = copy_checkpoint(bundled_model_dir(), tmp_path / "model")
-    assert load_feature_stats(folder) is not None  # the bundled model's statistics come along
+    assert load_feature_check(folder) is not None  # the bundled model's check comes along
     (folder / FEATURES).unlink()
-    assert load_feature_stats(folder) is None
-    path = save_feature_stats(stats, folder)
-    width = stats["mean"].shape[0]
-    assert path == folder / FEATURES and path.stat().st_size < 4 * (width * width + width) + 10_000  # float32, nothing else
-    loaded = load_feature_stats(folder)
-    assert loaded is not None and set(loaded) == {"mean", "precision", "threshold"}
-    for key in loaded:
-        assert torch.equal(loaded[key], stats[key])
-    assert load_feature_stats(tmp_path) is not None  # a run folder holding model/ works too
+    assert load_feature_check(folder) is None
+    path = save_feature_check(fit.check, folder)
+    loaded = load_feature_check(folder)
+    assert path == folder / FEATURES and loaded is not None and loaded.has_probe
+    for key, value in fit.check.arrays().items():
+        np.testing.assert_array_equal(loaded.arrays()[key], value)
+    assert load_feature_check(tmp_path) is not None  # a run folder holding model/ works too
 
     shutil.copy(path, tmp_path / "good")
     path.write_bytes((tmp_path / "good").read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(PneumoError, match="damaged"):
-        load_feature_stats(folder)
+        load_feature_check(folder)
 
     shutil.copy(tmp_path / "good", path)
     meta = json.loads((folder / "meta.json").read_text())
     (folder / "meta.json").write_text(json.dumps({**meta, "weights_sha256": "0" * 64}))
     with pytest.raises(PneumoError, match="other weights"):
-        load_feature_stats(folder)
+        load_feature_check(folder)
 
 
-def test_damaged_stats_are_refused(tmp_path: Path, stats: dict) -> None:
+def test_a_distance_only_file_still_loads(tmp_path: Path, fit: CheckFit) -> None:
     folder = copy_checkpoint(bundled_model_dir(), tmp_path)
-    (folder / FEATURES).unlink()
+    arrays = {k: v for k, v in fit.check.arrays().items() if not k.startswith("probe_")}
+    sha = json.loads((folder / "meta.json").read_text())["weights_sha256"]
+    save_file(arrays, str(folder / FEATURES), metadata={"format": "pneumo-feature-stats/1", "weights_sha256": sha})
+    loaded = load_feature_check(folder)
+    assert loaded is not None and not loaded.has_probe
+    scores = loaded.scores(np.zeros((2, fit.check.width)))
+    assert np.isnan(scores[:, 1]).all() and np.isfinite(scores[:, 0]).all()
+
+
+def test_damaged_checks_are_refused(fit: CheckFit) -> None:
+    arrays = fit.check.arrays()
     with pytest.raises(PneumoError, match="shapes"):
-        save_feature_stats({**stats, "precision": stats["precision"][:10]}, folder)
+        FeatureCheck.from_arrays({**arrays, "precision": arrays["precision"][:10]}, "here")
     with pytest.raises(PneumoError, match="non-finite"):
-        save_feature_stats({**stats, "mean": stats["mean"] * float("nan")}, folder)
-    assert not (folder / FEATURES).exists()
+        FeatureCheck.from_arrays({**arrays, "mean": arrays["mean"] * np.nan}, "here")
+    with pytest.raises(PneumoError, match="lacks probe_limit"):
+        FeatureCheck.from_arrays({k: v for k, v in arrays.items() if k != "probe_limit"}, "here")
+    with pytest.raises(PneumoError, match="non-positive"):
+        FeatureCheck.from_arrays({**arrays, "probe_scale": arrays["probe_scale"] * 0}, "here")
+    with pytest.raises(PneumoError, match="another model"):
+        fit.check.scores(np.zeros((2, 10)))
 
 
-def test_model_is_left_as_it_was(split_images: tuple[np.ndarray, np.ndarray]) -> None:
+def test_model_is_left_as_it_was(split_images: tuple) -> None:
     model = load_model(None)
     model.net.train()  # even a model left in training mode: features come from eval mode, and it stays in training mode
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
-    stats = fit_feature_stats(model, split_images[0][:40])
-    feature_distance(model, stats, split_images[1][:4])
+    fitted = fit_feature_check(model, split_images[0][:40])
+    assert not fitted.check.has_probe and fitted.notes  # no outlier films: the distance alone, and it says so
+    replace(model, check=fitted.check).probabilities_and_scores(split_images[2][:4])
     assert model.net.training
     assert all(torch.equal(before[k], v) for k, v in model.net.state_dict().items())
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.net.modules())
 
 
-def test_seed_cnn_features_and_refitting_guard(split_images: tuple[np.ndarray, np.ndarray], stats: dict) -> None:
+def test_seed_cnn_features_and_refitting_guard(split_images: tuple, fit: CheckFit) -> None:
     net = create_model("seed_cnn", image_size=64).eval()
     meta = CheckpointMeta("seed_cnn", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=64, mean=0.0, std=1.0, threshold=0.5)
     small = TorchModel(net, meta)
     x = np.stack([resize_image(image, 64) for image in split_images[0][:40]])
-    seed_stats = fit_feature_stats(small, x)
-    assert seed_stats["mean"].shape == (64,)
-    with pytest.raises(PneumoError, match="fitted for another model"):
-        feature_distance(small, stats, x[:2])
+    seed_fit = fit_feature_check(small, x)
+    assert seed_fit.check.mean.shape == (64,)
+    assert feature_rows(small, x[:2])[1].shape[1] > 64  # multi-depth statistics follow the penultimate features
+    with pytest.raises(PneumoError, match="another model"):
+        replace(small, check=fit.check).probabilities_and_scores(x[:2])
     with pytest.raises(PneumoError, match="at least"):
-        fit_feature_stats(small, x[:5])
+        fit_feature_check(small, x[:5])

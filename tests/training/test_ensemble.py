@@ -45,7 +45,7 @@ def test_an_ensemble_is_one_calibrated_model_that_exports_to_one_graph(members: 
     n_val = sum(line.endswith(",val") for line in (members[0] / "split.csv").read_text().splitlines())
     assert report["n"] == n_val and {"shifted", "calibration", "cam_frame_share", "ece"} <= set(report)
     assert json.loads((tmp_path / "ens" / "val_report.json").read_text())["n"] == n_val
-    assert model.with_feature_check().distance_limit is not None  # input checks fitted on the ensemble's features
+    assert model.with_feature_check().feature_check is not None  # the input check fitted on the ensemble's features
     films = sorted((small_folder / "PNEUMONIA").glob("*.jpeg"))[:6]
     images = np.stack([load_image(f, 64) for f in films])
     # the members' calibrated probabilities, averaged, then the ensemble's own temperature

@@ -59,8 +59,8 @@ def evaluate(
     loaded = load_model(model).with_feature_check()
     dataset = decode_dataset(discover(data).split(split), loaded.image_size, cache_dir, progress=progress, strict=strict)
     records, images = dataset.records, dataset.images
-    probs, distances = loaded.probabilities_and_distances(images, progress=progress)
-    warnings = check_inputs(dataset.infos, distances, loaded.distance_limit)
+    probs, scores = loaded.probabilities_and_scores(images, progress=progress)
+    warnings = check_inputs(dataset.infos, scores, loaded.feature_check)
     y, p = [r.target(BINARY) for r in records], pneumonia_probability(probs)
     threshold = loaded.threshold
     report = metrics_report(records, probs, loaded.task, threshold, n_boot, seed)

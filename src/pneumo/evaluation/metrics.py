@@ -1,13 +1,18 @@
 """Classification metrics with patient-clustered bootstrap intervals (scikit-learn underneath)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.metrics import average_precision_score, confusion_matrix, log_loss, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    log_loss,
+    roc_auc_score,
+)
 
-__all__ = ["binary_metrics", "summary_metrics", "bootstrap_intervals", "multiclass_metrics", "SUMMARY_METRICS"]
+__all__ = ["SUMMARY_METRICS", "binary_metrics", "bootstrap_intervals", "multiclass_metrics", "summary_metrics"]
 
 SUMMARY_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
 
@@ -28,7 +33,7 @@ def binary_metrics(y_true: Sequence[int], prob: Sequence[float], threshold: floa
     precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
     both = len(np.unique(y)) == 2
     return {
-        "n": int(len(y)),
+        "n": len(y),
         "positives": int(y.sum()),
         "threshold": float(threshold),
         "accuracy": _ratio(tp + tn, len(y)),
@@ -136,3 +141,13 @@ def multiclass_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Sequen
         # among pneumonia films, bacterial or viral by the larger of the two (Kermany et al. report 0.907)
         report["bacteria_vs_virus_accuracy"] = float((np.asarray(probs)[sick, 1:].argmax(axis=1) + 1 == y[sick]).mean())
     return report
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% by default): sound at 0 or n successes, where the normal one is not."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))

@@ -12,7 +12,6 @@ Example:
 """
 from __future__ import annotations
 
-import base64
 import copy
 import json
 import os
@@ -29,8 +28,8 @@ from torch import nn
 from pneumo.data.preprocess import check_image_batch, normalise
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
-from pneumo.inference.features import feature_module
-from pneumo.inference.onnx_backend import OnnxModel
+from pneumo.inference.features import FeatureTap
+from pneumo.inference.onnx_backend import OnnxModel, encode_arrays
 from pneumo.inference.predict import load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.models.meta import CheckpointMeta
@@ -45,18 +44,17 @@ PARITY_TOLERANCE = 1e-4
 
 class _PixelsToProbabilities(nn.Module):
     """The network with the checkpoint's preprocessing before it and its output activation
-    after; its penultimate features (what the input checks measure) as a second output."""
+    after; its feature rows (what the input check scores, `pneumo.inference.features.FeatureTap`) as a second output."""
 
     def __init__(self, net: nn.Module, meta: CheckpointMeta) -> None:
         super().__init__()
         self.net, self.task, self.mean, self.std, self.temperature = net, meta.task_spec, meta.mean, meta.std, meta.temperature
-        self._features: list[torch.Tensor] = []
-        feature_module(net).register_forward_pre_hook(lambda _module, args: self._features.append(args[0]))
+        self._tap = FeatureTap(net).__enter__()  # stays attached: this wrapper exists to be exported
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self._features.clear()
+        self._tap.rows.clear()
         probabilities = self.task.probabilities(self.net(normalise(pixels / 255.0, self.mean, self.std)), self.temperature)
-        return probabilities, self._features[-1].flatten(1).float()
+        return probabilities, self._tap.rows[-1]
 
 
 def _check_images(images: np.ndarray | None, size: int) -> np.ndarray:
@@ -71,25 +69,22 @@ def _check_images(images: np.ndarray | None, size: int) -> np.ndarray:
 
 
 def _feature_check(model: TorchModel) -> dict[str, Any] | None:
-    """The checkpoint's feature statistics for the export's JSON (float32, little-endian, base64), or None."""
-    stats = model.with_feature_check().feature_stats
-    if stats is None:
-        return None
-    encode = lambda t: base64.b64encode(t.detach().cpu().float().numpy().astype("<f4").tobytes()).decode("ascii")  # noqa: E731
-    return {"width": int(stats["mean"].shape[0]), "mean": encode(stats["mean"]), "precision": encode(stats["precision"]), "threshold": float(stats["threshold"]), "encoding": "float32-le-base64"}
+    """The checkpoint's input check for the export's JSON, or None when it has none."""
+    check = model.with_feature_check().feature_check
+    return encode_arrays(check.arrays()) if check is not None else None
 
 
 def _parity(exported: OnnxModel, checked: TorchModel, reference: TorchModel, images: np.ndarray) -> float:
     """The largest probability difference between the export and PyTorch; refuses an export
-    whose probabilities or feature distances disagree with the checkpoint's."""
-    probs, distances = exported.probabilities_and_distances(images)
+    whose probabilities or input-check scores disagree with the checkpoint's."""
+    probs, scores = exported.probabilities_and_scores(images)
     diff = float(np.abs(probs - reference.class_probabilities(images)).max())
     if not diff <= PARITY_TOLERANCE:
         raise PneumoError(f"the ONNX export of {checked.meta.architecture} differs from PyTorch by {diff:.2g} (> {PARITY_TOLERANCE:g}) in probability; nothing was written; try another --opset")
-    if distances is not None:
-        expected = checked.probabilities_and_distances(images)[1]
-        if not np.allclose(distances, expected, rtol=1e-3, atol=1e-3):
-            raise PneumoError(f"the ONNX export's feature distances differ from PyTorch's (up to {np.abs(distances - expected).max():.2g}); nothing was written; try another --opset")
+    if scores is not None:
+        expected = checked.probabilities_and_scores(images)[1]
+        if not np.allclose(scores, expected, rtol=1e-3, atol=1e-3, equal_nan=True):
+            raise PneumoError(f"the ONNX export's input-check scores differ from PyTorch's (up to {np.nanmax(np.abs(scores - expected)):.2g}); nothing was written; try another --opset")
     return diff
 
 
@@ -133,6 +128,8 @@ def export_onnx(
             # torch >= 2.9 deprecates its TorchScript exporter (the dynamo one needs onnxscript); it is
             # fine for these CNNs, and its deprecation notices are not something a user can act on
             warnings.simplefilter("ignore", DeprecationWarning)
+            # the feature tap reads feature-map sizes as Python ints: constants of the network at its fixed input size
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
                 _PixelsToProbabilities(reference.net, meta).eval(), (example,), str(onnx_tmp), dynamo=False, opset_version=opset,
                 input_names=["pixels"], output_names=["probabilities", "features"],
@@ -143,7 +140,7 @@ def export_onnx(
             "architecture": meta.architecture, "task": meta.task, "classes": meta.classes, "image_size": meta.image_size, "threshold": meta.threshold, "temperature": meta.temperature,
             "input": {"name": "pixels", "dtype": "float32", "shape": ["batch", 1, loaded.image_size, loaded.image_size], "values": "raw pixels 0..255; normalisation is in the graph"},
             "output": {"name": "probabilities", "dtype": "float32", "shape": ["batch", len(meta.classes)], "order": meta.classes},
-            "features_output": {"name": "features", "dtype": "float32", "shape": ["batch", "width"], "values": "the penultimate features the input checks measure"},
+            "features_output": {"name": "features", "dtype": "float32", "shape": ["batch", "width"], "values": "penultimate features, then channel means and standard deviations at each resolution: what the input check scores"},
             "feature_check": _feature_check(loaded),
             "onnx_sha256": sha256_file(onnx_tmp),
             "checkpoint": meta.to_dict(),

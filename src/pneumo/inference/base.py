@@ -2,21 +2,22 @@
 
 `Model` holds a checkpoint's metadata (`pneumo.models.meta.CheckpointMeta`) and turns uint8
 images into class probabilities; the PyTorch checkpoint (`TorchModel`) and the onnxruntime
-export (`OnnxModel`) are its two kinds. A model that knows its training images' feature
-distribution also measures how far each input lies from them (`probabilities_and_distances`);
-the others return no distances, and only the rule checks warn.
+export (`OnnxModel`) are its two kinds. A model with an input check fitted on its training
+films (`pneumo.inference.checks.FeatureCheck`) also scores each input against it on the same
+forward pass (`probabilities_and_scores`); the others return no scores, and only the rule checks warn.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 import numpy as np
 
+from pneumo.inference.checks import FeatureCheck
 from pneumo.models.meta import CheckpointMeta
 from pneumo.tasks import Task, pneumonia_probability
 
-__all__ = ["NO_VERDICT", "Prediction", "PredictionBatch", "Model"]
+__all__ = ["NO_VERDICT", "Model", "Prediction", "PredictionBatch"]
 
 
 NO_VERDICT = "no verdict: input outside what the model was trained on"
@@ -80,16 +81,17 @@ class Model:
         return self.meta.task_spec
 
     @property
-    def distance_limit(self) -> float | None:
-        """The feature distance above which an input is flagged; None when the model has no feature statistics."""
+    def feature_check(self) -> FeatureCheck | None:
+        """The input check fitted on the model's own features; None when it has none (or it is not attached)."""
         return None
 
     def class_probabilities(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
         """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes] in `classes` order."""
         raise NotImplementedError
 
-    def probabilities_and_distances(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """Class probabilities and, where the model has feature statistics, each image's feature distance (one pass)."""
+    def probabilities_and_scores(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities and, where the model has its input check attached, each image's scores
+        ([N, 2]: distance and probe, see `FeatureCheck.scores`), from one pass."""
         return self.class_probabilities(images, batch_size, progress), None
 
     def pneumonia_probability(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -101,5 +103,5 @@ class Model:
         return "PNEUMONIA" if probability >= self.threshold else "NORMAL"
 
     def with_feature_check(self) -> Model:
-        """This model with its training-feature statistics attached where it has them (see `TorchModel`)."""
+        """This model with its input check attached where it has one (see `TorchModel`)."""
         return self

@@ -233,7 +233,8 @@ class ResultWriter:
         import pyarrow.csv as pa_csv
         import pyarrow.parquet as pq
 
-        text_columns = {name: pa.string() for name in ("path", "label", "warnings")}
+        # text columns are typed up front: a batch where every value is empty would otherwise be typed null
+        text_columns = {name: pa.string() for name in ("path", "label", "warnings", "abstain_reason")}
         table = pa_csv.read_csv(
             io.BytesIO(text.encode("utf-8")),
             parse_options=pa_csv.ParseOptions(newlines_in_values=True),

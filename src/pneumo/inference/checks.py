@@ -5,26 +5,28 @@ answer is likely meaningless. Two kinds, both cheap:
 
 - rule checks on what the file says about itself (`rule_warnings`): DICOM modality, body
   part and view position, colour, shape and size of the original image;
-- a distance from the training distribution in the model's own features, measured by
-  `pneumo.inference.features` on the prediction's forward pass; `check_inputs` turns distances
-  above the model's limit into a warning.
+- the model's own features on the prediction's forward pass (`FeatureCheck`, fitted by
+  `pneumo.inference.features`): a distance from the training films, and a probe that tells
+  them from adult and other-site films; `check_inputs` turns scores above their limits into warnings.
 
 Nothing here imports torch: the ONNX runtime uses the rule checks too.
 
 Example:
     >>> image, info = read_image_with_info("xray.dcm")
-    >>> check_inputs([info], distances=np.array([30.0]), limit=21.4)
-    [['the image looks unlike the chest X-rays the model was trained on ...']]
+    >>> check_inputs([info])
+    [['the patient is 61 years old; the model was trained on children aged 1-5: ...']]
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from pneumo.data.io import ImageInfo
+from pneumo.errors import PneumoError
 
-__all__ = ["RADIOGRAPHY_MODALITIES", "MAX_COLOURFULNESS", "ASPECT_RANGE", "MIN_SIDE", "MAX_AGE_YEARS", "rule_warnings", "warning_kind", "mahalanobis_distance", "check_inputs"]
+__all__ = ["ASPECT_RANGE", "MAX_AGE_YEARS", "MAX_COLOURFULNESS", "MIN_SIDE", "RADIOGRAPHY_MODALITIES", "FeatureCheck", "check_inputs", "mahalanobis_distance", "rule_warnings", "warning_kind"]
 
 _MEANINGLESS = "the result may be meaningless"
 
@@ -107,6 +109,7 @@ _KINDS = (
     ("too elongated", "elongated image"),
     ("too small to show", "thumbnail"),
     ("looks unlike the chest X-rays", "unlike the training films"),
+    ("looks like an adult's or another site's", "adult or other-site film"),
 )
 
 
@@ -122,27 +125,135 @@ def mahalanobis_distance(features: np.ndarray, mean: np.ndarray, precision: np.n
     return np.sqrt(np.clip(squared, 0, None))
 
 
+# the arrays a FeatureCheck is saved as (features.safetensors, the export's JSON); probe_* are optional
+_DISTANCE_ARRAYS = ("mean", "precision", "threshold")
+_PROBE_ARRAYS = ("probe_center", "probe_scale", "probe_weight", "probe_bias", "probe_limit")
+
+
+@dataclass(frozen=True)
+class FeatureCheck:
+    """The model's own judge of whether an input is like its training films, from the features
+    of the prediction's forward pass (`pneumo.inference.features` taps and fits them).
+
+    A feature row is the penultimate features (the classifier's input), then the channel means
+    and standard deviations of the last feature map at each resolution. Two scores, each with
+    its limit:
+
+    - `distance`: Mahalanobis distance of the penultimate features from the training films'
+      (Lee et al. 2018): anything far from every training film, photographs and noise included;
+    - `probe`: a linear probe on the multi-depth statistics, fitted to tell the training films
+      from films the model must not judge (adult films from other hospitals, `outliers` in the
+      config); it catches what lies near the training films in the last layer but differs in
+      texture, anatomy and acquisition. Absent when no outlier films were given.
+
+    Its arrays are plain numpy, so the torch-free runtime scores exports exactly as PyTorch does.
+    """
+
+    mean: np.ndarray  # [P] penultimate features' mean
+    precision: np.ndarray  # [P, P] their shrunk inverse covariance
+    distance_limit: float
+    probe_center: np.ndarray | None = None  # [Q] standardisation of the multi-depth statistics
+    probe_scale: np.ndarray | None = None  # [Q]
+    probe_weight: np.ndarray | None = None  # [Q] logistic-regression weights
+    probe_bias: float = 0.0
+    probe_limit: float = float("inf")
+
+    @property
+    def width(self) -> int:
+        """Feature row width this check needs (penultimate plus, with a probe, the multi-depth statistics)."""
+        return len(self.mean) + (len(self.probe_weight) if self.probe_weight is not None else 0)
+
+    @property
+    def has_probe(self) -> bool:
+        return self.probe_weight is not None
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """[N, 2] float64: each row's distance and probe score (NaN without a probe)."""
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2 or features.shape[1] < self.width:
+            raise PneumoError(
+                f"the input check needs {self.width} features per image but got {features.shape[1:] or 'none'}: "
+                "it was fitted for another model; refit or export it again"
+            )
+        p = len(self.mean)
+        out = np.full((len(features), 2), np.nan)
+        out[:, 0] = mahalanobis_distance(features[:, :p], self.mean, self.precision)
+        if self.has_probe:
+            q = features[:, p : p + len(self.probe_weight)]
+            out[:, 1] = ((q - self.probe_center) / self.probe_scale) @ self.probe_weight + self.probe_bias
+        return out
+
+    def flags(self, scores: np.ndarray) -> np.ndarray:
+        """True where either score is above its limit."""
+        scores = np.asarray(scores, dtype=np.float64)
+        return (scores[:, 0] > self.distance_limit) | (np.nan_to_num(scores[:, 1], nan=-np.inf) > self.probe_limit)
+
+    def warnings(self, row: np.ndarray) -> list[str]:
+        """The warnings one image's scores raise."""
+        out = []
+        if row[0] > self.distance_limit:
+            out.append(
+                f"the image looks unlike the chest X-rays the model was trained on "
+                f"(feature distance {row[0]:.0f}, limit {self.distance_limit:.0f}): {_MEANINGLESS}"
+            )
+        if np.isfinite(row[1]) and row[1] > self.probe_limit:
+            out.append(
+                f"the film looks like an adult's or another site's, not the children's films the model was trained on "
+                f"(probe score {row[1]:.1f}, limit {self.probe_limit:.1f}): {_MEANINGLESS}"
+            )
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """float32 arrays to save (names as `from_arrays` reads them)."""
+        out = {"mean": self.mean, "precision": self.precision, "threshold": np.array(self.distance_limit)}
+        if self.has_probe:
+            out |= {"probe_center": self.probe_center, "probe_scale": self.probe_scale, "probe_weight": self.probe_weight,
+                    "probe_bias": np.array(self.probe_bias), "probe_limit": np.array(self.probe_limit)}
+        return {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in out.items()}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], where: str) -> FeatureCheck:
+        """A check from saved arrays, or a PneumoError naming `where` when they are missing, mismatched or not finite."""
+        damaged = f"{where} holds a damaged input check"
+        missing = [k for k in _DISTANCE_ARRAYS if k not in arrays]
+        probe = [k for k in _PROBE_ARRAYS if k in arrays]
+        if missing or 0 < len(probe) < len(_PROBE_ARRAYS):
+            raise PneumoError(f"{damaged} (it lacks {', '.join(missing or sorted(set(_PROBE_ARRAYS) - set(probe)))}); refit or export it again")
+        a = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items() if k in _DISTANCE_ARRAYS + _PROBE_ARRAYS}
+        p = a["mean"].shape[0] if a["mean"].ndim == 1 else 0
+        shapes_ok = p > 0 and a["precision"].shape == (p, p) and a["threshold"].size == 1
+        if probe:
+            q = a["probe_weight"].shape[0] if a["probe_weight"].ndim == 1 else 0
+            shapes_ok &= q > 0 and a["probe_center"].shape == (q,) and a["probe_scale"].shape == (q,)
+            shapes_ok &= a["probe_bias"].size == 1 and a["probe_limit"].size == 1
+        if not shapes_ok:
+            raise PneumoError(f"{damaged} (its arrays' shapes do not fit together); refit or export it again")
+        if not all(np.isfinite(v).all() for v in a.values()) or (probe and not (a["probe_scale"] > 0).all()):
+            raise PneumoError(f"{damaged} (non-finite or non-positive numbers); refit or export it again")
+        scalar = lambda name: float(a[name].reshape(-1)[0])  # noqa: E731
+        if probe:
+            return cls(a["mean"], a["precision"], scalar("threshold"), a["probe_center"], a["probe_scale"], a["probe_weight"],
+                       scalar("probe_bias"), scalar("probe_limit"))
+        return cls(a["mean"], a["precision"], scalar("threshold"))
+
+
 def check_inputs(
-    infos: Sequence[ImageInfo | None], distances: np.ndarray | None = None, limit: float | None = None
+    infos: Sequence[ImageInfo | None], scores: np.ndarray | None = None, check: FeatureCheck | None = None
 ) -> list[list[str]]:
     """Every image's warnings: rule checks on its info (None: no file to describe) and, given
-    feature distances and the model's limit (`pneumo.inference.features`), the distance check.
+    the model's feature-check scores and the check itself (`Model.probabilities_and_scores`), its warnings.
 
     Example:
-        >>> probs, dist = probabilities_and_distance(model, stats, images)
-        >>> for path, warnings in zip(paths, check_inputs(infos, dist, float(stats["threshold"]))):
+        >>> probs, scores = model.probabilities_and_scores(images)
+        >>> for path, warnings in zip(paths, check_inputs(infos, scores, model.feature_check)):
         ...     print(path, "; ".join(warnings) or "ok")
     """
-    if distances is not None and limit is None:
-        raise ValueError("distances were given without the limit that judges them")
-    if distances is not None and len(distances) != len(infos):
-        raise ValueError(f"{len(infos)} infos but {len(distances)} distances")
+    if scores is not None and check is None:
+        raise ValueError("feature-check scores were given without the check that judges them")
+    if scores is not None and len(scores) != len(infos):
+        raise ValueError(f"{len(infos)} infos but {len(scores)} scores")
     out = [rule_warnings(info) if info is not None else [] for info in infos]
-    if distances is not None and limit is not None:
-        for warnings, distance in zip(out, distances):
-            if distance > limit:
-                warnings.append(
-                    f"the image looks unlike the chest X-rays the model was trained on "
-                    f"(feature distance {distance:.0f}, limit {limit:.0f}): {_MEANINGLESS}"
-                )
+    if scores is not None and check is not None:
+        for warnings, row in zip(out, np.asarray(scores, dtype=np.float64)):
+            warnings.extend(check.warnings(row))
     return out

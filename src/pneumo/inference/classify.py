@@ -2,8 +2,8 @@
 P(pneumonia) = 1 - P(normal), the label at the model's threshold, and the input checks' warnings."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -52,8 +52,8 @@ def classify_images(
     An image any check warns about gets no label (`abstain`, with the first warning as the
     reason); `abstain=False` labels it anyway, the warnings still attached.
     """
-    probs, distances = model.probabilities_and_distances(images)
-    warnings = check_inputs(infos, distances, model.distance_limit)
+    probs, scores = model.probabilities_and_scores(images)
+    warnings = check_inputs(infos, scores, model.feature_check)
     classes = model.classes
     results = []
     for name, row, p, warned in zip(names, probs, pneumonia_probability(probs), warnings):

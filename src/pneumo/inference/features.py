@@ -1,35 +1,45 @@
-"""How far an input lies from the model's training images, in the model's own penultimate features.
+"""The model's own features on the prediction's forward pass, and the input check fitted on them.
 
-The Mahalanobis distance to the training images' features, with a shrunk (Ledoit-Wolf)
-covariance, flagged above a high quantile of what held-out training images score (Lee et al.,
-NeurIPS 2018). The statistics live beside a checkpoint's weights as `features.safetensors`,
-tied to those weights by checksum; the distance rides on the prediction's forward pass
-(`probabilities_and_distance`), so it costs one hook and a matrix product. A `TorchModel` with
-statistics attached (`model.with_feature_check()`) measures it on every prediction.
+`FeatureTap` collects one feature row per image while the network runs: its penultimate
+features (the classifier's input; an ensemble's members' side by side), then the channel means
+and standard deviations of the last feature map at each resolution of each member. The check
+(`pneumo.inference.checks.FeatureCheck`) is fitted once, after training:
+
+- the Mahalanobis distance of the penultimate features, with a shrunk (Ledoit-Wolf) covariance
+  of the training films' and a limit at a high quantile of out-of-fold training distances
+  (Lee et al., NeurIPS 2018);
+- a linear probe on the multi-depth statistics that tells the training films from outlier
+  films (adult films from other hospitals), its limit a high quantile of what the held-out
+  validation films score, so that its false-alarm rate is measured on children's films the
+  model never trained on.
+
+Its arrays live beside a checkpoint's weights as `features.safetensors`, tied to those weights by
+checksum, and travel in an ONNX export's JSON.
 
 Example:
-    >>> model = TorchModel.load(bundled_model_dir())
-    >>> stats = load_feature_stats(bundled_model_dir())
-    >>> probs, dist = probabilities_and_distance(model, stats, images)
-    >>> out_of_distribution(dist, stats)
+    >>> model = TorchModel.load(bundled_model_dir()).with_feature_check()
+    >>> probs, scores = model.probabilities_and_scores(images)
+    >>> model.feature_check.flags(scores)
 """
 from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.numpy import save_file
 from sklearn.covariance import LedoitWolf
+from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from pneumo.errors import PneumoError
-from pneumo.inference.checks import mahalanobis_distance
+from pneumo.inference.checks import FeatureCheck, mahalanobis_distance
 from pneumo.models.checkpoint import resolve_checkpoint
 from pneumo.models.meta import FEATURES, META
 from pneumo.utils.files import write_temp
@@ -39,18 +49,27 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FEATURES",
+    "PROBE_C",
+    "PROBE_QUANTILE",
+    "CheckFit",
+    "FeatureTap",
     "feature_module",
+    "feature_rows",
     "feature_width",
-    "mahalanobis",
-    "fit_feature_stats",
-    "save_feature_stats",
-    "load_feature_stats",
-    "feature_distance",
-    "probabilities_and_distance",
-    "out_of_distribution",
+    "fit_feature_check",
+    "load_feature_check",
+    "save_feature_check",
 ]
 
-_FORMAT = "pneumo-feature-stats/1"
+_FORMAT = "pneumo-feature-stats/2"
+_READABLE_FORMATS = ("pneumo-feature-stats/1", _FORMAT)  # /1: the distance alone
+# Inverse L2 strength of the probe over standardised statistics (strong: ~100 outlier films face
+# ~2000 statistics) and the quantile of validation children's scores where it draws its limit.
+# Chosen with benchmarks/probe_sweep.py on the bundled model: 3e-3 at 0.995 flagged 1.0% of
+# validation children (limit from the other half) and caught 95% of adult films from sources the
+# probe never saw; 1e-3 at 0.99 flagged 1.4% and caught 96%.
+PROBE_C = 3e-3
+PROBE_QUANTILE = 0.995
 
 
 def _head(net: nn.Module) -> nn.Linear:
@@ -69,28 +88,64 @@ def feature_module(net: nn.Module) -> nn.Module:
 
 
 def feature_width(net: nn.Module) -> int:
-    """How many penultimate features the input checks measure (an ensemble's members' side by side)."""
+    """How many penultimate features the distance measures (an ensemble's members' side by side)."""
     heads = getattr(net, "heads", None)
     return sum(h.in_features for h in heads) if isinstance(heads, nn.ModuleList) else _head(net).in_features
 
 
-@contextmanager
-def _penultimate_features(net: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Collect the classifier's input batch by batch inside the `with` block; the hook goes away after."""
-    batches: list[torch.Tensor] = []
-    handle = feature_module(net).register_forward_pre_hook(lambda _module, args: batches.append(args[0].detach().float().cpu()))
-    try:
-        yield batches
-    finally:
-        handle.remove()
+class FeatureTap:
+    """Collects a feature row per image on every forward pass of `net` while attached (a `with` block).
+
+    The row: penultimate features, then for each member (an ensemble's bodies, else the network)
+    and each spatial resolution its layers produce, in the order they run, the channel means and
+    standard deviations of the last map at that resolution (a ResNet's stem and four stages).
+    Works unchanged under ONNX tracing, where the rows become a graph output.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net
+        self.rows: list[torch.Tensor] = []
+        self._handles: list[Any] = []
+        self._maps: dict[tuple[int, tuple[int, int]], torch.Tensor] = {}
+        self._penultimate: list[torch.Tensor] = []
+
+    def __enter__(self) -> FeatureTap:
+        bodies = getattr(self.net, "bodies", None)
+        roots = list(bodies) if isinstance(bodies, nn.ModuleList) else [self.net]
+        for index, root in enumerate(roots):
+            for module in root.modules():
+                if module is not root:
+                    self._handles.append(module.register_forward_hook(self._map_hook(index)))
+        self._handles.append(feature_module(self.net).register_forward_pre_hook(lambda _m, args: self._penultimate.append(args[0])))
+        self._handles.append(self.net.register_forward_hook(self._finish))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _map_hook(self, root: int):
+        def hook(_module: nn.Module, _args: object, output: object) -> None:
+            if isinstance(output, torch.Tensor) and output.dim() == 4 and min(output.shape[-2:]) > 1:
+                key = (root, (int(output.shape[-2]), int(output.shape[-1])))
+                self._maps[key] = output  # the last map at this resolution wins; the key keeps its first place
+        return hook
+
+    def _finish(self, _module: nn.Module, _args: object, _output: object) -> None:
+        maps = [m.float() for m in self._maps.values()]
+        pooled = [torch.cat([m.mean(dim=(2, 3)), m.std(dim=(2, 3))], dim=1) for m in maps]
+        self.rows.append(torch.cat([self._penultimate[-1].flatten(1).float(), *pooled], dim=1).detach())
+        self._maps.clear()
+        self._penultimate.clear()
 
 
-def _run(model: TorchModel, images: np.ndarray | torch.Tensor, batch_size: int, progress: bool = False) -> tuple[np.ndarray, torch.Tensor]:
-    """One pass through `TorchModel.class_probabilities`: its probabilities and the features it computed."""
-    with _penultimate_features(model.net) as batches:
+def feature_rows(model: TorchModel, images: np.ndarray | torch.Tensor, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One pass through `TorchModel.class_probabilities`: its probabilities and every image's feature row ([N, D] float64)."""
+    with FeatureTap(model.net) as tap:
         probs = model.class_probabilities(images, batch_size, progress)
-    width = feature_width(model.net)
-    return probs, torch.cat(batches).flatten(1) if batches else torch.zeros(0, width)
+    rows = torch.cat([r.cpu() for r in tap.rows]).double().numpy() if tap.rows else np.zeros((0, feature_width(model.net)))
+    return probs, rows
 
 
 def _gaussian(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,63 +156,110 @@ def _gaussian(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return fitted.location_, fitted.precision_
 
 
-def mahalanobis(features: torch.Tensor | np.ndarray, mean: torch.Tensor | np.ndarray, precision: torch.Tensor | np.ndarray) -> np.ndarray:
-    """`pneumo.inference.checks.mahalanobis_distance` of tensors or arrays."""
-    as_array = lambda t: t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)  # noqa: E731
-    return mahalanobis_distance(as_array(features), as_array(mean), as_array(precision))
-
-
-def fit_feature_stats(
-    model: TorchModel, images: np.ndarray | torch.Tensor, quantile: float = 0.995, folds: int = 5, batch_size: int = 256, progress: bool = False
-) -> dict[str, torch.Tensor]:
-    """Fit the training images' feature distribution and the distance above which an input is flagged.
-
-    The threshold is the `quantile` of out-of-fold distances: each fold is scored under a
-    Gaussian fitted to the other folds. In-sample distances are too small (a fitted point
-    pulls the mean and covariance towards itself, badly so with 256 features and a few
-    hundred images), and would flag far more than 1 - quantile of new training-like images:
-    fitted on 200 images of the bundled model, their 99.5% quantile flagged 22-88% of 100
-    held-out ones (five draws), the out-of-fold one 0-3%.
-
-    Args:
-        model: the model whose features are measured.
-        images: uint8 [N, S, S] training images at the model's size (the ones it was fitted on).
-        quantile: share of training-like images that should pass.
-        folds: folds for the out-of-fold threshold.
-
-    Returns:
-        {"mean": [D], "precision": [D, D], "threshold": scalar}, float32.
-    """
-    if len(images) < 4 * folds:
-        raise PneumoError(f"fitting feature statistics needs at least {4 * folds} training images, got {len(images)}")
-    if not 0.5 <= quantile < 1:
-        raise PneumoError(f"quantile must be in [0.5, 1), got {quantile}")
-    features = _run(model, images, batch_size, progress)[1].double().numpy()
+def _out_of_fold_distances(features: np.ndarray, folds: int) -> np.ndarray:
+    """Each fold's distances under a Gaussian fitted to the other folds. In-sample distances are
+    too small (a fitted point pulls the mean and covariance towards itself, badly so with 256
+    features and a few hundred images): fitted on 200 images of an earlier bundled model, their
+    99.5% quantile flagged 22-88% of 100 held-out ones (five draws), the out-of-fold one 0-3%."""
     fold = np.arange(len(features)) % folds
     held_out = np.empty(len(features))
     for k in range(folds):
         mean, precision = _gaussian(features[fold != k])
-        held_out[fold == k] = mahalanobis(features[fold == k], mean, precision)
-    mean, precision = _gaussian(features)
-    return {
-        "mean": torch.from_numpy(mean).float(),
-        "precision": torch.from_numpy(precision).float(),
-        "threshold": torch.tensor(float(np.quantile(held_out, quantile))),
-    }
+        held_out[fold == k] = mahalanobis_distance(features[fold == k], mean, precision)
+    return held_out
 
 
-def _checked(stats: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
-    """The stats if their tensors fit together and are finite, else a PneumoError naming `where`."""
-    try:
-        mean, precision, threshold = stats["mean"], stats["precision"], stats["threshold"]
-    except KeyError as exc:
-        raise PneumoError(f"{where} lacks the tensor {exc}; refit the feature statistics") from None
-    width = mean.shape[0] if mean.dim() == 1 else -1
-    if width < 1 or precision.shape != (width, width) or threshold.numel() != 1:
-        raise PneumoError(f"{where} holds tensors of mismatched shapes: the file is damaged; refit the feature statistics")
-    if not all(bool(torch.isfinite(t).all()) for t in (mean, precision, threshold)):
-        raise PneumoError(f"{where} holds non-finite numbers: the file is damaged; refit the feature statistics")
-    return {"mean": mean.float(), "precision": precision.float(), "threshold": threshold.float().reshape(())}
+def _probe(inliers: np.ndarray, outliers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Standardisation and logistic-regression weights telling outliers (1) from inliers (0), classes weighted equally."""
+    x = np.vstack([inliers, outliers])
+    center, scale = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(scale > 1e-8, scale, 1.0)
+    y = np.r_[np.zeros(len(inliers)), np.ones(len(outliers))]
+    fitted = LogisticRegression(C=PROBE_C, class_weight="balanced", max_iter=5000).fit((x - center) / scale, y)
+    return center, scale, fitted.coef_[0], float(fitted.intercept_[0])
+
+
+def _probe_scores(rows: np.ndarray, center: np.ndarray, scale: np.ndarray, weight: np.ndarray, bias: float) -> np.ndarray:
+    return ((rows - center) / scale) @ weight + bias
+
+
+@dataclass
+class CheckFit:
+    """A fitted check with what was measured while fitting it (counts; intervals are the caller's)."""
+
+    check: FeatureCheck
+    val_flagged: int = 0  # validation films (held-out children) flagged, limits fitted on the other half
+    n_val: int = 0
+    outliers_caught: int = 0  # outlier films flagged by a probe fitted without their source
+    n_outliers: int = 0
+    n_sources: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _source_folds(groups: Sequence[str], folds: int, seed: int) -> list[np.ndarray]:
+    names = np.array(sorted(set(groups)))
+    np.random.default_rng(seed).shuffle(names)
+    return [np.isin(np.asarray(groups), part) for part in np.array_split(names, min(folds, len(names)))]
+
+
+def fit_feature_check(
+    model: TorchModel,
+    train_images: np.ndarray | torch.Tensor,
+    val_images: np.ndarray | torch.Tensor | None = None,
+    outlier_images: np.ndarray | None = None,
+    outlier_sources: Sequence[str] | None = None,
+    quantile: float = 0.995,
+    probe_quantile: float = PROBE_QUANTILE,
+    folds: int = 5,
+    batch_size: int = 256,
+    progress: bool = False,
+    seed: int = 0,
+) -> CheckFit:
+    """Fit the input check of `model`: the distance on its training films, and with validation
+    and outlier films, the probe.
+
+    Args:
+        train_images: uint8 [N, S, S] films the model was fitted on.
+        val_images: held-out films of the training distribution: the probe's limit is their
+            `probe_quantile`; its false-alarm rate is measured on one half with the limit fitted on the other.
+        outlier_images: films the model must not judge (never its training films).
+        outlier_sources: each outlier film's source; films of one source are held out together when
+            measuring how many of a new source's films the probe catches.
+        quantile: share of training-like films the distance passes.
+    """
+    if len(train_images) < 4 * folds:
+        raise PneumoError(f"fitting the input check needs at least {4 * folds} training images, got {len(train_images)}")
+    if not 0.5 <= quantile < 1 or not 0.5 <= probe_quantile < 1:
+        raise PneumoError(f"quantiles must be in [0.5, 1), got {quantile} and {probe_quantile}")
+    width = feature_width(model.net)
+    train = feature_rows(model, train_images, batch_size, progress)[1]
+    mean, precision = _gaussian(train[:, :width])
+    limit = float(np.quantile(_out_of_fold_distances(train[:, :width], folds), quantile))
+    distance_only = FeatureCheck(mean, precision, limit)
+    if val_images is None or outlier_images is None or len(outlier_images) < 2 * folds or len(val_images) < 20:
+        why = "no outlier films were given" if outlier_images is None else "too few outlier or validation films"
+        return CheckFit(distance_only, notes=[f"distance check only: {why}"])
+    sources = list(outlier_sources) if outlier_sources is not None else [str(i) for i in range(len(outlier_images))]
+    val = feature_rows(model, val_images, batch_size, progress)[1]
+    outliers = feature_rows(model, outlier_images, batch_size, progress)[1]
+    center, scale, weight, bias = _probe(train[:, width:], outliers[:, width:])
+    val_scores = _probe_scores(val[:, width:], center, scale, weight, bias)
+    check = FeatureCheck(mean, precision, limit, center, scale, weight, bias, float(np.quantile(val_scores, probe_quantile)))
+    # false alarms on held-out children: the probe's limit from one half of validation, counted on the other
+    half = np.random.default_rng(seed).permutation(len(val)) < len(val) // 2
+    distance_flags = mahalanobis_distance(val[:, :width], mean, precision) > limit
+    val_flagged = 0
+    for fit_half in (half, ~half):
+        cut = np.quantile(val_scores[fit_half], probe_quantile)
+        val_flagged += int((distance_flags[~fit_half] | (val_scores[~fit_half] > cut)).sum())
+    # outliers caught from sources the probe never saw
+    caught = 0
+    for held in _source_folds(sources, folds, seed):
+        c, s, w, b = _probe(train[:, width:], outliers[~held, width:])
+        cut = np.quantile(_probe_scores(val[:, width:], c, s, w, b), probe_quantile)
+        held_scores = np.c_[mahalanobis_distance(outliers[held, :width], mean, precision), _probe_scores(outliers[held, width:], c, s, w, b)]
+        caught += int(((held_scores[:, 0] > limit) | (held_scores[:, 1] > cut)).sum())
+    return CheckFit(check, val_flagged, len(val), caught, len(outliers), len(set(sources)))
 
 
 def _weights_sha256(folder: Path) -> str:
@@ -167,56 +269,30 @@ def _weights_sha256(folder: Path) -> str:
         return ""
 
 
-def save_feature_stats(stats: dict[str, torch.Tensor], checkpoint_dir: str | Path) -> Path:
+def save_feature_check(check: FeatureCheck, checkpoint_dir: str | Path) -> Path:
     """Write `features.safetensors` beside a checkpoint's weights, atomically, tied to those weights by checksum."""
     folder = resolve_checkpoint(checkpoint_dir)
-    stats = {k: v.contiguous() for k, v in _checked(stats, "the feature statistics").items()}
     metadata = {"format": _FORMAT, "weights_sha256": _weights_sha256(folder)}
-    os.replace(write_temp(folder / FEATURES, lambda tmp: save_file(stats, str(tmp), metadata=metadata)), folder / FEATURES)
+    os.replace(write_temp(folder / FEATURES, lambda tmp: save_file(check.arrays(), str(tmp), metadata=metadata)), folder / FEATURES)
     return folder / FEATURES
 
 
-def load_feature_stats(checkpoint_dir: str | Path) -> dict[str, torch.Tensor] | None:
-    """A checkpoint's feature statistics; None when it has none, a PneumoError when they are damaged or stale."""
+def load_feature_check(checkpoint_dir: str | Path) -> FeatureCheck | None:
+    """A checkpoint's input check; None when it has none, a PneumoError when it is damaged or stale."""
     folder = resolve_checkpoint(checkpoint_dir)
     path = folder / FEATURES
     if not path.exists():
         return None
     try:
-        with safe_open(str(path), framework="pt") as fh:
+        with safe_open(str(path), framework="np") as fh:
             metadata = fh.metadata() or {}
-            stats = {key: fh.get_tensor(key) for key in fh.keys()}
+            arrays = {key: fh.get_tensor(key) for key in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PneumoError(f"{path} is not readable ({first}): the file is damaged; refit or delete it") from None
-    if metadata.get("format") != _FORMAT:
+    if metadata.get("format") not in _READABLE_FORMATS:
         raise PneumoError(f"{path} is not a pneumo feature-statistics file (format {metadata.get('format')!r})")
     expected = _weights_sha256(folder)
     if expected and metadata.get("weights_sha256") != expected:
         raise PneumoError(f"{path} was fitted for other weights than {folder / META} describes: refit or delete it")
-    return _checked(stats, str(path))
-
-
-def probabilities_and_distance(
-    model: TorchModel, stats: dict[str, torch.Tensor], images: np.ndarray | torch.Tensor, batch_size: int = 256, progress: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """One forward pass: class probabilities exactly as `TorchModel.class_probabilities` gives them, and feature distances."""
-    probs, features = _run(model, images, batch_size, progress)
-    if features.shape[1] != stats["mean"].shape[0]:
-        raise PneumoError(
-            f"the feature statistics are for {stats['mean'].shape[0]} features but this model has {features.shape[1]}: "
-            "they were fitted for another model; refit them"
-        )
-    return probs, mahalanobis(features, stats["mean"], stats["precision"])
-
-
-def feature_distance(
-    model: TorchModel, stats: dict[str, torch.Tensor], images: np.ndarray | torch.Tensor, batch_size: int = 256
-) -> np.ndarray:
-    """Mahalanobis distance of each uint8 [N, S, S] image's features from the training images' ([N], float64)."""
-    return probabilities_and_distance(model, stats, images, batch_size)[1]
-
-
-def out_of_distribution(distances: np.ndarray, stats: dict[str, torch.Tensor]) -> np.ndarray:
-    """True where a distance is above the statistics' threshold."""
-    return np.asarray(distances) > float(stats["threshold"])
+    return FeatureCheck.from_arrays(arrays, str(path))

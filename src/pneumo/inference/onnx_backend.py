@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,22 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from pneumo.data.preprocess import check_image_batch
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
-from pneumo.inference.checks import mahalanobis_distance
+from pneumo.inference.checks import FeatureCheck
 from pneumo.models.meta import CheckpointMeta
 from pneumo.utils.files import sha256_file
 from pneumo.utils.progress import progress_bar
 
-__all__ = ["OnnxModel"]
+__all__ = ["ENCODING", "OnnxModel", "encode_arrays"]
+
+ENCODING = "float32-le-base64"  # how an export's JSON carries the input check's arrays
+
+
+def encode_arrays(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The export JSON's form of an input check's arrays (what `_feature_check` reads back)."""
+    return {
+        "encoding": ENCODING,
+        "arrays": {k: {"shape": list(v.shape), "data": base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii")} for k, v in arrays.items()},
+    }
 
 _ORT_ERRORS = (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NoSuchFile, ort_errors.RuntimeException)
 
@@ -51,8 +62,8 @@ class OnnxModel(Model):
         self._feature_check = _feature_check(export, self._outputs, "the export's JSON")
 
     @property
-    def distance_limit(self) -> float | None:
-        return self._feature_check[2] if self._feature_check is not None else None
+    def feature_check(self) -> FeatureCheck | None:
+        return self._feature_check
 
     @classmethod
     def load(cls, path: str | Path) -> OnnxModel:
@@ -83,13 +94,12 @@ class OnnxModel(Model):
         """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes] in `classes` order."""
         return self._run(images, batch_size, progress, [self._outputs[0]])[0]
 
-    def probabilities_and_distances(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """Class probabilities and, where the export carries the feature check, each image's feature distance (one pass)."""
+    def probabilities_and_scores(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities and, where the export carries the input check, each image's scores (one pass)."""
         if self._feature_check is None:
             return self.class_probabilities(images, batch_size, progress), None
         probs, features = self._run(images, batch_size, progress, self._outputs[:2])
-        mean, precision, _ = self._feature_check
-        return probs, mahalanobis_distance(features, mean, precision)
+        return probs, self._feature_check.scores(features)
 
     def _run(self, images: np.ndarray, batch_size: int, progress: bool, outputs: list[str]) -> list[np.ndarray]:
         images = check_image_batch(images, self.image_size)
@@ -103,21 +113,21 @@ class OnnxModel(Model):
         return [np.concatenate([b[i] for b in batches]) for i in range(len(outputs))]
 
 
-def _feature_check(export: dict[str, Any], outputs: list[str], where: str) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """The training-feature statistics an export carries (mean, precision, limit), when its graph also outputs the features."""
+def _feature_check(export: dict[str, Any], outputs: list[str], where: str) -> FeatureCheck | None:
+    """The input check an export carries (`pneumo.export.onnx`), when its graph also outputs the features."""
     check = export.get("feature_check")
     if not check or len(outputs) < 2:
         return None
     try:
-        width = int(check["width"])
-        mean = np.frombuffer(base64.b64decode(check["mean"]), dtype="<f4").astype(np.float64)
-        precision = np.frombuffer(base64.b64decode(check["precision"]), dtype="<f4").astype(np.float64).reshape(width, width)
-        limit = float(check["threshold"])
-    except (KeyError, TypeError, ValueError) as exc:
+        if check.get("encoding") != ENCODING:
+            raise ValueError(f"encoding {check.get('encoding')!r}, not {ENCODING}")
+        arrays = {
+            name: np.frombuffer(base64.b64decode(entry["data"], validate=True), dtype="<f4").reshape(entry["shape"])
+            for name, entry in check["arrays"].items()
+        }
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
         raise PneumoError(f"{where}: its feature_check is damaged ({exc}); export the model again") from None
-    if mean.shape != (width,) or not (np.isfinite(mean).all() and np.isfinite(precision).all() and np.isfinite(limit)):
-        raise PneumoError(f"{where}: its feature_check is damaged (shapes or values); export the model again")
-    return mean, precision, limit
+    return FeatureCheck.from_arrays(arrays, where)
 
 
 def _export_meta(export: dict[str, Any], where: str) -> CheckpointMeta:

@@ -1,5 +1,5 @@
-"""Prediction with a PyTorch checkpoint: the network, its metadata and, optionally, its
-training-feature statistics for the input checks.
+"""Prediction with a PyTorch checkpoint: the network, its metadata and, optionally, the input
+check fitted on its features.
 
 Example:
     >>> model = TorchModel.load("runs/seed")          # a run folder, or runs/seed/model
@@ -17,13 +17,14 @@ from torch import nn
 
 from pneumo.data.preprocess import check_image_batch, normalise
 from pneumo.inference.base import Model
-from pneumo.inference.features import load_feature_stats, probabilities_and_distance
+from pneumo.inference.checks import FeatureCheck
+from pneumo.inference.features import feature_rows, load_feature_check
 from pneumo.models.checkpoint import read_checkpoint
 from pneumo.models.meta import CheckpointMeta
 from pneumo.tasks import Task
 from pneumo.utils.progress import progress_bar
 
-__all__ = ["TorchModel", "load_checkpoint", "class_probabilities"]
+__all__ = ["TorchModel", "class_probabilities", "load_checkpoint"]
 
 
 @dataclass
@@ -33,15 +34,15 @@ class TorchModel(Model):
     Args:
         net: the network.
         meta: its checkpoint metadata.
-        folder: where it was loaded from (its feature statistics live there too).
-        feature_stats: the training images' feature distribution (`pneumo.inference.features`);
-            with it, every prediction also measures each input's feature distance.
+        folder: where it was loaded from (its input check lives there too).
+        check: the input check fitted on its features (`pneumo.inference.features`); with it,
+            every prediction also scores each input against it.
     """
 
     net: nn.Module
     meta: CheckpointMeta
     folder: Path | None = None
-    feature_stats: dict[str, torch.Tensor] | None = None
+    check: FeatureCheck | None = None
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> TorchModel:
@@ -50,8 +51,8 @@ class TorchModel(Model):
         return cls(net, meta, folder)
 
     @property
-    def distance_limit(self) -> float | None:
-        return float(self.feature_stats["threshold"]) if self.feature_stats is not None else None
+    def feature_check(self) -> FeatureCheck | None:
+        return self.check
 
     def class_probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 256, progress: bool = False) -> np.ndarray:
         """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes]."""
@@ -59,18 +60,19 @@ class TorchModel(Model):
             images = check_image_batch(images, self.image_size)
         return class_probabilities(self.net, images, self.task, self.meta.mean, self.meta.std, batch_size, progress, self.meta.temperature)
 
-    def probabilities_and_distances(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.feature_stats is None:
+    def probabilities_and_scores(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.check is None:
             return self.class_probabilities(images, batch_size, progress), None
-        return probabilities_and_distance(self, self.feature_stats, images, batch_size, progress)
+        probs, rows = feature_rows(self, images, batch_size, progress)
+        return probs, self.check.scores(rows)
 
     def with_feature_check(self) -> TorchModel:
-        """The model with its checkpoint's feature statistics attached, where it has them (the
-        bundled model does); otherwise as it is, and only the rule checks warn."""
-        if self.feature_stats is not None or self.folder is None:
+        """The model with its checkpoint's input check attached, where it has one (the bundled
+        model does); otherwise as it is, and only the rule checks warn."""
+        if self.check is not None or self.folder is None:
             return self
-        stats = load_feature_stats(self.folder)
-        return dataclasses.replace(self, feature_stats=stats) if stats is not None else self
+        check = load_feature_check(self.folder)
+        return dataclasses.replace(self, check=check) if check is not None else self
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> TorchModel:

@@ -1,9 +1,9 @@
 """A run's data: records -> train/val split -> decoded once into the cache -> tensors on the training device."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -11,12 +11,15 @@ import torch
 from pneumo.config import Config
 from pneumo.data.cache import decode_dataset
 from pneumo.data.layout import Record, discover
+from pneumo.data.preprocess import load_image
 from pneumo.data.split import shared_patients, split_records, subsample, write_split
 from pneumo.errors import PneumoError
 from pneumo.tasks import get_task
 from pneumo.training import distributed as dist
+from pneumo.utils.progress import progress_bar
+from pneumo.utils.walk import image_files
 
-__all__ = ["TrainingData", "split_seed", "training_records", "split_training_records", "load_training_data"]
+__all__ = ["OutlierFilms", "TrainingData", "load_training_data", "outlier_films", "outlier_source", "split_seed", "split_training_records", "training_records"]
 
 
 @dataclass
@@ -104,3 +107,54 @@ def load_training_data(config: Config, run_dir: Path, device: torch.device, writ
         f"{len(shared_patients(data.train, data.val))} patients on both sides); pneumonia share {np.mean(y_all > 0):.2f}; device {device}"
     )
     return data
+
+
+@dataclass
+class OutlierFilms:
+    """Films the model must not judge, decoded at its size, each with its source (see `outlier_source`)."""
+
+    folder: Path
+    images: np.ndarray  # uint8 [N, S, S]
+    sources: list[str]
+
+
+def outlier_source(path: Path) -> str:
+    """The source a film came from, as far as its name tells: the outlier collection names the
+    figures of one paper or case series with a common prefix (`1-s2.0-S0929664620300449-gr2_lrg-a.jpg`,
+    `...-b.jpg`), so the first 12 characters group them; such films are held out together."""
+    return path.stem[:12]
+
+
+def _outlier_folder(config: Config) -> Path | None:
+    if config.outliers == "none":
+        return None
+    if config.outliers != "auto":
+        folder = Path(config.outliers).expanduser()
+        if not folder.is_dir():
+            raise PneumoError(f"outliers: {folder} is not a folder of films; give one, or outliers=none")
+        return folder
+    data = Path(str(config.data)).expanduser()
+    for base in (data, data.parent, data.parent.parent):
+        if (base / "ood" / "adult_other_hospitals").is_dir():
+            return base / "ood" / "adult_other_hospitals"
+    return None
+
+
+def outlier_films(config: Config, progress: bool, log: Callable[[str], None]) -> OutlierFilms | None:
+    """The config's outlier films at its image size (unreadable ones skipped), or None when it names none."""
+    folder = _outlier_folder(config)
+    if folder is None:
+        return None
+    paths = image_files(folder)
+    images, sources = [], []
+    for path in progress_bar(paths, len(paths), "decoding outlier films", progress):
+        try:
+            images.append(load_image(path, config.image_size))
+        except PneumoError as exc:
+            log(f"outlier film skipped: {exc}")
+            continue
+        sources.append(outlier_source(path))
+    if not images:
+        log(f"no readable films in {folder}: the input check gets no probe")
+        return None
+    return OutlierFilms(folder, np.stack(images), sources)

@@ -13,8 +13,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -28,8 +28,13 @@ from pneumo.evaluation.threshold import THRESHOLD_METHODS
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.models.ensemble import ENSEMBLE, Ensemble, EnsembleMember, split_head
 from pneumo.models.meta import CheckpointMeta
-from pneumo.training.data import TrainingData, decode_training_data, split_training_records
-from pneumo.training.report import operating_point, write_figures, write_model
+from pneumo.training.data import (
+    TrainingData,
+    decode_training_data,
+    outlier_films,
+    split_training_records,
+)
+from pneumo.training.report import input_check_line, operating_point, write_figures, write_model
 from pneumo.training.run_dir import REPORT, prepare_run_dir
 from pneumo.version import __version__
 
@@ -134,7 +139,8 @@ def assemble_ensemble(
     decoded: TrainingData = decode_training_data(configs[0], train, val, torch.device("cpu"), progress, log)
     net, meta = _single(models[0]) if len(models) == 1 else _ensemble(models, members, configs[0], decoded)
     point = operating_point(net, meta, decoded, calibration, threshold, n_boot, seed=0, progress=progress)
-    write_model(out, net, point.meta, decoded, progress=progress)
+    point.report["input_check"] = write_model(out, net, point.meta, decoded, outlier_films(configs[0], progress, log), progress=progress)
+    log(input_check_line(point.report["input_check"]))
     write_figures(out, point, decoded, f"ensemble of {len(models)}")
     write_report(point.report, out / REPORT)
     return point.report

@@ -17,25 +17,34 @@ from sklearn.metrics import log_loss
 from pneumo.config import Config
 from pneumo.data.layout import Record
 from pneumo.data.split import shared_patients
-from pneumo.evaluation.calibration import apply_temperature, choose_temperature, expected_calibration_error
-from pneumo.evaluation.metrics import binary_metrics
+from pneumo.evaluation.calibration import (
+    apply_temperature,
+    choose_temperature,
+    expected_calibration_error,
+)
+from pneumo.evaluation.metrics import binary_metrics, wilson_interval
 from pneumo.evaluation.report import metrics_report, write_report
 from pneumo.evaluation.robustness import shift_report, shifted_probabilities
 from pneumo.evaluation.threshold import choose_threshold
 from pneumo.explain.gradcam import cam_evidence, frame_share
-from pneumo.inference.features import fit_feature_stats, save_feature_stats
+from pneumo.inference.features import CheckFit, fit_feature_check, save_feature_check
 from pneumo.inference.torch_backend import TorchModel, class_probabilities
 from pneumo.models.checkpoint import save_checkpoint
 from pneumo.models.meta import WEIGHTS, CheckpointMeta
 from pneumo.tasks import BINARY, Task, pneumonia_probability
 from pneumo.training import distributed as dist
-from pneumo.training.data import TrainingData
+from pneumo.training.data import OutlierFilms, TrainingData, outlier_films
 from pneumo.training.parts import RunParts
 from pneumo.training.run_dir import REPORT
 from pneumo.training.state import RunSoFar
-from pneumo.viz.figures import confusion_plot, history_panels, reliability_plot, roc_plot
+from pneumo.viz.figures import (
+    confusion_plot,
+    history_panels,
+    reliability_plot,
+    roc_plot,
+)
 
-__all__ = ["FEATURE_STATS_MIN_IMAGES", "OperatingPoint", "epoch_metrics", "validation_row", "validation_report", "operating_point", "write_model", "write_figures", "finish_run"]
+__all__ = ["FEATURE_STATS_MIN_IMAGES", "OperatingPoint", "epoch_metrics", "finish_run", "input_check_line", "operating_point", "validation_report", "validation_row", "write_figures", "write_model"]
 
 FEATURE_STATS_MIN_IMAGES = 100  # fewer training images give no usable feature distribution
 
@@ -138,12 +147,48 @@ def operating_point(
     return OperatingPoint(chosen, report, shifted["none"])
 
 
-def write_model(folder: Path, model: torch.nn.Module, meta: CheckpointMeta, data: TrainingData, batch_size: int = 256, progress: bool = False) -> None:
-    """Save the chosen model with the feature statistics of its training images (for the input checks)."""
+def input_check_report(fit: CheckFit, outliers: OutlierFilms | None) -> dict[str, Any]:
+    """What the input check is and what it was measured to do, for the validation report."""
+    out: dict[str, Any] = {"probe": fit.check.has_probe, "distance_limit": fit.check.distance_limit, "notes": fit.notes}
+    if fit.check.has_probe and outliers is not None:
+        out |= {
+            "probe_limit": fit.check.probe_limit,
+            "outliers": str(outliers.folder),
+            "val_false_alarms": fit.val_flagged, "n_val": fit.n_val,
+            "val_false_alarm_rate": fit.val_flagged / fit.n_val, "val_false_alarm_ci95": wilson_interval(fit.val_flagged, fit.n_val),
+            "outliers_caught": fit.outliers_caught, "n_outliers": fit.n_outliers, "n_outlier_sources": fit.n_sources,
+            "outlier_catch_rate": fit.outliers_caught / fit.n_outliers, "outlier_catch_ci95": wilson_interval(fit.outliers_caught, fit.n_outliers),
+            "how": "false alarms: validation children, the probe's limit fitted on the other half; caught: outlier films scored by a probe fitted without their source (5 folds)",
+        }
+    return out
+
+
+def input_check_line(check: dict[str, Any] | None) -> str:
+    """One line on what the input check was measured to do, for the log."""
+    if not check:
+        return "input check: none (too few training images)"
+    if "val_false_alarm_rate" not in check:
+        return "input check: the feature distance only (" + "; ".join(check["notes"]) + ")"
+    lo, hi = check["val_false_alarm_ci95"]
+    return (f"input check: {check['val_false_alarm_rate']:.1%} of validation children flagged (95% CI {lo:.1%}-{hi:.1%}), "
+            f"{check['outlier_catch_rate']:.0%} of {check['n_outliers']} outlier films from unseen sources caught")
+
+
+def write_model(
+    folder: Path, model: torch.nn.Module, meta: CheckpointMeta, data: TrainingData, outliers: OutlierFilms | None = None,
+    batch_size: int = 256, progress: bool = False,
+) -> dict[str, Any] | None:
+    """Save the chosen model with its input check, fitted on its training films (and, given
+    outlier films, its validation films); returns what the check was measured to do."""
     save_checkpoint(folder, model, meta)
-    if data.n_train >= FEATURE_STATS_MIN_IMAGES:
-        stats = fit_feature_stats(TorchModel(model, meta), data.x_train, batch_size=batch_size, progress=progress)
-        save_feature_stats(stats, folder)
+    if data.n_train < FEATURE_STATS_MIN_IMAGES:
+        return None
+    fit = fit_feature_check(
+        TorchModel(model, meta), data.x_train, data.x_val, outliers.images if outliers is not None else None,
+        outliers.sources if outliers is not None else None, batch_size=batch_size, progress=progress,
+    )
+    save_feature_check(fit.check, folder)
+    return input_check_report(fit, outliers)
 
 
 def write_figures(folder: Path, point: OperatingPoint, data: TrainingData, title: str) -> None:
@@ -169,7 +214,9 @@ def finish_run(
     report |= {"epoch": chosen_epoch, "seconds_total": time.perf_counter() - started}
     report["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in so_far.history]))
     report["machine"] = _machine(data.x_val.device)
-    write_model(run_dir / "model", model, point.meta, data, config.eval_batch_size, progress)
+    outliers = outlier_films(config, progress, print)
+    report["input_check"] = write_model(run_dir / "model", model, point.meta, data, outliers, config.eval_batch_size, progress)
+    print(input_check_line(report["input_check"]))
     history_panels(so_far.history, run_dir / "history.png")
     write_figures(run_dir, point, data, f"{config.split} split")
     write_report(report, run_dir / REPORT)  # last: its presence says the run finished
