@@ -395,12 +395,24 @@ def serve(
     max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", help="Largest upload accepted."),
 ) -> None:
     """A web page and an HTTP API (POST /v1/predict, GET /v1/model, GET /healthz, docs at /docs)."""
+    import logging
+    import math
+
     import uvicorn
 
     from pneumo.serve.app import create_app
 
+    if not 1 <= port <= 65535:
+        raise PneumoError(f"--port must be 1-65535, got {port}")
+    if not (math.isfinite(max_upload_mb) and max_upload_mb > 0):
+        raise PneumoError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")
     application = create_app(model, max_upload_mb=max_upload_mb)
-    console.print(f"pneumo serving on http://{host}:{port}/ (API docs at /docs); Ctrl-C stops it")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    access = logging.getLogger("pneumo.serve.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    console.print(f"pneumo serving on http://{host}:{port}/ (API docs at /docs, metrics at /metrics); Ctrl-C stops it")
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 

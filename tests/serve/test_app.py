@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +133,47 @@ def test_an_onnx_export_serves_without_heatmaps(tmp_path: Path) -> None:
     answer = _post(onnx, FILM.name, FILM.read_bytes(), cam="true").json()
     assert answer["cam"] is None and any("ONNX" in w for w in answer["warnings"])
     assert answer["probability"] == pytest.approx(predict([FILM])[0].probability, abs=1e-4)
+
+
+def test_metrics_count_requests_batches_and_verdicts(client: TestClient) -> None:
+    _post(client, FILM.name, FILM.read_bytes())
+    _post(client, "notes.jpeg", b"not pixels")
+    text = client.get("/metrics").text
+    assert 'pneumo_requests_total{method="POST",path="/v1/predict",status="200"}' in text
+    assert 'pneumo_errors_total{status="400"}' in text and "pneumo_batch_size_count" in text
+    assert 'pneumo_request_seconds_bucket{le="0.005",path="/v1/predict"}' in text
+    assert any(line.startswith("pneumo_predictions_total{outcome=") for line in text.splitlines())
+    client.get("/no/such/page/" + "x" * 50)
+    assert "/no/such" not in client.get("/metrics").text  # unknown paths share one label
+
+
+def test_every_request_gets_an_access_log_line(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="pneumo.serve.access"):
+        client.get("/healthz")
+        _post(client, "notes.jpeg", b"not pixels")
+    lines = [r.getMessage() for r in caplog.records if r.name == "pneumo.serve.access"]
+    assert any('"GET /healthz" 200' in line for line in lines) and any('"POST /v1/predict" 400' in line for line in lines)
+
+
+def test_the_bundled_model_answers_through_onnxruntime_and_draws_heatmaps_with_torch() -> None:
+    from pneumo.inference.onnx_backend import OnnxModel
+    from pneumo.inference.torch_backend import TorchModel
+    from pneumo.serve.app import _Service
+    from pneumo.serve.metrics import ServiceMetrics
+
+    service = _Service(load_model().with_feature_check(), 10**7, ServiceMetrics())
+    assert isinstance(service.fast, OnnxModel) and isinstance(service.explainer, TorchModel)
+    job = service.decode(FILM.name, FILM.read_bytes(), cam=False, abstain=True)
+    plain, with_cam = service.run_batch([job, dataclasses.replace(job, cam=True)])
+    assert plain["cam"] is None and with_cam["cam"] is not None
+    assert plain["probability"] == pytest.approx(with_cam["probability"], abs=1e-5) and plain["label"] == with_cam["label"]
+
+
+def test_concurrent_uploads_share_forward_passes(client: TestClient) -> None:
+    films = sorted((TRAIN / "NORMAL").glob("*.jpeg"))[:16]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda f: _post(client, f.name, f.read_bytes()), films))
+    assert [a.status_code for a in answers] == [200] * 16
+    assert [a.json()["filename"] for a in answers] == [f.name for f in films]  # each answer is its own film's
+    expected = predict(films)
+    assert [a.json()["probability"] for a in answers] == pytest.approx([p.probability for p in expected], abs=1e-5)

@@ -84,7 +84,7 @@ class OnnxModel(Model):
         if export.get("onnx_sha256") and sha256_file(onnx_path) != export["onnx_sha256"]:
             raise PneumoError(f"{onnx_path} does not match the checksum in {json_path.name}: the file is damaged or was replaced; export the model again")
         try:
-            session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(onnx_path), _session_options(), providers=["CPUExecutionProvider"])
         except _ORT_ERRORS as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise PneumoError(f"onnxruntime cannot load {onnx_path} ({first}): the file is damaged or not a pneumo export; export the model again") from None
@@ -111,6 +111,14 @@ class OnnxModel(Model):
         if not batches:
             return [np.zeros((0, len(self.classes)), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)][: len(outputs)]
         return [np.concatenate([b[i] for b in batches]) for i in range(len(outputs))]
+
+
+def _session_options() -> ort.SessionOptions:
+    """Worker threads that sleep between runs instead of spinning: a service decoding and parsing
+    uploads beside inference needs those cores (benchmarks/bench_serve.py)."""
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 def _feature_check(export: dict[str, Any], outputs: list[str], where: str) -> FeatureCheck | None:
