@@ -43,6 +43,7 @@ from pneumo.inference.checks import FeatureCheck, mahalanobis_distance
 from pneumo.models.checkpoint import resolve_checkpoint
 from pneumo.models.meta import FEATURES, META
 from pneumo.utils.files import write_temp
+from pneumo.utils.progress import progress_bar
 
 if TYPE_CHECKING:
     from pneumo.inference.torch_backend import TorchModel
@@ -254,7 +255,8 @@ def fit_feature_check(
         val_flagged += int((distance_flags[~fit_half] | (val_scores[~fit_half] > cut)).sum())
     # outliers caught from sources the probe never saw
     caught = 0
-    for held in _source_folds(sources, folds, seed):
+    source_folds = _source_folds(sources, folds, seed)
+    for held in progress_bar(source_folds, len(source_folds), "probe on unseen sources", progress):
         c, s, w, b = _probe(train[:, width:], outliers[~held, width:])
         cut = np.quantile(_probe_scores(val[:, width:], c, s, w, b), probe_quantile)
         held_scores = np.c_[mahalanobis_distance(outliers[held, :width], mean, precision), _probe_scores(outliers[held, width:], c, s, w, b)]
