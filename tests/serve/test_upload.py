@@ -121,3 +121,14 @@ def test_health_answers_while_a_big_upload_trickles_in() -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("args, fragment", [(["--port", "99999"], "--port must be 1-65535"), (["--port", "0"], "--port must be 1-65535"),
+                                             (["--max-upload-mb", "0"], "positive number"), (["--max-upload-mb", "-1"], "positive number"),
+                                             (["--max-upload-mb", "nan"], "positive number")])
+def test_serve_refuses_nonsense_settings_before_listening(args: list[str], fragment: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pneumo", "serve", *args], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr
