@@ -296,9 +296,16 @@ def test_resume_continues_only_what_it_can(small_folder: Path, tmp_path: Path) -
     assert all(torch.equal(kept[k], v) for k, v in load_file(str(run / "model" / "weights.safetensors")).items())
 
     (run / "val_report.json").unlink()
-    (run / "checkpoints" / "last" / "state.json").unlink()  # a run from before resume existed
+    (run / "checkpoints" / "last" / "state.json").unlink()
+    meta_path = run / "checkpoints" / "last" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "epoch": 3}))  # a later epoch without its state: a run from before resume existed
     with pytest.raises(PneumoError, match="holds no training state"):
         train(None, run, **_quiet(resume=True))
+    meta_path.write_text(json.dumps(meta))  # stopped inside epoch 1, before its state was committed: nothing to lose
+    lines: list[str] = []
+    restarted = train(None, run, progress=False, log=lines.append, resume=True)
+    assert any("from the start" in line for line in lines) and len(restarted.history) == 1 and (run / "val_report.json").exists()
 
 
 def test_an_unreadable_training_image_is_skipped_unless_strict(small_folder: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ writes the run folder (`end_epoch`, `finish_run`), while the others wait for it.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from pneumo.data.preprocess import normalise
 from pneumo.errors import PneumoError
 from pneumo.inference.torch_backend import class_probabilities
 from pneumo.models.checkpoint import copy_checkpoint, save_checkpoint
-from pneumo.models.meta import CheckpointMeta
+from pneumo.models.meta import META, CheckpointMeta
 from pneumo.training import distributed as dist
 from pneumo.training.batchnorm import recalibrate_batchnorm
 from pneumo.training.data import TrainingData, load_training_data
@@ -36,7 +37,7 @@ from pneumo.training.optim import pick_device
 from pneumo.training.parts import RunParts, build_parts
 from pneumo.training.report import epoch_metrics, finish_run, validation_row
 from pneumo.training.run_dir import complete_best_copy, open_run, write_history
-from pneumo.training.state import RunSoFar, load_train_state, save_train_state
+from pneumo.training.state import STATE, RunSoFar, load_train_state, save_train_state
 from pneumo.utils.progress import make_progress
 from pneumo.version import __version__
 
@@ -109,6 +110,18 @@ def _scoped_global_state() -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda_rng)
 
 
+def _stopped_in_first_epoch(last: Path) -> bool:
+    """True when a run stopped before its first epoch was committed (state.json is written last
+    of an epoch's files): nothing to lose by starting it over. A later epoch's folder without
+    state.json (a run made before resume existed) is refused by `load_train_state` instead."""
+    if (last / STATE).exists():
+        return False
+    try:
+        return int(json.loads((last / META).read_text()).get("epoch", 0)) <= 1
+    except (OSError, ValueError, TypeError):
+        return True  # no readable checkpoint at all: nothing was saved
+
+
 def _train(
     config: Config | None, out: str | Path, overwrite: bool, progress: bool, log: Callable[[str], None], n_boot: int, resume: bool
 ) -> TrainResult:
@@ -123,7 +136,9 @@ def _train(
     parts = build_parts(config, data, device, log)
     checkpoints = run_dir / "checkpoints"
     so_far = RunSoFar()
-    if resume:
+    if resume and _stopped_in_first_epoch(checkpoints / "last"):
+        log("no epoch of this run was saved before it stopped; training it from the start with its saved config")
+    elif resume:
         so_far = load_train_state(checkpoints / "last", parts.state, data.fingerprint)
         complete_best_copy(checkpoints, so_far)
         log(f"resuming after epoch {so_far.epoch} of {config.epochs}")

@@ -15,7 +15,7 @@ import yaml
 from pneumo.config import Config, config_to_dict, load_config
 from pneumo.errors import PneumoError
 from pneumo.models.checkpoint import checkpoint_epoch, copy_checkpoint
-from pneumo.training.state import RunSoFar, saved_epoch
+from pneumo.training.state import STATE, RunSoFar, saved_epoch
 from pneumo.utils.files import atomic_write
 
 __all__ = ["open_run", "prepare_run_dir", "resume_run_dir", "complete_best_copy", "write_history", "REPORT"]
@@ -49,7 +49,8 @@ def resume_run_dir(out: str | Path, config: Config | None) -> tuple[Path, Config
         given, started = config_to_dict(config), config_to_dict(saved)
         changed = ", ".join(f"{k} (run: {started[k]!r}, given: {given[k]!r})" for k in started if given[k] != started[k])
         raise PneumoError(f"the config differs from the one run {run_dir} started with in {changed}; a resumed run keeps its config: give no other")
-    done = saved_epoch(run_dir / "checkpoints" / "last")
+    last = run_dir / "checkpoints" / "last"
+    done = saved_epoch(last) if (last / STATE).exists() else 0  # no state: the training loop says what it does
     if done >= saved.epochs and (run_dir / REPORT).exists():
         raise PneumoError(f"run {run_dir} already finished all {saved.epochs} epochs; its model is in {run_dir / 'model'}")
     return run_dir, saved
