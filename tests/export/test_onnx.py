@@ -75,6 +75,7 @@ def test_the_export_carries_the_feature_check(exported: tuple[Path, dict], bundl
     np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_both_backends_abstain_on_the_same_films(exported: tuple[Path, dict], bundled: TorchModel, files: list[Path], shared_data: Path) -> None:
     adult = sorted((shared_data / "ood" / "adult_other_hospitals").iterdir())[::4]  # 31 adult films
     paths = [*adult, *files, SAMPLES / "dicom" / "cr_chest_pa_monochrome1.dcm"]
