@@ -5,7 +5,6 @@ import asyncio
 import socket
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
