@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -162,3 +163,21 @@ def test_write_split_round_trips(tmp_path: Path, records: list[Record], patient_
     ds = discover(out)
     assert ds.layout == "manifest"
     assert ds.split("train") == train and ds.split("val") == val
+
+
+def test_a_split_written_from_relative_paths_reads_back_from_any_folder(
+    tmp_path: Path, records: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training from `../shared/data` writes `RUN/split.csv`; it must work as a manifest from
+    wherever it is read (the tutorial runs from docs/), not only from where training ran."""
+    (tmp_path / "project" / "docs").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "project")
+    relative = [dataclasses.replace(r, path=Path(os.path.relpath(r.path))) for r in records[:30]]
+    assert not relative[0].path.is_absolute()
+    out = Path("runs/cpu/split.csv")
+    write_split(out, {"train": relative[:20], "val": relative[20:]})
+
+    monkeypatch.chdir(tmp_path / "project" / "docs")
+    ds = discover(Path("..") / out)
+    assert [p.resolve() for p in _paths(ds.split("val"))] == [r.path.resolve() for r in records[20:30]]
+    assert [r.label for r in ds.split("train")] == [r.label for r in records[:20]]

@@ -192,8 +192,8 @@ def _read_manifest(path: Path) -> dict[str, list[Record]]:
         if not get("path"):
             raise PneumoError(f"manifest {path} line {lineno}: empty path")
         file = Path(get("path"))
-        if not file.is_absolute():
-            file = path.parent / file
+        if not file.is_absolute():  # `runs/x/../../data/a.jpeg` reads as `data/a.jpeg`
+            file = Path(os.path.normpath(path.parent / file))
         key = os.path.normpath(file)
         if key in first_line:
             earlier, earlier_label = first_line[key]

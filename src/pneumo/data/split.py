@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -100,11 +101,20 @@ def shared_patients(a: Sequence[Record], b: Sequence[Record]) -> set[str]:
 
 
 def write_split(path: Path, parts: dict[str, Sequence[Record]]) -> None:
-    """The split actually used, one row per image, so a run can be audited and repeated."""
+    """The split actually used, one row per image, so a run can be audited and repeated.
+
+    Relative paths are rewritten relative to the CSV's own folder, as a manifest's are read,
+    so the file works as a manifest from anywhere (`pneumo evaluate RUN/split.csv --split val`).
+    """
+    folder = os.path.abspath(path.parent)
+
+    def as_listed(file: Path) -> str:
+        return str(file) if file.is_absolute() else os.path.relpath(os.path.abspath(file), folder)
+
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["path", "label", "pathogen", "patient_id", "split"])
     for name, records in parts.items():
         for r in records:
-            writer.writerow([str(r.path), r.label, r.pathogen or "", r.patient_id, name])
+            writer.writerow([as_listed(r.path), r.label, r.pathogen or "", r.patient_id, name])
     atomic_write(path, buffer.getvalue())
