@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import shutil
 import subprocess
@@ -199,3 +200,160 @@ def test_the_command_line_streams_resumes_and_refuses_to_overwrite(tmp_path: Pat
     resumed = pneumo(folder, "--out", out, "--quiet", "--resume")
     assert resumed.returncode == 0 and "10 were already there" in resumed.stdout
     assert len(out.read_text().splitlines()) == 1 + 10
+
+
+# File names a Linux disk allows and a naive CSV breaks on: CR/LF split the record, quotes and
+# commas shift the columns, and = + - @ make a spreadsheet run the name as a formula.
+HOSTILE = ["new\nline.jpeg", "carriage\rreturn.jpeg", "crlf\r\n.jpeg", "comma,name.jpeg", 'quote"name.jpeg',
+           "=cmd|' /C calc'!A0.jpeg", "+1.jpeg", "-1.jpeg", "@x.jpeg", "'apostrophe.jpeg"]
+
+
+def parsed(path: Path, text_columns: frozenset[str] | set[str] | None = None) -> list[dict[str, str]]:
+    """Rows as the results' reader sees them: the names as they were on disk."""
+    from pneumo.inference.formats import TEXT_COLUMNS
+    from pneumo.utils.csvfile import read_csv
+
+    return list(read_csv(path, TEXT_COLUMNS if text_columns is None else text_columns)[1])
+
+
+def parsed_bytes(data: bytes) -> list[dict[str, str]]:
+    from pneumo.inference.formats import TEXT_COLUMNS
+    from pneumo.utils.csvfile import parse_csv
+
+    return parse_csv(data.decode("utf-8"), TEXT_COLUMNS)
+
+
+def record_ends(data: bytes) -> list[int]:
+    """The byte offset at which each record (header first) ends."""
+    from pneumo.utils.csvfile import format_record
+
+    ends, at = [], 0
+    for cells in csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"), newline="")):
+        at += len(format_record(cells).encode("utf-8", "surrogateescape"))
+        ends.append(at)
+    return ends
+
+
+@pytest.fixture(scope="module")
+def bundled_onnx() -> object:
+    from pneumo.inference.onnx_backend import OnnxModel
+
+    return OnnxModel.load(bundled_model_dir() / BUNDLED_ONNX)
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """Three real films copied under the hostile names, and an unreadable file with one."""
+    root = tmp_path_factory.mktemp("hostile")
+    films = [min((shared_data / "chest_xray" / "train" / label).glob("*.jpeg"), key=lambda f: f.stat().st_size) for label in ("NORMAL", "PNEUMONIA")]
+    films.append(pick("PNEUMONIA", 1)[0])
+    for i, name in enumerate(HOSTILE):
+        (root / name).parent.mkdir(exist_ok=True)  # "=cmd|' /C calc'!A0.jpeg" is a file in the folder "=cmd|' "
+        shutil.copy(films[i % len(films)], root / name)
+    (root / "=bad\n.jpeg").write_text("not pixels")
+    return root
+
+
+@pytest.fixture(scope="module")
+def hostile_run(hostile: Path, bundled_onnx: object, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run over the hostile folder, walked as "." so the names start each cell."""
+    out = tmp_path_factory.mktemp("hostile-run") / "full.csv"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(hostile)
+        summary = predict_archive(".", out, model=bundled_onnx, batch_size=4, progress=False)
+    assert (summary.done, summary.skipped) == (len(HOSTILE), 1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def hostile_results(hostile_run: Path) -> bytes:
+    return hostile_run.read_bytes()
+
+
+def test_hostile_file_names_stay_in_their_row_and_are_no_formulas(hostile: Path, hostile_results: bytes, tmp_path: Path) -> None:
+    out = tmp_path / "full.csv"
+    out.write_bytes(hostile_results)
+    got = parsed(out)
+    assert sorted(r["path"] for r in got) == sorted(HOSTILE)  # each file once, its name exact
+    for r in got:
+        assert (hostile / r["path"]).is_file() and float(r["probability"]) == pytest.approx(float(r["p_PNEUMONIA"]), abs=1e-6)
+        assert r["label"] in ("NORMAL", "PNEUMONIA", "") and r["abstain"] in ("true", "false")
+    raw = list(csv.DictReader(io.StringIO(hostile_results.decode("utf-8"), newline="")))  # as a spreadsheet gets it
+    assert len(raw) == len(HOSTILE)
+    for r in raw:
+        assert r["path"][0] not in "=+-@\t\r\n", r["path"]  # the escape: a ' in front of =, +, -, @ (and of ')
+        assert float(r["probability"]) >= 0 and float(r["threshold"]) > 0  # numbers are written as numbers
+    assert {r["path"] for r in raw} >= {"'=cmd|' /C calc'!A0.jpeg", "'+1.jpeg", "'-1.jpeg", "'@x.jpeg", "''apostrophe.jpeg"}
+
+
+def test_the_skipped_list_quotes_and_escapes_too_and_works_as_a_manifest(hostile: Path, hostile_run: Path,
+                                                                         bundled_onnx: object, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    listing = hostile_run.with_suffix(".skipped.csv")
+    skipped = parsed(listing, {"path", "error"})
+    assert [r["path"] for r in skipped] == ["=bad\n.jpeg"] and "=bad" in skipped[0]["error"]
+    assert next(csv.DictReader(listing.open(newline="")))["path"] == "'=bad\n.jpeg"
+    fixed = tmp_path / "=bad\n.jpeg"  # the file, fixed, beside a copy of the list: retry just the skipped files
+    shutil.copy(hostile / HOSTILE[0], fixed)
+    shutil.copy(listing, tmp_path / "skipped.csv")
+    monkeypatch.chdir(tmp_path)
+    summary = predict_archive("skipped.csv", "retry.csv", model=bundled_onnx, progress=False)
+    assert (summary.done, summary.skipped) == (1, 0)
+    assert [r["path"] for r in parsed(tmp_path / "retry.csv")] == ["=bad\n.jpeg"]
+
+
+@pytest.mark.parametrize("name, where", [
+    ("new\nline.jpeg", "after the newline inside the name"),
+    ("new\nline.jpeg", "before the record's own newline"),
+    ("carriage\rreturn.jpeg", "after the carriage return inside the name"),
+    ("=cmd|' /C calc'!A0.jpeg", "inside the probability"),
+])
+def test_a_kill_inside_any_record_resumes_to_the_uninterrupted_file(name: str, where: str, hostile: Path, hostile_results: bytes,
+                                                                    bundled_onnx: object, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    ends = record_ends(hostile_results)
+    raw_names = [r["path"] for r in parsed_bytes(hostile_results)]
+    k = raw_names.index(name) + 1  # its record, after the header
+    start, end = ends[k - 1], ends[k]
+    record = hostile_results[start:end]
+    offset = {"after the newline inside the name": record.find(b"\n") + 1,
+              "before the record's own newline": len(record) - 1,
+              "after the carriage return inside the name": record.find(b"\r") + 1,
+              "inside the probability": record.find(b"0.") + 3}[where]
+    assert 0 < offset < len(record)
+    out = tmp_path / "results.csv"
+    out.write_bytes(hostile_results[: start + offset])  # killed while writing that record
+    monkeypatch.chdir(hostile)
+    summary = predict_archive(".", out, model=bundled_onnx, batch_size=4, resume=True, progress=False)
+    assert (summary.already_done, summary.done) == (k - 1, len(HOSTILE) - (k - 1))
+    assert out.read_bytes() == hostile_results  # each file exactly once, in order, as if never stopped
+    assert predict_archive(".", out, model=bundled_onnx, resume=True, progress=False).already_done == len(HOSTILE)
+    assert out.read_bytes() == hostile_results
+
+
+def test_resume_after_a_cut_at_every_byte_writes_each_file_once(tmp_path: Path) -> None:
+    """The writer alone (no model), cut at every byte of the records with CR or LF in them and on
+    either side of every record boundary, then resumed; a name that is not UTF-8 round-trips too."""
+    from pneumo.inference.base import Prediction
+    from pneumo.inference.batch import ResultWriter
+
+    names = [*HOSTILE, "caf\udce9.jpeg"]  # b"caf\xe9.jpeg" on disk, a Latin-1 name
+
+    predictions = [Prediction(name, i / 10, "NORMAL" if i % 2 else None, 0.5, {"NORMAL": 1 - i / 10, "PNEUMONIA": i / 10},
+                              ("-warned", "=x"), not i % 2, None if i % 2 else "@reason, with\nnewline") for i, name in enumerate(names)]
+    full = tmp_path / "full.csv"
+    with ResultWriter.open(full) as writer:
+        writer.write(predictions[:4], [])
+        writer.write(predictions[4:], [])
+    data = full.read_bytes()
+    ends = record_ends(data)
+    out = tmp_path / "results.csv"
+    cuts = set(range(ends[3] + 1)) | {end + d for end in ends for d in (-1, 0, 1)}  # header, then the CR/LF names
+    for cut in sorted(c for c in cuts if c < len(data)):
+        out.write_bytes(data[:cut])
+        with ResultWriter.open(out, resume=True) as writer:
+            assert writer.done == set(names[: max(0, sum(end <= cut for end in ends) - 1)]), cut
+            writer.write([p for p in predictions if p.path not in writer.done], [])
+        assert out.read_bytes() == data, cut
+    assert [r["path"] for r in parsed(out)] == names
+    assert parsed(out)[0]["abstain_reason"] == "@reason, with\nnewline" and parsed(out)[0]["warnings"] == "-warned; =x"

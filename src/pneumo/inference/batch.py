@@ -33,9 +33,10 @@ from pneumo.data.preprocess import load_image_with_info
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model, Prediction
 from pneumo.inference.classify import classify_images
-from pneumo.inference.formats import format_predictions
+from pneumo.inference.formats import TEXT_COLUMNS, prediction_rows
 from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.predict import BUNDLED_ONNX, bundled_model_dir, load_model
+from pneumo.utils.csvfile import format_csv, format_record, open_for_append, read_csv, repair_csv, restore, text_positions
 from pneumo.utils.progress import make_progress
 from pneumo.utils.walk import IMAGE_SUFFIXES, iter_image_files
 
@@ -43,6 +44,8 @@ __all__ = ["BatchSummary", "ResultWriter", "decode_files", "iter_source", "predi
 
 Decoded = tuple[list[tuple[str, np.ndarray, ImageInfo]], list[tuple[str, str]]]  # (name, image, info)s, (name, error)s
 BACKENDS = ("auto", "onnx", "torch")
+SKIPPED_COLUMNS = ["path", "error"]  # the .skipped.csv sidecar
+RESULT_COLUMNS = ["path", "probability", "label", "abstain", "threshold"]  # how a results CSV starts
 
 
 @dataclass(frozen=True)
@@ -69,15 +72,19 @@ def skipped_path(out: Path) -> Path:
 
 
 def _read_manifest(manifest: Path) -> Iterator[str]:
-    """The `path` column of a CSV manifest, row by row; relative paths are taken from the manifest's folder."""
+    """The `path` column of a CSV manifest, row by row; relative paths are taken from the manifest's folder.
+
+    A results CSV or `.skipped.csv` list that pneumo wrote works as a manifest: its names are read
+    back as they were before the spreadsheet-formula escape (`pneumo.utils.csvfile.restore`)."""
     with manifest.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets start their CSVs with a BOM
         reader = csv.DictReader(f)
         try:
             if not reader.fieldnames or "path" not in reader.fieldnames:
                 raise PneumoError(f"{manifest} has no 'path' column; a manifest is a CSV whose first line names the columns, one of them path")
+            ours = reader.fieldnames == SKIPPED_COLUMNS or reader.fieldnames[:5] == RESULT_COLUMNS
             for row in reader:
                 if row["path"]:
-                    yield str(manifest.parent / row["path"])
+                    yield str(manifest.parent / (restore(row["path"]) if ours else row["path"]))
         except (UnicodeDecodeError, csv.Error) as exc:
             raise PneumoError(f"{manifest} line {reader.line_num} is not readable CSV text ({exc}); save the manifest as UTF-8 CSV") from None
 
@@ -131,41 +138,30 @@ def _decoded_batches(paths: Iterable[str], batch_size: int, image_size: int, wor
                 future.cancel()
 
 
-def _repair_and_read(out: Path) -> tuple[set[str], str | None]:
-    """The paths already in a results CSV and its header line. A run killed mid-write leaves a
-    last line without its newline: it is cut off here, so that file is predicted again."""
-    with out.open("rb+") as f:
-        size = end = f.seek(0, os.SEEK_END)
-        while end > 0:
-            start = max(0, end - 65536)
-            f.seek(start)
-            newline = f.read(end - start).rfind(b"\n")
-            if newline >= 0:
-                end = start + newline + 1
-                break
-            end = start
-        if end < size:
-            f.truncate(end)
-    if end == 0:
+def _repair_and_read(out: Path) -> tuple[set[str], list[str] | None]:
+    """The paths already in a results CSV and its columns (None for an empty file). A run killed
+    mid-write leaves a torn last record (no final newline, or cut inside a quoted name): it is
+    cut off here, records not lines, so that file is predicted again and appended once."""
+    repair_csv(out)
+    columns, rows = read_csv(out, text_columns={"path"})
+    if not columns:
         return set(), None
-    with out.open(newline="", encoding="utf-8") as f:
-        header = f.readline().rstrip("\n")
-        columns = next(csv.reader([header]))
-        if "path" not in columns:
-            raise PneumoError(f"{out} is not a pneumo results CSV (it has no path column); choose another output file")
-        at = columns.index("path")
-        return {row[at] for row in csv.reader(f) if len(row) > at}, header
+    if "path" not in columns:
+        raise PneumoError(f"{out} is not a pneumo results CSV (it has no path column); choose another output file")
+    return {row["path"] for row in rows}, columns
 
 
 class ResultWriter:
     """Appends predictions to a CSV (or Parquet) file and unreadable files to the `.skipped.csv`
     sidecar, flushed batch by batch, so what is written survives a kill.
 
-    The rows are `pneumo.inference.formats.format_predictions`'s CSV, the same as `pneumo predict --format csv`.
+    The rows are `pneumo.inference.formats.format_predictions`'s CSV, the same as `pneumo predict --format csv`
+    (written by `pneumo.utils.csvfile`: names with CR, LF, commas or quotes stay in their record,
+    text cells are escaped against spreadsheet formulas and read back exactly on resume).
     Use `ResultWriter.open` to get one; it refuses to overwrite an existing output unless resuming.
     """
 
-    def __init__(self, out: Path, done: set[str], header: str | None) -> None:
+    def __init__(self, out: Path, done: set[str], header: list[str] | None) -> None:
         self.out, self.done, self.skipped_out = out, done, skipped_path(out)
         self.n_done = self.n_skipped = 0
         self._header = header
@@ -185,7 +181,7 @@ class ResultWriter:
         if not parquet and out.suffix.lower() != ".csv":
             raise PneumoError(f"cannot tell the format of {out}: name it .csv or .parquet")
         done: set[str] = set()
-        header = None
+        header: list[str] | None = None
         if out.exists():
             if not resume:
                 raise PneumoError(f"{out} already exists: pass --resume to skip the files it lists and append the rest, or choose another file")
@@ -199,33 +195,34 @@ class ResultWriter:
     def write(self, predictions: list[Prediction], skipped: list[tuple[str, str]]) -> None:
         """One batch: its predictions appended to the output, its unreadable files to the sidecar."""
         if predictions:
-            text = format_predictions(predictions, "csv")
-            header, body = text.split("\n", 1)
+            columns, rows = prediction_rows(predictions)
             if self._as_parquet:
-                self._write_parquet(text)
+                self._write_parquet(format_csv(columns, rows))  # Parquet is no spreadsheet: the names as they are
             else:
-                self._write_csv(header, body)
+                self._write_csv(columns, rows)
             self.n_done += len(predictions)
         if skipped:
             if self._skip_file is None:
-                self._skip_file = self.skipped_out.open("w", newline="", encoding="utf-8")
-                csv.writer(self._skip_file, lineterminator="\n").writerow(["path", "error"])
-            csv.writer(self._skip_file, lineterminator="\n").writerows(skipped)
+                self._skip_file = open_for_append(self.skipped_out)
+                self._skip_file.write(format_record(SKIPPED_COLUMNS))
+            text = text_positions(SKIPPED_COLUMNS, SKIPPED_COLUMNS)
+            self._skip_file.write("".join(format_record(row, text) for row in skipped))
             self._skip_file.flush()
             self.n_skipped += len(skipped)
 
-    def _write_csv(self, header: str, body: str) -> None:
+    def _write_csv(self, columns: list[str], rows: list[list[str]]) -> None:
         if self._file is None:
-            if self._header is not None and header != self._header:
+            if self._header is not None and columns != self._header:
                 raise PneumoError(
-                    f"{self.out} has other columns ({self._header}) than this model writes ({header}): it comes from another"
-                    " model; resume with the same model, or choose another output file"
+                    f"{self.out} has other columns ({','.join(self._header)}) than this model writes ({','.join(columns)}): it comes"
+                    " from another model; resume with the same model, or choose another output file"
                 )
-            self._file = self.out.open("a", newline="", encoding="utf-8")
+            self._file = open_for_append(self.out)
             if self._header is None:
-                self._file.write(header + "\n")
-                self._header = header
-        self._file.write(body)
+                self._file.write(format_record(columns))
+                self._header = columns
+        text = text_positions(columns, TEXT_COLUMNS)
+        self._file.write("".join(format_record(row, text) for row in rows))
         self._file.flush()
 
     def _write_parquet(self, text: str) -> None:
