@@ -5,8 +5,6 @@
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +14,7 @@ from sklearn.model_selection import train_test_split
 
 from pneumo.data.layout import Record
 from pneumo.errors import PneumoError
+from pneumo.utils.csvfile import format_csv
 from pneumo.utils.files import atomic_write
 
 __all__ = ["split_records", "subsample", "shared_patients", "write_split"]
@@ -111,10 +110,7 @@ def write_split(path: Path, parts: dict[str, Sequence[Record]]) -> None:
     def as_listed(file: Path) -> str:
         return str(file) if file.is_absolute() else os.path.relpath(os.path.abspath(file), folder)
 
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["path", "label", "pathogen", "patient_id", "split"])
-    for name, records in parts.items():
-        for r in records:
-            writer.writerow([as_listed(r.path), r.label, r.pathogen or "", r.patient_id, name])
-    atomic_write(path, buffer.getvalue())
+    # a manifest, not a report: cells are quoted (a CR or LF in a name stays in its cell) but not
+    # escaped for spreadsheets, so a path reads back exactly as any manifest's does
+    rows = ([as_listed(r.path), r.label, r.pathogen or "", r.patient_id, name] for name, records in parts.items() for r in records)
+    atomic_write(path, format_csv(["path", "label", "pathogen", "patient_id", "split"], rows))
