@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 import pytest
 
 import pneumo.data.download as dl
-from pneumo.data.download import KAGGLE_HANDLE, URL_ENV, download
+from pneumo.data.download import KAGGLE_HANDLE, MAX_DOWNLOAD_BYTES, URL_ENV, download
 from pneumo.data.layout import discover
 from pneumo.errors import PneumoError
 from tests.conftest import pick
@@ -489,6 +489,98 @@ def test_http_errors_and_bad_arguments(mirror: Mirror, tmp_path: Path) -> None:
         download(source="zenodo", to=to, **_quiet())
     with pytest.raises(PneumoError, match="leave out the URL"):
         download(source="kaggle", url=mirror.serve(ARCHIVE, b""), to=to, **_quiet())
+
+
+class EndlessServer:
+    """An HTTP server on 127.0.0.1 whose one file never ends: a chunked HTTP/1.1 body, or an HTTP/1.0
+    body without a length. It stops by itself after `give_up` bytes, so that a regression fails the
+    test instead of filling the disk."""
+
+    def __init__(self, chunked: bool, give_up: int = 64 * 1024**2) -> None:
+        self.sent = 0
+        endless = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if chunked else "HTTP/1.0"
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/zip")
+                if chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                block = b"PK\x03\x04" + bytes(64 * 1024 - 4)
+                try:
+                    while endless.sent < give_up:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block) if chunked else block)
+                        endless.sent += len(block)
+                except (ConnectionError, OSError):  # the client hung up: what the test wants
+                    pass
+                self.close_connection = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/{ARCHIVE}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "no-length"])
+def test_endless_body_is_stopped_at_the_limit_and_the_part_deleted(chunked: bool, tmp_path: Path) -> None:
+    server = EndlessServer(chunked)
+    to = tmp_path / "data"
+    try:
+        with pytest.raises(PneumoError) as err:
+            download(url=server.url, to=to, **_quiet(max_download=2_000_000, retries=0))
+    finally:
+        server.close()
+    message = str(err.value)
+    assert message == (
+        f"the download from {server.url} did not end within the download limit of 2.0 MB (the chest X-ray archive is"
+        f" about 1.2 GB); stopped and deleted {to / (ARCHIVE + '.part')}. If the file is genuine, raise the limit"
+        f" (max_download), else fix the URL (or ${URL_ENV})"
+    )
+    assert not to.exists()  # no .part, and the folder made for it removed again
+    assert server.sent < 16 * 1024**2  # stopped near the limit, long before the server's own end
+
+
+def test_announced_size_over_the_limit_is_refused_before_writing(mirror: Mirror, dataset_zip: bytes, tmp_path: Path) -> None:
+    url = mirror.serve(ARCHIVE, dataset_zip)
+    to = tmp_path / "data"
+    with pytest.raises(PneumoError, match=rf"^{re.escape(url)} announces .*, over the download limit of 1.0 kB .*; nothing was kept\. If the file is genuine"):
+        download(url=url, to=to, **_quiet(max_download=1000))
+    assert not to.exists() and mirror.ranges == [None]
+    source = tmp_path / ARCHIVE
+    source.write_bytes(dataset_zip)  # a file:// source's size is known too
+    with pytest.raises(PneumoError, match="announces .* over the download limit"):
+        download(url=source.as_uri(), to=to, **_quiet(max_download=1000))
+    assert not to.exists()
+
+
+def test_stale_part_over_the_limit_is_not_kept(mirror: Mirror, dataset_zip: bytes, tmp_path: Path) -> None:
+    url = mirror.serve(ARCHIVE, dataset_zip)
+    to = tmp_path / "data"
+    to.mkdir()
+    (to / f"{ARCHIVE}.part").write_bytes(bytes(5000))
+    with pytest.raises(PneumoError, match="over the download limit"):
+        download(url=url, to=to, **_quiet(max_download=4000))
+    assert not (to / f"{ARCHIVE}.part").exists()
+
+
+def test_a_file_exactly_at_the_limit_downloads(mirror: Mirror, dataset_zip: bytes, tmp_path: Path) -> None:
+    result = download(url=mirror.serve(ARCHIVE, dataset_zip), to=tmp_path / "data", **_quiet(max_download=len(dataset_zip), check_images=False))
+    assert result.sha256 == _sha(dataset_zip)
+
+
+def test_default_download_limit_and_bad_limits(tmp_path: Path) -> None:
+    assert 2.4e9 <= MAX_DOWNLOAD_BYTES <= 5e9  # the archive is about 1.2 GB: room to spare, not a disk's worth
+    with pytest.raises(PneumoError, match="max_download must be a positive number of bytes"):
+        download(to=tmp_path / "data", **_quiet(max_download=0))
 
 
 def test_no_space_left(mirror: Mirror, dataset_zip: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

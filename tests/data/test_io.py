@@ -4,8 +4,12 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,7 +24,18 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder, set_pixel_data
 from pydicom.uid import JPEGBaseline8Bit
 
-from pneumo.data.io import ImageInfo, decode_image, decode_image_with_info, read_image, read_image_with_info
+import pneumo.data.io as image_io
+from pneumo.data.io import (
+    SUPPORTED_FORMATS,
+    SUPPORTED_FORMATS_TEXT,
+    ImageInfo,
+    check_image_file,
+    decode_image,
+    decode_image_with_info,
+    read_image,
+    read_image_bytes,
+    read_image_with_info,
+)
 from pneumo.data.preprocess import load_image, normalise, resize_image
 from pneumo.errors import PneumoError
 from tests.conftest import SAMPLES, pick
@@ -417,10 +432,425 @@ def test_dicom_without_preamble_is_refused_with_a_hint(tmp_path: Path) -> None:
     assert str(path) in str(err.value)
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
+@pytest.mark.parametrize(
+    ("slope", "intercept", "message"),
+    [
+        (0, 0, "DICOM RescaleSlope is 0: the image would be blank; fix the file's RescaleSlope (usually 1)"),
+        ("NaN", 0, "DICOM RescaleSlope is nan: the image cannot be rescaled; fix the file's RescaleSlope"),
+        ("inf", 0, "DICOM RescaleSlope is inf: the image cannot be rescaled; fix the file's RescaleSlope"),
+        ("-inf", 0, "DICOM RescaleSlope is -inf: the image cannot be rescaled; fix the file's RescaleSlope"),
+        (1, "NaN", "DICOM RescaleIntercept is nan: the image cannot be rescaled; fix the file's RescaleIntercept"),
+    ],
+)
+def test_dicom_rescale_that_would_wipe_the_film_is_refused(tmp_path: Path, slope: object, intercept: object, message: str) -> None:
+    ds = pydicom.dcmread(DX)
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    path = _write_dicom(ds, tmp_path / "rescale.dcm")
+    with pytest.raises(PneumoError) as err:
+        read_image(path)
+    assert str(err.value) == f"{path}: {message}"
+
+
+def test_dicom_rescale_slope_that_is_not_a_number(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(DX)
+    ds.RescaleSlope, ds.RescaleIntercept = "97531", 0
+    path = tmp_path / "text.dcm"
+    path.write_bytes(_dicom_bytes(ds).replace(b"97531", b"abc1x"))  # what pydicom itself would not write
+    with pytest.raises(PneumoError, match=r"DICOM RescaleSlope is 'abc1x', not a number; fix the file's RescaleSlope") as err:
+        read_image(path)
+    assert str(path) in str(err.value)
+
+
+def test_dicom_negative_rescale_slope_is_applied(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(DX)
+    ds.RescaleSlope, ds.RescaleIntercept = -1, 255
+    negative = read_image(_write_dicom(ds, tmp_path / "neg.dcm")).astype(int)
+    assert np.abs(negative - (255 - read_image(DX).astype(int))).max() <= 1  # inverted; rounding ties may differ by 1
+
+
+def _padded_film(padding_vr: str, padding: int, offset: int, photometric: str = "MONOCHROME2") -> tuple[pydicom.Dataset, np.ndarray]:
+    """The DX film (stored + offset) inside a 40-pixel border of padding, 16-bit."""
+    film = pydicom.dcmread(DX).pixel_array.astype(np.int32) + offset
+    dtype = np.uint16 if padding_vr == "US" else np.int16
+    stored = np.full((film.shape[0] + 80, film.shape[1] + 80), padding, dtype=dtype)
+    stored[40:-40, 40:-40] = film
+    ds = _small_dicom(stored, photometric, 16)
+    ds.add_new(0x00280120, padding_vr, padding)  # PixelPaddingValue; its VR follows PixelRepresentation
+    return ds, film
+
+
+@pytest.mark.parametrize(("vr", "padding", "offset"), [("US", 0, 1000), ("US", 65535, 1000), ("SS", -2000, -1024)])
+def test_dicom_padding_is_left_out_of_the_stretch_and_black(tmp_path: Path, vr: str, padding: int, offset: int) -> None:
+    ds, _ = _padded_film(vr, padding, offset)
+    image = read_image(_write_dicom(ds, tmp_path / "padded.dcm"))
+    assert (image[:40] == 0).all() and (image[-40:] == 0).all() and (image[:, :40] == 0).all() and (image[:, -40:] == 0).all()
+    assert np.array_equal(image[40:-40, 40:-40], read_image(DX))  # the film uses the whole 0..255 range, as without padding
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    inverted = read_image(_write_dicom(ds, tmp_path / "padded1.dcm"))
+    assert (inverted[:40] == 0).all()  # padding stays black after the inversion
+    assert np.abs(inverted[40:-40, 40:-40].astype(int) - (255 - read_image(DX).astype(int))).max() <= 1  # rounding ties
+
+
+def test_dicom_padding_range_limit(tmp_path: Path) -> None:
+    ds, _ = _padded_film("US", 0, 1000)
+    pixels = ds.pixel_array.copy()
+    pixels[:20] = 7  # a second kind of padding, inside the declared range 0..9
+    set_pixel_data(ds, pixels, "MONOCHROME2", 16)
+    ds.add_new(0x00280121, "US", 9)  # PixelPaddingRangeLimit
+    image = read_image(_write_dicom(ds, tmp_path / "range.dcm"))
+    assert (image[:40] == 0).all()
+    assert np.array_equal(image[40:-40, 40:-40], read_image(DX))
+
+
+def test_dicom_that_is_all_padding_is_refused(tmp_path: Path) -> None:
+    ds = _small_dicom(np.zeros((32, 32), np.uint16), "MONOCHROME2", 16)
+    ds.add_new(0x00280120, "US", 0)
+    with pytest.raises(PneumoError, match=r"image is blank: every pixel is padding \(PixelPaddingValue\)"):
+        read_image(_write_dicom(ds, tmp_path / "pad.dcm"))
+
+
+def _float_dicom(values: np.ndarray) -> pydicom.Dataset:
+    ds = pydicom.dcmread(DX)
+    del ds.PixelData
+    for keyword in ("BitsStored", "HighBit", "PixelRepresentation"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.FloatPixelData = values.astype(np.float32).tobytes()
+    ds.Rows, ds.Columns = values.shape
+    ds.BitsAllocated = 32
+    return ds
+
+
+def test_float_dicom_with_a_nan_pixel_keeps_the_film(tmp_path: Path, gray: np.ndarray) -> None:
+    values = gray.astype(np.float32) / 100
+    values[5, 7] = np.nan
+    image = read_image(_write_dicom(_float_dicom(values), tmp_path / "float.dcm"))
+    expected = _stretched(np.where(np.isnan(values), gray.min() / 100, values))
+    expected[5, 7] = 0
+    assert np.array_equal(image, expected)
+    values[:20] = np.inf
+    with pytest.raises(PneumoError, match=rf"{20 * gray.shape[1]} of {gray.size} pixels are NaN or infinite"):
+        read_image(_write_dicom(_float_dicom(values), tmp_path / "inf.dcm"))
+
+
+def test_blank_dicom_is_refused(tmp_path: Path) -> None:
+    ds = _small_dicom(np.full((32, 32), 300, np.uint16), "MONOCHROME2", 12)
+    with pytest.raises(PneumoError, match="image is blank: every pixel has the value 300"):
+        read_image(_write_dicom(ds, tmp_path / "flat.dcm"))
+
+
 def test_import_does_not_load_pydicom() -> None:
     code = "import sys, pneumo.data.io; assert 'pydicom' not in sys.modules, 'pydicom imported eagerly'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-500:]
+
+
+# --- what is not a regular file, or far too large -------------------------------------------------
+
+
+@contextmanager
+def _deadline(seconds: int):
+    """Fail, rather than hang the run, should a read block (SIGALRM interrupts it)."""
+
+    def fail(*_: object) -> None:
+        raise TimeoutError(f"blocked for more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="FIFOs, devices and /proc are POSIX")
+
+
+@posix_only
+def test_fifo_named_like_an_image_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "x.jpeg"
+    os.mkfifo(fifo)  # no writer: opening it for reading would wait forever
+    with _deadline(5):
+        for read in (read_image, read_image_with_info, read_image_bytes, check_image_file, lambda p: load_image(p, 64)):
+            with pytest.raises(PneumoError, match=r"is a named pipe \(FIFO\), not an image file") as err:
+                read(fifo)
+            assert str(fifo) in str(err.value)
+
+
+def test_check_image_file_reads_nothing_and_says_why(tmp_path: Path, real_jpeg: Path) -> None:
+    assert check_image_file(real_jpeg) is None
+    with pytest.raises(PneumoError, match=r"^cannot read .*gone.jpeg: No such file or directory$"):
+        check_image_file(tmp_path / "gone.jpeg")
+    with pytest.raises(PneumoError, match="is a folder, not an image file"):
+        check_image_file(tmp_path)
+
+
+@posix_only
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom", "/dev/null"])
+def test_character_device_is_refused_without_reading(device: str) -> None:
+    if not os.path.exists(device):
+        pytest.skip(f"no {device} here")
+    with _deadline(5), pytest.raises(PneumoError, match=f"^{device} is a character device, not an image file"):
+        read_image(device)
+
+
+@posix_only
+def test_symlink_to_a_device_is_refused(tmp_path: Path) -> None:
+    link = tmp_path / "film.dcm"
+    link.symlink_to("/dev/zero")
+    with _deadline(5), pytest.raises(PneumoError, match="is a character device") as err:
+        read_image(link)
+    assert str(link) in str(err.value)
+
+
+@posix_only
+def test_socket_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.png"
+    with socket.socket(socket.AF_UNIX) as server:
+        try:
+            server.bind(str(path))
+        except OSError:  # a temporary path too long for a socket address
+            pytest.skip("cannot bind a socket here")
+        with _deadline(5), pytest.raises(PneumoError, match="is a socket, not an image file"):
+            read_image(path)
+
+
+def test_file_over_the_size_limit_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(image_io, "MAX_FILE_BYTES", 1000)
+    path = tmp_path / "huge.png"
+    path.write_bytes(bytes(1001))
+    with pytest.raises(PneumoError, match=r"file is 0 MiB, over the limit of 0 MiB for one image") as err:
+        read_image(path)
+    assert str(path) in str(err.value)
+    with pytest.raises(PneumoError, match="^upload.png: file is .* over the limit"):
+        decode_image(bytes(1001), "upload.png")  # the same limit for bytes already in memory (an upload)
+
+
+@posix_only
+def test_file_larger_than_it_says_is_read_only_up_to_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    status = Path("/proc/self/status")
+    if not status.exists() or status.stat().st_size != 0:
+        pytest.skip("needs Linux /proc, whose files say they are empty")
+    monkeypatch.setattr(image_io, "MAX_FILE_BYTES", 64)
+    with pytest.raises(PneumoError, match="over the limit"):
+        read_image_bytes(status)
+
+
+def test_default_size_limit_fits_a_large_radiograph() -> None:
+    # an uncompressed 16-bit 8000 x 8000 DICOM must pass; a gigabyte is no single film
+    assert 8000 * 8000 * 2 < image_io.MAX_FILE_BYTES < 1024**3
+
+
+# --- one list of supported formats; everything else refused by content -------------------------------
+
+
+def test_supported_formats_are_listed_once() -> None:
+    assert SUPPORTED_FORMATS == ("JPEG", "PNG", "DICOM", "TIFF", "BMP", "WebP", "GIF")
+    assert SUPPORTED_FORMATS_TEXT == "JPEG, PNG or DICOM image (TIFF, BMP, WebP and GIF are read too)"
+
+
+def _eps(gray: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, "EPS")
+    return buffer.getvalue()
+
+
+def _pillow_bytes(fmt: str, **options: object):
+    def make(gray: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(gray).save(buffer, fmt, **options)
+        return buffer.getvalue()
+
+    return make
+
+
+UNSUPPORTED = {
+    "EPS": (_eps, "a PostScript/EPS file"),
+    "PDF": (_pillow_bytes("PDF"), "a PDF document"),
+    "ICO": (lambda g: _pillow_bytes("ICO")(g[:64, :64]), "an icon (ICO) file"),
+    "JPEG 2000": (_pillow_bytes("JPEG2000"), "a JPEG 2000 file"),
+    "PSD": (lambda g: b"8BPS\x00\x01" + bytes(200), "a Photoshop (PSD) file"),
+    "HEIC": (lambda g: b"\x00\x00\x00\x18ftypheic" + bytes(200), "a HEIC photo"),
+    "PPM": (_pillow_bytes("PPM"), None),
+    "TGA": (_pillow_bytes("TGA"), None),
+    "PCX": (_pillow_bytes("PCX"), None),
+}
+
+
+@pytest.mark.parametrize("case", list(UNSUPPORTED))
+def test_unsupported_format_is_refused_naming_what_is_read(
+    case: str, tmp_path: Path, gray: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make, what = UNSUPPORTED[case]
+    try:
+        data = make(gray)
+    except (OSError, KeyError) as exc:  # a Pillow built without that writer
+        pytest.skip(f"cannot write {case} here: {exc}")
+
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("a Pillow plugin outside the supported formats was tried")
+
+    Image.init()
+    for fmt in ("EPS", "PPM", "TGA", "PCX", "ICO", "JPEG2000", "PSD"):
+        if fmt in Image.OPEN:
+            monkeypatch.setitem(Image.OPEN, fmt, (never, never))
+    path = tmp_path / "film.jpeg"
+    path.write_bytes(data)
+    with pytest.raises(PneumoError) as err:
+        read_image(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not a readable {SUPPORTED_FORMATS_TEXT}")
+    if what:
+        assert f"it is {what}, which pneumo does not read" in message
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options", "mode"),
+    [("TIFF", {}, "L"), ("TIFF", {"compression": "tiff_lzw"}, "L"), ("BMP", {}, "L"), ("WEBP", {"lossless": True}, "RGB"), ("GIF", {}, "L")],
+)
+def test_other_supported_formats_decode_exactly(tmp_path: Path, gray: np.ndarray, fmt: str, options: dict, mode: str) -> None:
+    path = _save(Image.fromarray(gray).convert(mode), tmp_path / f"film.{fmt.lower()}", fmt, **options)
+    image, info = read_image_with_info(path)
+    assert np.array_equal(image, gray)
+    assert info.format == fmt and info.frames == 1
+
+
+# --- EXIF orientation --------------------------------------------------------------------------------
+
+# the transpose that stores an upright picture so that orientation N shows it upright again
+_STORE = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def _oriented(upright: np.ndarray, orientation: int, fmt: str, **options: object) -> bytes:
+    image = Image.fromarray(upright)
+    if _STORE[orientation] is not None:
+        image = image.transpose(_STORE[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, exif=exif.tobytes(), **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_shows_the_film_upright(gray: np.ndarray, orientation: int) -> None:
+    upright = gray[:, :200]  # not square, so a quarter turn shows in the shape too
+    image, info = decode_image_with_info(_oriented(upright, orientation, "PNG"), "film.png")
+    assert np.array_equal(image, upright)
+    assert (info.width, info.height) == (200, 224)
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "WEBP"])
+def test_exif_orientation_in_tiff_and_webp(gray: np.ndarray, fmt: str) -> None:
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    assert np.array_equal(decode_image(_oriented(gray, 8, fmt, **options), "film"), gray)
+
+
+@pytest.mark.parametrize("size_hint", [None, 64])
+def test_sideways_jpeg_film_with_orientation_8_reads_as_the_upright_film(tmp_path: Path, real_jpeg: Path, size_hint: int | None) -> None:
+    """The report: a real film stored sideways with orientation 8 must be the upright film to the model."""
+    with Image.open(real_jpeg) as im:
+        upright = np.asarray(im.convert("L"))
+    path = tmp_path / "sideways.jpeg"
+    path.write_bytes(_oriented(upright, 8, "JPEG", quality=95))
+    with Image.open(path) as check:
+        assert np.abs(np.asarray(check.convert("L")).astype(int) - np.rot90(upright, -1)).mean() < 2  # stored sideways (a quarter turn clockwise)
+    assert np.abs(read_image(path, size_hint).astype(int) - read_image(real_jpeg, size_hint)).mean() < 2
+    assert np.abs(load_image(path, 64).astype(int) - load_image(real_jpeg, 64)).max() <= 8
+
+
+@pytest.mark.parametrize("orientation", [0, 9, 65535])
+def test_invalid_exif_orientation_is_ignored(gray: np.ndarray, orientation: int) -> None:
+    image = Image.fromarray(gray)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", exif=exif.tobytes())
+    assert np.array_equal(decode_image(buffer.getvalue(), "film.png"), gray)
+
+
+# --- deep images: NaN and infinite pixels, blank images ---------------------------------------------------
+
+
+def _float_tiff(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(values.astype(np.float32), "F").save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
+def test_float_tiff_is_stretched(gray: np.ndarray) -> None:
+    values = gray.astype(np.float32) / 255 * 3.5 - 1.0  # e.g. a log-attenuation map
+    assert np.array_equal(decode_image(_float_tiff(values), "film.tif"), _stretched(gray))
+
+
+def _stretched(pixels: np.ndarray) -> np.ndarray:
+    lo, hi = float(pixels.min()), float(pixels.max())
+    return np.round((pixels.astype(float) - lo) / (hi - lo) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_float_tiff_with_one_non_finite_pixel_keeps_the_film(gray: np.ndarray, bad: float) -> None:
+    values = gray.astype(np.float32)
+    values[100, 100] = bad
+    image = decode_image(_float_tiff(values), "film.tif")
+    expected = _stretched(np.where(np.isfinite(values), values, gray.min()))
+    expected[100, 100] = 0  # left out of the stretch, shown black
+    assert np.array_equal(image, expected)
+
+
+def test_float_tiff_with_many_non_finite_pixels_is_refused(gray: np.ndarray) -> None:
+    values = gray.astype(np.float32)
+    values[:10] = np.nan
+    values[10, :5] = np.inf
+    n = 10 * gray.shape[1] + 5
+    with pytest.raises(PneumoError, match=rf"^film.tif: {n} of {gray.size} pixels are NaN or infinite \(more than 0.1% of the image\)"):
+        decode_image(_float_tiff(values), "film.tif")
+
+
+def test_all_nan_float_tiff_is_refused() -> None:
+    with pytest.raises(PneumoError, match="pixels are NaN or infinite"):
+        decode_image(_float_tiff(np.full((32, 32), np.nan)), "nan.tif")
+
+
+@pytest.mark.parametrize(
+    ("make", "value"),
+    [
+        (lambda: Image.new("L", (64, 48), 0), "0"),
+        (lambda: Image.new("RGB", (64, 48), (200, 200, 200)), "200"),
+        (lambda: Image.fromarray(np.full((48, 64), 1234, np.uint16)), "1234"),
+        (lambda: Image.fromarray(np.full((48, 64), 0.25, np.float32), "F"), "0.25"),
+    ],
+    ids=["black", "gray-rgb", "16-bit", "float"],
+)
+def test_blank_image_is_refused(make, value: str) -> None:
+    buffer = io.BytesIO()
+    make().save(buffer, "TIFF")
+    with pytest.raises(PneumoError, match=rf"^blank.tif: image is blank: every pixel has the value {value}; check"):
+        decode_image(buffer.getvalue(), "blank.tif")
+
+
+def test_nearly_blank_image_is_read() -> None:
+    pixels = np.full((48, 64), 10, np.uint8)
+    pixels[0, 0] = 11
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    assert np.array_equal(decode_image(buffer.getvalue(), "dim.png"), pixels)
+
+
+def test_to_uint8_gray_names_the_image_in_its_errors() -> None:
+    with pytest.raises(PneumoError, match="^scan: image is blank"):
+        image_io.to_uint8_gray(Image.fromarray(np.zeros((4, 4), np.float32), "F"), "scan")
 
 
 # --- ImageInfo for JPEG and PNG -------------------------------------------------------------------

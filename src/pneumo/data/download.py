@@ -9,7 +9,10 @@ Sources:
 - "kaggle": the Kaggle copy through the official `kagglehub` client, with the user's API token.
 
 The archive is streamed to `<to>/<name>.part`, resumed with HTTP Range requests after a dropped
-connection, and renamed only once complete. Mendeley publishes no checksum, so the SHA-256 of the
+connection, and renamed only once complete. The transfer is capped (`MAX_DOWNLOAD_BYTES`, or
+`max_download`): a server that announces more is refused before a byte is written, and one that
+sends an endless body (chunked, or without a length) is stopped there and its .part deleted, so
+a wrong or hostile address cannot fill the disk. Mendeley publishes no checksum, so the SHA-256 of the
 first complete download is recorded beside the archive (`<name>.sha256.json`) and later runs check
 against it (or against one given). Unpacking refuses entries that would land outside the target,
 links and special files, and sizes no real dataset has; it works in a temporary folder inside `to`
@@ -55,6 +58,7 @@ __all__ = [
     "KAGGLE_HANDLE",
     "URL_ENV",
     "MAX_BYTES",
+    "MAX_DOWNLOAD_BYTES",
     "MAX_RATIO",
     "DownloadResult",
     "download",
@@ -69,6 +73,7 @@ MENDELEY_ARCHIVE = "ChestXRay2017.zip"
 KAGGLE_HANDLE = "paultimothymooney/chest-xray-pneumonia"
 URL_ENV = "PNEUMO_DATA_URL"
 MAX_BYTES = 10 * 1024**3  # unpacked size accepted by default; the real archive unpacks to about 1.2 GB
+MAX_DOWNLOAD_BYTES = 3 * 10**9  # archive size accepted by default; ChestXRay2017.zip is about 1.2 GB
 MAX_RATIO = 200  # unpacked : packed; X-ray JPEGs barely compress, so only a bomb comes near this
 _RATIO_FLOOR = 1024**2  # entries smaller than this cannot fill a disk, whatever their ratio
 _CHUNK = 1024**2
@@ -107,6 +112,10 @@ class _Refused(Exception):
     """The archive must not be unpacked: unsafe, damaged, or not an archive."""
 
 
+class _Overflow(Exception):
+    """The server sent more than the size limit, or more than it announced."""
+
+
 def download(
     source: str = "mendeley",
     to: str | Path = "data",
@@ -118,13 +127,15 @@ def download(
     check_images: bool = True,
     timeout: float = 60.0,
     retries: int = 3,
+    max_download: int = MAX_DOWNLOAD_BYTES,
     log: Callable[[str], None] = print,
 ) -> DownloadResult:
     """Download the dataset into `to`, verify and unpack it, and summarize it like `pneumo data summary`.
 
     `url` (else $PNEUMO_DATA_URL, else Mendeley's address) is where the archive comes from;
     `sha256` the hash it must have (else the one recorded at the first download). `max_bytes`
-    bounds the unpacked size. A dropped connection is resumed up to `retries` times, and an
+    bounds the unpacked size, `max_download` the archive's (the transfer stops there, deleting
+    what came, when a server sends more). A dropped connection is resumed up to `retries` times, and an
     interrupted run (Ctrl-C) resumes on the next call. `timeout` is in seconds per socket
     operation. Running again once everything is in place only summarizes, without decoding.
 
@@ -139,8 +150,11 @@ def download(
         if url is not None:
             raise PneumoError("a URL names a copy of the Mendeley archive: leave out the URL to use Kaggle, or the kaggle source to use the URL")
         return _from_kaggle(folder, progress, check_images, log)
+    if max_download <= 0:
+        raise PneumoError(f"max_download must be a positive number of bytes, not {max_download}")
     return _from_archive(
-        folder, url or os.environ.get(URL_ENV) or MENDELEY_URL, _given_hash(sha256), progress, max_bytes, check_images, timeout, retries, log
+        folder, url or os.environ.get(URL_ENV) or MENDELEY_URL, _given_hash(sha256), progress, max_bytes, check_images, timeout, retries, log,
+        max_download,
     )
 
 
@@ -154,6 +168,7 @@ def _from_archive(
     timeout: float,
     retries: int,
     log: Callable[[str], None],
+    max_download: int = MAX_DOWNLOAD_BYTES,
 ) -> DownloadResult:
     name = _archive_name(url)
     archive, part, record_file = folder / name, folder / f"{name}.part", folder / f"{name}.sha256.json"
@@ -176,7 +191,7 @@ def _from_archive(
             candidate, digest, size = archive, sha256_file(archive), archive.stat().st_size
         else:
             candidate = part
-            digest, size = _fetch(url, part, timeout, retries, progress, log)
+            digest, size = _fetch(url, part, timeout, retries, progress, log, max_download)
         expected = given or record.get("sha256")
         if expected and digest != expected:
             bad = folder / f"{name}.bad"
@@ -282,14 +297,16 @@ def _need_space(folder: Path, nbytes: int, what: str) -> None:
         raise PneumoError(f"{what} needs {_size(nbytes)} but {folder} has {_size(free)} free; free some space or choose another folder")
 
 
-def _fetch(url: str, part: Path, timeout: float, retries: int, progress: bool, log: Callable[[str], None]) -> tuple[str, int]:
+def _fetch(
+    url: str, part: Path, timeout: float, retries: int, progress: bool, log: Callable[[str], None], max_download: int = MAX_DOWNLOAD_BYTES
+) -> tuple[str, int]:
     """Complete the .part file, resuming after dropped connections; its SHA-256 and size."""
     attempt = 0
     with make_progress(progress) as bar:
         task = bar.add_task(f"downloading {part.name.removesuffix('.part')}", total=None, info="MB")
         while True:
             try:
-                return _transfer(url, part, timeout, bar, task, log)
+                return _transfer(url, part, timeout, bar, task, log, max_download)
             except _Dropped as exc:
                 have = part.stat().st_size if part.exists() else 0
                 if attempt >= retries:
@@ -308,13 +325,38 @@ def _fetch(url: str, part: Path, timeout: float, retries: int, progress: bool, l
                 time.sleep(attempt)
 
 
-def _transfer(url: str, part: Path, timeout: float, bar: Progress, task: TaskID, log: Callable[[str], None]) -> tuple[str, int]:
-    """One request: append to the .part from where it ends (or start it over); its SHA-256 and size."""
+def _over_limit(url: str, announced: int | None, limit: int, part: Path) -> str:
+    """Why a download was refused for its size, and what to do."""
+    if announced is not None:
+        what = f"{url} announces {_size(announced)}, over the download limit of {_size(limit)}"
+        done = "nothing was kept"
+    else:
+        what = f"the download from {url} did not end within the download limit of {_size(limit)}"
+        done = f"stopped and deleted {part}"
+    return (
+        f"{what} (the chest X-ray archive is about 1.2 GB); {done}. If the file is genuine, raise the limit "
+        f"(max_download), else fix the URL (or ${URL_ENV})"
+    )
+
+
+def _transfer(
+    url: str, part: Path, timeout: float, bar: Progress, task: TaskID, log: Callable[[str], None], max_download: int = MAX_DOWNLOAD_BYTES
+) -> tuple[str, int]:
+    """One request: append to the .part from where it ends (or start it over); its SHA-256 and size.
+
+    At most `max_download` bytes (or the size the server announced, when it did) are written: past
+    that the .part is deleted and the download refused, so an endless body cannot fill the disk.
+    """
     have = part.stat().st_size if part.exists() else 0
     digest = hashlib.sha256()
     if have:  # before the request, so that the connection does not sit idle while a large .part is read
         _continue_hash(part, digest)
     stream, start, total = _open(url, have, timeout)
+    if total is not None and total > max_download:
+        if stream is not None:
+            stream.close()
+        part.unlink(missing_ok=True)
+        raise PneumoError(_over_limit(url, total, max_download, part))
     if start:
         log(f"resuming {part.name} at {_size(start)}")
     elif have:
@@ -323,6 +365,7 @@ def _transfer(url: str, part: Path, timeout: float, bar: Progress, task: TaskID,
     bar.update(task, total=total / _MB if total is not None else None, completed=start / _MB)
     if stream is None:  # the .part already holds the whole file
         return digest.hexdigest(), start
+    limit = total if total is not None else max_download  # a file:// source can grow while it is read
     received, began = start, time.monotonic()
     try:
         with stream:
@@ -330,11 +373,20 @@ def _transfer(url: str, part: Path, timeout: float, bar: Progress, task: TaskID,
                 _need_space(part.parent, total - start, "the download")
             with part.open("ab" if start else "wb") as out:
                 for chunk in _chunks(stream):
+                    if received + len(chunk) > limit:
+                        raise _Overflow
                     out.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
                     rate = (received - start) / _MB / max(time.monotonic() - began, 1e-3)
                     bar.update(task, completed=received / _MB, info=f"MB  {rate:.1f} MB/s")
+    except _Overflow:
+        part.unlink(missing_ok=True)
+        if total is None:
+            raise PneumoError(_over_limit(url, None, max_download, part)) from None
+        raise PneumoError(
+            f"{url} sent more than the {_size(total)} it announced; stopped and deleted {part}: try again later or use another URL"
+        ) from None
     except OSError as exc:
         raise PneumoError(f"cannot write {part}: {exc.strerror or exc}; free some space or choose another folder") from None
     if total is not None and received != total:

@@ -1,4 +1,14 @@
-"""Decode image files (JPEG, PNG, DICOM) to single-channel uint8 arrays, and record what each file was.
+"""Decode image files to single-channel uint8 arrays, and record what each file was.
+
+Supported formats (`SUPPORTED_FORMATS`): JPEG, PNG and DICOM, plus TIFF, BMP, WebP and GIF.
+Everything else (EPS/PostScript, PDF, PSD, ICO, JPEG 2000, HEIC...) is refused by content, whatever
+the file is called: Pillow is only allowed to try the plugins of the supported formats, so its
+other readers (EPS runs Ghostscript) are never reached from a file or an upload.
+
+Files are read only when they are regular files (never a FIFO, a device or a socket, which would
+hang or never end) of at most `MAX_FILE_BYTES`. Pixels are oriented as the file's EXIF says; deep
+images (16-bit, float, DICOM) are stretched over their own range, with DICOM padding pixels and a
+few non-finite pixels left out of that range and shown black; blank images are refused.
 
 The record (`ImageInfo`) keeps what decoding to gray throws away (colour, original size, DICOM
 modality and body part), so callers can warn about inputs the model cannot judge.
@@ -6,6 +16,9 @@ modality and body part), so callers can warn about inputs the model cannot judge
 from __future__ import annotations
 
 import io
+import math
+import os
+import stat
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,12 +30,62 @@ from pneumo.errors import PneumoError
 
 __all__ = [
     "ImageInfo",
+    "MAX_FILE_BYTES",
+    "MAX_NON_FINITE_FRACTION",
+    "SUPPORTED_FORMATS",
+    "SUPPORTED_FORMATS_TEXT",
+    "check_image_file",
     "read_image",
+    "read_image_bytes",
     "read_image_with_info",
     "decode_image",
     "decode_image_with_info",
     "to_uint8_gray",
 ]
+
+# The formats pneumo reads, the usual three first; every message that lists formats uses these.
+SUPPORTED_FORMATS = ("JPEG", "PNG", "DICOM", "TIFF", "BMP", "WebP", "GIF")
+SUPPORTED_FORMATS_TEXT = (
+    f"{', '.join(SUPPORTED_FORMATS[:2])} or {SUPPORTED_FORMATS[2]} image"
+    f" ({', '.join(SUPPORTED_FORMATS[3:-1])} and {SUPPORTED_FORMATS[-1]} are read too)"
+)
+# Pillow's plugin names for the supported formats other than DICOM (read with pydicom): the only
+# plugins Image.open may try. MPO is what Pillow's JPEG plugin calls a JPEG with extra pictures.
+_PIL_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP", "GIF")
+_PIL_OPENED = frozenset({*_PIL_FORMATS, "MPO"})
+# Files that are not supported, named by their first bytes so the refusal says what the file is.
+_REFUSED_MAGIC = (
+    (0, b"%PDF", "a PDF document"),
+    (0, b"%!PS", "a PostScript/EPS file"),
+    (0, b"\xc5\xd0\xd3\xc6", "an EPS file"),
+    (0, b"8BPS", "a Photoshop (PSD) file"),
+    (0, b"\x00\x00\x01\x00", "an icon (ICO) file"),
+    (0, b"\x00\x00\x00\x0cjP  \r\n\x87\n", "a JPEG 2000 file"),
+    (0, b"\xffO\xffQ", "a JPEG 2000 file"),
+    (4, b"ftypheic", "a HEIC photo"),
+    (4, b"ftypheix", "a HEIC photo"),
+    (4, b"ftypmif1", "a HEIF photo"),
+    (4, b"ftypavif", "an AVIF image"),
+    (0, b"PK\x03\x04", "a zip archive"),
+    (0, b"\x1f\x8b", "a gzip archive"),
+)
+# A file larger than this is not one radiograph (an uncompressed 16-bit 8000 x 8000 DICOM is 128 MB).
+MAX_FILE_BYTES = 512 * 1024**2
+# Deep images may hold a few NaN or infinite pixels (dead detector pixels, a division by zero in a
+# processing step): up to this fraction they are left out of the stretch and shown black; more, and
+# the image is refused, since what the film shows can no longer be trusted.
+MAX_NON_FINITE_FRACTION = 0.001
+# EXIF orientation (tag 274) -> the transpose that shows the picture upright.
+_EXIF_ORIENTATION = 0x0112
+_ORIENT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 # DICOM PS3.10 7.1: a 128-byte preamble, then "DICM". Files are recognised by this, not by name.
 _DICOM_MAGIC = b"DICM"
@@ -44,8 +107,8 @@ class ImageInfo:
     `colourfulness` is the mean absolute difference between colour channels (0-255 scale) on a
     downscaled copy: about 0 for a radiograph, even one stored as RGB or with JPEG chroma noise;
     tens for a photograph or a screenshot. `mode` is PIL's mode, or the DICOM
-    PhotometricInterpretation. `width`/`height` are the file's own pixel size, before any
-    reduced-scale decode.
+    PhotometricInterpretation. `width`/`height` are the picture's own pixel size as shown upright
+    (a quarter-turn EXIF orientation swaps the stored ones), before any reduced-scale decode.
     """
 
     format: str
@@ -64,27 +127,59 @@ class ImageInfo:
         return asdict(self)
 
 
-def _stretch_to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """Map the array's own min..max to 0..255 (all zeros if it is constant)."""
-    pixels = np.asarray(pixels, dtype=np.float64)
-    lo, hi = float(pixels.min()), float(pixels.max())
-    scaled = (pixels - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(pixels)
-    return np.round(scaled).astype(np.uint8)
+def _stretch_to_uint8(pixels: np.ndarray, name: str = "<image>", exclude: np.ndarray | None = None) -> np.ndarray:
+    """Map the array's own min..max to 0..255, leaving out (and showing black) `exclude`d pixels
+    (DICOM padding) and NaN or infinite ones.
+
+    Refused with a PneumoError naming `name`: more than `MAX_NON_FINITE_FRACTION` of the pixels
+    non-finite, and a blank image (no pixel left, or every pixel the same value), which a stretch
+    would only turn into an arbitrary flat gray.
+    """
+    values = np.asarray(pixels, dtype=np.float64)
+    finite = np.isfinite(values)
+    n_bad = int(values.size - np.count_nonzero(finite))
+    if n_bad > MAX_NON_FINITE_FRACTION * values.size:
+        raise PneumoError(
+            f"{name}: {n_bad} of {values.size} pixels are NaN or infinite (more than"
+            f" {MAX_NON_FINITE_FRACTION:.1%} of the image): the picture cannot be trusted; re-export the image"
+            " from its source"
+        )
+    keep = finite if exclude is None else finite & ~exclude
+    if not keep.any():
+        what = "every pixel is padding (PixelPaddingValue)" if n_bad == 0 else "no pixel has a finite value"
+        raise PneumoError(f"{name}: image is blank: {what}; check that the right image was exported")
+    all_kept = bool(keep.all())
+    kept = values if all_kept else values[keep]
+    lo, hi = float(kept.min()), float(kept.max())
+    if hi <= lo:
+        raise PneumoError(
+            f"{name}: image is blank: every pixel has the value {lo:g}; check that the right image was exported"
+        )
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = np.round((values - lo) / (hi - lo) * 255.0)
+    if not all_kept:
+        scaled = np.where(keep, scaled, 0.0)
+    return scaled.astype(np.uint8)
 
 
-def to_uint8_gray(image: Image.Image) -> np.ndarray:
+def to_uint8_gray(image: Image.Image, name: str = "<image>") -> np.ndarray:
     """Single-channel uint8 from any PIL mode.
 
     Colour is reduced with ITU-R 601 luma (identical channels stay as they are); alpha is
-    dropped; 16-bit and float images are stretched from their own min..max, because their
-    bit depth in use (often 10-12 bits) is not recorded in the file.
+    dropped; 16-bit, 32-bit and float images are stretched from their own min..max, because
+    their bit depth in use (often 10-12 bits) is not recorded in the file; a few NaN or infinite
+    float pixels are left out of the stretch and shown black, more are refused (see
+    `MAX_NON_FINITE_FRACTION`), as is a deep image whose pixels are all the same. `name` is
+    shown in those errors.
     """
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return _stretch_to_uint8(np.asarray(image))
+    if image.mode.startswith(("I", "F")):  # I, I;16, I;16B, I;16L, I;16N, I;16S, F...
+        return _stretch_to_uint8(np.asarray(image), name)
     if image.mode == "L":
         return np.asarray(image, dtype=np.uint8)
-    if image.mode in ("RGBA", "LA", "PA", "P", "CMYK", "YCbCr", "1", "La", "RGBa"):
-        image = image.convert("RGB") if image.mode != "1" else image.convert("L")
+    if image.mode == "1":
+        image = image.convert("L")
+    elif image.mode != "RGB":
+        image = image.convert("RGB")  # RGBA, LA, PA, P, CMYK, YCbCr, La, RGBa, LAB, HSV...
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
@@ -109,7 +204,7 @@ def _pil_colourfulness(image: Image.Image) -> float:
 
 def _jpeg_colourfulness(data: bytes) -> float:
     """Colourfulness of a colour JPEG whose main decode was drafted to gray, from a 1/8-scale decode."""
-    with Image.open(io.BytesIO(data)) as image:
+    with Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as image:
         image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
         image.load()
         return _pil_colourfulness(image)
@@ -135,36 +230,61 @@ def _looks_like_text(data: bytes) -> bool:
     return bool(text) and all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
-def _decode_pil(data: bytes, name: str, size_hint: int | None, max_pixels: int | None = None) -> tuple[np.ndarray, ImageInfo]:
-    """JPEG, PNG and whatever else PIL opens."""
+def _not_supported(data: bytes, name: str) -> PneumoError:
+    """The error for bytes that are none of the supported formats, saying what they are where that is known."""
+    what = next((kind for at, magic, kind in _REFUSED_MAGIC if data[at : at + len(magic)] == magic), None)
+    if what:
+        hint = f"; it is {what}, which pneumo does not read: export the radiograph itself in one of these formats"
+    elif _looks_like_text(data):
+        hint = "; it holds text, not pixels: check that the right file was saved"
+    elif Path(name).suffix.lower() in _DICOM_SUFFIXES:
+        hint = (
+            "; DICOM files are recognised by the 128-byte preamble followed by 'DICM', which this"
+            " file lacks: re-export it as a standard DICOM file"
+        )
+    else:
+        hint = ""
+    return PneumoError(f"{name}: not a readable {SUPPORTED_FORMATS_TEXT}{hint}")
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF Orientation (1-8) of a JPEG, PNG, TIFF or WebP; 1 when absent, unknown or unreadable."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        value = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # a damaged EXIF block: the pixels may still be fine, and upright is the usual case
+        return 1
+    return value if isinstance(value, int) and value in _ORIENT else 1
+
+
+def _decode_pil(data: bytes, name: str, size_hint: int | None, max_pixels: int | None = None) -> tuple[np.ndarray, ImageInfo]:
+    """JPEG, PNG, TIFF, BMP, WebP and GIF; only those plugins of Pillow are tried."""
+    try:
+        with Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as image:
             fmt, mode, (width, height) = image.format or "unknown", image.mode, image.size
+            if fmt not in _PIL_OPENED:  # cannot happen with `formats`; a guard should a plugin hand over another class
+                raise _not_supported(data, name)
             _check_pixels(name, width, height, max_pixels)  # from the header, before decoding a byte of pixels
             if size_hint and image.format == "JPEG":
                 image.draft("L", (2 * size_hint, 2 * size_hint))
             image.load()
-            pixels = to_uint8_gray(image)
+            frames = int(getattr(image, "n_frames", 1))
             if mode in _COLOUR_MODES and image.mode not in _COLOUR_MODES:
                 colourfulness = _jpeg_colourfulness(data)  # the draft decoded luma only
             else:
                 colourfulness = _pil_colourfulness(image)
-            frames = int(getattr(image, "n_frames", 1))
+            orientation = _exif_orientation(image)
+            if orientation != 1:  # a film stored sideways or mirrored, shown upright by any viewer
+                image = image.transpose(_ORIENT[orientation])
+                if orientation >= 5:  # a quarter turn: the picture's width is the file's height
+                    width, height = height, width
+            pixels = to_uint8_gray(image, name)
     except Image.DecompressionBombError as exc:
         raise PneumoError(
             f"{name}: image has too many pixels to decode safely ({exc}); if it is a real radiograph, send a copy"
             " a few thousand pixels a side at most"
         ) from None
     except UnidentifiedImageError:
-        hint = ""
-        if _looks_like_text(data):
-            hint = " (it holds text, not pixels: check that the right file was saved)"
-        elif Path(name).suffix.lower() in _DICOM_SUFFIXES:
-            hint = (
-                " (DICOM files are recognised by the 128-byte preamble followed by 'DICM', which this"
-                " file lacks; re-export it as a standard DICOM file)"
-            )
-        raise PneumoError(f"{name}: not a readable JPEG, PNG or DICOM image{hint}") from None
+        raise _not_supported(data, name) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise PneumoError(f"{name}: image is damaged or truncated ({exc})") from None
     return pixels, ImageInfo(fmt, width, height, mode, colourfulness, frames)
@@ -218,7 +338,8 @@ def _read_dicom(data: bytes, name: str) -> tuple[Any, _DicomHeader]:
         syntax = UID(str(ds.file_meta.get("TransferSyntaxUID") or "").strip())
         modality, body_part, view = (_tag_text(ds.get(k)) for k in ("Modality", "BodyPartExamined", "ViewPosition"))
         info = ImageInfo("DICOM", columns, rows, photometric, 0.0, 1, modality, body_part, view, _age_in_years(ds.get("PatientAge")))
-        header = _DicomHeader("PixelData" in ds, photometric, rows, columns, int(ds.get("NumberOfFrames") or 1), samples, syntax, info)
+        has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+        header = _DicomHeader(has_pixels, photometric, rows, columns, int(ds.get("NumberOfFrames") or 1), samples, syntax, info)
     except Exception as exc:  # pydicom raises many types (struct.error, KeyError, EOFError...) on bad bytes
         raise PneumoError(f"{name}: DICOM file is damaged or truncated ({type(exc).__name__}: {exc})") from None
     return ds, header
@@ -269,11 +390,56 @@ def _refuse_unsupported(header: _DicomHeader, data: bytes, name: str, max_pixels
     return syntax_text
 
 
+def _number(ds: Any, keyword: str, name: str) -> float | None:
+    """A numeric DICOM element as a float (None when absent); a PneumoError when it is not a finite number."""
+    if keyword not in ds:
+        return None
+    try:
+        raw = ds[keyword].value  # pydicom converts the stored text on first access, and may fail there
+        if raw is None or raw == "":
+            return None
+        value = float(raw)
+    except (TypeError, ValueError, OverflowError):  # text that is no number, or several values where one belongs
+        stored = getattr(ds.get_item(keyword), "value", None) if hasattr(ds, "get_item") else None
+        shown = stored.decode("latin-1", "replace").strip() if isinstance(stored, bytes) else str(stored if stored is not None else "?")
+        raise PneumoError(f"{name}: DICOM {keyword} is {shown!r}, not a number; fix the file's {keyword}") from None
+    if not math.isfinite(value):
+        raise PneumoError(f"{name}: DICOM {keyword} is {value}: the image cannot be rescaled; fix the file's {keyword}")
+    return value
+
+
+def _check_rescale(ds: Any, name: str) -> None:
+    """Refuse a modality rescale that would wipe out or garble the image (a slope of 0, NaN or infinite)."""
+    if "ModalityLUTSequence" in ds:
+        return  # a lookup table replaces the rescale
+    slope = _number(ds, "RescaleSlope", name)
+    _number(ds, "RescaleIntercept", name)
+    if slope == 0:
+        raise PneumoError(
+            f"{name}: DICOM RescaleSlope is 0: the image would be blank; fix the file's RescaleSlope (usually 1)"
+        )
+
+
+def _padding_mask(ds: Any, stored: np.ndarray, name: str) -> np.ndarray | None:
+    """Where the stored pixels are padding (PixelPaddingValue, up to PixelPaddingRangeLimit if given):
+    the area outside the film that holds no data; None when the file declares none."""
+    value = _number(ds, "PixelPaddingValue", name)
+    if value is None:
+        return None
+    limit = _number(ds, "PixelPaddingRangeLimit", name)
+    if limit is None:
+        return stored == value
+    low, high = min(value, limit), max(value, limit)
+    return (stored >= low) & (stored <= high)
+
+
 def _decode_dicom(data: bytes, name: str, max_pixels: int | None = None) -> tuple[np.ndarray, ImageInfo]:
     """A single-frame DICOM image, displayed as a radiologist would see it, bone bright.
 
     Modality LUT (rescale) then VOI LUT or window, as the file asks; MONOCHROME1 is inverted;
-    the result is stretched over its own min..max like other deep images.
+    the result is stretched over its own min..max like other deep images. Padding pixels
+    (PixelPaddingValue, PixelPaddingRangeLimit) and a few NaN or infinite values are left out of
+    that range and shown black; a rescale slope of 0, NaN or infinity is refused.
     """
     try:  # imported here: only DICOM inputs pay for importing pydicom
         from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -283,24 +449,45 @@ def _decode_dicom(data: bytes, name: str, max_pixels: int | None = None) -> tupl
     ds, header = _read_dicom(data, name)
     syntax_text = _refuse_unsupported(header, data, name, max_pixels)
     samples = header.samples
+    if samples == 1:
+        _check_rescale(ds, name)
     try:
-        pixels = ds.pixel_array
-        if samples == 1:
-            pixels = apply_voi_lut(apply_modality_lut(pixels, ds), ds)
+        stored = ds.pixel_array
     except Exception as exc:  # decoder plugins raise anything from ValueError to RuntimeError
         raise PneumoError(
             f"{name}: cannot decode the DICOM pixel data ({syntax_text}): {exc}; the file may be damaged"
             " or truncated, or convert it to an uncompressed DICOM"
         ) from None
     expected = (header.rows, header.columns) if samples == 1 else (header.rows, header.columns, samples)
-    if pixels.shape != expected or not np.isfinite(pixels).all():
-        raise PneumoError(f"{name}: DICOM file is damaged or truncated (decoded pixels of shape {pixels.shape}, expected {expected})")
+    if stored.shape != expected:
+        raise PneumoError(f"{name}: DICOM file is damaged or truncated (decoded pixels of shape {stored.shape}, expected {expected})")
 
     if samples == 1:
-        return _stretch_to_uint8(-pixels.astype(np.float64) if header.photometric == "MONOCHROME1" else pixels), header.info
-    rgb = pixels if pixels.dtype == np.uint8 else _stretch_to_uint8(pixels)
-    gray = to_uint8_gray(Image.fromarray(np.ascontiguousarray(rgb), "RGB"))
+        padding = _padding_mask(ds, stored, name)
+        try:
+            values = apply_modality_lut(stored, ds)
+            finite = np.isfinite(values)
+            all_finite = bool(finite.all())
+            if not all_finite:  # float pixel data with NaN or inf: the window must not see them
+                values = np.where(finite, values, 0.0)
+            values = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)  # an integer LUT wants the integers
+            if not all_finite:
+                values[~finite] = np.nan  # counted, and left out, by the stretch
+        except Exception as exc:  # a malformed LUT or window
+            raise PneumoError(f"{name}: cannot apply the DICOM file's rescale or window ({type(exc).__name__}: {exc}); fix or remove them") from None
+        if header.photometric == "MONOCHROME1":
+            values = -values
+        return _stretch_to_uint8(values, name, padding), header.info
+    rgb = stored if stored.dtype == np.uint8 else _stretch_to_uint8(stored, name)
+    gray = to_uint8_gray(Image.fromarray(np.ascontiguousarray(rgb), "RGB"), name)
     return gray, replace(header.info, colourfulness=_colourfulness(rgb))
+
+
+def _too_large(name: str, size: int) -> PneumoError:
+    return PneumoError(
+        f"{name}: file is {size / 1024**2:.0f} MiB, over the limit of {MAX_FILE_BYTES / 1024**2:.0f} MiB for one image;"
+        " a chest radiograph is rarely over 100 MiB: check that this is the right file"
+    )
 
 
 def decode_image_with_info(
@@ -309,19 +496,33 @@ def decode_image_with_info(
     """Decode encoded image bytes to a uint8 [H, W] array and a record of what the file was.
 
     Args:
-        data: the file's bytes: JPEG, PNG (or another format PIL reads), or DICOM with its
-            standard preamble (recognised by content, whatever the file is called).
+        data: the file's bytes: JPEG, PNG or DICOM (TIFF, BMP, WebP and GIF are read too;
+            see `SUPPORTED_FORMATS`), recognised by content whatever the file is called (DICOM
+            by its standard preamble); any other format is refused.
         name: shown in error messages.
         size_hint: the side the image will be resized to; JPEGs much larger than this are
             decoded at a reduced scale, which is several times faster and loses nothing.
         max_pixels: refuse images with more pixels than this, judged from the header before
             decoding (a service's guard); None keeps PIL's own decompression-bomb limit.
+
+    Raises:
+        PneumoError: naming `name`, for bytes that are empty, over `MAX_FILE_BYTES`, not a
+            supported format, damaged, or a blank image (every pixel the same).
+
+    Example:
+        >>> pixels, info = decode_image_with_info(open("film.jpeg", "rb").read(), "film.jpeg")  # doctest: +SKIP
     """
     if not data:
         raise PneumoError(f"{name}: file is empty (0 bytes)")
+    if len(data) > MAX_FILE_BYTES:
+        raise _too_large(name, len(data))
     if data[_DICOM_MAGIC_AT : _DICOM_MAGIC_AT + len(_DICOM_MAGIC)] == _DICOM_MAGIC:
-        return _decode_dicom(data, name, max_pixels)
-    return _decode_pil(data, name, size_hint, max_pixels)
+        pixels, info = _decode_dicom(data, name, max_pixels)
+    else:
+        pixels, info = _decode_pil(data, name, size_hint, max_pixels)
+    if pixels.size and pixels.min() == pixels.max():  # deep images were refused so by the stretch already
+        raise PneumoError(f"{name}: image is blank: every pixel has the value {pixels.flat[0]}; check that the right image was exported")
+    return pixels, info
 
 
 def decode_image(data: bytes, name: str = "<bytes>", size_hint: int | None = None) -> np.ndarray:
@@ -329,18 +530,91 @@ def decode_image(data: bytes, name: str = "<bytes>", size_hint: int | None = Non
     return decode_image_with_info(data, name, size_hint)[0]
 
 
-def read_image_with_info(path: str | Path, size_hint: int | None = None) -> tuple[np.ndarray, ImageInfo]:
-    """Read an image file as a uint8 [H, W] array and a record of what it was (see `decode_image_with_info`)."""
-    path = Path(path)
+_NOT_A_FILE = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _refuse_non_regular(path: Path, mode: int) -> None:
+    """Only regular files are read: a FIFO or a socket would wait for a writer forever, a device
+    (/dev/zero, /dev/urandom) would never end."""
+    if not stat.S_ISREG(mode):
+        kind = _NOT_A_FILE.get(stat.S_IFMT(mode), "not a regular file")
+        raise PneumoError(f"{path} is {kind}, not an image file; give the path of an image file")
+
+
+def _open_regular(path: Path) -> int:
+    """A read-only descriptor of `path`, which must be a regular file (checked before opening, and
+    again on the open descriptor should the path have changed in between); PneumoError otherwise."""
     try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise PneumoError(f"{path} is a folder, not an image file") from None
+        _refuse_non_regular(path, os.stat(path).st_mode)  # before opening: opening a FIFO blocks
+        # O_NONBLOCK: should the path have become a FIFO since, opening returns at once and fstat refuses it
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOCTTY", 0)
+        fd = os.open(path, flags)
     except OSError as exc:
         raise PneumoError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return decode_image_with_info(data, str(path), size_hint)
+    try:
+        _refuse_non_regular(path, os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_image_file(path: str | Path) -> None:
+    """Raise a PneumoError naming `path` unless it is a regular file that can be opened for reading
+    (never a folder, FIFO, device or socket, which are not opened at all); reads nothing.
+
+    For listings that only need to know a file is there (`pneumo data summary`), without waiting
+    on a FIFO the way `open()` would.
+    """
+    os.close(_open_regular(Path(path)))
+
+
+def read_image_bytes(path: str | Path) -> bytes:
+    """The bytes of an image file, refusing anything that is not a regular file (before opening
+    it) and files over `MAX_FILE_BYTES` (never reading more than that, whatever the file claims).
+
+    Use this, not `Path.read_bytes`, wherever a user-given path is read: a FIFO named `x.jpeg`
+    would hang `read_bytes` and `/dev/zero` would fill the memory.
+
+    Raises:
+        PneumoError: naming the path, for a missing or unreadable file, a folder, a FIFO, a
+            device or a socket, or a file over the size limit.
+    """
+    path = Path(path)
+    fd = _open_regular(path)
+    try:
+        with open(fd, "rb", buffering=0, closefd=True) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                raise _too_large(str(path), size)
+            chunks, total, want = [], 0, size + 1  # one read for a file as large as it says
+            while total <= MAX_FILE_BYTES:
+                chunk = fh.read(min(want, MAX_FILE_BYTES + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+                want = 1024**2
+    except OSError as exc:
+        raise PneumoError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if total > MAX_FILE_BYTES:  # it grew, or its size was not what it said (a /proc file)
+        raise _too_large(str(path), total)
+    return b"".join(chunks)
+
+
+def read_image_with_info(path: str | Path, size_hint: int | None = None) -> tuple[np.ndarray, ImageInfo]:
+    """Read an image file as a uint8 [H, W] array and a record of what it was (see
+    `read_image_bytes` for which files are read, `decode_image_with_info` for how)."""
+    path = Path(path)
+    return decode_image_with_info(read_image_bytes(path), str(path), size_hint)
 
 
 def read_image(path: str | Path, size_hint: int | None = None) -> np.ndarray:
-    """Read an image file as a uint8 [H, W] array (see `decode_image_with_info`)."""
+    """Read an image file as a uint8 [H, W] array (see `read_image_with_info`)."""
     return read_image_with_info(path, size_hint)[0]
