@@ -337,7 +337,7 @@ def test_folder_named_like_an_image(tmp_path: Path) -> None:
     with pytest.raises(PneumoError, match="is a folder, not an image file") as err:
         read_image_with_info(folder)
     assert str(folder) in str(err.value)
-    assert_cli_error(pneumo("predict", folder, "--model", ONNX), str(folder), "holds no .jpeg/.jpg/.png/.dcm images")
+    assert_cli_error(pneumo("predict", folder, "--model", ONNX), str(folder), "holds no images (.bmp, .dcm")
 
 
 def test_dangling_symlink_and_symlink_loop_as_inputs(tmp_path: Path) -> None:

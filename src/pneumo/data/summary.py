@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumo.data.cache import file_digests
-from pneumo.data.io import read_image
+from pneumo.data.io import check_image_file, read_image
 from pneumo.data.layout import CLASSES, Record, discover
 from pneumo.errors import PneumoError
 from pneumo.utils.progress import progress_bar
@@ -44,12 +44,13 @@ def _unreadable(path: Path) -> str | None:
 
 
 def _unreachable(path: Path) -> str | None:
-    """Why a listed file cannot even be opened (a dangling link, a link loop, no permission), or None."""
+    """Why a listed file cannot even be opened (a dangling link, a link loop, no permission, a pipe
+    or a device named like an image), or None; checked without opening what would block."""
     try:
-        with path.open("rb"):
-            return None
-    except OSError as exc:
-        return f"cannot read {path}: {exc.strerror or exc}"
+        check_image_file(path)
+        return None
+    except PneumoError as exc:
+        return str(exc)
 
 
 def _class_warnings(name: str, split: dict[str, Any]) -> list[str]:

@@ -17,7 +17,8 @@ from pneumo.errors import PneumoError
 
 __all__ = ["IMAGE_SUFFIXES", "is_junk", "child_dirs", "iter_image_files", "image_files", "expand_paths"]
 
-IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".dcm", ".dicom"})
+# the names a folder search picks up: every format pneumo.data.io decodes (a file given by name is read whatever its name)
+IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".dcm", ".dicom", ".tif", ".tiff", ".bmp", ".webp", ".gif"})
 # folders that archives, NAS boxes and OSes leave beside the data (macOS, Synology, Windows)
 _JUNK_DIRS = frozenset({"__macosx", ".ds_store", "@eadir", "$recycle.bin"})
 
@@ -115,7 +116,7 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
         elif p.is_dir():
             found = image_files(p)
             if not found:
-                raise PneumoError(f"{p} holds no .jpeg/.jpg/.png/.dcm images")
+                raise PneumoError(f"{p} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             files += found
         elif os.path.lexists(p):
             files.append(p)  # a file, or a link that does not resolve: reading it says why
