@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -13,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pneumo.errors import PneumoError
+from pneumo.utils.files import atomic_write, output_file, output_folder
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Pneumonia detection on pediatric chest X-rays.")
 data_app = typer.Typer(no_args_is_help=True, help="Look at a dataset before training on it.")
@@ -87,6 +89,7 @@ def data_download(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Fetch the dataset, resuming a partial download, verify it, unpack it safely and check it."""
+    output_folder(to, "--to")
     from pneumo.data.download import download
 
     result = download(source, to, url=url, sha256=sha256, progress=not quiet, check_images=not no_check, log=lambda m: err_console.print(escape(m), highlight=False))
@@ -110,6 +113,7 @@ def data_preview(
     seed: int = typer.Option(0, help="Which random batch."),
 ) -> None:
     """The notebook's grid of a batch with NORMAL/PNEUMONIA titles, as PNG."""
+    output_file(out, "--out")
     from pneumo.viz.preview import preview
 
     console.print(f"wrote {preview(data, out, split=split, n=n, size=size, seed=seed)}")
@@ -126,6 +130,8 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train a model; writes config, split, history, plots, checkpoints and a validation report."""
+    if out is not None and resume is None:
+        output_folder(out, "--out")  # before the imports and the data: a file, a device or a read-only folder
     from pneumo.config import load_config
     from pneumo.training import train as run_training
 
@@ -170,11 +176,17 @@ def evaluate(
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be read instead of skipping it."),
 ) -> None:
     """Metrics at the model's stored threshold (and at 0.5) with 95% bootstrap intervals."""
+    if json_out is not None:  # checked before the work (and the imports), not after it
+        output_file(json_out, "--json")
+    if plots is not None:
+        output_folder(plots, "--plots")
     from pneumo.evaluation.evaluate import evaluate as run_evaluation
     from pneumo.evaluation.report import write_report
 
     report = run_evaluation(data, model=model, split=split, n_boot=bootstrap, plots_dir=plots, progress=sys.stderr.isatty(), shifts=shifts, strict=strict)
     _report_skipped([(s["path"], s["error"]) for s in report["skipped"]], report["n"] + len(report["skipped"]))
+    for warning in report["warnings"]:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     table = Table(title=f"{report['n']} images, threshold {report['threshold']:.3g}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -243,6 +255,7 @@ def calibrate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model folder."),
 ) -> None:
     """Refit the temperature and threshold on your site's labelled films (>= 20 per class); the weights are kept."""
+    output_folder(out, "--out")
     from pneumo.evaluation.site import calibrate_to_site
 
     result = calibrate_to_site(data, model, out, split=split, min_per_class=min_per_class, n_boot=bootstrap, overwrite=overwrite, progress=sys.stderr.isatty())
@@ -291,6 +304,10 @@ def predict(
             raise PneumoError(f"cannot tell the format of {out}: name it .json or .csv, or pass --format json|csv")
     if fmt not in ("table", "json", "csv"):
         raise PneumoError(f"unknown --format {fmt!r}; use table, json or csv")
+    if out is not None:
+        output_file(out, "--out")
+    if cam is not None:
+        output_folder(cam, "--cam")
     loaded = load_model(model)
     results = run_prediction(paths, model=loaded, strict=strict, abstain=not no_abstain)
     _report_skipped(results.skipped, len(results) + len(results.skipped))
@@ -300,8 +317,7 @@ def predict(
         written = explain_files([r.path for r in results], loaded, out_dir=cam)
         err_console.print(f"wrote {len(written)} heatmaps to {cam}")
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(format_predictions(results, fmt), encoding="utf-8", errors="surrogateescape")  # names as the disk has them
+        atomic_write(out, format_predictions(results, fmt).encode("utf-8", "surrogateescape"))  # names as the disk has them
         console.print(f"wrote {len(results)} predictions to {out}")
         return
     if fmt != "table":
@@ -341,6 +357,7 @@ def predict_archive(
     actors: int = typer.Option(2, "--actors", help="Ray actors, one CPU each."),
 ) -> None:
     """Classify a large archive as a stream: bounded memory, results appended as they come, --resume after a stop."""
+    output_file(out, "--out")
     if ray:
         if resume or strict or no_abstain or backend == "torch":
             raise PneumoError("--ray runs the ONNX export and has no --resume, --strict, --no-abstain or torch backend; drop those or run without --ray")
@@ -371,6 +388,8 @@ def export(
     """Export a model to ONNX, checked against PyTorch; `pneumo predict --model FILE.onnx` runs it without PyTorch."""
     if fmt != "onnx":
         raise PneumoError(f"unknown --format {fmt!r}; onnx is the export format pneumo has")
+    output_file(out, "--out")
+    output_file(out.with_suffix(".json"), "--out's metadata file")
     import numpy as np
 
     from pneumo.data.preprocess import load_image
@@ -440,9 +459,21 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM (a scheduler, `kill`) stops as cleanly as Ctrl-C
 
 
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None, line: str | None = None) -> None:
+    """pneumo's own warnings (e.g. an image cache that cannot be written) as one `warning:` line on stderr."""
+    if category.__module__.startswith("pneumo"):
+        err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)  # type: ignore[arg-type]
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2; Ctrl-C/SIGTERM exit 130."""
     signal.signal(signal.SIGTERM, _terminate)
+    warnings.showwarning = _show_warning
     try:
         app()  # Typer handles usage errors and turns Ctrl-C into exit code 130
     except PneumoError as exc:

@@ -1,17 +1,30 @@
 """pneumo.data.cache: decode once per (file contents, size), rebuild on any change or damage."""
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pneumo.data import cache as cache_module
-from pneumo.data.cache import cache_dir, cached_images, decode_dataset
+from pneumo.data.cache import (
+    CacheWarning,
+    cache_dir,
+    cached_images,
+    data_fingerprint,
+    decode_dataset,
+    remove_stale_cache_temps,
+    usable_cache,
+)
 from pneumo.data.layout import Record, discover
 from pneumo.data.preprocess import load_image
 from pneumo.errors import PneumoError
+from pneumo.utils.files import WriteError
 from tests.conftest import copy_class_folders
 
 SIZE = 48
@@ -221,3 +234,91 @@ def test_a_damaged_digest_index_only_costs_a_rehash(records: list[Record], folde
     _, key = cached_images(records, SIZE, folder=folder, progress=False)
     (folder / "digests.json").write_text("{not json")
     assert cached_images(records, SIZE, folder=folder, progress=False)[1] == key
+
+
+# --- a cache that is a file, or cannot be written; leftovers of killed writes ---
+
+
+def test_a_cache_that_is_a_file_is_refused_before_any_work(records: list[Record], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path / "a-file"))
+    _no_decoding(monkeypatch)
+    with pytest.raises(PneumoError, match=r"^the image cache .*a-file \(\$PNEUMO_CACHE\) is not usable: .*a-file is a file, not a folder; point \$PNEUMO_CACHE at a folder, or unset it$"):
+        decode_dataset(records, SIZE, progress=False)
+    with pytest.raises(PneumoError, match=r"\(the config's cache_dir\) is not usable: .*a-file is a file, not a folder; set cache_dir to a folder"):
+        data_fingerprint(records, tmp_path / "a-file" / "sub")
+    with pytest.raises(PneumoError, match=r"/dev/null is a device, not a folder"):
+        usable_cache("/dev/null")
+    assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
+def _read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """The cache folder as a read-only mount shows it (root ignores chmod, so this is simulated)."""
+
+    def refuse(path: object, what: str = "") -> Path:
+        raise WriteError(errno.EROFS, f"{folder} is on a read-only file system", str(path))
+
+    monkeypatch.setattr(cache_module, "output_folder", refuse)
+
+
+def test_a_read_only_cache_is_read_and_warned_about_and_the_run_goes_on(records: list[Record], folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = decode_dataset(records[:6], SIZE, folder=folder, progress=False)  # filled while writable
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    _read_only(monkeypatch, folder)
+    _no_decoding(monkeypatch)
+    with pytest.warns(CacheWarning, match=r"the image cache .* cannot be written \(.*read-only file system\); decoding without caching"):
+        again = decode_dataset(records[:6], SIZE, folder=folder, progress=False)  # a hit: read, not decoded
+    assert np.array_equal(again.images, first.images) and again.fingerprint == first.fingerprint
+    monkeypatch.undo()
+    _read_only(monkeypatch, folder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        missed = decode_dataset(records, SIZE, folder=folder, progress=False)  # a miss: decoded, not written
+    assert len(missed.images) == len(records)
+    assert not [w for w in caught if w.category is CacheWarning]  # said once per process, not once per call
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before  # nothing written
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder anyway; the test above simulates it")
+def test_a_cache_folder_without_write_permission_is_warned_about(records: list[Record], folder: Path) -> None:
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.warns(CacheWarning, match=r"not writable \(Permission denied\)"):
+            dataset = decode_dataset(records[:4], SIZE, folder=folder, progress=False)
+        assert len(dataset.images) == 4 and list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_full_disk_while_caching_is_a_warning_and_leaves_no_temporary(records: list[Record], folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = cache_module._save_npy
+
+    def disk_full(path: Path, images: np.ndarray) -> None:
+        real(path, images[:1])  # part of it written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module, "_save_npy", disk_full)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = decode_dataset(records[:4], SIZE, folder=folder, progress=False)
+    assert len(dataset.images) == 4
+    assert next(str(w.message) for w in caught if w.category is CacheWarning).startswith(f"the image cache {folder} cannot be written (No space left on device)")
+    assert not _cache_files(folder) and not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    cached_images(records[:4], SIZE, folder=folder, progress=False)  # the next run with room caches it
+    assert len(_cache_files(folder)) == 1
+
+
+def test_stale_temporary_files_in_the_cache_are_removed_fresh_ones_kept(folder: Path) -> None:
+    folder.mkdir()
+    old, fresh = folder / ".images-ab-64.npy.abcd1234.tmp", folder / ".images-cd-64.npy.efgh5678.tmp"
+    old.write_bytes(b"x" * 1000)
+    fresh.write_bytes(b"y")
+    someone_elses = folder / ".tmpAb12Cd"  # the cache may be a folder other programs write temporary files in too
+    someone_elses.write_bytes(b"z")
+    hours_ago = time.time() - 2 * 3600
+    for path in (old, someone_elses):
+        os.utime(path, (hours_ago, hours_ago))
+    assert remove_stale_cache_temps(folder) == (1, 1000)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([fresh.name, someone_elses.name])

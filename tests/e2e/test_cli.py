@@ -207,3 +207,92 @@ def test_a_bad_file_in_a_folder_is_skipped_and_counted_unless_strict(small_folde
     assert len(json.loads(proc.stdout)) == 2  # stdout stays valid JSON
     assert "skipped 1 of 3 files" in proc.stderr and "broken.jpeg" in proc.stderr
     assert_user_error(pneumo("predict", tmp_path, "--strict", check=False), "broken.jpeg", "--strict")
+
+
+# --- outputs that cannot be written: refused before any work, one line, exit 2, nothing touched ---
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["predict", "{image}", "--format", "json", "--out", "/dev/null"], "--out /dev/null is a device, not a regular file"),
+        (["predict", "{image}", "--out", "{folder}"], "is a folder, not a file: give a file path"),
+        (["predict", "{image}", "--cam", "{file}"], "--cam {file} is a file, not a folder"),
+        (["predict", "{image}", "--out", "{file}/p.json"], "cannot write --out {file}/p.json: {file} is a file, not a folder"),
+        (["evaluate", "{data}", "--json", "{folder}"], "--json {folder} is a folder, not a file"),
+        (["evaluate", "{data}", "--plots", "{file}"], "--plots {file} is a file, not a folder"),
+        (["export", "--out", "/dev/null"], "--out /dev/null is a device, not a regular file"),
+        (["train", "--config", "seed", "--out", "/dev/null"], "--out /dev/null is a device, not a folder"),
+        (["train", "--config", "seed", "--out", "{file}"], "--out {file} is a file, not a folder"),
+        (["predict-archive", "{data}", "--out", "{folder}"], "--out {folder} is a folder, not a file"),
+        (["calibrate", "{data}", "--out", "/dev/null"], "--out /dev/null is a device, not a folder"),
+        (["data", "preview", "{data}", "--out", "{folder}"], "--out {folder} is a folder, not a file"),
+        (["data", "download", "--to", "{file}"], "--to {file} is a file, not a folder"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_an_output_that_cannot_be_written_is_refused_up_front(small_folder: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    where = {"image": str(min((small_folder / "NORMAL").glob("*.jpeg"))), "data": str(small_folder), "folder": str(tmp_path / "dir.json"), "file": str(tmp_path / "plain")}
+    (tmp_path / "dir.json").mkdir()
+    (tmp_path / "plain").write_text("keep")
+    started = time.monotonic()
+    proc = pneumo(*[a.format(**where) for a in args], check=False)
+    assert_user_error(proc, message.format(**where))
+    assert len(proc.stderr.strip().splitlines()) <= 2  # one line, which Rich may wrap once
+    assert time.monotonic() - started < 60  # refused before loading a model or decoding images (a loose bound on a busy machine)
+    assert (tmp_path / "plain").read_text() == "keep" and list((tmp_path / "dir.json").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.json", "plain"]
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+def test_a_cache_path_that_is_a_file_is_a_clear_error(small_folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "cache").write_text("not a folder")
+    env = {**os.environ, "COLUMNS": "200", "PNEUMO_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "pneumo", "train", "--config", "seed", "--set", f"data={small_folder}", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert_user_error(proc, "the image cache", "($PNEUMO_CACHE) is not usable", "is a file, not a folder")
+    assert (tmp_path / "cache").read_text() == "not a folder"
+
+
+def test_overwrite_refuses_a_project_root_that_holds_a_config_yaml(small_folder: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from pneumo.config import config_to_dict, load_config
+
+    root = tmp_path / "project"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "main.py").write_text("print('mine')")
+    (root / "config.yaml").write_text(yaml.safe_dump(config_to_dict(load_config("seed"))))  # even a pneumo config
+    proc = pneumo("train", "--config", "seed", "--set", f"data={small_folder}", "--out", root, "--overwrite", check=False)
+    assert_user_error(proc, f"{root} holds src/, which a pneumo run folder never has; refusing to delete it")
+    assert (root / "src" / "main.py").read_text() == "print('mine')" and (root / "config.yaml").exists()
+
+
+_FAILING_DISK = (
+    "import sys, errno\n"
+    "import pneumo.models.checkpoint as checkpoint\n"
+    "from safetensors import SafetensorError\n"
+    "real, calls = checkpoint.save_file, []\n"
+    "def save_file(*args, **kwargs):\n"
+    "    calls.append(1)\n"
+    "    if len(calls) == 2:  # epoch 2's checkpoint: the disk is full now, as safetensors reports it\n"
+    "        raise SafetensorError('Error while serializing: I/O error: No space left on device (os error 28)')\n"
+    "    return real(*args, **kwargs)\n"
+    "checkpoint.save_file = save_file\n"
+    "sys.argv = ['pneumo', *sys.argv[1:]]\n"
+    "from pneumo.cli import main\n"
+    "main()\n"
+)
+
+
+def test_a_full_disk_during_training_is_exit_2_and_the_run_resumes(small_folder: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--config", "seed", "--set", f"data={small_folder}", "--set", "image_size=64", "--set", "epochs=2", "--set", "limit=40", "--out", str(run), "--quiet"]
+    proc = subprocess.run([sys.executable, "-c", _FAILING_DISK, *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=600, check=False)
+    assert_user_error(proc, "checkpoints/last", "No space left on device")
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp")]  # no temporary file left
+    orphan = run / "checkpoints" / "last" / ".weights.safetensors.abcd1234.tmp"  # as a kill -9 mid-write leaves one
+    orphan.write_bytes(b"w" * 78_000)
+    resumed = pneumo("train", "--resume", run, "--quiet")
+    assert "removed 1 temporary file (78.0 kB)" in resumed.stdout and "resuming after epoch 1 of 2" in resumed.stdout
+    assert not orphan.exists() and (run / "val_report.json").exists()

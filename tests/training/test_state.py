@@ -8,15 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from safetensors import SafetensorError
 from torch.optim.swa_utils import AveragedModel
 
+from pneumo.config import config_to_dict, load_config
 from pneumo.errors import PneumoError
 from pneumo.inference.torch_backend import load_checkpoint
 from pneumo.models import create_model
 from pneumo.models.checkpoint import save_checkpoint
 from pneumo.models.meta import CheckpointMeta
 from pneumo.training.optim import ema_update
-from pneumo.training.run_dir import complete_best_copy
+from pneumo.training.run_dir import complete_best_copy, open_run, prepare_run_dir
 from pneumo.training.state import STATE, RunSoFar, TrainingParts, load_train_state, save_train_state, saved_epoch
 
 FINGERPRINT = "f" * 32
@@ -158,7 +161,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path: Path,
     folder = save_checkpoint(tmp_path / "last", net, CheckpointMeta(**meta, epoch=1))
     before = {name: (folder / name).read_bytes() for name in ("weights.safetensors", "meta.json")}
     monkeypatch.setattr("pneumo.models.checkpoint.save_file", _disk_full)
-    with pytest.raises(PneumoError, match="No space left on device.*already there is intact"):
+    with pytest.raises(PneumoError, match=r"checkpoint.*No space left on device|weights\.safetensors \(No space left on device\)"):
         save_checkpoint(folder, create_model("seed_cnn", image_size=32), CheckpointMeta(**meta, epoch=2))
     monkeypatch.undo()
     assert {name: (folder / name).read_bytes() for name in before} == before
@@ -211,3 +214,177 @@ def test_a_stop_before_copying_a_new_best_is_completed(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "best").meta.epoch == 2
     with pytest.raises(PneumoError, match="neither best/ nor last/ holds epoch 3"):
         complete_best_copy(tmp_path, RunSoFar(epoch=3, best_epoch=3))
+
+
+# --- the disk failing for real (safetensors' own error), read-only run folders, --overwrite, leftovers ---
+
+ROOT = os.geteuid() == 0
+
+
+def _safetensors_disk_full(*args: object, **kwargs: object) -> None:
+    """What safetensors' save_file raises on a full disk: not an OSError, the errno only in its text."""
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+def test_safetensors_own_disk_full_error_keeps_the_previous_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    parts = _saved(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    _steps(parts, 1)
+    monkeypatch.setattr("pneumo.training.state.save_file", _safetensors_disk_full)
+    with pytest.raises(PneumoError, match=r"could not save the training state of epoch 2 .*No space left on device.*state saved before it is intact") as err:
+        save_train_state(tmp_path, parts, RunSoFar(2), FINGERPRINT)
+    assert "\n" not in str(err.value)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no 0-byte temporary file left
+    assert load_train_state(tmp_path, _parts(seed=3), FINGERPRINT).epoch == 1
+
+
+def test_safetensors_own_disk_full_error_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    net = create_model("seed_cnn", image_size=32)
+    meta = {"architecture": "seed_cnn", "task": "binary", "classes": ["NORMAL", "PNEUMONIA"], "num_outputs": 1, "image_size": 32, "mean": 0.0, "std": 1.0, "threshold": 0.5}
+    folder = save_checkpoint(tmp_path / "last", net, CheckpointMeta(**meta, epoch=1))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    monkeypatch.setattr("pneumo.models.checkpoint.save_file", _safetensors_disk_full)
+    with pytest.raises(PneumoError, match=r"No space left on device") as err:  # was a SafetensorError traceback
+        save_checkpoint(folder, create_model("seed_cnn", image_size=32), CheckpointMeta(**meta, epoch=2))
+    assert str(folder) in str(err.value) and "\n" not in str(err.value)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert load_checkpoint(folder).meta.epoch == 1
+
+
+@pytest.mark.skipif(ROOT, reason="root writes into a read-only folder anyway; the disk-full variants cover the same path")
+def test_a_read_only_folder_keeps_the_previous_state(tmp_path: Path) -> None:
+    parts = _saved(tmp_path / "last")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "last").iterdir()}
+    (tmp_path / "last").chmod(0o555)
+    try:
+        with pytest.raises(PneumoError, match=r"could not save the training state of epoch 2 .*not writable \(Permission denied\)"):
+            save_train_state(tmp_path / "last", parts, RunSoFar(2), FINGERPRINT)
+    finally:
+        (tmp_path / "last").chmod(0o755)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "last").iterdir()} == before
+
+
+def _pneumo_config(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config_to_dict(load_config("seed")), sort_keys=False))
+
+
+def _fake_run(folder: Path) -> Path:
+    """A run folder as pneumo leaves it, every kind of file it writes (contents do not matter here)."""
+    _pneumo_config(folder)
+    for name in ("split.csv", "history.csv", "history.png", "roc.png", "confusion.png", "reliability.png", "val_report.json", ".DS_Store"):
+        (folder / name).write_bytes(b"x" * 100)
+    for sub, names in {
+        "checkpoints/last": ("weights.safetensors", "meta.json", "state.json", "state-0002-0123456789ab.safetensors", ".meta.json.abcd1234.tmp"),
+        "checkpoints/best": ("weights.safetensors", "meta.json"),
+        "model": ("weights.safetensors", "meta.json", "features.safetensors", "training_films.json", ".tmpAb12Cd"),
+    }.items():
+        (folder / sub).mkdir(parents=True)
+        for name in names:
+            (folder / sub / name).write_bytes(b"w" * 1000)
+    return folder
+
+
+def test_overwrite_removes_a_previous_run_and_says_so(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path / "run")
+    size = 8 * 100 + 12 * 1000 + (run / "config.yaml").stat().st_size
+    logged: list[str] = []
+    assert prepare_run_dir(run, overwrite=True, log=logged.append) == run
+    assert logged == [f"removing the previous run in {run} (21 files, {size / 1000:.1f} kB)"]
+    assert run.is_dir() and list(run.iterdir()) == []
+
+
+def test_overwrite_removes_a_previous_model_folder(tmp_path: Path) -> None:
+    model = tmp_path / "ensemble"
+    model.mkdir()
+    (model / "meta.json").write_text(json.dumps({"format_version": 1, "architecture": "ensemble", "weights_sha256": "0" * 64}))
+    for name in ("weights.safetensors", "features.safetensors", "training_films.json", "val_report.json", "site_calibration.json", "roc.png"):
+        (model / name).write_bytes(b"m" * 10)
+    logged: list[str] = []
+    prepare_run_dir(model, overwrite=True, log=logged.append)
+    assert logged[0].startswith(f"removing the previous model in {model} (7 files,") and list(model.iterdir()) == []
+
+
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): (None if p.is_dir() or p.is_symlink() else p.read_bytes()) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("project root", r"holds src/, which a pneumo run folder never has; refusing to delete it"),
+        ("a foreign config.yaml", r"holds a config\.yaml that is not a pneumo run's config; refusing to overwrite it"),
+        ("no config.yaml", r"does not look like a pneumo run folder .*refusing to overwrite it"),
+        ("a note in a run", r"holds notes\.txt, which a pneumo run folder never has"),
+        ("a symlink in a run", r"holds model/data, a symlink, which a pneumo run folder never has"),
+        ("a run in a model folder", r"holds checkpoints/, which a pneumo model folder never has"),
+    ],
+)
+def test_overwrite_deletes_nothing_that_is_not_recognisably_pneumos(tmp_path: Path, setup: str, message: str) -> None:
+    folder, precious = tmp_path / "target", tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data.txt").write_text("keep me")
+    if setup == "project root":  # the issue's case: a config.yaml beside src/
+        _pneumo_config(folder)
+        (folder / "src").mkdir()
+        (folder / "src" / "main.py").write_text("print('mine')")
+    elif setup == "a foreign config.yaml":
+        folder.mkdir()
+        (folder / "config.yaml").write_text("name: my-project\nversion: 2\n")
+        (folder / "README.md").write_text("mine")
+    elif setup == "no config.yaml":
+        folder.mkdir()
+        (folder / "thesis.tex").write_text("mine")
+    elif setup == "a note in a run":
+        _fake_run(folder)
+        (folder / "notes.txt").write_text("mine")
+    elif setup == "a symlink in a run":
+        _fake_run(folder)
+        (folder / "model" / "data").symlink_to(precious, target_is_directory=True)
+    else:
+        _fake_run(folder)
+        (folder / "config.yaml").unlink()
+        (folder / "meta.json").write_text(json.dumps({"format_version": 1, "architecture": "resnet18", "weights_sha256": "0" * 64}))
+    before = _snapshot(folder)
+    with pytest.raises(PneumoError, match=message) as err:
+        prepare_run_dir(folder, overwrite=True, log=lambda m: pytest.fail(f"announced a deletion: {m}"))
+    assert "\n" not in str(err.value)
+    assert _snapshot(folder) == before and (precious / "data.txt").read_text() == "keep me"
+
+
+def test_a_run_folder_that_is_a_file_or_a_device_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(PneumoError, match=r"^--out /dev/null is a device, not a folder: give a folder to write into$"):
+        prepare_run_dir("/dev/null", overwrite=True)
+    with pytest.raises(PneumoError, match=r"--out .*plain is a file, not a folder"):
+        prepare_run_dir(tmp_path / "plain", overwrite=False)
+    with pytest.raises(PneumoError, match=r"plain is a file, not a folder"):
+        prepare_run_dir(tmp_path / "plain" / "run", overwrite=False)
+    assert (tmp_path / "plain").read_text() == "x"
+
+
+def test_a_resumed_run_is_cleared_of_leftover_temporary_files(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _pneumo_config(run)
+    (run / "checkpoints" / "last").mkdir(parents=True)
+    (run / "checkpoints" / "last" / ".weights.safetensors.abcd1234.tmp").write_bytes(b"w" * 78_000)
+    (run / ".history.csv.efgh5678.tmp").write_bytes(b"")  # the 0-byte one a failed write used to leave
+    (run / "history.csv").write_text("epoch\n")
+    logged: list[str] = []
+    open_run(None, run, overwrite=False, resume=True, log=logged.append)
+    assert logged == [f"removed 2 temporary files (78.0 kB) that interrupted writes left in {run}"]
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == ["checkpoints", "checkpoints/last", "config.yaml", "history.csv"]
+
+
+@pytest.mark.skipif(ROOT, reason="root writes into a read-only folder anyway")
+def test_a_read_only_run_folder_is_refused_before_resuming(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _pneumo_config(run)
+    run.chmod(0o555)
+    try:
+        with pytest.raises(PneumoError, match=r"cannot write into the run folder .*run is not writable \(Permission denied\)"):
+            open_run(None, run, overwrite=False, resume=True, log=lambda _: None)
+    finally:
+        run.chmod(0o755)

@@ -5,9 +5,11 @@ cache instead of a stale one; a warm load is one stat per image and one file rea
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,16 +21,90 @@ from pneumo.data.io import ImageInfo, decode_image_with_info
 from pneumo.data.layout import Record
 from pneumo.data.preprocess import PREPROCESS_VERSION, resize_image
 from pneumo.errors import PneumoError
-from pneumo.utils.files import atomic_write
+from pneumo.utils.files import (
+    WriteError,
+    atomic_write,
+    output_folder,
+    remove_stale_temps,
+)
 from pneumo.utils.progress import progress_bar
 
-__all__ = ["cache_dir", "fingerprint", "data_fingerprint", "file_digests", "cached_images", "decode_dataset", "DecodedDataset"]
+__all__ = [
+    "cache_dir", "fingerprint", "data_fingerprint", "file_digests", "cached_images", "decode_dataset", "DecodedDataset",
+    "CacheWarning", "usable_cache", "remove_stale_cache_temps", "STALE_TEMP_AGE_S",
+]
+
+# a temporary file in the cache this long untouched is an orphan of a killed process, not another
+# process's write in progress (the cache is shared; a write of even a large array takes seconds)
+STALE_TEMP_AGE_S = 3600.0
+
+
+class CacheWarning(UserWarning):
+    """The image cache cannot be written: images are decoded without caching them."""
 
 
 def cache_dir(configured: str | Path | None = None) -> Path:
     """The cache folder: the configured one, else $PNEUMO_CACHE, else ~/.cache/pneumo."""
     folder = Path(configured or os.environ.get("PNEUMO_CACHE") or Path.home() / ".cache" / "pneumo")
     return folder.expanduser()
+
+
+def usable_cache(configured: str | Path | None = None) -> bool:
+    """Whether the cache folder can be written; checked before any work.
+
+    A cache path that is a file (or has a file in the way) is a mistake in a setting and raises
+    PneumoError naming the setting. A folder that cannot be written (read-only, no permission) is
+    warned about (`CacheWarning`) and gives False: what is cached there is still read, nothing is
+    written, and the run goes on, only without the speed-up the cache gives (a read-only cache may
+    be a shared one, filled by someone else, and no result depends on the cache).
+    """
+    folder = cache_dir(configured)
+    try:
+        output_folder(folder, "the image cache")
+    except WriteError as exc:
+        if exc.errno == errno.ENOTDIR:
+            setting = (
+                "the config's cache_dir" if configured else "$PNEUMO_CACHE" if os.environ.get("PNEUMO_CACHE") else "the default cache folder"
+            )
+            fix = {"$PNEUMO_CACHE": "point $PNEUMO_CACHE at a folder, or unset it", "the config's cache_dir": "set cache_dir to a folder, or to '' for the default"}
+            raise PneumoError(
+                f"the image cache {folder} ({setting}) is not usable: {exc.strerror}; "
+                + fix.get(setting, "move that file, or point $PNEUMO_CACHE at a folder")
+            ) from None
+        _cache_warning(folder, exc.strerror or str(exc))
+        return False
+    return True
+
+
+_warned: set[str] = set()  # cache folders already warned about in this process: once is enough
+
+
+def _cache_warning(folder: Path, why: str) -> None:
+    if str(folder) in _warned:
+        return
+    _warned.add(str(folder))
+    warnings.warn(
+        f"the image cache {folder} cannot be written ({why}); decoding without caching, so the next run decodes again: "
+        "set PNEUMO_CACHE (or the config's cache_dir) to a writable folder",
+        CacheWarning, stacklevel=3,
+    )
+
+
+def _store(path: Path, content: object) -> bool:
+    """Write a cache file; a disk that fails (full, read-only) is warned about, not fatal: the images are in memory."""
+    try:
+        atomic_write(path, content)  # type: ignore[arg-type]
+    except WriteError as exc:
+        _cache_warning(path.parent, exc.strerror or str(exc))
+        return False
+    return True
+
+
+def remove_stale_cache_temps(configured: str | Path | None = None) -> tuple[int, int]:
+    """Delete temporary files that killed processes left in the cache (untouched for `STALE_TEMP_AGE_S`);
+    returns (files, bytes)."""
+    # the cache's own names only, and not safetensors' `.tmpXXXXXX`: the cache may be a folder other programs use too
+    return remove_stale_temps(cache_dir(configured), min_age_s=STALE_TEMP_AGE_S, targets=("images-*", "digests.json"), safetensors=False)
 
 
 def _digest(path: Path) -> str:
@@ -46,12 +122,13 @@ def _stat(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def file_digests(paths: Sequence[Path], workers: int = 0, index_folder: str | Path | None = None) -> list[str]:
+def file_digests(paths: Sequence[Path], workers: int = 0, index_folder: str | Path | None = None, write_index: bool = True) -> list[str]:
     """Content hashes of files, read in parallel.
 
     With `index_folder`, a small index there remembers each file's (size, mtime, digest), so a
     file whose size and modification time are unchanged is not read again: a warm start
-    costs one stat per file instead of reading the whole dataset.
+    costs one stat per file instead of reading the whole dataset. `write_index=False` reads the
+    index without updating it (a cache that cannot be written).
     """
     index_path = Path(index_folder) / "digests.json" if index_folder else None
     index: dict[str, list] = {}
@@ -71,8 +148,8 @@ def file_digests(paths: Sequence[Path], workers: int = 0, index_folder: str | Pa
             for i, digest in zip(todo, pool.map(_digest, [paths[i] for i in todo])):
                 digests[i] = digest
                 index[keys[i]] = [*stats[i], digest]
-        if index_path:
-            atomic_write(index_path, json.dumps(index))
+        if index_path and write_index:
+            _store(index_path, json.dumps(index))
     return digests  # type: ignore[return-value]
 
 
@@ -121,7 +198,8 @@ def _unreadable(message_by_path: list[tuple[str, str]], total: int) -> PneumoErr
 
 def data_fingerprint(records: Sequence[Record], folder: str | Path | None = None, workers: int = 0) -> str:
     """The fingerprint `decode_dataset` gives these records (their files' bytes, in order), without decoding them."""
-    return fingerprint(file_digests([r.path for r in records], workers, index_folder=cache_dir(folder)))
+    writable = usable_cache(folder)
+    return fingerprint(file_digests([r.path for r in records], workers, index_folder=cache_dir(folder), write_index=writable))
 
 
 def decode_dataset(
@@ -138,8 +216,9 @@ def decode_dataset(
     file in an archive does not stop a run; with `strict`, it is an error instead. The cache
     remembers which files were skipped, so a warm start skips them without reading them.
     """
+    writable = usable_cache(folder)  # before any work: a cache path that is a file is refused here
     paths = [r.path for r in records]
-    digests = file_digests(paths, workers, index_folder=cache_dir(folder))
+    digests = file_digests(paths, workers, index_folder=cache_dir(folder), write_index=writable)
     key = fingerprint(digests, size)
     target = cache_dir(folder) / f"images-{key}-{size}.npy"
     skipped_file, infos_file = target.with_suffix(".skipped.json"), target.with_suffix(".infos.json")
@@ -167,9 +246,10 @@ def decode_dataset(
                     decoded.append(result[0])
                     infos.append(result[1])
         images = np.stack(decoded) if decoded else np.zeros((0, size, size), dtype=np.uint8)
-        atomic_write(skipped_file, json.dumps(bad))
-        atomic_write(infos_file, json.dumps([info.to_dict() for info in infos]))
-        atomic_write(target, lambda tmp: _save_npy(tmp, images))
+        entry = [(skipped_file, json.dumps(bad)), (infos_file, json.dumps([info.to_dict() for info in infos])), (target, lambda tmp: _save_npy(tmp, images))]
+        for path, content in entry if writable else []:  # the array last: its presence says the entry is whole
+            if not _store(path, content):
+                break
     assert bad is not None
     skipped = [(str(paths[i]), message) for i, message in sorted(bad.items())]
     if skipped and (strict or len(skipped) == len(paths)):

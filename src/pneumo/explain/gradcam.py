@@ -25,6 +25,7 @@ from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
 from pneumo.inference.predict import load_model
 from pneumo.inference.torch_backend import TorchModel
+from pneumo.utils.files import output_folder
 from pneumo.utils.walk import expand_paths
 
 __all__ = ["cam_evidence", "grad_cam", "weighted_by_probability", "frame_share", "explain_files"]
@@ -142,14 +143,14 @@ def explain_files(
     Args:
         paths: image files or folders of them, as for `pneumo.inference.predict.predict`.
         model: a checkpoint path, a loaded model, or None for the bundled model.
-        out_dir: folder for the PNGs (created if missing).
+        out_dir: folder for the PNGs (created if missing; a file or a folder that cannot be written is refused first).
         batch_size: images per Grad-CAM pass.
     """
     from pneumo.viz.figures import cam_figure  # matplotlib only when figures are drawn
 
+    out_dir = output_folder(out_dir, "the Grad-CAM folder")  # a file, device or read-only folder: refused before any work
     loaded = load_model(model)
     files = expand_paths(paths)
-    out_dir = Path(out_dir)
     written: list[Path] = []
     names = _unique_names(files)
     for start in range(0, len(files), batch_size):

@@ -25,6 +25,7 @@ from rich.progress import Progress
 
 from pneumo.config import Config, config_to_dict
 from pneumo.data.augment import augment_batch
+from pneumo.data.cache import remove_stale_cache_temps
 from pneumo.data.preprocess import normalise
 from pneumo.errors import PneumoError
 from pneumo.inference.torch_backend import class_probabilities
@@ -36,8 +37,14 @@ from pneumo.training.data import TrainingData, load_training_data
 from pneumo.training.optim import pick_device
 from pneumo.training.parts import RunParts, build_parts
 from pneumo.training.report import epoch_metrics, finish_run, validation_row
-from pneumo.training.run_dir import complete_best_copy, open_run, write_history
+from pneumo.training.run_dir import (
+    complete_best_copy,
+    open_run,
+    remove_leftover_temps,
+    write_history,
+)
 from pneumo.training.state import STATE, RunSoFar, load_train_state, save_train_state
+from pneumo.utils.files import describe_size
 from pneumo.utils.progress import make_progress
 from pneumo.version import __version__
 
@@ -127,7 +134,9 @@ def _train(
 ) -> TrainResult:
     """`train` in one process: the whole run, or under torchrun this process's part of it."""
     # rank 0 makes (or checks) the run folder; under torchrun resume is refused and config given
-    run_dir, config = open_run(config, out, overwrite, resume) if dist.is_main() else (Path(out), config)
+    run_dir, config = open_run(config, out, overwrite, resume, log) if dist.is_main() else (Path(out), config)
+    if dist.is_main():
+        _remove_cache_temps(config, log)
     torch.manual_seed(config.seed + dist.rank())  # dropout masks differ between processes; DDP starts all from rank 0's weights
     device = dist.local_device(pick_device(config.device))
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: pick the fastest kernels once
@@ -176,8 +185,18 @@ def _train(
 
     # the run's model, threshold and report come from rank 0; every process returns the same result
     report = finish_run(config, run_dir, parts, data, so_far, meta, started, n_boot, progress) if dist.is_main() else None
+    if dist.is_main():  # a kill during the run (of an earlier write, or another process's) may have left some
+        remove_leftover_temps(run_dir, log)
+        _remove_cache_temps(config, log)
     history, report = dist.broadcast((so_far.history, report))
     return TrainResult(run_dir, history, report, config)
+
+
+def _remove_cache_temps(config: Config, log: Callable[[str], None]) -> None:
+    """Delete the temporary files killed processes left in the image cache, saying how much."""
+    n_files, n_bytes = remove_stale_cache_temps(config.cache_dir or None)
+    if n_files:
+        log(f"removed {n_files} temporary file{'s' if n_files > 1 else ''} ({describe_size(n_bytes)}) that interrupted writes left in the image cache")
 
 
 def _checkpoint_meta(config: Config, data: TrainingData, parts: RunParts) -> CheckpointMeta:
