@@ -9,6 +9,7 @@ import numpy as np
 
 from pneumo.data.cache import decode_dataset
 from pneumo.data.layout import discover
+from pneumo.evaluation.overlap import model_folder, overlap_warning, training_overlap
 from pneumo.evaluation.report import metrics_report
 from pneumo.evaluation.robustness import shift_report, shifted_probabilities
 from pneumo.inference.base import Model
@@ -50,7 +51,9 @@ def evaluate(
     reliability (per bin); `ci95` (patient-clustered bootstrap), `at_0.5`,
     and `predictions`, one {path, label, probability} per image; `skipped`, the files that
     could not be read (with `strict`, the first one is an error instead); with `shifts`, also
-    `shifted`: the same metrics under simulated acquisition shifts (see robustness.py).
+    `shifted`: the same metrics under simulated acquisition shifts (see robustness.py);
+    `training_overlap`, how many films the model trained and validated on (by content), and
+    `warnings`, which says when its training films are among them.
 
     Example:
         >>> report = evaluate("chest_xray/test", model="runs/seed")
@@ -73,6 +76,11 @@ def evaluate(
         "epoch": meta.epoch, "data_fingerprint": meta.data_fingerprint, "pneumo_version": meta.pneumo_version,
     }
     report["data"] = {"source": str(data), "split": split, "fingerprint": dataset.fingerprint}
+    folder = model_folder(model)
+    report["training_overlap"] = training_overlap(folder, records, cache_dir)
+    run = folder.parent if folder is not None and (folder.parent / "split.csv").is_file() else None
+    warning = overlap_warning(report["training_overlap"], str(run) if run is not None else None)
+    report["warnings"] = [warning] if warning else []
     report["skipped"] = [{"path": path, "error": message} for path, message in dataset.skipped]
     report["predictions"] = [
         {"path": str(r.path), "label": r.label, "probability": float(prob), "abstain": bool(w), "warnings": w} for r, prob, w in zip(records, p, warnings)

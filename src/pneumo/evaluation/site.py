@@ -30,6 +30,7 @@ from pneumo.evaluation.threshold import shift_threshold
 from pneumo.inference.base import Model
 from pneumo.inference.predict import load_model
 from pneumo.inference.torch_backend import TorchModel
+from pneumo.evaluation.overlap import copy_training_films
 from pneumo.models.checkpoint import copy_checkpoint, read_meta, write_meta
 from pneumo.tasks import BINARY, CLASSES, pneumonia_probability
 from pneumo.viz.figures import reliability_plot
@@ -131,6 +132,7 @@ def calibrate_to_site(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     copy_checkpoint(loaded.folder, out)
+    copy_training_films(loaded.folder, out)
     meta = read_meta(out).replace(threshold=threshold, threshold_method="site", temperature=loaded.meta.temperature * relative, site_calibration=site)
     write_meta(out, meta)
     write_report({**report, "site": site}, out / "site_calibration.json")

@@ -20,6 +20,7 @@ import torch
 
 from pneumo.config import Config, config_from_dict
 from pneumo.data.cache import data_fingerprint
+from pneumo.evaluation.overlap import save_training_films
 from pneumo.data.layout import Record
 from pneumo.errors import PneumoError
 from pneumo.evaluation.calibration import CALIBRATION_METHODS
@@ -140,6 +141,7 @@ def assemble_ensemble(
     net, meta = _single(models[0]) if len(models) == 1 else _ensemble(models, members, configs[0], decoded)
     point = operating_point(net, meta, decoded, calibration, threshold, n_boot, seed=0, progress=progress)
     point.report["input_check"] = write_model(out, net, point.meta, decoded, outlier_films(configs[0], progress, log), progress=progress)
+    save_training_films(out, [r for t, _ in splits for r in t], val, configs[0].cache_dir or None)  # any member's training films
     log(input_check_line(point.report["input_check"]))
     write_figures(out, point, decoded, f"ensemble of {len(models)}")
     write_report(point.report, out / REPORT)

@@ -29,6 +29,7 @@ from pneumo.evaluation.threshold import choose_threshold
 from pneumo.explain.gradcam import cam_evidence, frame_share
 from pneumo.inference.features import CheckFit, fit_feature_check, save_feature_check
 from pneumo.inference.torch_backend import TorchModel, class_probabilities
+from pneumo.evaluation.overlap import save_training_films
 from pneumo.models.checkpoint import save_checkpoint
 from pneumo.models.meta import WEIGHTS, CheckpointMeta
 from pneumo.tasks import BINARY, Task, pneumonia_probability
@@ -181,6 +182,7 @@ def write_model(
     """Save the chosen model with its input check, fitted on its training films (and, given
     outlier films, its validation films); returns what the check was measured to do."""
     save_checkpoint(folder, model, meta)
+    save_training_films(folder, data.train, data.val)
     if data.n_train < FEATURE_STATS_MIN_IMAGES:
         return None
     fit = fit_feature_check(
