@@ -66,3 +66,17 @@ def test_the_command_prints_before_and_after(site: Path, tmp_path: Path) -> None
     refused = subprocess.run([sys.executable, "-m", "pneumo", "calibrate", str(site / "NORMAL"), "--out", str(tmp_path / "n")], capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and refused.stderr.startswith("error:") and "Traceback" not in refused.stderr
     assert np.isfinite(json.loads((tmp_path / "m" / "meta.json").read_text())["temperature"])
+
+
+def test_overwrite_replaces_only_a_pneumo_model_folder_and_never_the_source(site: Path, tmp_path: Path) -> None:
+    first = calibrate_to_site(site, None, tmp_path / "site-model", n_boot=20, progress=False)
+    (tmp_path / "site-model" / "notes.txt").write_text("mine")
+    with pytest.raises(PneumoError, match="notes.txt.*refusing"):
+        calibrate_to_site(site, None, tmp_path / "site-model", n_boot=20, overwrite=True, progress=False)
+    assert (tmp_path / "site-model" / "notes.txt").read_text() == "mine" and (tmp_path / "site-model" / "meta.json").is_file()
+    (tmp_path / "site-model" / "notes.txt").unlink()
+    again = calibrate_to_site(site, None, tmp_path / "site-model", n_boot=20, overwrite=True, progress=False)
+    assert again.threshold == first.threshold
+    with pytest.raises(PneumoError, match="is the model being calibrated"):
+        calibrate_to_site(site, tmp_path / "site-model", tmp_path / "site-model", n_boot=20, overwrite=True, progress=False)
+    assert load_model(tmp_path / "site-model").threshold == first.threshold

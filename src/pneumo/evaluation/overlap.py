@@ -16,11 +16,11 @@ from pneumo.data.cache import cache_dir, file_digests
 from pneumo.data.layout import Record
 from pneumo.errors import PneumoError
 from pneumo.models.checkpoint import resolve_checkpoint
+from pneumo.models.folders import TRAINING_FILMS
 from pneumo.utils.files import atomic_write
 
 __all__ = ["TRAINING_FILMS", "copy_training_films", "model_folder", "overlap_warning", "save_training_films", "training_overlap"]
 
-TRAINING_FILMS = "training_films.json"
 DIGEST_CHARS = 16  # 64 bits of SHA-256 per film: no accidental collisions over any dataset, 100 kB for 5216 films
 
 

@@ -31,6 +31,7 @@ from pneumo.inference.base import Model
 from pneumo.inference.predict import load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.evaluation.overlap import copy_training_films
+from pneumo.models.folders import prepare_output_folder
 from pneumo.models.checkpoint import copy_checkpoint, read_meta, write_meta
 from pneumo.tasks import BINARY, CLASSES, pneumonia_probability
 from pneumo.viz.figures import reliability_plot
@@ -53,14 +54,6 @@ class SiteCalibration:
     threshold: float
     report: dict[str, Any]
     warnings: list[str]
-
-
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise PneumoError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
-        if not (out / "meta.json").exists():
-            raise PneumoError(f"{out} is not empty and is not a pneumo model folder; refusing to overwrite it")
 
 
 def _warnings(report: dict[str, Any]) -> list[str]:
@@ -97,11 +90,11 @@ def calibrate_to_site(
             folder written is a checkpoint; `pneumo export` makes its ONNX).
         out: the model folder to write (`--model out` then works everywhere).
     """
-    out = Path(out)
-    _prepare_out(out, overwrite)
     loaded = load_model(model)
     if not isinstance(loaded, TorchModel) or loaded.folder is None:
         raise PneumoError("calibrate writes a PyTorch checkpoint and needs one to start from: give --model a run or checkpoint folder (pip install 'pneumo[train]' for the bundled one)")
+    if Path(out).expanduser().resolve() == loaded.folder.resolve():
+        raise PneumoError(f"--out {out} is the model being calibrated; write the calibrated model to another folder")
     records = discover(data).split(split)
     counts = {c: sum(r.label == c for r in records) for c in CLASSES}
     if min(counts.values()) < min_per_class:
@@ -109,6 +102,7 @@ def calibrate_to_site(
             f"calibrating to a site needs at least {min_per_class} labelled films of each class; {data} has "
             f"{counts['NORMAL']} NORMAL and {counts['PNEUMONIA']} PNEUMONIA: add films of the class that is short"
         )
+    out = prepare_output_folder(out, overwrite)  # an old output is replaced only if it is pneumo's, and says so
     dataset = decode_dataset(records, loaded.image_size, progress=progress)
     records = dataset.records
     y = np.array([r.target(BINARY) for r in records])

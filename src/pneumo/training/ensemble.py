@@ -122,7 +122,7 @@ def assemble_ensemble(
         raise PneumoError(f"calibration {calibration!r} is not one of {', '.join(CALIBRATION_METHODS)}")
     if not (isinstance(threshold, (int, float)) and 0 <= threshold <= 1) and threshold not in THRESHOLD_METHODS:
         raise PneumoError(f"threshold {threshold!r} is not a number in [0, 1] or one of {', '.join(THRESHOLD_METHODS)}")
-    out = prepare_run_dir(out, overwrite)  # refused before any work, if it must be
+    out = prepare_run_dir(out, overwrite, log)  # refused before any work, if it must be
     models = [TorchModel.load(m) for m in members]
     _check_members(models)
     configs = [_member_config(m, data) for m in models]
