@@ -14,14 +14,15 @@ import pytest
 from pneumo.data.preprocess import load_image
 from pneumo.errors import PneumoError
 from pneumo.export import onnx as export
-from pneumo.export.onnx import export_onnx
+from pneumo.export.onnx import export_info, export_onnx
 from pneumo.inference.checks import warning_kind
-from pneumo.inference.onnx_backend import OnnxModel
-from pneumo.inference.predict import load_model, predict
+from pneumo.inference.onnx_backend import OnnxModel, encode_arrays
+from pneumo.inference.predict import bundled_model_dir, load_model, predict
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.models import create_model
 from pneumo.models.checkpoint import save_checkpoint
-from pneumo.models.meta import CheckpointMeta
+from pneumo.models.meta import CHECKSUM, CheckpointMeta, metadata_sha256, seal
+from pneumo.utils.files import sha256_file
 from pneumo.tasks import PATHOGEN_CLASSES
 from tests.conftest import SAMPLES, pick
 
@@ -116,13 +117,188 @@ def test_a_damaged_export_is_a_user_error(exported: tuple[Path, dict], tmp_path:
     with pytest.raises(PneumoError, match="damaged.*export the model again"):
         OnnxModel.load(onnx)
     info = json.loads((tmp_path / "m.json").read_text())
-    del info["onnx_sha256"]  # without the checksum, onnxruntime's own refusal becomes the message
-    (tmp_path / "m.json").write_text(json.dumps(info))
+    (tmp_path / "m.json").write_text(json.dumps({**info, "onnx_sha256": sha256_file(onnx)}))  # the graph's checksum recomputed by hand
+    with pytest.raises(PneumoError, match="m.json was edited or damaged.*pneumo export"):
+        OnnxModel.load(onnx)
+    (tmp_path / "m.json").write_text(json.dumps(seal({**info, "onnx_sha256": sha256_file(onnx)})))  # and the JSON's: onnxruntime refuses the graph
     with pytest.raises(PneumoError, match="onnxruntime cannot load .*damaged"):
         OnnxModel.load(onnx)
     (tmp_path / "m.json").unlink()
     with pytest.raises(PneumoError, match=r"m\.json not found"):
         OnnxModel.load(onnx)
+
+
+@pytest.fixture()
+def shipped(tmp_path: Path) -> Path:
+    """The shipped export's JSON, copied, beside a link to its graph: the JSON is what the tests edit."""
+    (tmp_path / "m.onnx").symlink_to(bundled_model_dir() / "pneumo.onnx")
+    shutil.copy(bundled_model_dir() / "pneumo.json", tmp_path / "m.json")
+    return tmp_path / "m.onnx"
+
+
+def _edit_export(onnx: Path, reseal: bool = False, drop: tuple[str, ...] = (), checkpoint: dict | None = None, **changes: object) -> None:
+    """Edit an export's JSON by hand (checksum left as it was), or as a forger who recomputes it (`reseal`)."""
+    path = onnx.with_suffix(".json")
+    info = json.loads(path.read_text())
+    info.update(changes)
+    if checkpoint is not None:
+        info["checkpoint"] = {**info["checkpoint"], **checkpoint}
+    for name in drop:
+        info.pop(name)
+    path.write_text(json.dumps(seal(info) if reseal else info))
+
+
+def test_the_shipped_export_loads_checked_and_agrees_with_its_checkpoint(shipped: Path) -> None:
+    model = OnnxModel.load(shipped)
+    info = json.loads(shipped.with_suffix(".json").read_text())
+    assert info[CHECKSUM] == metadata_sha256(info) and info["format_version"] == 2
+    assert model.meta.meta_sha256 == json.loads((bundled_model_dir() / "meta.json").read_text())[CHECKSUM]
+    assert model.threshold == info["threshold"] and model.feature_check is not None
+
+
+EDITED_EXPORT = r"m\.json was edited or damaged: its fields no longer match their checksum \(meta_sha256\); an export must be written by `pneumo export`"
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"threshold": 2.0}, EDITED_EXPORT),
+        ({"threshold": float("nan")}, EDITED_EXPORT),
+        ({"threshold": -1}, EDITED_EXPORT),
+        ({"threshold": "0.5"}, EDITED_EXPORT),
+        ({"threshold": True}, EDITED_EXPORT),
+        ({"task": "pathogen"}, EDITED_EXPORT),
+        ({"classes": ["PNEUMONIA", "NORMAL"]}, EDITED_EXPORT),
+        ({"checkpoint": {"std": 0}}, EDITED_EXPORT),
+        ({"checkpoint": {"threshold": 0.5}}, EDITED_EXPORT),
+        ({"temperature": 0.5}, EDITED_EXPORT),
+        ({"drop": ("onnx_sha256",)}, EDITED_EXPORT),
+        ({"drop": (CHECKSUM,)}, r"m\.json has no metadata checksum \(meta_sha256\).*export the model again"),
+        ({"format_version": 1}, r"export format 1, which has no metadata checksum, is not supported \(expected 2\); .*export the model again"),
+        ({"format": "other"}, "is not a pneumo export's JSON"),
+    ],
+    ids=lambda v: repr(v)[:30],
+)
+def test_an_edited_export_json_is_refused(shipped: Path, changes: dict, message: str) -> None:
+    changes = dict(changes)
+    _edit_export(shipped, drop=changes.pop("drop", ()), checkpoint=changes.pop("checkpoint", None), **changes)
+    with pytest.raises(PneumoError, match=message):
+        OnnxModel.load(shipped)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"threshold": 0.5}, r"its threshold 0\.5 disagrees with its checkpoint's 0\.66"),
+        ({"classes": ["PNEUMONIA", "NORMAL"]}, "its classes .* disagrees with its checkpoint's"),
+        ({"checkpoint": {"threshold": 0.5}}, r"m\.json \(its checkpoint\) was edited or damaged"),
+        ({"checkpoint": {"task": "pathogen"}, "task": "pathogen"}, r"m\.json \(its checkpoint\) was edited or damaged"),
+        ({"drop": ("onnx_sha256",)}, r"has no graph checksum \(onnx_sha256\)"),
+        ({"input": {"name": "x", "dtype": "float32", "shape": ["batch", 1, 224, 224]}}, "input and output names are not a pneumo export's"),
+        ({"input": {"name": "pixels", "dtype": "float32", "shape": ["batch", 1, 180, 180]}}, "its input shape is"),
+        ({"output": {"name": "probabilities", "dtype": "float32", "shape": ["batch", 2], "order": ["PNEUMONIA", "NORMAL"]}}, "its output order is"),
+        ({"drop": ("features_output",)}, "its features_output name is None"),
+        ({"feature_check": {"encoding": "float32-le-base64", "arrays": {"mean": {"shape": [3], "data": "!!"}}}}, "feature_check is damaged"),
+    ],
+    ids=lambda v: repr(v)[:30],
+)
+def test_a_resealed_export_json_still_meets_its_checks(shipped: Path, changes: dict, message: str) -> None:
+    changes = dict(changes)
+    _edit_export(shipped, reseal=True, drop=changes.pop("drop", ()), checkpoint=changes.pop("checkpoint", None), **changes)
+    with pytest.raises(PneumoError, match=message):
+        OnnxModel.load(shipped)
+
+
+def test_a_fully_forged_export_still_meets_the_field_checks(shipped: Path) -> None:
+    info = json.loads(shipped.with_suffix(".json").read_text())
+    checkpoint = seal({**info["checkpoint"], "threshold": 2.0})
+    shipped.with_suffix(".json").write_text(json.dumps(seal({**info, "threshold": 2.0, "checkpoint": checkpoint})))
+    with pytest.raises(PneumoError, match=r"\(its checkpoint\): threshold 2\.0 is not a probability in \[0, 1\]"):
+        OnnxModel.load(shipped)
+
+
+def _tiny_graph(
+    path: Path, size: int = 16, input_name: str = "pixels", outputs: tuple[str, ...] = ("probabilities", "features"),
+    batch: str | int = "batch", n_classes: int = 2, scale: float = 1.0, feature_check: dict | None = None, nan_unless_blank: bool = False,
+) -> Path:
+    """A pneumo-shaped ONNX graph built by hand (P(pneumonia) = sigmoid(mean pixel / 255)), with a
+    sealed JSON that describes a pneumo export of it: only the graph varies between tests.
+    `nan_unless_blank` adds 0 * sqrt(-mean): NaN for every image but a black one."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Flatten", [input_name], ["flat"], axis=1),
+        helper.make_node("ReduceMean", ["flat"], ["m"], axes=[1], keepdims=1),
+        helper.make_node("Div", ["m", "c255"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["s"]),
+    ]
+    if nan_unless_blank:
+        nodes += [helper.make_node("Neg", ["m"], ["neg"]), helper.make_node("Sqrt", ["neg"], ["root"]),
+                  helper.make_node("Mul", ["root", "zero"], ["nothing"]), helper.make_node("Add", ["s", "nothing"], ["p"])]
+    else:
+        nodes.append(helper.make_node("Identity", ["s"], ["p"]))
+    nodes += [
+        helper.make_node("Sub", ["one", "p"], ["q"]),
+        helper.make_node("Concat", ["q", "p"] + ["p"] * (n_classes - 2), ["cat"], axis=1),
+        helper.make_node("Mul", ["cat", "scale"], [outputs[0]]),
+    ]
+    nodes += [helper.make_node("Identity", ["m"], [name]) for name in outputs[1:]]
+    constants = [helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in (("c255", 255.0), ("one", 1.0), ("scale", scale), ("zero", 0.0))]
+    shapes = [[batch, n_classes]] + [[batch, 1]] * (len(outputs) - 1)
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, 1, size, size])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in zip(outputs, shapes)], constants,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    meta = CheckpointMeta("seed_cnn", "binary", ["NORMAL", "PNEUMONIA"], 1, 16, 0.0, 1.0, 0.5, weights_sha256="ab" * 32)
+    path.with_suffix(".json").write_text(json.dumps(export_info(meta, 17, feature_check, sha256_file(path))))
+    return path
+
+
+def test_a_hand_built_graph_that_fits_loads_and_predicts(tmp_path: Path) -> None:
+    model = OnnxModel.load(_tiny_graph(tmp_path / "tiny.onnx"))
+    p = model.pneumonia_probability(np.array([np.zeros((16, 16)), np.full((16, 16), 255)], dtype=np.uint8))
+    np.testing.assert_allclose(p, [0.5, 1 / (1 + np.exp(-1))], atol=1e-6)
+    assert predict([SAMPLES / "dicom" / "cr_chest_pa_monochrome1.dcm"], model, abstain=False)[0].label in ("NORMAL", "PNEUMONIA")
+
+
+@pytest.mark.parametrize(
+    "graph, message",
+    [
+        ({"input_name": "x"}, r"its inputs are \['x'\], not \['pixels'\]"),
+        ({"size": 32}, r"its input is tensor\(float\) \['batch', 1, 32, 32\], not float32 \[batch, 1, 16, 16\]"),
+        ({"batch": 1}, "its input takes batches of exactly 1 image"),
+        ({"outputs": ("probabilities",)}, r"its outputs are \['probabilities'\], not \['probabilities', 'features'\]"),
+        ({"outputs": ("probabilities", "features", "extra")}, "its outputs are .*'extra'"),
+        ({"outputs": ("logits", "features")}, r"its outputs are \['logits', 'features'\]"),
+        ({"n_classes": 3}, r"probabilities of shape \[2, 3\] for 2 images, not \[2, 2\]"),
+        ({"scale": 5.0}, "are not probabilities that sum to 1"),
+        ({"scale": float("nan")}, "are not probabilities that sum to 1"),
+        ({"feature_check": encode_arrays({"mean": np.zeros(4), "precision": np.eye(4), "threshold": np.array(1.0)})},
+         r"its features are \[2, 1\] for 2 images, not \[2, 4\] the input check needs"),
+    ],
+    ids=lambda v: repr(v)[:30],
+)
+def test_a_graph_that_does_not_fit_is_refused_at_load(tmp_path: Path, graph: dict, message: str) -> None:
+    onnx = _tiny_graph(tmp_path / "tiny.onnx", **graph)
+    with pytest.raises(PneumoError, match=f"the graph beside .*tiny.json does not fit it: .*{message}.*export the model again"):
+        OnnxModel.load(onnx)
+
+
+def test_a_graph_that_gives_nan_on_real_films_is_an_error_not_a_label(tmp_path: Path, files: list[Path]) -> None:
+    model = OnnxModel.load(_tiny_graph(tmp_path / "tiny.onnx", nan_unless_blank=True))  # a blank image passes the load check
+    with pytest.raises(PneumoError, match=f"the model produced a non-finite probability for {files[0]} \\(\\[nan, nan\\]\\); the model or the input is damaged"):
+        predict(files[:2], model, abstain=False)
+
+
+def test_a_service_with_a_graph_that_does_not_fit_never_starts(tmp_path: Path) -> None:
+    from pneumo.serve.app import create_app
+
+    with pytest.raises(PneumoError, match="its inputs are"):
+        create_app(_tiny_graph(tmp_path / "tiny.onnx", input_name="x"))
 
 
 def test_a_failed_parity_check_writes_nothing(bundled: TorchModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

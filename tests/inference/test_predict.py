@@ -140,3 +140,95 @@ def test_the_command_says_no_verdict_and_no_abstain_forces_one(tmp_path: Path) -
     assert table.returncode == 0 and "no verdict" in table.stdout and "PNEUMONIA" not in table.stdout.split("warning")[0]
     forced = subprocess.run([sys.executable, "-m", "pneumo", "predict", ot, "--no-abstain", "--format", "csv"], capture_output=True, text=True, timeout=300)
     assert forced.returncode == 0 and ",false," in forced.stdout
+
+
+def test_csv_predictions_keep_hostile_names_in_their_row_and_escape_formulas() -> None:
+    """`format_predictions(..., "csv")`: CR/LF/quotes/commas stay in the cell, text starting with
+    = + - @ gets a ' in front (read back exactly with TEXT_COLUMNS), numbers are left alone."""
+    import csv
+    import io
+
+    from pneumo.inference.base import Prediction
+    from pneumo.inference.formats import TEXT_COLUMNS, format_predictions
+    from pneumo.utils.csvfile import parse_csv
+
+    names = ["a\rb.png", "c\nd.png", 'e,"f".png', "=cmd|' /C calc'!A0", "+1", "-1", "@x", "'q"]
+    results = [Prediction(n, 0.25, "=LABEL", 0.5, {"NORMAL": 0.75, "PNEUMONIA": 0.25}, ("-w",), False, None) for n in names]
+    text = format_predictions(results, "csv")
+    back = parse_csv(text, TEXT_COLUMNS)
+    assert [r["path"] for r in back] == names and {(r["label"], r["warnings"]) for r in back} == {("=LABEL", "-w")}
+    raw = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert len(raw) == len(names) and all(r["path"][0] not in "=+-@" and r["label"] == "'=LABEL" for r in raw)
+    assert {r["probability"] for r in raw} == {"0.250000"} and {r["threshold"] for r in raw} == {"0.5"}
+
+
+@pytest.mark.slow  # a new process
+def test_the_command_writes_hostile_names_as_csv_that_reads_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from pneumo.inference.formats import TEXT_COLUMNS
+    from pneumo.utils.csvfile import parse_csv
+    from tests.conftest import pick
+
+    names = ["new\nline\r.jpeg", "=cmd|' calc'!A0.jpeg"]
+    for name, film in zip(names, pick("NORMAL", 1) + pick("PNEUMONIA", 1)):
+        shutil.copy(film, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    shown = subprocess.run([sys.executable, "-m", "pneumo", "predict", *names, "--format", "csv"], capture_output=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    rows = parse_csv(shown.stdout.decode("utf-8"), TEXT_COLUMNS)
+    assert [r["path"] for r in rows] == names and shown.stdout.count(b"\n") == 1 + 2 + 1  # header, 2 rows, the LF in a name
+    assert b"\n'=cmd|' calc'!A0.jpeg," in shown.stdout
+
+
+def _tiny_model():
+    """A seed_cnn at 64 px, untrained: enough to run the whole prediction path quickly."""
+    import torch
+
+    from pneumo.inference.torch_backend import TorchModel
+    from pneumo.models import create_model
+    from pneumo.models.meta import CheckpointMeta
+
+    torch.manual_seed(0)
+    meta = CheckpointMeta("seed_cnn", "binary", ["NORMAL", "PNEUMONIA"], 1, 64, 0.0, 1.0, 0.5)
+    return TorchModel(create_model("seed_cnn", image_size=64).eval(), meta)
+
+
+def test_a_nan_from_the_network_is_an_error_never_a_label(small_folder: Path) -> None:
+    """NaN >= threshold is False: without the check a broken model would call every film NORMAL."""
+    import torch
+
+    files = sorted((small_folder / "NORMAL").glob("*.jpeg"))[:2]
+    model = _tiny_model()
+    assert all(p.label in ("NORMAL", "PNEUMONIA") for p in predict(files, model=model, abstain=False))
+    with torch.no_grad():
+        model.net.classifier[-1].bias.fill_(float("nan"))  # damaged weights: every logit is NaN
+    for abstain in (True, False):
+        with pytest.raises(PneumoError, match=rf"the model produced a non-finite probability for {files[0]} \(\[nan, nan\]\); the model or the input is damaged"):
+            predict(files, model=model, abstain=abstain)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_probability_for_one_film_names_that_film(small_folder: Path, monkeypatch: pytest.MonkeyPatch, bad: float) -> None:
+    import numpy as np
+
+    files = sorted((small_folder / "PNEUMONIA").glob("*.jpeg"))[:3]
+    model = _tiny_model()
+
+    def one_bad(images, batch_size=256, progress=False):
+        out = np.full((len(images), 2), 0.5, dtype=np.float32)
+        out[1] = [bad, 0.5]
+        return out
+
+    monkeypatch.setattr(model, "class_probabilities", one_bad)
+    with pytest.raises(PneumoError, match=f"non-finite probability for {files[1]}"):
+        predict(files, model=model)
+
+
+@pytest.mark.parametrize("p", [float("nan"), float("inf"), 1.5, -0.1])
+def test_model_label_refuses_what_is_not_a_probability(p: float) -> None:
+    model = _tiny_model()
+    with pytest.raises(PneumoError, match="the model or the input is damaged"):
+        model.label(p, "x.jpeg")
+    assert model.label(0.5) == "PNEUMONIA" and model.label(0.49) == "NORMAL"

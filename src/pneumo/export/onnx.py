@@ -4,7 +4,8 @@ The graph takes raw pixels, float32 [N, 1, S, S] in 0..255 (the batch axis is dy
 returns class probabilities [N, n_classes] in the order of `meta.classes`; so a deployment
 (`pneumo.inference.onnx_backend`) needs no normalisation constants and cannot get them wrong. Beside
 `<name>.onnx` goes `<name>.json`: classes, image size, threshold, task, the graph's sha256,
-and the source checkpoint's metadata for provenance.
+the input check's arrays and the source checkpoint's metadata record, the whole sealed by its
+own checksum (`meta_sha256`, `pneumo.models.meta.seal`), which the runtime checks on load.
 
 Example:
     >>> export_onnx(None, "pneumo.onnx", check_images=images)   # the bundled model
@@ -29,15 +30,14 @@ from pneumo.data.preprocess import check_image_batch, normalise
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
 from pneumo.inference.features import FeatureTap
-from pneumo.inference.onnx_backend import OnnxModel, encode_arrays
+from pneumo.inference.onnx_backend import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, OnnxModel, encode_arrays
 from pneumo.inference.predict import load_model
 from pneumo.inference.torch_backend import TorchModel
-from pneumo.models.meta import CheckpointMeta
+from pneumo.models.meta import CheckpointMeta, seal
 from pneumo.utils.files import sha256_file
 
-__all__ = ["EXPORT_FORMAT_VERSION", "PARITY_TOLERANCE", "export_onnx"]
+__all__ = ["EXPORT_FORMAT_VERSION", "PARITY_TOLERANCE", "export_info", "export_onnx"]
 
-EXPORT_FORMAT_VERSION = 1
 # largest |P_onnx - P_torch| accepted; float32 reordering differences are ~1e-6
 PARITY_TOLERANCE = 1e-4
 
@@ -72,6 +72,29 @@ def _feature_check(model: TorchModel) -> dict[str, Any] | None:
     """The checkpoint's input check for the export's JSON, or None when it has none."""
     check = model.with_feature_check().feature_check
     return encode_arrays(check.arrays()) if check is not None else None
+
+
+def export_info(meta: CheckpointMeta, opset: int, feature_check: dict[str, Any] | None, onnx_sha256: str) -> dict[str, Any]:
+    """An export's JSON for a graph made from a checkpoint with metadata `meta`, sealed with its checksum.
+
+    Args:
+        meta: the checkpoint's metadata (validated here; its record is embedded whole).
+        opset: the graph's ONNX opset.
+        feature_check: the input check's arrays as `encode_arrays` gives them, or None.
+        onnx_sha256: the graph file's sha256.
+    """
+    size, classes = meta.image_size, list(meta.classes)
+    info = {
+        "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "opset": opset,
+        "architecture": meta.architecture, "task": meta.task, "classes": classes, "image_size": size, "threshold": meta.threshold, "temperature": meta.temperature,
+        "input": {"name": "pixels", "dtype": "float32", "shape": ["batch", 1, size, size], "values": "raw pixels 0..255; normalisation is in the graph"},
+        "output": {"name": "probabilities", "dtype": "float32", "shape": ["batch", len(classes)], "order": classes},
+        "features_output": {"name": "features", "dtype": "float32", "shape": ["batch", "width"], "values": "penultimate features, then channel means and standard deviations at each resolution: what the input check scores"},
+        "feature_check": feature_check,
+        "onnx_sha256": onnx_sha256,
+        "checkpoint": meta.record("the checkpoint's metadata"),
+    }
+    return seal(info)
 
 
 def _parity(exported: OnnxModel, checked: TorchModel, reference: TorchModel, images: np.ndarray) -> float:
@@ -117,6 +140,8 @@ def export_onnx(
     if not isinstance(loaded, TorchModel):
         raise PneumoError("export needs a PyTorch checkpoint (a run or checkpoint folder), not an ONNX export")
     meta = loaded.meta
+    if not meta.weights_sha256:
+        raise PneumoError("export needs a model saved as a checkpoint (its metadata has no weights checksum): save it with save_checkpoint and export that folder")
     reference = TorchModel(copy.deepcopy(loaded.net).cpu().float().eval(), meta)
     images = _check_images(check_images, loaded.image_size)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -135,16 +160,7 @@ def export_onnx(
                 input_names=["pixels"], output_names=["probabilities", "features"],
                 dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}, "features": {0: "batch"}},
             )
-        info = {
-            "format": "pneumo-onnx", "format_version": EXPORT_FORMAT_VERSION, "opset": opset,
-            "architecture": meta.architecture, "task": meta.task, "classes": meta.classes, "image_size": meta.image_size, "threshold": meta.threshold, "temperature": meta.temperature,
-            "input": {"name": "pixels", "dtype": "float32", "shape": ["batch", 1, loaded.image_size, loaded.image_size], "values": "raw pixels 0..255; normalisation is in the graph"},
-            "output": {"name": "probabilities", "dtype": "float32", "shape": ["batch", len(meta.classes)], "order": meta.classes},
-            "features_output": {"name": "features", "dtype": "float32", "shape": ["batch", "width"], "values": "penultimate features, then channel means and standard deviations at each resolution: what the input check scores"},
-            "feature_check": _feature_check(loaded),
-            "onnx_sha256": sha256_file(onnx_tmp),
-            "checkpoint": meta.to_dict(),
-        }
+        info = export_info(meta, opset, _feature_check(loaded), sha256_file(onnx_tmp))
         onnx_tmp.with_suffix(".json").write_text(json.dumps(info, indent=2))
         # checked through the deployment's own loader, so a graph it cannot run is never written
         diff = _parity(OnnxModel.load(onnx_tmp), loaded.with_feature_check(), reference, images)

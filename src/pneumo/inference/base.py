@@ -8,19 +8,26 @@ forward pass (`probabilities_and_scores`); the others return no scores, and only
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from pneumo.errors import PneumoError
 from pneumo.inference.checks import FeatureCheck
 from pneumo.models.meta import CheckpointMeta
 from pneumo.tasks import Task, pneumonia_probability
 
-__all__ = ["NO_VERDICT", "Model", "Prediction", "PredictionBatch"]
+__all__ = ["NO_VERDICT", "Model", "Prediction", "PredictionBatch", "non_finite_error"]
 
 
 NO_VERDICT = "no verdict: input outside what the model was trained on"
+
+
+def non_finite_error(where: str, value: object) -> PneumoError:
+    """The error for a probability that is NaN or infinite: never a label (NaN >= t is False, which would read NORMAL)."""
+    return PneumoError(f"the model produced a non-finite probability for {where} ({value}); the model or the input is damaged")
 
 
 @dataclass(frozen=True)
@@ -98,9 +105,15 @@ class Model:
         """P(pneumonia) for every image: 1 - P(normal), for binary and pathogen models alike."""
         return pneumonia_probability(self.class_probabilities(images, batch_size))
 
-    def label(self, probability: float) -> str:
-        """The verdict at the model's threshold."""
-        return "PNEUMONIA" if probability >= self.threshold else "NORMAL"
+    def label(self, probability: float, where: str = "an image") -> str:
+        """The verdict at the model's threshold; a PneumoError naming `where` for a NaN or infinite
+        probability, or one outside [0, 1]: a damaged model or input gets no label."""
+        p = float(probability)
+        if not math.isfinite(p) or not 0.0 <= p <= 1.0:
+            raise non_finite_error(where, p) if not math.isfinite(p) else PneumoError(
+                f"the model produced a probability of {p} for {where}, outside [0, 1]; the model or the input is damaged"
+            )
+        return "PNEUMONIA" if p >= self.threshold else "NORMAL"
 
     def with_feature_check(self) -> Model:
         """This model with its input check attached where it has one (see `TorchModel`)."""

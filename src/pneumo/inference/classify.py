@@ -10,7 +10,7 @@ import numpy as np
 from pneumo.data.io import ImageInfo
 from pneumo.data.preprocess import load_image_with_info
 from pneumo.errors import PneumoError
-from pneumo.inference.base import Model, Prediction, PredictionBatch
+from pneumo.inference.base import Model, Prediction, PredictionBatch, non_finite_error
 from pneumo.inference.checks import check_inputs
 from pneumo.tasks import pneumonia_probability
 
@@ -53,18 +53,22 @@ def classify_images(
     reason); `abstain=False` labels it anyway, the warnings still attached.
     """
     probs, scores = model.probabilities_and_scores(images)
-    warnings = check_inputs(infos, scores, model.feature_check)
+    probs = np.asarray(probs)
     classes = model.classes
+    if probs.shape != (len(names), len(classes)):
+        raise PneumoError(f"the model returned probabilities of shape {list(probs.shape)} for {len(names)} image(s) and {len(classes)} classes; the model is damaged")
+    for name, row in zip(names, probs):  # before any label: NaN >= threshold is False, which would read NORMAL
+        if not np.isfinite(row).all():
+            raise non_finite_error(name, row.tolist())
+    warnings = check_inputs(infos, scores, model.feature_check)
     results = []
     for name, row, p, warned in zip(names, probs, pneumonia_probability(probs), warnings):
-        if not np.isfinite(row).all():
-            raise PneumoError(f"{name}: the model returned a non-finite probability ({row.tolist()}); the model file may be damaged")
         holds = abstain and bool(warned)
         results.append(
             Prediction(
                 path=name,
                 probability=float(p),
-                label=None if holds else model.label(float(p)),
+                label=None if holds else model.label(float(p), name),
                 threshold=model.threshold,
                 class_probabilities={c: float(v) for c, v in zip(classes, row)},
                 warnings=tuple(warned),

@@ -2,24 +2,84 @@
 decision threshold lies, and how it came to be. Torch-free, so the ONNX runtime reads it too.
 
 On disk it is `meta.json` beside `weights.safetensors` (and, in an ONNX export's JSON, under
-`"checkpoint"`). `CheckpointMeta.from_dict` checks every field's type once, on load, so no
-reader needs `.get` fallbacks.
+`"checkpoint"`). Every reader goes through one validator, `CheckpointMeta.load`: the record
+must carry its checksum (`meta_sha256`, over every other field, the weights' checksum
+included), and every field must have its type, a sane value and agree with the others (task,
+classes and outputs; an ensemble's members). A record is written only as `CheckpointMeta.record()`,
+which validates it and computes the checksum, so the library's writers (train, calibrate,
+ensemble, export) keep working while a hand edit is refused.
+
+Example:
+    >>> meta = CheckpointMeta.load(json.loads(Path("model/meta.json").read_text()), "model/meta.json")
+    >>> Path("copy/meta.json").write_text(json.dumps(meta.replace(threshold=0.4).record(), indent=2))
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pneumo.errors import PneumoError
-from pneumo.tasks import Task, get_task
+from pneumo.tasks import TASKS, Task, get_task
 
-__all__ = ["FORMAT_VERSION", "WEIGHTS", "META", "FEATURES", "CheckpointMeta"]
+__all__ = [
+    "FORMAT_VERSION", "WEIGHTS", "META", "FEATURES", "CHECKSUM", "IMAGE_SIZES", "CheckpointMeta",
+    "metadata_sha256", "seal", "check_seal", "jsonable",
+]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the record carries meta_sha256; 1 had only the weights' checksum
 WEIGHTS, META = "weights.safetensors", "meta.json"
 FEATURES = "features.safetensors"  # optional: training-feature statistics (pneumo.inference.features)
+CHECKSUM = "meta_sha256"  # the field holding the checksum of all the others
+IMAGE_SIZES = (16, 4096)  # the input sides a checkpoint may declare
+WRITTEN_BY_PNEUMO = "a model folder must be written by pneumo (pneumo train, pneumo calibrate, pneumo ensemble, or write_meta in Python)"
+_ENSEMBLE = "ensemble"  # pneumo.models.ensemble.ENSEMBLE (that module needs torch)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def jsonable(value: Any) -> Any:
+    """`json.dumps(default=...)` for what metadata may hold besides plain JSON: numpy scalars and arrays, paths."""
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def metadata_sha256(values: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces, ASCII) of every field but `meta_sha256`."""
+    body = {k: v for k, v in values.items() if k != CHECKSUM}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=jsonable)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def seal(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` as JSON reads them back (numpy and paths made plain), with `meta_sha256` set: what a writer writes."""
+    plain = json.loads(json.dumps({k: v for k, v in values.items() if k != CHECKSUM}, default=jsonable))
+    return {**plain, CHECKSUM: metadata_sha256(plain)}
+
+
+def check_seal(values: dict[str, Any], where: str, remedy: str = WRITTEN_BY_PNEUMO) -> None:
+    """A PneumoError naming `where` unless `values` carry a `meta_sha256` that matches them."""
+    stored = values.get(CHECKSUM)
+    if stored is None or stored == "":
+        raise PneumoError(f"{where} has no metadata checksum ({CHECKSUM}), so an edit to it could not be detected; {remedy}")
+    if not isinstance(stored, str) or not _SHA256.fullmatch(stored):
+        raise PneumoError(f"{where}: its {CHECKSUM} {stored!r} is not a sha256 checksum; the file was edited or damaged; {remedy}")
+    if metadata_sha256(values) != stored:
+        raise PneumoError(f"{where} was edited or damaged: its fields no longer match their checksum ({CHECKSUM}); {remedy}")
 
 
 @dataclass(frozen=True)
@@ -56,7 +116,9 @@ class CheckpointMeta:
     members: list[dict[str, Any]] = field(default_factory=list)  # an ensemble's members (pneumo.models.ensemble)
     site_calibration: dict[str, Any] = field(default_factory=dict)  # set by `pneumo calibrate`: the site data and new operating point
     weights_sha256: str = ""  # set when the checkpoint is written
+    features_sha256: str = ""  # the input check's arrays (features.safetensors) when the metadata was written beside them
     format_version: int = FORMAT_VERSION
+    meta_sha256: str = ""  # of every other field (`metadata_sha256`), set by `record()`
 
     @property
     def task_spec(self) -> Task:
@@ -70,49 +132,93 @@ class CheckpointMeta:
         """Plain JSON-ready values, in field order."""
         return dataclasses.asdict(self)
 
+    def record(self, where: str = "the metadata to write", architectures: Collection[str] | None = None) -> dict[str, Any]:
+        """The validated record with its checksum (`meta_sha256`), as written to disk: what `load` accepts."""
+        typed = CheckpointMeta.from_dict(self.replace(format_version=FORMAT_VERSION).to_dict(), where, architectures)  # 1 -> 1.0, numpy -> plain
+        return seal(typed.to_dict())
+
     @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "the metadata") -> CheckpointMeta:
-        """Read metadata written by `to_dict`, checking that every field has its type; a PneumoError names `where`."""
+    def load(cls, values: Any, where: str, architectures: Collection[str] | None = None, remedy: str = WRITTEN_BY_PNEUMO) -> CheckpointMeta:
+        """The one validator every reader uses (a model folder's meta.json, an export's `checkpoint`,
+        an ensemble's, a calibrated copy's): format version, checksum, then every field (`from_dict`).
+
+        Args:
+            values: the record as JSON gives it.
+            where: what to name in a PneumoError (the file).
+            architectures: the names a network may have (the model registry and "ensemble"); None
+                skips that check (the ONNX runtime, which needs no registry).
+            remedy: what a user should do when the record was edited.
+        """
+        if not isinstance(values, dict):
+            raise PneumoError(f"{where} is not a JSON object; {remedy}")
+        version = values.get("format_version")
+        if version == 1:
+            raise PneumoError(
+                f"{where} is in checkpoint format 1, which has no metadata checksum, so an edit to it could not be detected: "
+                "if the folder is yours and unedited, re-save it once with `python -m pneumo.models.checkpoint upgrade FOLDER` "
+                "(which checks its weights and every field), or train it again"
+            )
+        if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
+            newer = " (written by a newer pneumo: upgrade pneumo)" if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION else ""
+            raise PneumoError(f"{where}: checkpoint format {version!r} is not supported (expected {FORMAT_VERSION}){newer}")
+        check_seal(values, where, remedy)
+        meta = cls.from_dict(values, where, architectures)
+        if not meta.weights_sha256:
+            raise PneumoError(f"{where} has no weights checksum (weights_sha256), so other weights could not be detected; {remedy}")
+        return meta
+
+    @classmethod
+    def from_dict(cls, values: Any, where: str = "the metadata", architectures: Collection[str] | None = None) -> CheckpointMeta:
+        """Metadata from a dict of its fields, each checked for its type and value (`validate`); a
+        PneumoError names `where` and the field. The checksum is `load`'s business."""
         if not isinstance(values, dict):
             raise PneumoError(f"{where} is not a JSON object")
         fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = [name for name in values if name not in fields]
+        if unknown:
+            raise PneumoError(f"{where} has unknown field(s) {', '.join(map(repr, unknown))}; it was not written by this pneumo")
         required = [name for name, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         missing = [name for name in required if name not in values]
         if missing:
             raise PneumoError(f"{where} lacks {', '.join(missing)}")
-        kwargs = {name: _typed(name, values[name], where) for name in fields if name in values}
-        meta = cls(**kwargs)
-        task = get_task(meta.task) if meta.task in ("binary", "pathogen") else None
-        if task is None:
-            raise PneumoError(f"{where}: task {meta.task!r} is not binary or pathogen")
-        if list(meta.classes) != list(task.classes) or meta.num_outputs != task.num_outputs:
-            raise PneumoError(f"{where}: classes {meta.classes} and {meta.num_outputs} outputs do not fit the {meta.task} task")
-        if not meta.temperature > 0:
-            raise PneumoError(f"{where}: temperature {meta.temperature} is not positive")
-        return meta
+        return cls(**{name: _typed(name, value, where) for name, value in values.items()}).validate(where, architectures)
+
+    def validate(self, where: str = "the metadata", architectures: Collection[str] | None = None) -> CheckpointMeta:
+        """This metadata, or a PneumoError naming `where` and the first field whose value is
+        out of range or disagrees with the others. Returns self, for chaining."""
+        for name in _INT_FIELDS | _FLOAT_FIELDS | _STR_FIELDS | _DICT_FIELDS | {"epoch", "members", "classes"}:
+            _typed(name, getattr(self, name), where)  # in-memory metadata (built by hand) meets the same types
+        bad = _field_problem(self, architectures)
+        if bad:
+            raise PneumoError(f"{where}: {bad}")
+        return self
 
 
 _INT_FIELDS = {"num_outputs", "image_size", "in_chans", "n_train", "n_val", "format_version"}
 _FLOAT_FIELDS = {"mean", "std", "threshold", "dropout", "temperature"}
-_STR_FIELDS = {"architecture", "task", "threshold_method", "data_source", "data_fingerprint", "pneumo_version", "torch_version", "created", "weights_sha256"}
+_STR_FIELDS = {"architecture", "task", "threshold_method", "data_source", "data_fingerprint", "pneumo_version", "torch_version", "created",
+               "weights_sha256", "features_sha256", "meta_sha256"}
 _DICT_FIELDS = {"config", "val_metrics", "val_ci95", "site_calibration"}
+_MEMBER_FIELDS = {"architecture": str, "num_outputs": int, "mean": float, "std": float, "temperature": float, "dropout": float,
+                  "source": str, "weights_sha256": str}
+_MEMBER_REQUIRED = ("architecture", "num_outputs", "mean", "std")
 
 
 def _typed(name: str, value: Any, where: str) -> Any:
     """`value` as field `name`'s type, or a PneumoError: JSON's numbers are loose (1 for 1.0), its booleans are not numbers."""
     wrong = PneumoError(f"{where}: {name} is {value!r}, which is not a valid {name}")
-    if isinstance(value, bool) and name not in _DICT_FIELDS:
+    if isinstance(value, (bool, np.bool_)) and name not in _DICT_FIELDS:
         raise wrong
     if name in _INT_FIELDS:
-        if not isinstance(value, int):
+        if not isinstance(value, (int, np.integer)):
             raise wrong
-        return value
+        return int(value)
     if name == "epoch":
-        if value is not None and not isinstance(value, int):
+        if value is not None and not isinstance(value, (int, np.integer)):
             raise wrong
-        return value
+        return None if value is None else int(value)
     if name in _FLOAT_FIELDS:
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
             raise wrong
         return float(value)
     if name in _STR_FIELDS:
@@ -120,7 +226,7 @@ def _typed(name: str, value: Any, where: str) -> Any:
             raise wrong
         return value
     if name in _DICT_FIELDS:
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise wrong
         return value
     if name == "members":
@@ -128,7 +234,84 @@ def _typed(name: str, value: Any, where: str) -> Any:
             raise wrong
         return value
     if name == "classes":
-        if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(c, str) for c in value):
             raise wrong
         return list(value)
     return value
+
+
+def _field_problem(meta: CheckpointMeta, architectures: Collection[str] | None) -> str | None:
+    """What is wrong with a typed record's values, in words, or None."""
+    if meta.task not in TASKS:
+        return f"task {meta.task!r} is not {' or '.join(TASKS)}"
+    task = TASKS[meta.task]
+    if list(meta.classes) != list(task.classes):
+        return f"classes {meta.classes} do not fit the {meta.task} task (which has {list(task.classes)})"
+    if meta.num_outputs != task.num_outputs:
+        return f"num_outputs {meta.num_outputs} does not fit the {meta.task} task (which has {task.num_outputs})"
+    if not meta.architecture:
+        return "architecture is empty"
+    if architectures is not None and meta.architecture not in architectures:
+        return f"unknown model {meta.architecture!r}; available: {', '.join(sorted(architectures))}"
+    if not IMAGE_SIZES[0] <= meta.image_size <= IMAGE_SIZES[1]:
+        return f"image_size {meta.image_size} is outside {IMAGE_SIZES[0]}..{IMAGE_SIZES[1]} pixels"
+    if meta.in_chans != 1:
+        return f"in_chans {meta.in_chans} is not 1 (pneumo's models read single-channel films)"
+    if not meta.std > 0:
+        return f"std {meta.std} is not positive (images are divided by it)"
+    if not 0.0 <= meta.threshold <= 1.0:
+        return f"threshold {meta.threshold} is not a probability in [0, 1]"
+    if not meta.temperature > 0:
+        return f"temperature {meta.temperature} is not positive (logits are divided by it)"
+    if not 0.0 <= meta.dropout < 1.0:
+        return f"dropout {meta.dropout} is not in [0, 1)"
+    if meta.epoch is not None and meta.epoch < 0:
+        return f"epoch {meta.epoch} is negative"
+    if meta.n_train < 0 or meta.n_val < 0:
+        return f"n_train {meta.n_train} and n_val {meta.n_val} must not be negative"
+    for name in ("weights_sha256", "features_sha256", "meta_sha256"):
+        value = getattr(meta, name)
+        if value and not _SHA256.fullmatch(value):
+            return f"{name} {value!r} is not a sha256 checksum (64 lowercase hex digits)"
+    if meta.architecture == _ENSEMBLE:
+        if not meta.members:
+            return "an ensemble lists no members"
+        if (meta.mean, meta.std) != (0.0, 1.0):
+            return f"an ensemble takes images in [0, 1] (mean 0, std 1), not mean {meta.mean}, std {meta.std}: its members normalise"
+        for index, member in enumerate(meta.members):
+            bad = _member_problem(member, task, architectures)
+            if bad:
+                return f"ensemble member {index + 1}: {bad}"
+    elif meta.members:
+        return f"a {meta.architecture} model lists ensemble members"
+    return None
+
+
+def _member_problem(member: dict[str, Any], task: Task, architectures: Collection[str] | None) -> str | None:
+    """What is wrong with an ensemble member's description (`pneumo.models.ensemble.EnsembleMember`), or None."""
+    unknown = [k for k in member if k not in _MEMBER_FIELDS]
+    missing = [k for k in _MEMBER_REQUIRED if k not in member]
+    if unknown or missing:
+        return f"unknown field(s) {unknown}" if unknown else f"lacks {', '.join(missing)}"
+    for key, kind in _MEMBER_FIELDS.items():
+        if key not in member:
+            continue
+        value = member[key]
+        if isinstance(value, bool) or (kind is str and not isinstance(value, str)) or (kind is int and not isinstance(value, int)):
+            return f"{key} is {value!r}, which is not a valid {key}"
+        if kind is float and (not isinstance(value, (int, float)) or not math.isfinite(value)):
+            return f"{key} is {value!r}, which is not a valid {key}"
+    if member["architecture"] == _ENSEMBLE or (architectures is not None and member["architecture"] not in architectures):
+        return f"unknown model {member['architecture']!r} for a member"
+    if member["num_outputs"] != task.num_outputs:
+        return f"num_outputs {member['num_outputs']} does not fit the {task.name} task (which has {task.num_outputs})"
+    if not member["std"] > 0:
+        return f"std {member['std']} is not positive"
+    if not member.get("temperature", 1.0) > 0:
+        return f"temperature {member['temperature']} is not positive"
+    if not 0.0 <= member.get("dropout", 0.0) < 1.0:
+        return f"dropout {member['dropout']} is not in [0, 1)"
+    sha = member.get("weights_sha256", "")
+    if sha and not _SHA256.fullmatch(sha):
+        return f"weights_sha256 {sha!r} is not a sha256 checksum"
+    return None
