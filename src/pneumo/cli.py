@@ -1,9 +1,12 @@
 """The `pneumo` command: argument parsing and printing only; the work is in the library."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import signal
 import sys
+import typing
 import warnings
 from pathlib import Path
 from typing import List, Optional
@@ -16,17 +19,54 @@ from rich.table import Table
 from pneumo.errors import PneumoError
 from pneumo.utils.files import atomic_write, output_file, output_folder
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Pneumonia detection on pediatric chest X-rays.")
+app = typer.Typer(no_args_is_help=True, help="Pneumonia detection on pediatric chest X-rays.")
 data_app = typer.Typer(no_args_is_help=True, help="Look at a dataset before training on it.")
 app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
 
 
+def _help_type(self: typer.core.TyperOption, ctx: object) -> str | None:
+    """What to type after an option, in the usual CLI manner (PATH, N, TEXT...); nothing for a flag."""
+    if getattr(self, "is_flag", False):
+        return None
+    if self.metavar:
+        return self.metavar
+    desc = self.type_descriptor
+    kind = typing.get_args(desc.annotation)[0] if desc.is_list else desc.annotation
+    label = "PATH" if desc.is_path or kind is Path else {int: "N", float: "NUMBER"}.get(kind, "TEXT")
+    return label  # a list option is repeated, one value each time (its help says so)
+
+
+# Typer's own help labels options with Python types (`<bool>`, `<list[Path]>`); show what a user types instead
+typer.core.TyperOption.display_type_rich = _help_type  # type: ignore[method-assign]
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]  # the argument's name says it
+
+
+def _version(show: bool) -> None:
+    if show:
+        from pneumo.version import __version__
+
+        console.print(f"pneumo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _app(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Pneumonia detection on pediatric chest X-rays."""
+
+
 def _fmt(value: object, digits: int = 3) -> str:
     if isinstance(value, float):
         return "n/a" if value != value else f"{value:.{digits}f}"
     return str(value)
+
+
+def _count(n: int, noun: str) -> str:
+    """"1 heatmap", "3 heatmaps"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _report_skipped(skipped: list[tuple[str, str]], total: int) -> None:
@@ -42,7 +82,7 @@ def _report_skipped(skipped: list[tuple[str, str]], total: int) -> None:
 
 @data_app.command("summary")
 def data_summary(
-    data: Path = typer.Argument(..., help="Kaggle-style root, class-folder directory or CSV manifest."),
+    data: Path = typer.Argument(..., metavar="DATA", help="Kaggle-style root, class-folder directory or CSV manifest."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     no_check: bool = typer.Option(False, "--no-check", help="Skip decoding every image."),
 ) -> None:
@@ -87,12 +127,18 @@ def data_download(
     sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected SHA-256 of the archive (default: the one recorded at the first download)."),
     no_check: bool = typer.Option(False, "--no-check", help="Skip decoding every image after unpacking."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    max_download_gb: float = typer.Option(3.0, "--max-download-gb", help="Stop a download that grows past this many GB (the archive is about 1.2 GB)."),
 ) -> None:
     """Fetch the dataset, resuming a partial download, verify it, unpack it safely and check it."""
+    if not 0 < max_download_gb < 1e6:  # NaN fails too
+        raise PneumoError(f"--max-download-gb must be a positive number of GB; got {max_download_gb}")
     output_folder(to, "--to")
     from pneumo.data.download import download
 
-    result = download(source, to, url=url, sha256=sha256, progress=not quiet, check_images=not no_check, log=lambda m: err_console.print(escape(m), highlight=False))
+    result = download(
+        source, to, url=url, sha256=sha256, progress=not quiet, check_images=not no_check, max_download=int(max_download_gb * 1e9),
+        log=lambda m: err_console.print(escape(m), highlight=False),
+    )
     console.print(f"[bold]data:[/] {escape(str(result.path))}" + (" (already in place)" if result.reused else ""))
     if result.archive is not None:
         console.print(f"archive: {escape(str(result.archive))}  {result.bytes} bytes  sha256 {result.sha256}")
@@ -105,7 +151,7 @@ def data_download(
 
 @data_app.command("preview")
 def data_preview(
-    data: Path = typer.Argument(..., help="Dataset to draw from."),
+    data: Path = typer.Argument(..., metavar="DATA", help="Dataset to draw from."),
     out: Path = typer.Option(..., "--out", help="PNG file to write."),
     split: Optional[str] = typer.Option(None, help="Split to draw from (default: train, or the only one)."),
     n: int = typer.Option(16, help="Number of images."),
@@ -128,8 +174,14 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a stopped run in this folder, with the config saved there."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be read instead of skipping it."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    mlflow: Optional[str] = typer.Option(
+        None, "--mlflow", metavar="[URI]",
+        help="Also log params, metrics per epoch, pictures and the model to MLflow (default store: sqlite:///mlflow.db here; pip install 'pneumo[track]'). TensorBoard events go to RUN/tensorboard/ whenever tensorboard is installed.",
+    ),
 ) -> None:
     """Train a model; writes config, split, history, plots, checkpoints and a validation report."""
+    if mlflow is not None and importlib.util.find_spec("mlflow") is None:
+        raise PneumoError("--mlflow needs MLflow: pip install 'pneumo[track]' (or mlflow)")
     if out is not None and resume is None:
         output_folder(out, "--out")  # before the imports and the data: a file, a device or a read-only folder
     from pneumo.config import load_config
@@ -138,11 +190,11 @@ def train(
     if resume is not None:
         if config is not None or set_ or out is not None or overwrite or strict:
             raise PneumoError("--resume continues a run with the config saved in its folder; leave out --config, --set, --strict, --out and --overwrite")
-        result = run_training(None, resume, progress=not quiet, resume=True)
+        result = run_training(None, resume, progress=not quiet, resume=True, mlflow=mlflow)
     else:
         if out is None:
             raise PneumoError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue a stopped one")
-        result = run_training(load_config(config or "default", [*(set_ or []), *(["strict=true"] if strict else [])]), out, overwrite=overwrite, progress=not quiet)
+        result = run_training(load_config(config or "default", [*(set_ or []), *(["strict=true"] if strict else [])]), out, overwrite=overwrite, progress=not quiet, mlflow=mlflow)
     from pneumo.training.distributed import is_main
 
     if not is_main():  # under torchrun every process returns the same result; one prints it
@@ -166,7 +218,7 @@ def train(
 
 @app.command()
 def evaluate(
-    data: Path = typer.Argument(..., help="Class-folder directory (e.g. an official test/), Kaggle root with --split, or manifest."),
+    data: Path = typer.Argument(..., metavar="DATA", help="Class-folder directory (e.g. an official test/), Kaggle root with --split, or manifest."),
     model: Optional[Path] = typer.Option(None, "--model", help="Run folder or checkpoint (default: the bundled model)."),
     split: Optional[str] = typer.Option(None, "--split", help="Split of a Kaggle-style root, e.g. test."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report (with every prediction) here."),
@@ -222,7 +274,7 @@ def evaluate(
 
 @app.command()
 def ensemble(
-    members: List[Path] = typer.Argument(..., help="Run or checkpoint folders of models of one task and input size (train them with one --set split_seed=...)."),
+    members: List[Path] = typer.Argument(..., metavar="MODEL", help="Run or checkpoint folders of models of one task and input size (train them with one --set split_seed=...)."),
     out: Path = typer.Option(..., "--out", help="Model folder to write; then --model DIR in predict, evaluate, serve, export and calibrate."),
     data: Optional[Path] = typer.Option(None, "--data", help="Where the members' training data is now, if not where their configs say."),
     calibration: str = typer.Option("shift", "--calibration", help="none, val or shift: how the ensemble's temperature is fitted."),
@@ -246,7 +298,7 @@ def ensemble(
 
 @app.command()
 def calibrate(
-    data: Path = typer.Argument(..., help="Labelled films from your site: NORMAL/ and PNEUMONIA/ folders, a Kaggle root with --split, or a manifest."),
+    data: Path = typer.Argument(..., metavar="DATA", help="Labelled films from your site: NORMAL/ and PNEUMONIA/ folders, a Kaggle root with --split, or a manifest."),
     out: Path = typer.Option(..., "--out", help="Model folder to write; then --model DIR in predict, evaluate, serve and export."),
     model: Optional[Path] = typer.Option(None, "--model", help="Run folder or checkpoint to start from (default: the bundled model)."),
     split: Optional[str] = typer.Option(None, "--split", help="Split of a Kaggle-style root."),
@@ -279,7 +331,7 @@ def calibrate(
 
 @app.command()
 def predict(
-    paths: List[Path] = typer.Argument(..., help="Image files (JPEG, PNG, DICOM), folders (searched recursively) or quoted glob patterns."),
+    paths: List[Path] = typer.Argument(..., metavar="PATH", help="Image files (JPEG, PNG, DICOM, TIFF, BMP, WebP, GIF), folders (searched recursively) or quoted glob patterns."),
     model: Optional[Path] = typer.Option(None, "--model", help="Run folder or checkpoint (default: the bundled model)."),
     fmt: str = typer.Option("table", "--format", help="table, json or csv."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write json/csv here instead of printing (format from --format, else from the suffix)."),
@@ -288,7 +340,7 @@ def predict(
     strict: bool = typer.Option(False, "--strict", help="Stop at the first file that cannot be read instead of skipping it."),
     no_abstain: bool = typer.Option(False, "--no-abstain", help="Label images the input checks find outside what the model was trained on too (their warnings stay)."),
 ) -> None:
-    """P(pneumonia) and the label at the model's threshold for each image (JPEG, PNG or DICOM);
+    """P(pneumonia) and the label at the model's threshold for each image (JPEG, PNG, DICOM, TIFF, BMP, WebP or GIF);
     no verdict for an image outside what the model was trained on.
 
     --model takes a run folder, a checkpoint folder or an exported .onnx file.
@@ -315,15 +367,20 @@ def predict(
         from pneumo.explain.gradcam import explain_files
 
         written = explain_files([r.path for r in results], loaded, out_dir=cam)
-        err_console.print(f"wrote {len(written)} heatmaps to {cam}")
+        err_console.print(f"wrote {_count(len(written), 'heatmap')} to {escape(str(cam))}", highlight=False)
     if out is not None:
         atomic_write(out, format_predictions(results, fmt).encode("utf-8", "surrogateescape"))  # names as the disk has them
-        console.print(f"wrote {len(results)} predictions to {out}")
+        console.print(f"wrote {_count(len(results), 'prediction')} to {escape(str(out))}", highlight=False)
         return
     if fmt != "table":
         print(format_predictions(results, fmt), end="" if fmt == "csv" else "\n")
         return
-    table = Table()
+    folder = _shared_folder([r.path for r in results])
+    which = "bundled model" if model is None else str(model)
+    table = Table(
+        title=f"{_count(len(results), 'image')}{f' in {escape(folder)}' if folder else ''}",
+        caption=f"{escape(which)}, threshold {results[0].threshold:.3g}",
+    )
     classes = list(results[0].class_probabilities)
     table.add_column("file", overflow="fold")
     for col in ("P(pneumonia)", "label", *(f"P({c})" for c in classes if len(classes) > 2)):
@@ -331,7 +388,7 @@ def predict(
     for r in results:
         extra = [f"{r.class_probabilities[c]:.3f}" for c in classes] if len(classes) > 2 else []
         label = "[yellow]no verdict[/]" if r.abstain else r.label + (" [yellow](!)[/]" if r.warnings else "")
-        table.add_row(escape(r.path), f"{r.probability:.3f}", label, *extra)
+        table.add_row(escape(os.path.relpath(r.path, folder) if folder else r.path), f"{r.probability:.3f}", label, *extra)
     console.print(table)
     for r in results:
         if r.abstain:
@@ -340,9 +397,18 @@ def predict(
             console.print(f"[yellow]warning:[/] {escape(f'{r.path}: {warning}')}", highlight=False)
 
 
+def _shared_folder(paths: list[str]) -> str:
+    """The folder every path is in, when there is one below the root: the table then lists names, not long paths."""
+    try:
+        shared = os.path.commonpath([os.path.dirname(p) for p in paths])
+    except ValueError:  # absolute and relative paths mixed
+        return ""
+    return shared if shared not in ("", ".", os.sep) else ""
+
+
 @app.command("predict-archive")
 def predict_archive(
-    source: Path = typer.Argument(..., help="A folder (searched recursively) or a CSV manifest with a 'path' column."),
+    source: Path = typer.Argument(..., metavar="SOURCE", help="A folder (searched recursively) or a CSV manifest with a 'path' column."),
     out: Path = typer.Option(..., "--out", help="results.csv (or .parquet with pyarrow); unreadable files go to results.skipped.csv."),
     model: Optional[Path] = typer.Option(None, "--model", help="Run folder, checkpoint or .onnx export (default: the bundled model)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per batch."),
@@ -470,14 +536,37 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
         _default_showwarning(message, category, filename, lineno, file, line)  # type: ignore[arg-type]
 
 
+def _option_value(argv: list[str], name: str) -> str | None:
+    """The value given to `name` on the command line (`--out X` or `--out=X`), if any."""
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+_OPTIONAL_VALUES = ("--mlflow",)  # options whose value may be left out (Typer has no such option): "" means the default
+
+
+def _fill_optional_values(argv: list[str]) -> list[str]:
+    """`pneumo train --mlflow --out X` -> `... --mlflow "" --out X`."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg in _OPTIONAL_VALUES and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append("")
+    return out
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2; Ctrl-C/SIGTERM exit 130."""
     signal.signal(signal.SIGTERM, _terminate)
     warnings.showwarning = _show_warning
     try:
-        app()  # Typer handles usage errors and turns Ctrl-C into exit code 130
+        app(args=_fill_optional_values(sys.argv[1:]))  # Typer handles usage errors and turns Ctrl-C into exit code 130
     except PneumoError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # one line, as it was written
         sys.exit(2)
     except ModuleNotFoundError as exc:
         if exc.name in _SERVE_EXTRAS:
@@ -496,7 +585,8 @@ def main() -> None:
         sys.exit(2)
     except SystemExit as exc:
         if exc.code == 130 and sys.argv[1:2] == ["train"]:
-            err_console.print("interrupted: checkpoints written so far are complete (the run folder's checkpoints/last); continue with `pneumo train --resume RUN_DIR`")
+            run = _option_value(sys.argv, "--resume") or _option_value(sys.argv, "--out") or "RUN_DIR"
+            err_console.print(f"interrupted: checkpoints written so far are complete ({escape(run)}/checkpoints/last); continue with `pneumo train --resume {escape(run)}`", highlight=False, soft_wrap=True)
         elif exc.code == 130 and sys.argv[1:3] == ["data", "download"]:
             err_console.print("interrupted: the partial download is kept; run the same command again to resume it")
         elif exc.code == 130:

@@ -543,7 +543,7 @@ def test_endless_body_is_stopped_at_the_limit_and_the_part_deleted(chunked: bool
     assert message == (
         f"the download from {server.url} did not end within the download limit of 2.0 MB (the chest X-ray archive is"
         f" about 1.2 GB); stopped and deleted {to / (ARCHIVE + '.part')}. If the file is genuine, raise the limit"
-        f" (max_download), else fix the URL (or ${URL_ENV})"
+        f" (--max-download-gb, or max_download in Python), else fix the URL (or ${URL_ENV})"
     )
     assert not to.exists()  # no .part, and the folder made for it removed again
     assert server.sent < 16 * 1024**2  # stopped near the limit, long before the server's own end

@@ -128,7 +128,7 @@ def test_interrupted_training_keeps_a_complete_checkpoint(small_folder: Path, tm
     from pneumo.inference.torch_backend import load_checkpoint
 
     assert load_checkpoint(run / "checkpoints" / "last").meta.epoch >= 1
-    assert "--resume" in err
+    assert f"pneumo train --resume {run}`" in err.replace("\n", "")  # the real folder, not a placeholder
 
 
 def test_resume_from_the_command_line(small_folder: Path, tmp_path: Path) -> None:
@@ -296,3 +296,22 @@ def test_a_full_disk_during_training_is_exit_2_and_the_run_resumes(small_folder:
     resumed = pneumo("train", "--resume", run, "--quiet")
     assert "removed 1 temporary file (78.0 kB)" in resumed.stdout and "resuming after epoch 1 of 2" in resumed.stdout
     assert not orphan.exists() and (run / "val_report.json").exists()
+
+
+def test_the_conventions_a_user_brings(small_folder: Path) -> None:
+    """--version, help that says what to type (not Python types), and a table that names the model and threshold."""
+    assert pneumo("--version").stdout.strip() == f"pneumo {pneumo_package.__version__}"
+    for command in (["--help"], ["train", "--help"], ["predict", "--help"], ["export", "--help"], ["data", "summary", "--help"]):
+        shown = pneumo(*command).stdout
+        assert not [label for label in ("<bool>", "<str>", "<path>", "list[", "<int>") if label in shown], shown
+    assert "--install-completion" in pneumo("--help").stdout
+    film = sorted((small_folder / "NORMAL").glob("*.jpeg"))[0]
+    table = pneumo("predict", film).stdout
+    assert f"bundled model, threshold {pneumo_package.load_model().threshold:.3g}" in table and film.name in table
+
+
+def test_unknown_keys_suggest_the_nearest_and_errors_stay_on_one_line(small_folder: Path) -> None:
+    args = ["train", "--config", "cpu", "--set", "epoch=3", "--out", "/tmp/never"]
+    done = subprocess.run([sys.executable, "-m", "pneumo", *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"}, timeout=120)
+    assert done.returncode == 2 and "did you mean 'epochs'?" in done.stderr and len(done.stderr) > 120
+    assert done.stderr.count("\n") == 1  # one line, however long: not wrapped at the terminal's width

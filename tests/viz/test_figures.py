@@ -106,3 +106,15 @@ def test_heatmap_layers_leave_cold_regions_clear() -> None:
     assert (overlay[4:] == 200).all()  # no heat: the image as it was
     expected_red = round((1 - CAM_OPACITY) * 200 + CAM_OPACITY * rgba[0, 0, 0])
     assert abs(int(overlay[0, 0, 0]) - expected_red) <= 1
+
+
+def test_history_panels_mark_the_epoch_the_model_comes_from(tmp_path: Path) -> None:
+    from PIL import Image
+
+    def red_pixels(path: Path) -> int:
+        rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        return int(((abs(rgb[..., 0] - 214) < 30) & (abs(rgb[..., 1] - 39) < 30) & (abs(rgb[..., 2] - 40) < 30)).sum())  # matplotlib's C3
+
+    plain = history_panels(_history(5), tmp_path / "plain.png")
+    marked = history_panels(_history(5), tmp_path / "marked.png", chosen=3)
+    assert red_pixels(plain) == 0 and red_pixels(marked) > 40  # a dashed line down each of the four panels, and its legend entry

@@ -335,7 +335,7 @@ def _over_limit(url: str, announced: int | None, limit: int, part: Path) -> str:
         done = f"stopped and deleted {part}"
     return (
         f"{what} (the chest X-ray archive is about 1.2 GB); {done}. If the file is genuine, raise the limit "
-        f"(max_download), else fix the URL (or ${URL_ENV})"
+        f"(--max-download-gb, or max_download in Python), else fix the URL (or ${URL_ENV})"
     )
 
 

@@ -43,6 +43,7 @@ from pneumo.training.run_dir import (
     remove_leftover_temps,
     write_history,
 )
+from pneumo.training.tracking import Tracker, open_trackers
 from pneumo.training.state import STATE, RunSoFar, load_train_state, save_train_state
 from pneumo.utils.files import describe_size
 from pneumo.utils.progress import make_progress
@@ -67,12 +68,18 @@ def train(
     log: Callable[[str], None] = print,
     n_boot: int = 1000,
     resume: bool = False,
+    mlflow: str | None = None,
+    tensorboard: bool | None = None,
 ) -> TrainResult:
     """Train one model as the config says and write its run folder.
 
     With resume=True, `out` is a run folder that stopped early: it continues after the last
     finished epoch with the config in the folder (`config` may be None, or must equal it)
     and ends exactly as an uninterrupted run would (bit for bit on the CPU).
+
+    Each epoch's row and the final report, pictures and model also go to TensorBoard
+    (`RUN/tensorboard/`) when it is installed (`tensorboard=False` turns it off), and to MLflow
+    given a tracking URI (`mlflow=""`: `sqlite:///mlflow.db` here); see pneumo.training.tracking.
 
     Under torchrun every process calls this and gets the same result; rank 0 writes the run folder.
     The global random state and cuDNN settings are as they were when it returns.
@@ -84,7 +91,7 @@ def train(
     """
     if not dist.launched():
         with _scoped_global_state():
-            return _train(config, out, overwrite, progress, log, n_boot, resume)
+            return _train(config, out, overwrite, progress, log, n_boot, resume, mlflow, tensorboard)
     if resume:
         raise PneumoError(
             "a stopped run cannot be continued under torchrun (each process's random state is not saved); continue it "
@@ -96,7 +103,7 @@ def train(
     dist.per_rank_batch_size(config.batch_size)  # a batch that does not split is refused before any work
     with dist.process_group(pick_device(config.device)), _scoped_global_state():
         main = dist.is_main()
-        return _train(config, out, overwrite, progress and main, log if main else _silent, n_boot, resume)
+        return _train(config, out, overwrite, progress and main, log if main else _silent, n_boot, resume, mlflow, tensorboard)
 
 
 def _silent(message: str) -> None:
@@ -130,7 +137,8 @@ def _stopped_in_first_epoch(last: Path) -> bool:
 
 
 def _train(
-    config: Config | None, out: str | Path, overwrite: bool, progress: bool, log: Callable[[str], None], n_boot: int, resume: bool
+    config: Config | None, out: str | Path, overwrite: bool, progress: bool, log: Callable[[str], None], n_boot: int, resume: bool,
+    mlflow: str | None = None, tensorboard: bool | None = None,
 ) -> TrainResult:
     """`train` in one process: the whole run, or under torchrun this process's part of it."""
     # rank 0 makes (or checks) the run folder; under torchrun resume is refused and config given
@@ -154,37 +162,46 @@ def _train(
     meta = _checkpoint_meta(config, data, parts)
     started = time.perf_counter() - sum(r["seconds"] for r in so_far.history)  # a resumed run counts its earlier epochs
 
-    with make_progress(progress) as bar:
-        bar_task = bar.add_task("training", total=config.epochs * len(parts.batches), completed=so_far.epoch * len(parts.batches), info="")
-        for epoch in range(so_far.epoch + 1, config.epochs + 1):
-            epoch_start = time.perf_counter()
-            parts.model.train()
-            losses, seen_probs, seen_targets = [], [], []
-            for step, (x, y) in enumerate(parts.batches):
-                x = augment_batch(x.unsqueeze(1).float().div_(255), config.augment, parts.augment_rng)
-                x = normalise(x, parts.spec.mean, parts.spec.std).contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=parts.use_amp, cache_enabled=False):  # graphs need no cache
-                    logits = parts.step_model(x)
-                loss = parts.task.loss(logits.float(), y, parts.class_weights, config.label_smoothing)
-                parts.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                parts.optimizer.step()
-                parts.scheduler.step()
-                if parts.ema is not None:
-                    parts.ema.update_parameters(parts.model)
-                losses.append(loss.detach())
-                seen_probs.append(parts.task.probabilities(logits.detach().float()))
-                seen_targets.append(y)
-                bar.advance(bar_task)
-                if step % 25 == 0:
-                    bar.update(bar_task, info=f"epoch {epoch}/{config.epochs} loss {loss.item():.4f}")
-            row = _train_row(epoch, losses, seen_probs, seen_targets, parts, checkpoints)
-            if dist.is_main():
-                end_epoch(config, run_dir, parts, data, so_far, meta, row, epoch_start, bar if progress else None, log)
-            dist.barrier()  # the others wait here for the epoch to be saved
+    # TensorBoard when installed, MLflow when asked: rank 0 reports, and a tracker failing never stops the run
+    tracker = open_trackers(mlflow, log, tensorboard) if dist.is_main() else Tracker()
+    tracker.start(config_to_dict(config), run_dir, so_far.epoch + 1)
+    try:
+        with make_progress(progress) as bar:
+            bar_task = bar.add_task("training", total=config.epochs * len(parts.batches), completed=so_far.epoch * len(parts.batches), info="")
+            for epoch in range(so_far.epoch + 1, config.epochs + 1):
+                epoch_start = time.perf_counter()
+                parts.model.train()
+                losses, seen_probs, seen_targets = [], [], []
+                for step, (x, y) in enumerate(parts.batches):
+                    x = augment_batch(x.unsqueeze(1).float().div_(255), config.augment, parts.augment_rng)
+                    x = normalise(x, parts.spec.mean, parts.spec.std).contiguous(memory_format=torch.channels_last)
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=parts.use_amp, cache_enabled=False):  # graphs need no cache
+                        logits = parts.step_model(x)
+                    loss = parts.task.loss(logits.float(), y, parts.class_weights, config.label_smoothing)
+                    parts.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    parts.optimizer.step()
+                    parts.scheduler.step()
+                    if parts.ema is not None:
+                        parts.ema.update_parameters(parts.model)
+                    losses.append(loss.detach())
+                    seen_probs.append(parts.task.probabilities(logits.detach().float()))
+                    seen_targets.append(y)
+                    bar.advance(bar_task)
+                    if step % 25 == 0:
+                        bar.update(bar_task, info=f"epoch {epoch}/{config.epochs} loss {loss.item():.4f}")
+                row = _train_row(epoch, losses, seen_probs, seen_targets, parts, checkpoints)
+                if dist.is_main():
+                    end_epoch(config, run_dir, parts, data, so_far, meta, row, epoch_start, bar if progress else None, log)
+                    tracker.epoch(so_far.history[-1])
+                dist.barrier()  # the others wait here for the epoch to be saved
 
-    # the run's model, threshold and report come from rank 0; every process returns the same result
-    report = finish_run(config, run_dir, parts, data, so_far, meta, started, n_boot, progress) if dist.is_main() else None
+        # the run's model, threshold and report come from rank 0; every process returns the same result
+        report = finish_run(config, run_dir, parts, data, so_far, meta, started, n_boot, progress) if dist.is_main() else None
+        if report is not None:
+            tracker.finish(report, run_dir)
+    finally:
+        tracker.close()
     if dist.is_main():  # a kill during the run (of an earlier write, or another process's) may have left some
         remove_leftover_temps(run_dir, log)
         _remove_cache_temps(config, log)

@@ -219,7 +219,7 @@ def finish_run(
     outliers = outlier_films(config, progress, print)
     report["input_check"] = write_model(run_dir / "model", model, point.meta, data, outliers, config.eval_batch_size, progress)
     print(input_check_line(report["input_check"]))
-    history_panels(so_far.history, run_dir / "history.png")
+    history_panels(so_far.history, run_dir / "history.png", chosen=chosen_epoch)
     write_figures(run_dir, point, data, f"{config.split} split")
     write_report(report, run_dir / REPORT)  # last: its presence says the run finished
     return report

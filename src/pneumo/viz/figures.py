@@ -44,13 +44,16 @@ def batch_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: str | 
     return _save(fig, path)
 
 
-def history_panels(history: Sequence[dict], path: str | Path) -> Path:
-    """The notebook's four panels (precision, recall, accuracy, loss), train vs validation per epoch."""
+def history_panels(history: Sequence[dict], path: str | Path, chosen: int | None = None) -> Path:
+    """The notebook's four panels (precision, recall, accuracy, loss), train vs validation per
+    epoch; `chosen`, the epoch the run's model comes from, is marked (it need not be the last)."""
     epochs = [row["epoch"] for row in history]
     fig, axes = _subplots(1, 4, figsize=(20, 3.6))
     for ax, metric in zip(axes, ("precision", "recall", "accuracy", "loss")):
         ax.plot(epochs, [row[f"train_{metric}"] for row in history], marker=".", label="train")
         ax.plot(epochs, [row[f"val_{metric}"] for row in history], marker=".", label="val")
+        if chosen is not None:
+            ax.axvline(chosen, color="C3", lw=1.5, ls="--", label=f"model (epoch {chosen})")
         ax.set_title(f"Model {metric}")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
