@@ -1,6 +1,7 @@
-"""Fuzz the image decoders and the manifest reader with damaged real files.
+"""Fuzz the image decoders and the manifest reader (and, by --target, the config reader, the model
+loaders and the upload reader) with damaged real files.
 
-    python benchmarks/fuzz_inputs.py [--target inputs|configs] [--seconds 300 | --iterations 20000] [--seed 0] [--out fuzz-findings] [--budget 2]
+    python benchmarks/fuzz_inputs.py [--target inputs|configs|metadata|multipart] [--seconds 300 | --iterations 20000] [--seed 0] [--out fuzz-findings] [--budget 2]
 
 Seeds: a training JPEG, a sample PNG, every sample DICOM and a small manifest of real films.
 Each input is a seed after 1-4 mutations (bytes flipped or overwritten with boundary values,
@@ -11,8 +12,9 @@ the decoder itself. Images go to `decode_image_with_info`,
 alternating the command line's full decode and the service's reduced decode with its pixel
 limit; manifests go to `discover`. Every input must decode to a sane image (or records) or
 raise PneumoError. Anything else is a bug: the first few of each kind are saved under --out with
-a reproducer. An input still running after --budget seconds is interrupted (SIGALRM, between
-Python bytecodes) and saved as a hang; the slowest input of each seed is reported.
+a reproducer. An input still running after --budget seconds (2; 15 for `--target metadata`) is
+interrupted (SIGALRM, between Python bytecodes) and saved as a hang; the slowest input of each
+seed is reported.
 
 `--target configs` fuzzes the config reader instead (issue 17): the shipped YAML recipes
 (src/pneumo/configs and configs/), damaged as bytes as above or with one to three values
@@ -21,10 +23,36 @@ and aliases, deep nesting, repeated or misspelt keys, a non-UTF-8 byte), are fed
 `load_config` as files; the hostile values also go in as `--set key=value` overrides. Each
 must give a Config that loads again unchanged from its own dict (what a checkpoint stores)
 or raise PneumoError.
+
+`--target metadata` fuzzes the model loaders: a copy of the bundled model's `meta.json` and of
+its export's JSON (`src/pneumo/weights/pneumo.json`, beside a copy of `pneumo.onnx`) after one to
+three edits (a value swapped for a hostile one: NaN, infinities, huge, negative and tiny numbers,
+an integer too large for a float, wrong types, other tasks, classes and architectures, forged
+checksums, a deeply nested array; a key deleted or added; a number nudged or written as a
+string; a value copied from elsewhere in the file), or a third of the time damaged as bytes.
+Each file is fed twice: as edited, which its checksum must catch, and resealed after the edit
+with the library's own sealing function (`pneumo.models.meta.seal`; for an export, its checkpoint
+record and then the whole JSON), which gets past the checksum to the field checks. Each is loaded
+through the real loader (`load_model` on the folder, or on the .onnx) and must give a model or
+raise PneumoError; a model that loads must give, for two real films, probabilities that are
+finite and in [0, 1] (a PneumoError while predicting counts as a bug: the loader let it through).
+
+`--target multipart` fuzzes the service's upload reader (`pneumo.serve.upload.read_upload`) in
+process: well-formed multipart/form-data bodies around a real film (a file part and a text
+part; a quoted boundary and a file name with a path) and their Content-Type and Content-Length
+headers are damaged (bytes as above; parts, boundaries, header lines and CRLFs dropped, repeated
+or flooded; hostile Content-Types and lengths), then fed to it as an ASGI request in chunks of
+random sizes, a third of them under a 4 KiB upload limit. Each must give the file's name and at
+most the limit of bytes, or raise the module's client error (`ApiError`, a 4xx); anything else
+is a bug. The parser runs in the calling thread here (not the service's thread pool), so a
+hang is interrupted like any other.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
 import random
 import re
 import shutil
@@ -47,7 +75,7 @@ from pneumo.data.io import ImageInfo, decode_image_with_info
 from pneumo.data.layout import discover
 from pneumo.errors import PneumoError
 
-__all__ = ["main", "mutate", "mutate_config", "repair_png_crcs"]
+__all__ = ["main", "mutate", "mutate_config", "mutate_json", "mutate_multipart", "repair_png_crcs"]
 
 _HEADER_BYTES = 2048
 _BOUNDARY_BYTES = (0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF)
@@ -257,6 +285,323 @@ def _config_seeds(folder: Path) -> list[_Seed]:
     return seeds + [_Seed("overrides (set key=value)", ".override", keys.encode(), run_override, mutator=_mutate_override, reproduce=replay_override)]
 
 
+# --- model metadata (--target metadata) ------------------------------------------------------------
+
+_DEEP = "\x00deep\x00"  # stands for an array nested deeper than Python's recursion limit, spliced in as text
+_HOSTILE_JSON = (
+    float("nan"), float("inf"), -float("inf"), 0, -0.0, 1, -1, 0.5, 1.0000001, 2, 3, 16, 15, 4097, 1e-320, 5e-324, 1e308, -1e308,
+    2**31, 2**63, 2**64, -(2**63), 10**400, "", "x", "1", "0.5", "nan", "ensemble", "seed_cnn", "resnet18", "resnet18_half",
+    "binary", "pathogen", "NORMAL", True, False, None, [], {}, [1, 2], {"a": 1}, ["NORMAL", "PNEUMONIA"], ["PNEUMONIA", "NORMAL"],
+    ["NORMAL", "BACTERIA", "VIRUS"], ["NORMAL"], "0" * 64, "f" * 64, "F" * 64, "0" * 63, "x" * 100_000, "\u0000", "\ud800", "..",
+    "/etc/passwd", "float16", "pixels", ["batch", 1, 224, 224], ["batch", 2], [{"architecture": "resnet18_half"}], _DEEP,
+)  # fmt: skip
+
+
+def _paths(value: object, rng: random.Random) -> list[object]:
+    """A random path (keys and indices) into a JSON value: a walk from the top that stops early half the time."""
+    path: list[object] = []
+    while isinstance(value, (dict, list)) and value and (not path or rng.random() < 0.6):
+        key = rng.choice(list(value)) if isinstance(value, dict) else rng.randrange(len(value))
+        path.append(key)
+        value = value[key]  # type: ignore[index]
+    return path
+
+
+def _leaves(value: object) -> list[object]:
+    """Every scalar and container in a JSON value (to copy one elsewhere)."""
+    out = [value]
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for child in children:
+        out += _leaves(child)
+    return out
+
+
+def _edit(doc: object, rng: random.Random) -> object:
+    """One edit at a random place: a hostile value, a deletion, an unknown key, a nudge, a copy, a type change."""
+    path = _paths(doc, rng)
+    if not path:
+        return rng.choice(_HOSTILE_JSON) if rng.random() < 0.2 else doc
+    parent = doc
+    for key in path[:-1]:
+        parent = parent[key]  # type: ignore[index]
+    key, old = path[-1], parent[path[-1]]  # type: ignore[index]
+    edit = rng.choice(("hostile", "hostile", "hostile", "delete", "add", "nudge", "copy", "string"))
+    if edit == "delete":
+        del parent[key]  # type: ignore[attr-defined]
+    elif edit == "add":
+        target = old if isinstance(old, (dict, list)) else parent
+        if isinstance(target, dict):
+            target[rng.choice(("extra", "threshold ", "Threshold", "meta_sha256", "weights_sha256", "__proto__"))] = rng.choice(_HOSTILE_JSON)
+        else:
+            target.append(rng.choice(_HOSTILE_JSON) if rng.random() < 0.5 else (target[0] if target else 1))  # type: ignore[union-attr]
+    elif edit == "nudge" and isinstance(old, (int, float)) and not isinstance(old, bool):
+        parent[key] = rng.choice(_nudges(old))  # type: ignore[index]
+    elif edit == "copy":
+        parent[key] = json.loads(json.dumps(rng.choice(_leaves(doc))))  # type: ignore[index]
+    elif edit == "string":
+        parent[key] = json.dumps(old)  # type: ignore[index]
+    else:
+        parent[key] = rng.choice(_HOSTILE_JSON)  # type: ignore[index]
+    return doc
+
+
+def _nudges(old: float) -> list[float]:
+    """Numbers near `old` or of the other numeric type (1 -> 1.0, 2.0 -> 2); an int too large for a float keeps its int neighbours."""
+    out: list[float] = [old + 1, old - 1, -old]
+    try:
+        out += [old * 1e6, old / 1e6, old * (1 + 1e-9), float(old) if isinstance(old, int) else int(old)]
+    except (OverflowError, ValueError):  # a huge int, or a float that is NaN or infinite
+        pass
+    return out
+
+
+def _dump(doc: object) -> bytes:
+    """JSON as Python writes it (NaN and Infinity included), with `_DEEP` spliced in as a 10,000-deep array."""
+    text = json.dumps(doc, indent=1)
+    return text.replace(json.dumps(_DEEP), "[" * 10_000 + "]" * 10_000).encode("utf-8", "surrogatepass")
+
+
+def mutate_json(data: bytes, rng: random.Random) -> bytes:
+    """A JSON document after 1-3 edits of its values and keys (`_edit`), or (a third of the time) of its bytes."""
+    if rng.random() < 1 / 3:
+        return mutate(data, rng)
+    doc = json.loads(data)
+    for _ in range(rng.randint(1, 3)):
+        doc = _edit(doc, rng)
+    return _dump(doc)
+
+
+def _reseal(data: bytes, export: bool) -> bytes:
+    """The document with its checksums recomputed by the library's writer (`seal`): as a forger with
+    pneumo would; an export's checkpoint record first, then the whole. Unchanged when it is not a JSON object."""
+    from pneumo.models.meta import seal
+
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return data
+    if not isinstance(doc, dict):
+        return data
+    if export and isinstance(doc.get("checkpoint"), dict):
+        doc["checkpoint"] = seal(doc["checkpoint"])
+    try:
+        return json.dumps(seal(doc), indent=1).encode("utf-8", "surrogatepass")
+    except (ValueError, RecursionError, TypeError):
+        return data
+
+
+def _films() -> list[Path]:
+    train = DATA / "chest_xray" / "train"
+    return [min((train / "NORMAL").glob("*.jpeg")), min((train / "PNEUMONIA").glob("*.jpeg"))]
+
+
+def _check_predictions(model: object) -> None:
+    """Two real films through a model that loaded: finite probabilities in [0, 1] and a label each."""
+    from pneumo.data.preprocess import load_image
+
+    try:
+        model = model.with_feature_check()  # type: ignore[attr-defined]
+        images = np.stack([load_image(f, model.image_size) for f in _films()])
+        probs, _ = model.probabilities_and_scores(images)
+        p = model.pneumonia_probability(images)
+        labels = [model.label(float(x)) for x in p]
+    except PneumoError as exc:
+        raise AssertionError(f"the model loaded, then predicting raised PneumoError: {exc}") from None
+    assert probs.shape == (2, len(model.classes)), f"probabilities of shape {probs.shape} for {len(model.classes)} classes"
+    assert np.isfinite(probs).all() and (probs >= 0).all() and (probs <= 1).all(), f"probabilities {probs.tolist()}"
+    assert all(label in ("NORMAL", "PNEUMONIA") for label in labels), f"labels {labels}"
+
+
+def _metadata_seeds(folder: Path) -> list[_Seed]:
+    """meta.json in a copy of the bundled model's folder, and the export's JSON beside a copy of its graph; each as edited and resealed."""
+    from pneumo.inference.predict import bundled_model_dir, load_model
+    from pneumo.models.checkpoint import copy_checkpoint
+
+    bundled = bundled_model_dir()
+    model_dir = copy_checkpoint(bundled, folder / "model")
+    export_dir = folder / "export"
+    export_dir.mkdir()
+    shutil.copy(bundled / "pneumo.onnx", export_dir / "pneumo.onnx")
+
+    def run_meta(data: bytes, i: int) -> None:
+        (model_dir / "meta.json").write_bytes(data)
+        _check_predictions(load_model(model_dir))
+
+    def run_export(data: bytes, i: int) -> None:
+        (export_dir / "pneumo.json").write_bytes(data)
+        _check_predictions(load_model(export_dir / "pneumo.onnx"))
+
+    def replay_meta(path: Path) -> str:
+        return (
+            "import shutil, tempfile; from pathlib import Path; from pneumo.models.checkpoint import copy_checkpoint; "
+            "from pneumo.inference.predict import bundled_model_dir, load_model; "
+            f"f = copy_checkpoint(bundled_model_dir(), Path(tempfile.mkdtemp()) / 'm'); shutil.copy({str(path)!r}, f / 'meta.json'); load_model(f)"
+        )
+
+    def replay_export(path: Path) -> str:
+        return (
+            "import shutil, tempfile; from pathlib import Path; from pneumo.inference.predict import bundled_model_dir, load_model; "
+            "f = Path(tempfile.mkdtemp()); shutil.copy(bundled_model_dir() / 'pneumo.onnx', f); "
+            f"shutil.copy({str(path)!r}, f / 'pneumo.json'); load_model(f / 'pneumo.onnx')"
+        )
+
+    meta, export = (bundled / "meta.json").read_bytes(), (bundled / "pneumo.json").read_bytes()
+    run_meta(meta, 0)  # the unedited files load and predict (and the imports are done before the clock starts)
+    run_export(export, 0)
+    return [
+        _Seed("meta.json", ".json", meta, run_meta, mutator=mutate_json, reproduce=replay_meta),
+        _Seed("meta.json (resealed)", ".json", meta, run_meta, lambda d: _reseal(d, False), mutate_json, replay_meta),
+        _Seed("pneumo.json", ".json", export, run_export, mutator=mutate_json, reproduce=replay_export),
+        _Seed("pneumo.json (resealed)", ".json", export, run_export, lambda d: _reseal(d, True), mutate_json, replay_export),
+    ]
+
+
+# --- uploads (--target multipart) -----------------------------------------------------------------
+
+_UPLOAD_LIMIT, _SMALL_LIMIT = 25 * 2**20, 4096  # the service's default, and one a film exceeds
+_HOSTILE_CONTENT_TYPES = (
+    b"", b"multipart/form-data", b"multipart/form-data;", b"multipart/form-data; boundary=", b'multipart/form-data; boundary=""',
+    b"multipart/form-data; boundary=" + b"b" * 70, b"multipart/form-data; boundary=" + b"b" * 71, b"multipart/form-data; boundary=" + b"b" * 5000,
+    b"MULTIPART/FORM-DATA; BOUNDARY=XyZ", b"multipart/form-data; boundary=XyZ; boundary=Other", b"multipart/form-data; boundary=XyZ; charset=utf-8",
+    b'multipart/form-data; boundary="XyZ', b"multipart/form-data; boundary=X y Z", b"multipart/form-data;;;;; boundary=XyZ",
+    b"multipart/form-data; boundary*=utf-8''XyZ", b"multipart/mixed; boundary=XyZ", b"application/x-www-form-urlencoded", b"text/plain",
+    b"image/jpeg", b"multipart/form-data; boundary=\xff\xfe", b"multipart/form-data; boundary=\x00", b"multipart/form-data; boundary=--",
+    b";" * 2000, b"multipart/form-data; " + b"a=b; " * 300 + b"boundary=XyZ", b"multipart/form-data\x00; boundary=XyZ",
+)  # fmt: skip
+_HOSTILE_LENGTHS = (b"", b"0", b"-1", b"1", b"abc", b"99999999999999999999", b"1e3", b" 12", b"26214400", b"27000000", b"\xff")
+
+
+def _split_request(data: bytes) -> tuple[dict[bytes, bytes], bytes]:
+    """An input's two header lines and its body (the first blank line divides them)."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    headers: dict[bytes, bytes] = {}
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip().replace(b"\r", b"").replace(b"\n", b"")
+    return headers, body
+
+
+def _join_request(headers: dict[bytes, bytes], body: bytes) -> bytes:
+    return b"\r\n".join(k + b": " + v for k, v in headers.items()) + b"\r\n\r\n" + body
+
+
+def _form(boundary: bytes, parts: list[tuple[bytes, bytes]]) -> bytes:
+    body = b"".join(b"--" + boundary + b"\r\n" + h + b"\r\n\r\n" + d + b"\r\n" for h, d in parts)
+    return body + b"--" + boundary + b"--\r\n"
+
+
+def _body_edit(body: bytes, boundary: bytes, rng: random.Random) -> bytes:
+    """One structural edit of a multipart body: parts and header lines dropped, repeated or flooded; line ends lost; the boundary changed."""
+    delimiter = b"--" + boundary
+    pieces = body.split(delimiter)
+    edit = rng.choice(("drop_part", "repeat_part", "many_parts", "header_flood", "long_header", "no_crlf", "boundary", "no_end", "file_twice", "filename", "preamble"))
+    if edit == "drop_part" and len(pieces) > 2:
+        del pieces[rng.randrange(1, len(pieces) - 1)]
+    elif edit == "repeat_part" and len(pieces) > 2:
+        pieces.insert(rng.randrange(1, len(pieces)), pieces[rng.randrange(1, len(pieces) - 1)][:4096])
+    elif edit == "many_parts":
+        pieces[1:1] = [b'\r\nContent-Disposition: form-data; name="n"\r\n\r\nv\r\n'] * rng.choice((15, 16, 17, 1000))
+    elif edit == "header_flood":
+        n = rng.choice((7, 8, 9, 500))
+        pieces[-2 if len(pieces) > 2 else 0] = b"\r\n" + b"X-A: b\r\n" * n + pieces[-2 if len(pieces) > 2 else 0].lstrip(b"\r\n")
+    elif edit == "long_header":
+        pieces[1 if len(pieces) > 1 else 0] = b'\r\nContent-Disposition: form-data; name="file"; filename="' + b"a" * rng.choice((4000, 5000, 70000)) + b'"' + pieces[1 if len(pieces) > 1 else 0]
+    elif edit == "no_crlf":
+        return body.replace(b"\r\n", rng.choice((b"\n", b"\r", b"")), rng.randint(1, 6))
+    elif edit == "boundary":
+        return body.replace(delimiter, rng.choice((b"--" + boundary[:-1], b"-" + boundary, b"--" + boundary + b"x", b"--" + boundary.upper())), rng.randint(1, 3))
+    elif edit == "no_end":
+        return body[: body.rfind(delimiter)] if delimiter in body else body[:-8]
+    elif edit == "file_twice":
+        return body + _form(boundary, [(b'Content-Disposition: form-data; name="file"; filename="b.png"', b"\x89PNG")])
+    elif edit == "filename":
+        name = rng.choice((b"", b"/", b"..", b"../../etc/passwd", b"C:\\\\x\\\\", b"\xff\xfe", b"a\x00b", b"\xe2\x80\xae" + b"gpj.exe", b"x" * 300, b'"', b"%00"))
+        return body.replace(b'filename="', b'filename="' + name, 1) if rng.random() < 0.5 else body.replace(b'; filename="', b"; filename*=UTF-8''" + name + b'; x="', 1)
+    else:
+        return rng.choice((b"preamble\r\n", b"\r\n" * 100, b"--\r\n", b"\x00" * 10)) + body
+    return delimiter.join(pieces)
+
+
+def mutate_multipart(data: bytes, rng: random.Random) -> bytes:
+    """A request (`_split_request`) after 1-3 edits of its Content-Type, its Content-Length or its body."""
+    headers, body = _split_request(data)
+    boundary = _boundary_of(headers.get(b"content-type", b""))
+    for _ in range(rng.randint(1, 3)):
+        where = rng.random()
+        if where < 0.2:
+            headers[b"content-type"] = rng.choice(_HOSTILE_CONTENT_TYPES) if rng.random() < 0.7 else mutate(headers.get(b"content-type", b""), rng)
+        elif where < 0.3:
+            headers[b"content-length"] = rng.choice(_HOSTILE_LENGTHS)
+        elif where < 0.65:
+            body = _body_edit(body, boundary, rng)
+        else:
+            body = mutate(body, rng)
+    if b"content-length" in headers and rng.random() < 0.5 and headers[b"content-length"].isdigit():
+        headers[b"content-length"] = str(len(body)).encode()  # usually the honest length of the damaged body
+    return _join_request(headers, body)
+
+
+def _boundary_of(content_type: bytes) -> bytes:
+    found = re.search(rb'boundary="?([^";]*)', content_type)
+    return found.group(1) if found and found.group(1) else b"XyZ"
+
+
+def _multipart_seeds() -> list[_Seed]:
+    """Three forms around a real film, fed to read_upload as an ASGI request in chunks of random sizes."""
+    from pneumo.serve import upload
+
+    async def inline(func, *args):  # the parser in this thread, where the alarm can stop it
+        return func(*args)
+
+    upload.run_in_threadpool = inline  # type: ignore[assignment]
+    logging.getLogger("python_multipart").setLevel(logging.CRITICAL)
+    film = _films()[0].read_bytes()
+    plain = _form(b"XyZ", [(b'Content-Disposition: form-data; name="file"; filename="a.jpeg"\r\nContent-Type: image/jpeg', film)])
+    two = _form(b"----pneumo7MA4YWxkTrZu0gW", [(b'Content-Disposition: form-data; name="note"', b"hello"),
+                                               (b'Content-Disposition: form-data; name="file"; filename="C:\\\\films\\\\b.jpeg"', film)])
+    seeds = [
+        _join_request({b"content-type": b"multipart/form-data; boundary=XyZ", b"content-length": str(len(plain)).encode()}, plain),
+        _join_request({b"content-type": b'multipart/form-data; boundary="----pneumo7MA4YWxkTrZu0gW"', b"content-length": str(len(two)).encode()}, two),
+        _join_request({b"content-type": b"multipart/form-data; charset=utf-8; boundary=XyZ"}, plain),
+    ]
+
+    def run(data: bytes, i: int) -> None:
+        headers, body = _split_request(data)
+        limit = _SMALL_LIMIT if i % 3 == 2 else _UPLOAD_LIMIT
+        rng = random.Random(i)
+        chunks, at = [], 0
+        while at < len(body):
+            size = rng.choice((1, 7, 512, 4096, 65536, len(body)))
+            chunks.append(body[at : at + size])
+            at += size
+        if rng.random() < 0.2:
+            chunks.insert(rng.randrange(len(chunks) + 1), b"")
+        messages = [{"type": "http.request", "body": c, "more_body": k < len(chunks) - 1} for k, c in enumerate(chunks)] or [
+            {"type": "http.request", "body": b"", "more_body": False}
+        ]
+
+        async def receive() -> dict:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/predict", "query_string": b"", "headers": list(headers.items()), "http_version": "1.1"}
+        try:
+            name, got = asyncio.run(upload.read_upload(upload.Request(scope, receive), limit))
+        except upload.ApiError as exc:
+            assert 400 <= exc.status < 500 and "\n" not in exc.message and len(exc.message) < 1000, f"ApiError {exc.status}: {exc.message[:200]!r}"
+            raise PneumoError(exc.message) from None  # counted as the expected refusal
+        assert isinstance(name, str) and name and "/" not in name and "\\" not in name, f"file name {name!r}"
+        assert isinstance(got, bytes) and len(got) <= limit, f"{len(got)} bytes under a limit of {limit}"
+
+    def replay(path: Path) -> str:
+        return (
+            "import asyncio, sys; sys.path.insert(0, 'benchmarks'); import fuzz_inputs as f; "
+            f"f._multipart_seeds()[0].run(open({str(path)!r}, 'rb').read(), 0)"
+        )
+
+    names = ("form with the file", "two parts, quoted boundary", "charset before boundary, no length")
+    return [_Seed(n, ".http", s, run, mutator=mutate_multipart, reproduce=replay) for n, s in zip(names, seeds)]
+
+
 def _save(out: Path, seed: _Seed, kind: str, data: bytes, detail: str) -> Path:
     """The input and a note on how to reproduce it; returns the input's path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -281,9 +626,17 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=0, help="stop after this many inputs instead")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the mutations")
     parser.add_argument("--out", type=Path, default=Path("fuzz-findings"), help="folder for inputs that found a bug")
-    parser.add_argument("--budget", type=float, default=2.0, help="seconds an input may take before it counts as a hang")
-    parser.add_argument("--target", choices=("inputs", "configs"), default="inputs", help="images and manifests (default), or config files and --set overrides")
+    parser.add_argument(
+        "--budget", type=float, default=None,
+        help="seconds an input may take before it counts as a hang (default 2; 15 for metadata, where a model is loaded and run)",
+    )
+    parser.add_argument(
+        "--target", choices=("inputs", "configs", "metadata", "multipart"), default="inputs",
+        help="images and manifests (default), config files and --set overrides, model metadata (meta.json, the export JSON), or upload bodies",
+    )
     args = parser.parse_args()
+    if args.budget is None:
+        args.budget = 15.0 if args.target == "metadata" else 2.0
 
     rng = random.Random(args.seed)
     warnings.simplefilter("ignore")  # PIL and pydicom warn about damaged files; outcomes are what count here
@@ -291,7 +644,7 @@ def main() -> None:
     bugs: dict[tuple[str, str], int] = {}  # (seed, kind of bug) -> inputs that showed it
     found: list[str] = []
     with tempfile.TemporaryDirectory() as folder:
-        seeds = _config_seeds(Path(folder)) if args.target == "configs" else _seeds(Path(folder))
+        seeds = {"configs": _config_seeds, "metadata": _metadata_seeds, "multipart": lambda _f: _multipart_seeds()}.get(args.target, _seeds)(Path(folder))
         start, i = time.perf_counter(), 0
         while (i < args.iterations) if args.iterations else (time.perf_counter() - start < args.seconds):
             seed = seeds[i % len(seeds)]
@@ -335,8 +688,10 @@ def main() -> None:
     ]
     totals = [sum(r[k] for r in rows) for k in range(2, 7)]
     rows.append(("**all**", "", *totals, "", round(1000 * max(s.slowest[0] for s in seeds if s.times))))
-    columns = ["seed", "bytes", "inputs", "loaded" if args.target == "configs" else "decoded / read", "PneumoError", "other exception", f"hang (> {args.budget:g} s)", "median ms", "slowest ms"]
-    what = "the config reader" if args.target == "configs" else "decoders and the manifest reader"
+    accepted = {"configs": "loaded", "metadata": "loaded and predicted", "multipart": "parsed"}.get(args.target, "decoded / read")
+    refused = "ApiError (4xx)" if args.target == "multipart" else "PneumoError"
+    columns = ["seed", "bytes", "inputs", accepted, refused, "other exception", f"hang (> {args.budget:g} s)", "median ms", "slowest ms"]
+    what = {"configs": "the config reader", "metadata": "the model loaders", "multipart": "the upload reader"}.get(args.target, "decoders and the manifest reader")
     print(table(f"Fuzzing {what}: {i} mutated inputs in {seconds:.0f} s (seed {args.seed})", columns, rows))
     for (seed_name, kind), count in sorted(bugs.items()):
         print(f"- {count} inputs: {kind} on {seed_name}")

@@ -74,3 +74,20 @@ def test_unreadable_images_are_skipped_and_reported(trained_run: Path, small_fol
     assert rep["n"] == 119 and [s["path"] for s in rep["skipped"]] == [str(broken)]
     with pytest.raises(PneumoError, match="1 of 120 images cannot be read"):
         evaluate(data, model=trained_run, n_boot=50, progress=False, strict=True)
+
+
+def test_a_non_finite_probability_stops_the_evaluation_naming_the_film(small_folder: Path) -> None:
+    """NaN >= threshold is False: counted, it would read NORMAL and move every metric. It is an error naming the film."""
+    from pneumo.inference.base import Model
+    from pneumo.models.meta import CheckpointMeta
+
+    class Broken(Model):
+        meta = CheckpointMeta("seed_cnn", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=32, mean=0.0, std=1.0, threshold=0.5)
+
+        def class_probabilities(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+            p = np.full(len(images), 0.3)
+            p[5] = np.nan
+            return np.c_[1 - p, p]
+
+    with pytest.raises(PneumoError, match=r"non-finite probability for .*NORMAL.*\.jpeg \(\[nan, nan\]\)"):
+        evaluate(small_folder, model=Broken(), n_boot=10, progress=False)

@@ -185,3 +185,32 @@ def test_multiclass_absent_class() -> None:
     assert virus["support"] == 0 and math.isnan(virus["roc_auc"]) and math.isnan(virus["recall"])
     assert m["accuracy"] == 1.0
     assert m["macro"]["recall"] == pytest.approx(1.0)  # NaN of the absent class is left out
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_probability_is_an_error_never_a_normal_verdict(bad: float) -> None:
+    from pneumo.errors import PneumoError
+
+    p = [*P[:3], bad, *P[4:]]
+    for call in (lambda: binary_metrics(Y, p, 0.5), lambda: summary_metrics(np.array(Y), np.array(p), 0.5),
+                 lambda: bootstrap_intervals(Y, p, 0.5, n_boot=10)):
+        with pytest.raises(PneumoError, match=r"non-finite probability for film 4 of 10"):
+            call()
+    probs = np.array([[0.7, 0.2, 0.1], [bad, 0.5, 0.5]])
+    with pytest.raises(PneumoError, match="non-finite probability for film 2 of 2"):
+        multiclass_metrics([0, 1], probs, ["NORMAL", "BACTERIA", "VIRUS"])
+
+
+def test_metrics_report_names_the_film_with_a_non_finite_probability() -> None:
+    from pathlib import Path
+
+    from pneumo.data.layout import Record
+    from pneumo.errors import PneumoError
+    from pneumo.evaluation.report import metrics_report
+    from pneumo.tasks import BINARY
+
+    records = [Record(Path(f"film{i}.jpeg"), "PNEUMONIA" if y else "NORMAL", None, f"p{i}") for i, y in enumerate(Y)]
+    probs = np.c_[1 - np.array(P), P]
+    probs[6] = [np.nan, np.nan]
+    with pytest.raises(PneumoError, match=r"non-finite probability for film6\.jpeg \(\[nan, nan\]\); the model or the input is damaged"):
+        metrics_report(records, probs, BINARY, 0.5, n_boot=10, seed=0)

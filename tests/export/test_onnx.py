@@ -321,3 +321,24 @@ def test_a_pathogen_seed_cnn_exports_its_softmax(tmp_path: Path, files: list[Pat
     probs = model.class_probabilities(np.stack([load_image(f, 180) for f in files[:3]]))
     assert probs.shape == (3, 3) and model.classes == classes
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_an_output_that_is_a_folder_or_a_device_is_refused_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import stat
+
+    def no_work(*_a: object, **_k: object) -> None:
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(export, "load_model", no_work)
+    (tmp_path / "folder.onnx").mkdir()
+    (tmp_path / "folder.onnx" / "keep").write_text("mine")
+    (tmp_path / "null.onnx").symlink_to("/dev/null")
+    (tmp_path / "json.json").mkdir()
+    for out, message in ((tmp_path / "folder.onnx", "is a folder, not a file"), (tmp_path / "null.onnx", "is a device, not a regular file"),
+                         (tmp_path / "json.onnx", r"metadata file .*json\.json is a folder")):
+        with pytest.raises(PneumoError, match=message):
+            export_onnx(None, out)
+    assert (tmp_path / "folder.onnx" / "keep").read_text() == "mine" and (tmp_path / "json.json").is_dir()
+    assert (tmp_path / "null.onnx").is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.onnx", "json.json", "null.onnx"]  # no staging folder left

@@ -357,3 +357,28 @@ def test_resume_after_a_cut_at_every_byte_writes_each_file_once(tmp_path: Path) 
         assert out.read_bytes() == data, cut
     assert [r["path"] for r in parsed(out)] == names
     assert parsed(out)[0]["abstain_reason"] == "@reason, with\nnewline" and parsed(out)[0]["warnings"] == "-warned; =x"
+
+
+def test_an_output_that_is_a_folder_or_a_device_is_refused_before_any_work(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import stat
+
+    from pneumo.inference import batch
+
+    def no_work(*_a: object, **_k: object) -> None:
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(batch, "_load_classifier", no_work)
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "folder.csv" / "keep").write_text("mine")
+    (tmp_path / "null.csv").symlink_to("/dev/null")
+    (tmp_path / "side.skipped.csv").mkdir()
+    cases = ((tmp_path / "folder.csv", "is a folder, not a file"), (tmp_path / "null.csv", "is a device, not a regular file"),
+             (Path("/dev/null"), "is a device, not a regular file"), (tmp_path / "side.csv", r"unreadable files .*side\.skipped\.csv is a folder"))
+    for out, message in cases:
+        for resume in (False, True):
+            with pytest.raises(PneumoError, match=message):
+                predict_archive(archive, out, progress=False, resume=resume)
+    assert (tmp_path / "folder.csv" / "keep").read_text() == "mine" and (tmp_path / "side.skipped.csv").is_dir()
+    assert (tmp_path / "null.csv").is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.csv", "null.csv", "side.skipped.csv"]

@@ -194,3 +194,37 @@ def test_seed_cnn_features_and_refitting_guard(split_images: tuple, fit: CheckFi
         replace(small, check=fit.check).probabilities_and_scores(x[:2])
     with pytest.raises(PneumoError, match="at least"):
         fit_feature_check(small, x[:5])
+
+
+def test_saving_a_check_seals_it_into_the_metadata(tmp_path: Path) -> None:
+    """A newly trained folder (no check yet) and a copied one (a check already recorded) both end with
+    meta.json recording the new file's checksum, and load; an edited meta.json is refused before any write."""
+    from pneumo.models.checkpoint import read_meta, save_checkpoint
+    from pneumo.utils.files import sha256_file
+
+    net = create_model("seed_cnn", image_size=64).eval()
+    meta = CheckpointMeta("seed_cnn", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=64, mean=0.0, std=1.0, threshold=0.5)
+    trained = save_checkpoint(tmp_path / "trained", net, meta)
+    assert read_meta(trained).features_sha256 == ""
+    x = np.random.default_rng(0).integers(0, 256, (40, 64, 64), dtype=np.uint8)
+    check = fit_feature_check(TorchModel(net, meta), x).check
+    save_feature_check(check, trained)
+    assert json.loads((trained / "meta.json").read_text())["features_sha256"] == sha256_file(trained / FEATURES)
+    loaded = TorchModel.load(trained).with_feature_check()
+    assert loaded.check is not None and np.isfinite(loaded.class_probabilities(x[:2])).all()
+
+    copied = copy_checkpoint(bundled_model_dir(), tmp_path / "copied")
+    before = sha256_file(copied / FEATURES)
+    bundled = load_feature_check(copied)
+    assert bundled is not None
+    save_feature_check(replace(bundled, distance_limit=bundled.distance_limit * 2), copied)
+    recorded = read_meta(copied).features_sha256
+    assert recorded == sha256_file(copied / FEATURES) != before
+    # (what read_checkpoint checks before loading; the seed_cnn folder above loaded whole)
+
+    values = json.loads((copied / "meta.json").read_text())
+    (copied / "meta.json").write_text(json.dumps({**values, "threshold": 0.1}))
+    written = (copied / FEATURES).read_bytes()
+    with pytest.raises(PneumoError, match="edited"):
+        save_feature_check(bundled, copied)
+    assert (copied / FEATURES).read_bytes() == written

@@ -177,3 +177,48 @@ def test_concurrent_uploads_share_forward_passes(client: TestClient) -> None:
     assert [a.json()["filename"] for a in answers] == [f.name for f in films]  # each answer is its own film's
     expected = predict(films)
     assert [a.json()["probability"] for a in answers] == pytest.approx([p.probability for p in expected], abs=1e-5)
+
+
+def test_the_export_beside_a_checkpoint_is_used_only_for_the_same_metadata(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Same weights but a threshold moved after export (write_meta, as calibrate does): the stale export is not the fast path."""
+    import shutil
+    from types import SimpleNamespace
+
+    from pneumo.inference.onnx_backend import OnnxModel
+    from pneumo.inference.predict import bundled_model_dir
+    from pneumo.models.checkpoint import copy_checkpoint, read_meta, write_meta
+    from pneumo.serve.app import _export_of
+
+    folder = copy_checkpoint(bundled_model_dir(), tmp_path / "model")
+    for name in ("pneumo.onnx", "pneumo.json"):
+        shutil.copy(bundled_model_dir() / name, folder / name)
+    assert isinstance(_export_of(SimpleNamespace(folder=folder, meta=read_meta(folder))), OnnxModel)
+    write_meta(folder, read_meta(folder).replace(threshold=0.3, threshold_method="site"))
+    moved = read_meta(folder)
+    assert moved.weights_sha256 == OnnxModel.load(folder / "pneumo.onnx").meta.weights_sha256  # the weights alone would match
+    with caplog.at_level("WARNING", logger="pneumo.serve"):
+        assert _export_of(SimpleNamespace(folder=folder, meta=moved)) is None
+    assert "other metadata" in caplog.text
+
+
+def test_a_classification_error_in_a_batch_is_the_clients_422_and_a_bug_stays_500(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pneumo.serve.app as app_module
+    from pneumo.inference.base import non_finite_error
+
+    real = app_module.classify_images
+
+    def classify(images, infos, names, model, abstain):  # type: ignore[no-untyped-def]
+        if "nan.jpeg" in names:
+            raise non_finite_error("nan.jpeg", [float("nan")])
+        if "bug.jpeg" in names:
+            raise RuntimeError("a genuine bug")
+        return real(images, infos, names, model, abstain)
+
+    monkeypatch.setattr(app_module, "classify_images", classify)
+    client = TestClient(client.app, raise_server_exceptions=False)  # answer a bug as a server does: 500, not re-raised here
+    data = FILM.read_bytes()
+    with ThreadPoolExecutor(3) as pool:  # in one micro-batch: the good film still gets its answer
+        good, bad, bug = pool.map(lambda name: _post(client, name, data), [FILM.name, "nan.jpeg", "bug.jpeg"])
+    assert good.status_code == 200 and good.json()["filename"] == FILM.name
+    assert bad.status_code == 422 and "non-finite probability for nan.jpeg" in bad.json()["error"]
+    assert bug.status_code == 500 and bug.json()["error"].startswith("internal error (RuntimeError)")

@@ -1,4 +1,9 @@
-"""Classification metrics with patient-clustered bootstrap intervals (scikit-learn underneath)."""
+"""Classification metrics with patient-clustered bootstrap intervals (scikit-learn underneath).
+
+A NaN or infinite probability is an error (`pneumo.inference.base.non_finite_error`), never a
+score: `NaN >= threshold` is False, so it would count as a NORMAL verdict and quietly move every
+metric. `finite_probabilities` names the film where the caller knows it.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -12,7 +17,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-__all__ = ["SUMMARY_METRICS", "binary_metrics", "bootstrap_intervals", "multiclass_metrics", "summary_metrics"]
+from pneumo.inference.base import non_finite_error
+
+__all__ = ["SUMMARY_METRICS", "binary_metrics", "bootstrap_intervals", "finite_probabilities", "multiclass_metrics", "summary_metrics"]
 
 SUMMARY_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
 
@@ -21,13 +28,30 @@ def _ratio(a: float, b: float) -> float:
     return float(a / b) if b else float("nan")
 
 
+def finite_probabilities(prob: Sequence[float] | np.ndarray, names: Sequence[object] | None = None) -> np.ndarray:
+    """`prob` as a float array ([N] or [N, n_classes]), or the PneumoError of `non_finite_error`
+    for the first film holding NaN or inf: named from `names` (paths) when given, else by position.
+
+    Example:
+        >>> finite_probabilities([0.2, float("nan")], ["a.jpeg", "b.jpeg"])  # PneumoError naming b.jpeg
+    """
+    p = np.asarray(prob, dtype=float)
+    bad = ~np.isfinite(p)
+    if bad.any():
+        i = int(np.argwhere(bad)[0][0])
+        where = str(names[i]) if names is not None and i < len(names) else f"film {i + 1} of {len(p)}"
+        raise non_finite_error(where, p[i].tolist())
+    return p
+
+
 def binary_metrics(y_true: Sequence[int], prob: Sequence[float], threshold: float = 0.5) -> dict:
     """Metrics of P(positive) against 0/1 labels, the label being `prob >= threshold`.
 
-    ROC and PR AUC are NaN when only one class is present.
+    ROC and PR AUC are NaN when only one class is present. A NaN or infinite probability is a
+    PneumoError naming its position (`finite_probabilities`).
     """
     y = np.asarray(y_true, dtype=int)
-    p = np.asarray(prob, dtype=float)
+    p = finite_probabilities(prob)
     pred = (p >= threshold).astype(int)
     tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
     precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
@@ -54,6 +78,7 @@ def summary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str,
     ROC AUC is the Mann-Whitney statistic with tied scores counted half; PR AUC is average
     precision over the distinct scores, as scikit-learn computes it.
     """
+    p = finite_probabilities(p)
     pos = y == 1
     n_pos, n = int(pos.sum()), len(y)
     pred = p >= threshold
@@ -94,7 +119,7 @@ def bootstrap_intervals(
     With `groups` (patient ids), whole patients are resampled, so several images of one
     child do not count as independent evidence.
     """
-    y, p = np.asarray(y_true, dtype=int), np.asarray(prob, dtype=float)
+    y, p = np.asarray(y_true, dtype=int), finite_probabilities(prob)
     rng = np.random.default_rng(seed)
     if groups is None:
         clusters = [np.array([i]) for i in range(len(y))]
@@ -120,7 +145,8 @@ def bootstrap_intervals(
 def multiclass_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str]) -> dict:
     """Accuracy, per-class precision/recall/F1 and one-vs-rest ROC AUC, macro averages."""
     y = np.asarray(y_true, dtype=int)
-    pred = np.asarray(probs).argmax(axis=1)
+    probs = finite_probabilities(probs)  # argmax would pick a NaN's column
+    pred = probs.argmax(axis=1)
     cm = confusion_matrix(y, pred, labels=list(range(len(classes))))
     per_class = {}
     for i, name in enumerate(classes):

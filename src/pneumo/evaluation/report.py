@@ -11,7 +11,7 @@ import numpy as np
 
 from pneumo.data.layout import Record
 from pneumo.evaluation.calibration import expected_calibration_error, reliability_bins
-from pneumo.evaluation.metrics import binary_metrics, bootstrap_intervals, multiclass_metrics
+from pneumo.evaluation.metrics import binary_metrics, bootstrap_intervals, finite_probabilities, multiclass_metrics
 from pneumo.tasks import BINARY, Task, pneumonia_probability
 from pneumo.utils.files import atomic_write
 
@@ -27,7 +27,11 @@ def metrics_report(records: Sequence[Record], probs: np.ndarray, task: Task, thr
     Args:
         records: the labelled images, in the order of `probs`.
         probs: class probabilities [N, n_classes] (normal first).
+
+    Raises:
+        PneumoError: a probability is NaN or infinite; the message names the record's file.
     """
+    probs = finite_probabilities(probs, [r.path for r in records])
     y = np.array([r.target(BINARY) for r in records])
     p = pneumonia_probability(probs)
     report: dict[str, Any] = binary_metrics(y, p, threshold)

@@ -34,7 +34,7 @@ from pneumo.inference.onnx_backend import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, 
 from pneumo.inference.predict import load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.models.meta import CheckpointMeta, seal
-from pneumo.utils.files import sha256_file
+from pneumo.utils.files import output_file, sha256_file
 
 __all__ = ["EXPORT_FORMAT_VERSION", "PARITY_TOLERANCE", "export_info", "export_onnx"]
 
@@ -130,12 +130,16 @@ def export_onnx(
         {"path": the .onnx file, "max_abs_diff": largest |P_onnx - P_torch|, "n_images": N}.
 
     Raises:
-        PneumoError: `out` is not a .onnx path, the images are malformed, or the exported
-            graph's probabilities differ from PyTorch's by more than `PARITY_TOLERANCE`.
+        PneumoError: `out` is not a .onnx path; it or its .json cannot be written (a folder, a
+            device, a folder without write permission: `pneumo.utils.files.WriteError`, checked
+            before any work); the images are malformed; or the exported graph's probabilities
+            differ from PyTorch's by more than `PARITY_TOLERANCE`.
     """
     out = Path(out).expanduser()
     if out.suffix != ".onnx":
         raise PneumoError(f"{out}: the export must be a .onnx file path, e.g. model.onnx")
+    output_file(out, "the export")  # before any work: not a folder, device or pipe; a folder that can be written
+    output_file(out.with_suffix(".json"), "the export's metadata file")
     loaded = load_model(model)
     if not isinstance(loaded, TorchModel):
         raise PneumoError("export needs a PyTorch checkpoint (a run or checkpoint folder), not an ONNX export")

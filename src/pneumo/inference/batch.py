@@ -37,6 +37,7 @@ from pneumo.inference.formats import TEXT_COLUMNS, prediction_rows
 from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.predict import BUNDLED_ONNX, bundled_model_dir, load_model
 from pneumo.utils.csvfile import format_csv, format_record, open_for_append, read_csv, repair_csv, restore, text_positions
+from pneumo.utils.files import output_file
 from pneumo.utils.progress import make_progress
 from pneumo.utils.walk import IMAGE_SUFFIXES, iter_image_files
 
@@ -175,6 +176,8 @@ class ResultWriter:
         """Check the output before any work: the format is known, and an existing file is only
         appended to when resuming (its rows are then skipped: `writer.done`)."""
         out = Path(out).expanduser()
+        output_file(out, "the output")  # a folder, device or pipe, or a folder that cannot be written: refused before any work
+        output_file(skipped_path(out), "the list of unreadable files")
         parquet = out.suffix.lower() == ".parquet"
         if parquet and importlib.util.find_spec("pyarrow") is None:
             raise PneumoError(f"writing {out.name} needs pyarrow: pip install pyarrow, or name the output .csv")

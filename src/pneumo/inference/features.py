@@ -40,7 +40,7 @@ from torch import nn
 
 from pneumo.errors import PneumoError
 from pneumo.inference.checks import FeatureCheck, mahalanobis_distance
-from pneumo.models.checkpoint import resolve_checkpoint
+from pneumo.models.checkpoint import read_meta, resolve_checkpoint, write_meta
 from pneumo.models.meta import FEATURES, META
 from pneumo.utils.files import write_temp
 from pneumo.utils.progress import progress_bar
@@ -272,10 +272,17 @@ def _weights_sha256(folder: Path) -> str:
 
 
 def save_feature_check(check: FeatureCheck, checkpoint_dir: str | Path) -> Path:
-    """Write `features.safetensors` beside a checkpoint's weights, atomically, tied to those weights by checksum."""
+    """Write `features.safetensors` beside a checkpoint's weights, atomically, tied to those weights
+    by checksum, and re-seal the folder's metadata with the new file's checksum (`features_sha256`),
+    so the folder loads and an edit to either file is caught.
+
+    The metadata is read (and so validated) first: a folder whose meta.json was edited is refused
+    before anything is written."""
     folder = resolve_checkpoint(checkpoint_dir)
-    metadata = {"format": _FORMAT, "weights_sha256": _weights_sha256(folder)}
+    meta = read_meta(folder)
+    metadata = {"format": _FORMAT, "weights_sha256": meta.weights_sha256}
     os.replace(write_temp(folder / FEATURES, lambda tmp: save_file(check.arrays(), str(tmp), metadata=metadata)), folder / FEATURES)
+    write_meta(folder, meta)  # records features_sha256 of the file just written, and meta_sha256 over it
     return folder / FEATURES
 
 

@@ -1,6 +1,7 @@
 """The HTTP service and its page: upload an X-ray, get the verdict, its warnings and a heatmap.
 
-    POST /v1/predict[?cam=true]   multipart form, field `file` (JPEG, PNG or DICOM; sniffed, not trusted by name)
+    POST /v1/predict[?cam=true]   multipart form, field `file` (JPEG, PNG or DICOM; TIFF, BMP, WebP and GIF
+                                  are read too; sniffed, not trusted by name)
     GET  /v1/model                the model's metadata and validation metrics
     GET  /healthz                 liveness
     GET  /metrics                 counters and histograms, Prometheus text format
@@ -12,7 +13,9 @@ decoded in a worker thread, and concurrent requests' images go through the netwo
 (`pneumo.serve.batching`): through onnxruntime where the model has an export (the bundled one
 does), through PyTorch with Grad-CAM, batched too, when a heatmap is asked for. Every request
 gets an access-log line (logger `pneumo.serve.access`); every failure is a JSON body
-`{"error": ...}` with a 4xx/5xx status.
+`{"error": ...}` with a 4xx/5xx status: an upload the model cannot classify (a PneumoError while
+its batch runs, such as a non-finite probability) is that request's 422 with the message, and
+only a bug is a 500.
 
 Example:
     >>> import uvicorn
@@ -123,7 +126,11 @@ class _Job:
 
 
 def _export_of(model: Model) -> OnnxModel | None:
-    """The ONNX export of the same weights beside a PyTorch checkpoint (the bundled model has one), if any."""
+    """The ONNX export of the same model beside a PyTorch checkpoint (the bundled model has one), if any.
+
+    "The same" is the whole metadata (`meta_sha256`: weights, threshold, temperature, task, the
+    input check's checksum): an export of the same weights made before `pneumo calibrate` moved
+    the threshold would answer with the old one."""
     folder = getattr(model, "folder", None)
     if isinstance(model, OnnxModel) or folder is None or not (Path(folder) / BUNDLED_ONNX).is_file():
         return None
@@ -132,7 +139,10 @@ def _export_of(model: Model) -> OnnxModel | None:
     except PneumoError as exc:
         log.warning("not using %s: %s", Path(folder) / BUNDLED_ONNX, exc)
         return None
-    if export.meta.weights_sha256 != model.meta.weights_sha256 or export.feature_check is None:
+    if not export.meta.meta_sha256 or export.meta.meta_sha256 != model.meta.meta_sha256:
+        log.warning("not using %s: it was exported from other metadata than %s holds (export the model again)", Path(folder) / BUNDLED_ONNX, folder)
+        return None
+    if export.feature_check is None:
         return None
     return export
 
@@ -256,7 +266,11 @@ def create_app(
         their overlay as base64 PNGs."""
         name, data = await read_upload(request, limit)
         job = await run_in_threadpool(service.decode, name, data, cam, abstain)
-        return JSONResponse(await service.batcher.submit(job))  # plain JSON types already: no re-encoding pass
+        try:
+            answer = await service.batcher.submit(job)
+        except PneumoError as exc:  # this upload's own failure (the batch was rerun one by one): e.g. a non-finite probability
+            raise ApiError(422, str(exc)) from None
+        return JSONResponse(answer)  # plain JSON types already: no re-encoding pass
 
     @app.get("/v1/model")
     async def model_info() -> dict[str, Any]:
