@@ -38,3 +38,14 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], 
     lines = [f"**{title}** — {ran_on or machine()}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def shifted_report(run: Path, report: dict) -> dict:
+    """A run's validation metrics under the simulated shifts: from its val_report.json, or, for a
+    recipe that did not choose by them (so did not compute them), measured now on its own
+    validation films (`pneumo evaluate RUN/split.csv --split val --model RUN --shifts`)."""
+    if report.get("shifted"):
+        return report["shifted"]
+    from pneumo.evaluation.evaluate import evaluate
+
+    return evaluate(run / "split.csv", model=run, split="val", n_boot=0, shifts=True, progress=False)["shifted"]

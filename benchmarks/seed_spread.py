@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import DATA, table
+from common import DATA, shifted_report, table
 
 from pneumo.config import load_config
 from pneumo.evaluation.robustness import ACQUISITION_SHIFTS, FRAMING_SHIFTS
@@ -62,6 +62,7 @@ def main() -> None:
             cfg = load_config(args.config, [f"data={DATA}", *args.overrides, f"seed={seed}"])
             train(cfg, run, overwrite=True, progress=False, log=print)
         report = json.loads((run / "val_report.json").read_text())
+        report["shifted"] = shifted_report(run, report)
         rows[seed] = summarise(report)
         machines.add(report.get("machine", "unknown machine"))
     columns = list(next(iter(rows.values())))

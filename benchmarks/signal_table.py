@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import table
+from common import shifted_report, table
 
 from pneumo.evaluation.robustness import ACQUISITION_SHIFTS, FRAMING_SHIFTS
 
@@ -44,6 +44,8 @@ def main() -> None:
     args = parser.parse_args()
     names = args.names or [r.name for r in args.runs]
     reports = {name: json.loads((run / "val_report.json").read_text()) for name, run in zip(names, args.runs)}
+    for run, report in zip(args.runs, reports.values()):
+        report["shifted"] = shifted_report(run, report)
     columns = ["model", "threshold", "T", "val ROC AUC", "val accuracy", "val sensitivity", "val specificity", "shifted ROC AUC (mean of 14)",
                "framing sensitivity (worst)", "framing specificity (worst)", "accuracy at 62.5% (mean of 14)", "ECE under shifts", "CAM frame share"]
     print(table("The development signal (validation images none of these models trained on)", columns, [[n, *summary(r)] for n, r in reports.items()]))

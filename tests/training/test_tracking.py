@@ -1,6 +1,8 @@
 """pneumo.training.tracking: a run's epochs, report, pictures and model reach TensorBoard and MLflow, for real."""
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,17 @@ mlflow = pytest.importorskip("mlflow")
 
 
 @pytest.fixture(scope="module")
-def tracked_run(tmp_path_factory: pytest.TempPathFactory, small_folder: Path) -> tuple[Path, str]:
+def tracked_run(tmp_path_factory: pytest.TempPathFactory, small_folder: Path) -> Iterator[tuple[Path, str]]:
     folder = tmp_path_factory.mktemp("tracked")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     cfg = load_config("seed", [f"data={small_folder}", "image_size=32", "epochs=2", "batch_size=16", "limit=80"])
-    train(cfg, folder / "run", progress=False, log=lambda _: None, n_boot=20, mlflow=uri, tensorboard=True)
-    return folder / "run", uri
+    here = os.getcwd()
+    os.chdir(folder)  # MLflow keeps artifacts in ./mlruns beside a local store
+    try:
+        train(cfg, folder / "run", progress=False, log=lambda _: None, n_boot=20, mlflow=uri, tensorboard=True)
+        yield folder / "run", uri
+    finally:
+        os.chdir(here)
 
 
 def test_tensorboard_has_every_epoch_and_the_pictures(tracked_run: tuple[Path, str]) -> None:

@@ -87,10 +87,11 @@ def _calibration_summary(method: str, temperature: float, raw: dict[str, np.ndar
         return expected_calibration_error(np.tile(y, len(names)), np.concatenate([pneumonia_probability(probs[n]) for n in names]))
 
     every = list(raw)
+    shifted = len(every) > 1  # without shifted copies there is nothing pooled to report
     return {
         "method": method, "temperature": temperature,
         "ece_before": ece(raw, ["none"]), "ece_after": ece(calibrated, ["none"]),
-        "ece_shifted_before": ece(raw, every), "ece_shifted_after": ece(calibrated, every),
+        "ece_shifted_before": ece(raw, every) if shifted else None, "ece_shifted_after": ece(calibrated, every) if shifted else None,
     }
 
 
@@ -127,13 +128,17 @@ def operating_point(
         return class_probabilities(model, images, task, meta.mean, meta.std, batch_size)
 
     y_val = (data.y_val > 0).astype(int)
-    raw = shifted_probabilities(predict, data.x_val.cpu().numpy(), progress=progress)  # class probabilities, per shift
+    # the shifted copies (14 more passes over validation, most of the end of a run) only where the
+    # recipe chooses by them; `pneumo evaluate RUN/split.csv --split val --model RUN --shifts` gives them for any run
+    uses_shifts = calibration == "shift" or threshold_method == "shift"
+    x_val = data.x_val.cpu().numpy()
+    raw = shifted_probabilities(predict, x_val, progress=progress) if uses_shifts else {"none": predict(x_val)}  # class probabilities, per shift
     temperature = choose_temperature(calibration, raw, data.y_val)
     calibrated = {name: apply_temperature(probs, temperature) for name, probs in raw.items()}
     shifted = {name: pneumonia_probability(probs) for name, probs in calibrated.items()}
     threshold = choose_threshold(threshold_method, y_val, shifted)
     report = validation_report(data.val, calibrated["none"], threshold, task, data.train, n_boot, seed)
-    report["shifted"] = shift_report(shifted, y_val, threshold)
+    report["shifted"] = shift_report(shifted, y_val, threshold) if uses_shifts else None
     report["calibration"] = _calibration_summary(calibration, temperature, raw, calibrated, y_val)
     report["cam_frame_share"] = _cam_frame_share(model, meta, data.x_val)
     report["threshold_method"] = str(threshold_method)
