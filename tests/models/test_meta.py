@@ -199,3 +199,13 @@ def test_a_record_is_the_same_however_its_numbers_were_given() -> None:
     record = loose.record()
     assert record["threshold"] == 1.0 and isinstance(record["threshold"], float) and record["classes"] == ["NORMAL", "PNEUMONIA"]
     assert CheckpointMeta.load(json.loads(json.dumps(record)), "meta.json").record() == record
+
+
+@pytest.mark.parametrize("field", ["threshold", "temperature", "mean", "std", "dropout"])
+def test_an_integer_too_large_for_a_float_is_refused_not_a_crash(field: str) -> None:
+    with pytest.raises(PneumoError, match=field):
+        CheckpointMeta.load(_record(**{field: 10**400}), "meta.json")
+    members = copy.deepcopy(SHIPPED["members"])
+    members[0]["temperature"] = 10**400
+    with pytest.raises(PneumoError, match="ensemble member 1: temperature"):
+        CheckpointMeta.load(seal({**SHIPPED, "members": members}), "meta.json")

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pneumo.data.io import ImageInfo, decode_image_with_info
+from pneumo.data.io import ImageInfo, decode_image_with_info, read_image_bytes
 from pneumo.data.layout import Record
 from pneumo.data.preprocess import PREPROCESS_VERSION, resize_image
 from pneumo.errors import PneumoError
@@ -109,9 +109,16 @@ def remove_stale_cache_temps(configured: str | Path | None = None) -> tuple[int,
 
 def _digest(path: Path) -> str:
     try:
-        return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+        return hashlib.blake2b(read_image_bytes(path), digest_size=16).hexdigest()  # never blocks on a pipe named .jpeg
     except OSError as exc:
         raise PneumoError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _readable_digest(path: Path) -> str | None:
+    try:
+        return _digest(path)
+    except PneumoError:  # a pipe or device named like an image, a file that cannot be opened
+        return None
 
 
 def _stat(path: Path) -> tuple[int, int]:
@@ -145,7 +152,10 @@ def file_digests(paths: Sequence[Path], workers: int = 0, index_folder: str | Pa
     todo = [i for i, d in enumerate(digests) if d is None]
     if todo:
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            for i, digest in zip(todo, pool.map(_digest, [paths[i] for i in todo])):
+            for i, digest in zip(todo, pool.map(_readable_digest, [paths[i] for i in todo])):
+                if digest is None:  # decoding lists it as skipped, saying why; nothing remembered
+                    digests[i] = f"unreadable:{keys[i]}"
+                    continue
                 digests[i] = digest
                 index[keys[i]] = [*stats[i], digest]
         if index_path and write_index:
@@ -171,7 +181,7 @@ def _decode(args: tuple[Path, int]) -> tuple[np.ndarray, ImageInfo] | str:
     """The image resized with what the file was, or the reason it cannot be read (a message naming the file)."""
     path, size = args
     try:
-        pixels, info = decode_image_with_info(path.read_bytes(), str(path), size_hint=size)
+        pixels, info = decode_image_with_info(read_image_bytes(path), str(path), size_hint=size)
         return resize_image(pixels, size), info
     except OSError as exc:
         return f"cannot read {path}: {exc.strerror or exc}"

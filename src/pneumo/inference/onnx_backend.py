@@ -33,7 +33,7 @@ from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
 from pneumo.inference.checks import FeatureCheck
 from pneumo.models.meta import CheckpointMeta, check_seal
-from pneumo.utils.files import sha256_file
+from pneumo.utils.files import read_json, sha256_file
 from pneumo.utils.progress import progress_bar
 
 __all__ = ["ENCODING", "EXPORT_FORMAT", "EXPORT_FORMAT_VERSION", "OnnxModel", "encode_arrays"]
@@ -88,10 +88,7 @@ class OnnxModel(Model):
         for needed in (onnx_path, json_path):
             if not needed.is_file():
                 raise PneumoError(f"{needed} not found: an exported model is a .onnx file with its .json beside it; make both with `pneumo export`")
-        try:
-            export = json.loads(json_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise PneumoError(f"{json_path} is not readable JSON ({exc}); export the model again") from None
+        export = read_json(json_path, "export the model again")
         _export_meta(export, str(json_path))  # checked before the graph is opened
         if sha256_file(onnx_path) != export["onnx_sha256"]:
             raise PneumoError(f"{onnx_path} does not match the checksum in {json_path.name}: the file is damaged or was replaced; export the model again")

@@ -28,7 +28,7 @@ from pneumo.errors import PneumoError
 from pneumo.models.ensemble import ENSEMBLE, build_ensemble
 from pneumo.models.meta import FEATURES, FORMAT_VERSION, META, WEIGHTS, WRITTEN_BY_PNEUMO, CheckpointMeta
 from pneumo.models.registry import create_model, list_models
-from pneumo.utils.files import atomic_write, sha256_file, write_temp
+from pneumo.utils.files import atomic_write, read_json, sha256_file, write_temp
 
 __all__ = [
     "save_checkpoint", "write_meta", "copy_checkpoint", "resolve_checkpoint", "read_meta", "read_checkpoint", "checkpoint_epoch",
@@ -127,10 +127,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def _read_values(folder: Path) -> object:
-    try:
-        return json.loads((folder / META).read_text())
-    except (OSError, ValueError) as exc:
-        raise PneumoError(f"{folder / META} is not readable JSON ({exc}); {WRITTEN_BY_PNEUMO}") from None
+    return read_json(folder / META, WRITTEN_BY_PNEUMO)
 
 
 def read_meta(folder: Path) -> CheckpointMeta:

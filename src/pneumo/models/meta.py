@@ -204,9 +204,26 @@ _MEMBER_FIELDS = {"architecture": str, "num_outputs": int, "mean": float, "std":
 _MEMBER_REQUIRED = ("architecture", "num_outputs", "mean", "std")
 
 
+def _shown(value: object, limit: int = 60) -> str:
+    """A value as a message shows it: its repr, cut short (a 400-digit number, a huge list)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's digit limit for str()
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _finite(value: float | int) -> bool:
+    """math.isfinite, false for an integer too large for a float (10**400) instead of raising."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _typed(name: str, value: Any, where: str) -> Any:
     """`value` as field `name`'s type, or a PneumoError: JSON's numbers are loose (1 for 1.0), its booleans are not numbers."""
-    wrong = PneumoError(f"{where}: {name} is {value!r}, which is not a valid {name}")
+    wrong = PneumoError(f"{where}: {name} is {_shown(value)}, which is not a valid {name}")
     if isinstance(value, (bool, np.bool_)) and name not in _DICT_FIELDS:
         raise wrong
     if name in _INT_FIELDS:
@@ -218,7 +235,7 @@ def _typed(name: str, value: Any, where: str) -> Any:
             raise wrong
         return None if value is None else int(value)
     if name in _FLOAT_FIELDS:
-        if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+        if not isinstance(value, (int, float, np.integer, np.floating)) or not _finite(value):
             raise wrong
         return float(value)
     if name in _STR_FIELDS:
@@ -298,9 +315,9 @@ def _member_problem(member: dict[str, Any], task: Task, architectures: Collectio
             continue
         value = member[key]
         if isinstance(value, bool) or (kind is str and not isinstance(value, str)) or (kind is int and not isinstance(value, int)):
-            return f"{key} is {value!r}, which is not a valid {key}"
-        if kind is float and (not isinstance(value, (int, float)) or not math.isfinite(value)):
-            return f"{key} is {value!r}, which is not a valid {key}"
+            return f"{key} is {_shown(value)}, which is not a valid {key}"
+        if kind is float and (not isinstance(value, (int, float)) or not _finite(value)):
+            return f"{key} is {_shown(value)}, which is not a valid {key}"
     if member["architecture"] == _ENSEMBLE or (architectures is not None and member["architecture"] not in architectures):
         return f"unknown model {member['architecture']!r} for a member"
     if member["num_outputs"] != task.num_outputs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import hashlib
+import json
 import os
 import re
 import stat
@@ -413,3 +414,28 @@ def sha256_file(path: str | Path) -> str:
     """SHA-256 of a file's bytes, read in chunks (a checkpoint or an archive need not fit in memory)."""
     with Path(path).open("rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+MAX_JSON_BYTES = 256 * 2**20  # a model's metadata with its input check is a few MB
+
+
+def read_json(path: str | Path, hint: str, max_bytes: int = MAX_JSON_BYTES) -> object:
+    """A JSON file a user handed us (a model's metadata): only a regular file, at most `max_bytes`,
+    and any way it can fail to parse (bad UTF-8, bad JSON, nesting deep enough to exhaust the
+    parser's recursion) is a PneumoError ending with `hint` (what to do), never a traceback or a hang."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise PneumoError(f"{path} is {_kind(info.st_mode)}, not a JSON file; {hint}")
+        if info.st_size > max_bytes:
+            raise PneumoError(f"{path} is {describe_size(info.st_size)}, over the {describe_size(max_bytes)} a JSON file of pneumo's can be; {hint}")
+        with path.open("rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise PneumoError(f"cannot read {path}: {exc.strerror or exc}; {hint}") from None
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise PneumoError(f"{path} is not readable JSON ({why}); {hint}") from None
