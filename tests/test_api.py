@@ -22,3 +22,13 @@ def test_public_functions_stay_functions_after_their_modules_load() -> None:
     for name in ("train", "evaluate", "predict", "load_model", "discover"):
         assert callable(getattr(pneumo, name)), name
     assert set(pneumo.__all__) >= {"train", "evaluate", "predict", "load_model", "load_config", "PneumoError"}
+
+
+def test_help_pneumo_lists_the_whole_api() -> None:
+    """`help(pneumo)` shows the lazily loaded functions too, not only what `import pneumo` loads at once."""
+    import pydoc
+
+    text = pydoc.render_doc(pneumo, renderer=pydoc.plaintext)
+    functions = text[text.index("FUNCTIONS"):]
+    for name in ("train(", "evaluate(", "predict(", "load_model(", "discover(", "load_config("):
+        assert name in functions, name
