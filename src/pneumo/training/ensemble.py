@@ -140,7 +140,7 @@ def assemble_ensemble(
     decoded: TrainingData = decode_training_data(configs[0], train, val, torch.device("cpu"), progress, log)
     net, meta = _single(models[0]) if len(models) == 1 else _ensemble(models, members, configs[0], decoded)
     point = operating_point(net, meta, decoded, calibration, threshold, n_boot, seed=0, progress=progress)
-    point.report["input_check"] = write_model(out, net, point.meta, decoded, outlier_films(configs[0], progress, log), progress=progress)
+    point.report["input_check"] = write_model(out, net, point.meta, decoded, outlier_films(configs[0], progress, log), progress=progress, val_rows=point.val_rows)
     save_training_films(out, [r for t, _ in splits for r in t], val, configs[0].cache_dir or None)  # any member's training films
     log(input_check_line(point.report["input_check"]))
     write_figures(out, point, decoded, f"ensemble of {len(models)}")
