@@ -249,6 +249,11 @@ def test_a_cache_that_is_a_file_is_refused_before_any_work(records: list[Record]
         data_fingerprint(records, tmp_path / "a-file" / "sub")
     with pytest.raises(PneumoError, match=r"/dev/null is a device, not a folder"):
         usable_cache("/dev/null")
+    # the name people guess is honoured too, and named in the message
+    monkeypatch.delenv("PNEUMO_CACHE")
+    monkeypatch.setenv("PNEUMO_CACHE_DIR", str(tmp_path / "a-file"))
+    with pytest.raises(PneumoError, match=r"\(\$PNEUMO_CACHE_DIR\) is not usable: .*; point \$PNEUMO_CACHE_DIR at a folder, or unset it$"):
+        decode_dataset(records, SIZE, progress=False)
     assert (tmp_path / "a-file").read_text() == "not a folder"
 
 

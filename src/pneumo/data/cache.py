@@ -44,8 +44,9 @@ class CacheWarning(UserWarning):
 
 
 def cache_dir(configured: str | Path | None = None) -> Path:
-    """The cache folder: the configured one, else $PNEUMO_CACHE, else ~/.cache/pneumo."""
-    folder = Path(configured or os.environ.get("PNEUMO_CACHE") or Path.home() / ".cache" / "pneumo")
+    """The cache folder: the configured one, else $PNEUMO_CACHE (or $PNEUMO_CACHE_DIR, the name
+    people guess), else ~/.cache/pneumo."""
+    folder = Path(configured or os.environ.get("PNEUMO_CACHE") or os.environ.get("PNEUMO_CACHE_DIR") or Path.home() / ".cache" / "pneumo")
     return folder.expanduser()
 
 
@@ -63,10 +64,11 @@ def usable_cache(configured: str | Path | None = None) -> bool:
         output_folder(folder, "the image cache")
     except WriteError as exc:
         if exc.errno == errno.ENOTDIR:
-            setting = (
-                "the config's cache_dir" if configured else "$PNEUMO_CACHE" if os.environ.get("PNEUMO_CACHE") else "the default cache folder"
-            )
-            fix = {"$PNEUMO_CACHE": "point $PNEUMO_CACHE at a folder, or unset it", "the config's cache_dir": "set cache_dir to a folder, or to '' for the default"}
+            variable = next((f"${v}" for v in ("PNEUMO_CACHE", "PNEUMO_CACHE_DIR") if os.environ.get(v)), None)
+            setting = "the config's cache_dir" if configured else variable or "the default cache folder"
+            fix = {"the config's cache_dir": "set cache_dir to a folder, or to '' for the default"}
+            if variable:
+                fix[variable] = f"point {variable} at a folder, or unset it"
             raise PneumoError(
                 f"the image cache {folder} ({setting}) is not usable: {exc.strerror}; "
                 + fix.get(setting, "move that file, or point $PNEUMO_CACHE at a folder")
