@@ -56,6 +56,7 @@ def test_an_uncertain_operating_point_is_warned_about(site: Path, tmp_path: Path
         calibrate_to_site(site, ckpt, tmp_path / "out", progress=False)
 
 
+@pytest.mark.slow  # a new process loading torch
 def test_the_command_prints_before_and_after(site: Path, tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "pneumo", "calibrate", str(site), "--out", str(tmp_path / "m"), "--bootstrap", "100"],

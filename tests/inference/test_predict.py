@@ -129,6 +129,7 @@ def test_what_the_model_cannot_judge_gets_no_verdict_unless_asked(small_folder: 
     assert as_json["abstain"] is True and as_json["label"] is None and as_json["abstain_reason"] == held.abstain_reason
 
 
+@pytest.mark.slow  # new processes loading torch
 def test_the_command_says_no_verdict_and_no_abstain_forces_one(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -81,6 +81,7 @@ def test_data_other_than_the_members_was_trained_on_is_refused(members: list[Pat
         assemble_ensemble(members, tmp_path / "ens", data=small_folder, progress=False, log=lambda _: None)
 
 
+@pytest.mark.slow  # a new process loading torch
 def test_the_command_assembles_and_says_where(members: list[Path], tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -13,6 +13,7 @@ from pneumo.training.tracking import open_trackers
 
 pytest.importorskip("tensorboard")
 mlflow = pytest.importorskip("mlflow")
+pytestmark = pytest.mark.slow  # a real training run reported to both
 
 
 @pytest.fixture(scope="module")
