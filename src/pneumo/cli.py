@@ -268,8 +268,10 @@ def evaluate(
         for name, m in report["shifted"].items():
             shifted.add_row(name, _fmt(m["roc_auc"]), _fmt(m["recall"]), _fmt(m["specificity"]), _fmt(m["accuracy_at_prevalence"]))
         console.print(shifted)
+    if plots:
+        console.print(f"wrote roc.png, confusion.png and reliability.png to {escape(str(plots))}", highlight=False)
     if json_out:
-        console.print(f"wrote {write_report(report, json_out)}")
+        console.print(f"wrote {escape(str(write_report(report, json_out)))}", highlight=False)
 
 
 @app.command()

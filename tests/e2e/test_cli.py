@@ -59,8 +59,9 @@ def test_train_then_evaluate_from_the_command_line(kaggle_root: Path, tmp_path: 
     out = pneumo("train", "--config", "cpu", "--set", f"data={kaggle_root}", "--set", "epochs=2", "--set", "image_size=64", "--out", run, "--quiet").stdout
     assert "validation" in out and "ROC AUC" in out
     report_path = tmp_path / "report.json"
-    table = pneumo("evaluate", kaggle_root / "chest_xray" / "test", "--model", run, "--json", report_path, "--bootstrap", "100").stdout
+    table = pneumo("evaluate", kaggle_root / "chest_xray" / "test", "--model", run, "--json", report_path, "--bootstrap", "100", "--plots", tmp_path / "plots").stdout
     assert "accuracy" in table and "95% CI" in table
+    assert f"wrote roc.png, confusion.png and reliability.png to {tmp_path / 'plots'}" in table and (tmp_path / "plots" / "roc.png").is_file()
     report = json.loads(report_path.read_text())
     for key in ("n", "threshold", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "predictions"):
         assert key in report
