@@ -174,6 +174,7 @@ def test_bad_image_library(case: str, tmp_path: Path, model: OnnxModel) -> None:
     assert str(path) in str(err.value) and fragment in str(err.value)
 
 
+@pytest.mark.slow  # a new process per case; the library and HTTP variants run in the fast set
 @bad_cases
 def test_bad_image_cli(case: str, tmp_path: Path) -> None:
     path = write_bad(case, tmp_path)
@@ -264,6 +265,7 @@ def test_animated_image_uses_the_first_frame_with_a_warning(fmt: str, tmp_path: 
 # --- names: spaces, accents, bytes that are not UTF-8, characters Rich reads as markup ---------------------
 
 
+@pytest.mark.slow  # new processes
 def test_path_with_spaces_and_accents(tmp_path: Path, model: OnnxModel, client: TestClient) -> None:
     folder = tmp_path / "dossier ébauche"
     folder.mkdir()
@@ -296,6 +298,7 @@ def test_dataset_and_manifest_with_accented_paths(tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["splits"]["all"]["images"] == 4
 
 
+@pytest.mark.slow  # new processes
 @pytest.mark.skipif(sys.platform != "linux", reason="needs a file system that stores names as bytes")
 def test_file_name_that_is_not_utf8(tmp_path: Path) -> None:
     path = Path(os.fsdecode(bytes(tmp_path) + b"/radiograf\xeda.jpeg"))  # Latin-1 i-acute, as old Windows archives have

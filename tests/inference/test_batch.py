@@ -179,6 +179,7 @@ def test_the_onnx_backend_never_loads_torch(archive: Path, tmp_path: Path) -> No
     assert result.stdout.strip() == "False"
 
 
+@pytest.mark.slow  # new processes
 def test_the_command_line_streams_resumes_and_refuses_to_overwrite(tmp_path: Path) -> None:
     import os
     import subprocess

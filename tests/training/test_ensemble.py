@@ -17,6 +17,8 @@ from pneumo.tasks import pneumonia_probability
 from pneumo.training.ensemble import assemble_ensemble
 from pneumo.training.loop import train
 
+pytestmark = pytest.mark.slow  # trains its members: several training runs
+
 
 def _quiet() -> dict:
     return {"progress": False, "log": lambda _: None, "n_boot": 50}
@@ -81,7 +83,6 @@ def test_data_other_than_the_members_was_trained_on_is_refused(members: list[Pat
         assemble_ensemble(members, tmp_path / "ens", data=small_folder, progress=False, log=lambda _: None)
 
 
-@pytest.mark.slow  # a new process loading torch
 def test_the_command_assembles_and_says_where(members: list[Path], tmp_path: Path) -> None:
     import subprocess
     import sys
