@@ -5,6 +5,9 @@ No test touches the network or a GPU; the decoded-image cache goes to a temporar
 from __future__ import annotations
 
 import shutil
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,22 @@ import pytest
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 TRAIN = SHARED / "chest_xray" / "train"
 SAMPLES = SHARED / "samples"
+
+
+@contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Fail, rather than hang the run, should the code inside block (on a FIFO, say): SIGALRM interrupts it."""
+
+    def fail(*_: object) -> None:
+        raise TimeoutError(f"blocked for more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def pick(label: str, n: int, offset: int = 0) -> list[Path]:

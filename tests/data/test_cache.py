@@ -330,22 +330,12 @@ def test_stale_temporary_files_in_the_cache_are_removed_fresh_ones_kept(folder: 
 
 
 def test_a_pipe_named_like_an_image_in_a_dataset_is_skipped_not_waited_on(tmp_path: Path) -> None:
-    import signal
-
     from pneumo.data.layout import discover
-    from tests.conftest import copy_class_folders
+    from tests.conftest import copy_class_folders, deadline
 
     root = copy_class_folders(tmp_path / "data", {"NORMAL": 2, "PNEUMONIA": 2})
     os.mkfifo(root / "NORMAL" / "pipe.jpeg")
 
-    def hung(*_: object) -> None:
-        raise TimeoutError("decoding waited on a FIFO")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(20)
-    try:
+    with deadline(20):
         dataset = decode_dataset(discover(root).split(None), 32, tmp_path / "cache", progress=False)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
     assert len(dataset.records) == 4 and [(Path(p).name, "named pipe" in m) for p, m in dataset.skipped] == [("pipe.jpeg", True)]

@@ -5,11 +5,9 @@ import copy
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,7 +36,7 @@ from pneumo.data.io import (
 )
 from pneumo.data.preprocess import load_image, normalise, resize_image
 from pneumo.errors import PneumoError
-from tests.conftest import SAMPLES, pick
+from tests.conftest import SAMPLES, deadline, pick
 
 
 @pytest.fixture(scope="module")
@@ -549,22 +547,6 @@ def test_import_does_not_load_pydicom() -> None:
 # --- what is not a regular file, or far too large -------------------------------------------------
 
 
-@contextmanager
-def _deadline(seconds: int):
-    """Fail, rather than hang the run, should a read block (SIGALRM interrupts it)."""
-
-    def fail(*_: object) -> None:
-        raise TimeoutError(f"blocked for more than {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 posix_only = pytest.mark.skipif(os.name != "posix", reason="FIFOs, devices and /proc are POSIX")
 
 
@@ -572,7 +554,7 @@ posix_only = pytest.mark.skipif(os.name != "posix", reason="FIFOs, devices and /
 def test_fifo_named_like_an_image_is_refused_at_once(tmp_path: Path) -> None:
     fifo = tmp_path / "x.jpeg"
     os.mkfifo(fifo)  # no writer: opening it for reading would wait forever
-    with _deadline(5):
+    with deadline(5):
         for read in (read_image, read_image_with_info, read_image_bytes, check_image_file, lambda p: load_image(p, 64)):
             with pytest.raises(PneumoError, match=r"is a named pipe \(FIFO\), not an image file") as err:
                 read(fifo)
@@ -592,7 +574,7 @@ def test_check_image_file_reads_nothing_and_says_why(tmp_path: Path, real_jpeg: 
 def test_character_device_is_refused_without_reading(device: str) -> None:
     if not os.path.exists(device):
         pytest.skip(f"no {device} here")
-    with _deadline(5), pytest.raises(PneumoError, match=f"^{device} is a character device, not an image file"):
+    with deadline(5), pytest.raises(PneumoError, match=f"^{device} is a character device, not an image file"):
         read_image(device)
 
 
@@ -600,7 +582,7 @@ def test_character_device_is_refused_without_reading(device: str) -> None:
 def test_symlink_to_a_device_is_refused(tmp_path: Path) -> None:
     link = tmp_path / "film.dcm"
     link.symlink_to("/dev/zero")
-    with _deadline(5), pytest.raises(PneumoError, match="is a character device") as err:
+    with deadline(5), pytest.raises(PneumoError, match="is a character device") as err:
         read_image(link)
     assert str(link) in str(err.value)
 
@@ -613,7 +595,7 @@ def test_socket_is_refused(tmp_path: Path) -> None:
             server.bind(str(path))
         except OSError:  # a temporary path too long for a socket address
             pytest.skip("cannot bind a socket here")
-        with _deadline(5), pytest.raises(PneumoError, match="is a socket, not an image file"):
+        with deadline(5), pytest.raises(PneumoError, match="is a socket, not an image file"):
             read_image(path)
 
 

@@ -134,22 +134,13 @@ def test_patients_in_two_splits_are_reported(kaggle_root: Path) -> None:
 @pytest.mark.parametrize("check_images", [True, False])
 def test_a_pipe_named_like_an_image_is_listed_as_unreadable_not_waited_on(tmp_path: Path, check_images: bool) -> None:
     import os
-    import signal
 
-    from tests.conftest import copy_class_folders
+    from tests.conftest import copy_class_folders, deadline
 
     root = copy_class_folders(tmp_path / "data", {"NORMAL": 3, "PNEUMONIA": 3})
     os.mkfifo(root / "NORMAL" / "pipe.jpeg")
 
-    def hung(*_: object) -> None:
-        raise TimeoutError("summarize waited on a FIFO")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(20)
-    try:
+    with deadline(20):
         summary = summarize(root, check_images=check_images, progress=False)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
     (message,) = [m for m in summary["unreadable"] if "pipe.jpeg" in m]
     assert "named pipe" in message
