@@ -1,6 +1,6 @@
-"""Why PyTorch inference on a CPU runs in batches of at most 16 (`torch_backend.CPU_BATCH`).
+"""Why PyTorch inference on a CPU runs in small batches sized by pixels (`torch_backend.cpu_batch_size`).
 
-    python benchmarks/bench_eval_batch.py [--images 256]
+    python benchmarks/bench_eval_batch.py [--images 256] [--batches 256 64 32 16 8 4]
 
 Images per second of a network in eval mode over random uint8 films, by batch size, with and
 without the input check's feature tap (`FeatureTap`, on every evaluate/predict pass): the
@@ -39,6 +39,7 @@ class _nothing:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--batches", type=int, nargs="+", default=[256, 64, 32, 16, 8, 4])
     args = parser.parse_args()
     torch.manual_seed(0)
     nets = {
@@ -46,9 +47,10 @@ def main() -> None:
         "seed_cnn @ 128 px": (create_model("seed_cnn", image_size=128), 128),
         "bundled pair @ 224 px": (load_model().net, 224),
     }
-    batches = (256, 64, 32, 16, 8)
+    batches = args.batches
     rows = []
     for name, (net, size) in nets.items():
+        net = net.to(memory_format=torch.channels_last)  # as the inference backend holds it
         images = torch.as_tensor(np.random.default_rng(0).integers(0, 256, (args.images, size, size), dtype=np.uint8))
         throughput(net, images[:16], 16, False)  # warm-up
         for tap in (False, True):

@@ -92,7 +92,7 @@ class Config:
     # is ood/adult_other_hospitals beside the data's chest_xray folder, where ../shared/data
     # has it; "none" leaves the distance check alone. Never training data for the classifier.
     outliers: str = "auto"
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    amp: bool = True  # bf16 autocast where it is faster: CUDA, and CPUs with native bf16 (AVX512-BF16, AMX)
     compile: bool = False  # torch.compile the training step's model (worth it on a GPU for long runs)
     # on CUDA, record the model's forward and backward once as CUDA graphs and replay them:
     # a small CNN's step is otherwise bound by the CPU launching hundreds of kernels

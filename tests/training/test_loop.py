@@ -80,6 +80,12 @@ def test_seed_recipe_judges_the_last_epoch_at_half(small_folder: Path, tmp_path:
     assert meta.epoch == 2 and meta.threshold == 0.5
     # image-level split as in the notebook: the leak report is computed
     assert "patients_in_both" in result.report["leak"]
+    # the report reuses the last epoch's validation pass: it is what the saved model gives on those films
+    from pneumo.evaluation.evaluate import evaluate
+
+    again = evaluate(tmp_path / "run" / "split.csv", model=tmp_path / "run", split="val", n_boot=50)
+    assert again["roc_auc"] == pytest.approx(result.report["roc_auc"], abs=1e-9) == pytest.approx(result.history[-1]["val_roc_auc"], abs=1e-9)
+    assert again["confusion_matrix"] == result.report["confusion_matrix"]
 
 
 def test_a_run_fits_its_temperature_and_every_prediction_uses_it(small_folder: Path, tmp_path: Path) -> None:
@@ -140,6 +146,15 @@ def test_a_diverging_run_stops_with_a_message(small_folder: Path, tmp_path: Path
     cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=1", "lr=1e30", "limit=64"])
     with pytest.raises(PneumoError, match=r"loss became (nan|inf) at epoch 1, step \d+; try a lower lr"):
         train(cfg, tmp_path / "run", **_quiet())
+
+
+def test_bf16_autocast_only_where_the_hardware_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pneumo.training import optim
+
+    assert optim.bf16_autocast_helps(torch.device("cuda"))
+    for flags, native in (("fpu avx2 avx512f avx512_bf16", True), ("fpu avx2 amx_tile amx_bf16", True), ("fpu avx2 avx512f", False), (None, False)):
+        monkeypatch.setattr(optim, "_cpu_flags", lambda flags=flags: None if flags is None else set(flags.split()))
+        assert optim.bf16_autocast_helps(torch.device("cpu")) is native, flags
 
 
 def test_class_weights_are_the_notebooks() -> None:

@@ -76,9 +76,15 @@ class TorchModel(Model):
 
 
 # On a CPU, small batches keep a network's activations in cache: `python benchmarks/bench_eval_batch.py`
-# measured the notebook's network at 128 px 2.5x faster in batches of 16 than of 256, at 180 px 1.8x,
-# and the bundled ResNet-18 pair at 224 px 1.5x. A GPU takes the caller's batch whole.
-CPU_BATCH = 16
+# measured the notebook's network at 128 px fastest in batches of about 16 (2.5x batches of 256), at
+# 180 px of 6-8, and the bundled ResNet-18 pair at 224 px flat from 5 to 16. The batch is sized by
+# pixels: 16 films of 128 px, 8 of 180, 5 of 224. A GPU takes the caller's batch whole.
+CPU_BATCH_PIXELS = 16 * 128 * 128
+
+
+def cpu_batch_size(side: int) -> int:
+    """Films of `side` x `side` pixels per CPU inference batch: CPU_BATCH_PIXELS, 4 to 16 films."""
+    return max(4, min(16, CPU_BATCH_PIXELS // max(1, side * side)))
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> TorchModel:
@@ -104,7 +110,7 @@ def class_probabilities(
     device = next(net.parameters()).device
     images = torch.as_tensor(images)
     if device.type == "cpu":
-        batch_size = min(batch_size, CPU_BATCH)
+        batch_size = min(batch_size, cpu_batch_size(images.shape[-1]))
     out = []
     starts = range(0, len(images), batch_size)
     for start in progress_bar(starts, len(starts), "predicting", progress):

@@ -11,12 +11,10 @@ import torch
 from pneumo.config import Config
 from pneumo.data.cache import decode_dataset
 from pneumo.data.layout import Record, discover
-from pneumo.data.preprocess import load_image
 from pneumo.data.split import shared_patients, split_records, subsample, write_split
 from pneumo.errors import PneumoError
 from pneumo.tasks import get_task
 from pneumo.training import distributed as dist
-from pneumo.utils.progress import progress_bar
 from pneumo.utils.walk import image_files
 
 __all__ = ["OutlierFilms", "TrainingData", "load_training_data", "outlier_films", "outlier_source", "split_seed", "split_training_records", "training_records"]
@@ -145,16 +143,16 @@ def outlier_films(config: Config, progress: bool, log: Callable[[str], None]) ->
     folder = _outlier_folder(config)
     if folder is None:
         return None
-    paths = image_files(folder)
-    images, sources = [], []
-    for path in progress_bar(paths, len(paths), "decoding outlier films", progress):
-        try:
-            images.append(load_image(path, config.image_size))
-        except PneumoError as exc:
-            log(f"outlier film skipped: {exc}")
-            continue
-        sources.append(outlier_source(path))
-    if not images:
-        log(f"no readable films in {folder}: the input check gets no probe")
+    # decoded once per machine, like the training films (the labels are placeholders: only the films are used)
+    records = [Record(path, "NORMAL", None, path.stem) for path in image_files(folder)]
+    try:
+        dataset = decode_dataset(records, config.image_size, config.cache_dir or None, config.workers, progress)
+    except PneumoError as exc:  # every film unreadable
+        log(f"outlier films skipped: {exc}; no readable films in {folder}: the input check gets no probe")
         return None
-    return OutlierFilms(folder, np.stack(images), sources)
+    for _, message in dataset.skipped:
+        log(f"outlier film skipped: {message}")
+    if not dataset.records:
+        log(f"no films in {folder}: the input check gets no probe")
+        return None
+    return OutlierFilms(folder, dataset.images, [outlier_source(r.path) for r in dataset.records])

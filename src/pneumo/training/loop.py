@@ -28,7 +28,8 @@ from pneumo.data.augment import augment_batch
 from pneumo.data.cache import remove_stale_cache_temps
 from pneumo.data.preprocess import normalise
 from pneumo.errors import PneumoError
-from pneumo.inference.torch_backend import class_probabilities
+from pneumo.inference.features import feature_rows
+from pneumo.inference.torch_backend import TorchModel, class_probabilities
 from pneumo.models.checkpoint import copy_checkpoint, save_checkpoint
 from pneumo.models.meta import META, CheckpointMeta
 from pneumo.training import distributed as dist
@@ -36,7 +37,7 @@ from pneumo.training.batchnorm import recalibrate_batchnorm
 from pneumo.training.data import TrainingData, load_training_data
 from pneumo.training.optim import pick_device
 from pneumo.training.parts import RunParts, build_parts
-from pneumo.training.report import epoch_metrics, finish_run, validation_row
+from pneumo.training.report import ValidationPass, epoch_metrics, finish_run, validation_row
 from pneumo.training.run_dir import (
     complete_best_copy,
     open_run,
@@ -165,6 +166,7 @@ def _train(
     # TensorBoard when installed, MLflow when asked: rank 0 reports, and a tracker failing never stops the run
     tracker = open_trackers(mlflow, log, tensorboard) if dist.is_main() else Tracker()
     tracker.start(config_to_dict(config), run_dir, so_far.epoch + 1)
+    last_pass: ValidationPass | None = None  # the last epoch's pass over validation, which the end of the run reuses
     try:
         with make_progress(progress) as bar:
             bar_task = bar.add_task("training", total=config.epochs * len(parts.batches), completed=so_far.epoch * len(parts.batches), info="")
@@ -175,7 +177,7 @@ def _train(
                 for step, (x, y) in enumerate(parts.batches):
                     x = augment_batch(x.unsqueeze(1).float().div_(255), config.augment, parts.augment_rng)
                     x = normalise(x, parts.spec.mean, parts.spec.std).contiguous(memory_format=torch.channels_last)
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=parts.use_amp, cache_enabled=False):  # graphs need no cache
+                    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=parts.use_amp, cache_enabled=False):  # graphs need no cache
                         logits = parts.step_model(x)
                     loss = parts.task.loss(logits.float(), y, parts.class_weights, config.label_smoothing)
                     parts.optimizer.zero_grad(set_to_none=True)
@@ -192,12 +194,12 @@ def _train(
                         bar.update(bar_task, info=f"epoch {epoch}/{config.epochs} loss {loss.item():.4f}")
                 row = _train_row(epoch, losses, seen_probs, seen_targets, parts, checkpoints)
                 if dist.is_main():
-                    end_epoch(config, run_dir, parts, data, so_far, meta, row, epoch_start, bar if progress else None, log)
+                    last_pass = end_epoch(config, run_dir, parts, data, so_far, meta, row, epoch_start, bar if progress else None, log)
                     tracker.epoch(so_far.history[-1])
                 dist.barrier()  # the others wait here for the epoch to be saved
 
         # the run's model, threshold and report come from rank 0; every process returns the same result
-        report = finish_run(config, run_dir, parts, data, so_far, meta, started, n_boot, progress) if dist.is_main() else None
+        report = finish_run(config, run_dir, parts, data, so_far, meta, started, n_boot, progress, last_pass) if dist.is_main() else None
         if report is not None:
             tracker.finish(report, run_dir)
     finally:
@@ -246,14 +248,19 @@ def _train_row(
 def end_epoch(
     config: Config, run_dir: Path, parts: RunParts, data: TrainingData, so_far: RunSoFar, meta: CheckpointMeta,
     row: dict[str, float], epoch_start: float, bar: Progress | None, log: Callable[[str], None],
-) -> None:
+) -> ValidationPass | None:
     """Rank 0's end of an epoch: validate, append to history.csv, save last/ (weights and full
-    state) and best/ when it improved, print the epoch's line."""
+    state) and best/ when it improved, print the epoch's line. The last epoch's validation pass
+    also taps the feature rows and is returned: the end of the run reuses it for these weights."""
     epoch = int(row["epoch"])
     model = parts.eval_model
     if config.bn_recalibrate:
         recalibrate_batchnorm(model, parts.x_calibrate, parts.spec.mean, parts.spec.std)
-    val_probs = class_probabilities(model, data.x_val, parts.task, parts.spec.mean, parts.spec.std, config.eval_batch_size)
+    last = epoch == config.epochs
+    if last:
+        val_probs, val_rows = feature_rows(TorchModel(model, meta), data.x_val, config.eval_batch_size)
+    else:
+        val_probs = class_probabilities(model, data.x_val, parts.task, parts.spec.mean, parts.spec.std, config.eval_batch_size)
     row = row | validation_row(val_probs, data.y_val, parts.task)
     row["seconds"] = time.perf_counter() - epoch_start
     so_far.history.append(row)
@@ -277,3 +284,4 @@ def end_epoch(
         bar.console.print(summary)
     else:
         log(summary)
+    return ValidationPass(epoch, val_probs, val_rows) if last else None

@@ -14,7 +14,7 @@ from pneumo.tasks import Task, get_task
 from pneumo.training import distributed as dist
 from pneumo.training.cuda_graphs import cuda_graphed
 from pneumo.training.data import TrainingData
-from pneumo.training.optim import class_weights, ema_update, lr_factor, make_optimizer
+from pneumo.training.optim import bf16_autocast_helps, class_weights, ema_update, lr_factor, make_optimizer
 from pneumo.training.state import TrainingParts
 
 __all__ = ["RunParts", "build_parts"]
@@ -55,10 +55,11 @@ def build_parts(config: Config, data: TrainingData, device: torch.device, log: C
     model = model.to(memory_format=torch.channels_last)  # ~2x faster convolutions on CPU (oneDNN) and GPU
     # rank 0 validates, so it alone keeps the averaged weights
     ema = AveragedModel(model, multi_avg_fn=ema_update(config.ema), use_buffers=True) if config.ema and dist.is_main() else None
-    use_amp = config.amp and device.type == "cuda"
+    use_amp = config.amp and bf16_autocast_helps(device)
     step_model = _step_model(config, model, data.n_train, use_amp, device, log)
     weights = class_weights(data.y_train.cpu().numpy(), len(task.classes), config.balance).to(device)
-    log(f"model: {config.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters); class weights {[round(w, 3) for w in weights.tolist()]}")
+    precision = "bf16 autocast" if use_amp else "fp32"
+    log(f"model: {config.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {precision} on {device.type}); class weights {[round(w, 3) for w in weights.tolist()]}")
     optimizer = make_optimizer(config, model)
     # each process takes its share of every batch: the batch over all of them is config.batch_size
     per_rank_batch = dist.per_rank_batch_size(config.batch_size)

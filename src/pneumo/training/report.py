@@ -27,7 +27,7 @@ from pneumo.evaluation.report import metrics_report, write_report
 from pneumo.evaluation.robustness import shift_report, shifted_probabilities
 from pneumo.evaluation.threshold import choose_threshold
 from pneumo.explain.gradcam import cam_evidence, frame_share
-from pneumo.inference.features import CheckFit, feature_rows, fit_feature_check, save_feature_check
+from pneumo.inference.features import CheckFit, feature_rows, feature_width, fit_feature_check, save_feature_check
 from pneumo.inference.torch_backend import TorchModel, class_probabilities
 from pneumo.evaluation.overlap import save_training_films
 from pneumo.models.checkpoint import save_checkpoint
@@ -45,10 +45,10 @@ from pneumo.viz.figures import (
     roc_plot,
 )
 
-__all__ = ["FEATURE_STATS_MIN_IMAGES", "OperatingPoint", "epoch_metrics", "finish_run", "input_check_line", "operating_point", "validation_report", "validation_row", "write_figures", "write_model"]
+__all__ = ["FEATURE_STATS_MIN_IMAGES", "OperatingPoint", "ValidationPass", "epoch_metrics", "finish_run", "input_check_line", "operating_point", "validation_report", "validation_row", "write_figures", "write_model"]
 
 FEATURE_STATS_MIN_IMAGES = 100  # fewer training images give no usable feature distribution
-INPUT_CHECK_FILMS = 1000  # training films the input check is fitted on, at most (see _check_sample)
+INPUT_CHECK_FILMS = 600  # training films the input check is fitted on: at most this, or twice its feature width (see _check_sample)
 
 
 def epoch_metrics(prefix: str, targets: np.ndarray, probs: np.ndarray, task: Task) -> dict[str, float]:
@@ -110,6 +110,15 @@ def _machine(device: torch.device) -> str:
 
 
 @dataclass
+class ValidationPass:
+    """One pass of an epoch's weights over validation: class probabilities and feature rows."""
+
+    epoch: int
+    probabilities: np.ndarray  # [N, n_classes], temperature 1
+    rows: np.ndarray  # [N, D] FeatureTap rows
+
+
+@dataclass
 class OperatingPoint:
     """A model's calibration and threshold as chosen on validation, and what it gives there."""
 
@@ -121,16 +130,20 @@ class OperatingPoint:
 
 def operating_point(
     model: torch.nn.Module, meta: CheckpointMeta, data: TrainingData, calibration: str, threshold_method: Any, n_boot: int, seed: int,
-    batch_size: int = 256, progress: bool = False,
+    batch_size: int = 256, progress: bool = False, done: ValidationPass | None = None,
 ) -> OperatingPoint:
-    """Calibrate a network on validation and its shifted copies, choose its threshold, and measure it there."""
+    """Calibrate a network on validation and its shifted copies, choose its threshold, and measure it there.
+    `done`: a pass these weights just made over validation (the last epoch's), so it is not made again."""
     task = meta.task_spec
 
     def predict(images: np.ndarray | torch.Tensor) -> np.ndarray:
         return class_probabilities(model, images, task, meta.mean, meta.std, batch_size)
 
     # the unshifted pass also taps the feature rows the input check is fitted on (one pass, not two)
-    unshifted, val_rows = feature_rows(TorchModel(model, meta.replace(temperature=1.0)), data.x_val, batch_size, progress)
+    if done is not None:
+        unshifted, val_rows = done.probabilities, done.rows
+    else:
+        unshifted, val_rows = feature_rows(TorchModel(model, meta.replace(temperature=1.0)), data.x_val, batch_size, progress)
 
     y_val = (data.y_val > 0).astype(int)
     # the shifted copies (14 more passes over validation, most of the end of a run) only where the
@@ -197,22 +210,26 @@ def write_model(
     if data.n_train < FEATURE_STATS_MIN_IMAGES:
         return None
     fit = fit_feature_check(
-        TorchModel(model, meta), _check_sample(data.x_train), data.x_val, outliers.images if outliers is not None else None,
+        TorchModel(model, meta), _check_sample(data.x_train, feature_width(model)), data.x_val, outliers.images if outliers is not None else None,
         outliers.sources if outliers is not None else None, batch_size=batch_size, progress=progress, val_rows=val_rows,
     )
     save_feature_check(fit.check, folder)
     return input_check_report(fit, outliers)
 
 
-def _check_sample(images: torch.Tensor) -> torch.Tensor:
-    """At most INPUT_CHECK_FILMS training films, drawn with a fixed seed: the feature pass over them
-    was most of the end of a run, and a few thousand describe the training distribution about as well
-    as all of them (fitted on 600 / 1,000 / 2,000 / all 4,172 of a 1-epoch seed-recipe model's films:
-    9 / 8 / 6 / 9 of 1,044 validation children flagged, 117 / 119 / 119 / 120 of 124 adult films from
-    unseen sources caught, measured when choosing this number)."""
-    if len(images) <= INPUT_CHECK_FILMS:
+def _check_sample(images: torch.Tensor, width: int) -> torch.Tensor:
+    """At most max(INPUT_CHECK_FILMS, 2 x `width`) training films, drawn with a fixed seed: the
+    feature pass over them is most of the end of a run, and a few hundred describe the training
+    distribution about as well as all of them, where the distance's covariance has a few features
+    (64 for the notebook's network; a ResNet-18's 512 get 1,024 films). Fitted on 400 / 600 / 1,000 /
+    all 4,172 films of a 1-epoch seed-recipe model, two draws each: 11, 7 / 9, 8 / 7, 10 / 10 of
+    1,044 validation children flagged, and 115, 116 / 114, 117 / 118, 116 / 114 of 124 adult films
+    from unseen sources caught (an earlier model: 600 / 1,000 / 2,000 / all gave 9 / 8 / 6 / 9 and
+    117 / 119 / 119 / 120)."""
+    n = max(INPUT_CHECK_FILMS, 2 * width)
+    if len(images) <= n:
         return images
-    keep = np.sort(np.random.default_rng(0).permutation(len(images))[:INPUT_CHECK_FILMS])
+    keep = np.sort(np.random.default_rng(0).permutation(len(images))[:n])
     return images[torch.as_tensor(keep, device=images.device)]
 
 
@@ -226,15 +243,19 @@ def write_figures(folder: Path, point: OperatingPoint, data: TrainingData, title
 
 def finish_run(
     config: Config, run_dir: Path, parts: RunParts, data: TrainingData, so_far: RunSoFar, meta: CheckpointMeta, started: float, n_boot: int,
-    progress: bool = False,
+    progress: bool = False, last_pass: ValidationPass | None = None,
 ) -> dict[str, Any]:
     """The run's model (best or last epoch) with a temperature and threshold chosen on validation,
-    saved to `model/` with its feature statistics; the validation report, plots, and val_report.json last."""
+    saved to `model/` with its feature statistics; the validation report, plots, and val_report.json last.
+    `last_pass`: the last epoch's validation pass, reused when that epoch is the chosen one."""
     model = parts.eval_model
     chosen_epoch = so_far.best_epoch if config.select == "best" and so_far.best_epoch else config.epochs
     if chosen_epoch != config.epochs:
         model.load_state_dict(load_file(str(run_dir / "checkpoints" / "best" / WEIGHTS)))
-    point = operating_point(model, meta.replace(epoch=chosen_epoch), data, config.calibration, config.threshold, n_boot, config.seed, config.eval_batch_size, progress)
+    done = last_pass if last_pass is not None and last_pass.epoch == chosen_epoch else None
+    point = operating_point(
+        model, meta.replace(epoch=chosen_epoch), data, config.calibration, config.threshold, n_boot, config.seed, config.eval_batch_size, progress, done
+    )
     report = point.report
     report |= {"epoch": chosen_epoch, "seconds_total": time.perf_counter() - started}
     report["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in so_far.history]))
