@@ -167,6 +167,12 @@ def test_the_bundled_model_answers_through_onnxruntime_and_draws_heatmaps_with_t
     plain, with_cam = service.run_batch([job, dataclasses.replace(job, cam=True)])
     assert plain["cam"] is None and with_cam["cam"] is not None
     assert plain["probability"] == pytest.approx(with_cam["probability"], abs=1e-5) and plain["label"] == with_cam["label"]
+    # its heatmaps (bf16 where the CPU has it) are the fp32 Grad-CAM's, to a shade
+    from pneumo.explain.gradcam import grad_cam, weighted_by_probability
+
+    images, probability = np.stack([job.image, job.image]), np.array([0.9, 0.9])
+    served, exact = service._heatmaps(images, probability), weighted_by_probability(grad_cam(service.explainer, images), probability)
+    assert np.abs(served - exact).max() < 0.06 and np.abs(served - exact).mean() < 0.005
 
 
 def test_concurrent_uploads_share_forward_passes(client: TestClient) -> None:

@@ -40,6 +40,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from threadpoolctl import threadpool_limits
 
 from pneumo.data.io import ImageInfo, decode_image_with_info
 from pneumo.data.preprocess import resize_image
@@ -203,23 +204,40 @@ class _Service:
                 "cam": None,
             }
             if k in heatmaps:
-                from pneumo.viz.figures import cam_overlay, heatmap_rgba
-
-                answer["cam"] = {
-                    "image_png": _png_base64(job.image),
-                    "heatmap_png": _png_base64(heatmap_rgba(heatmaps[k])),
-                    "overlay_png": _png_base64(cam_overlay(job.image, heatmaps[k])),
-                    "scale": "Grad-CAM x P(pneumonia): as bright as the model is sure",
-                }
+                answer["cam"] = heatmaps[k]  # drawn by `pictures`, in the request's own thread
             elif job.cam:
                 answer["warnings"].append("no heatmap: this service runs an ONNX export; Grad-CAM needs the PyTorch checkpoint")
             answers.append(answer)
         return answers
 
-    def _heatmaps(self, images: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-        from pneumo.explain.gradcam import grad_cam, weighted_by_probability
+    @staticmethod
+    def pictures(answer: dict[str, Any], job: _Job) -> dict[str, Any]:
+        """The answer with its heatmap drawn as PNGs. Outside the batch: while one request's PNGs
+        are encoded the next batch's forward pass runs (heatmaps: 29 requests/s, 33 with this)."""
+        heatmap = answer["cam"]
+        if not isinstance(heatmap, np.ndarray):
+            return answer
+        from pneumo.viz.figures import cam_overlay, heatmap_rgba
 
-        return weighted_by_probability(grad_cam(self.explainer, images), probabilities)
+        return answer | {"cam": {
+            "image_png": _png_base64(job.image),
+            "heatmap_png": _png_base64(heatmap_rgba(heatmap)),
+            "overlay_png": _png_base64(cam_overlay(job.image, heatmap)),
+            "scale": "Grad-CAM x P(pneumonia): as bright as the model is sure",
+        }}
+
+    def _heatmaps(self, images: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+        """Grad-CAM x P(pneumonia). The verdicts come from the fp32 pass; a heatmap is a picture, drawn
+        with bf16 autocast where the hardware has native bf16: 2.3x faster on this project's 2-core
+        Xeon (36 ms a batch of 8 instead of 83), the maps within 0.04 of fp32's on their [0, 1] scale (mean 0.0005)."""
+        import torch
+
+        from pneumo.explain.gradcam import grad_cam, weighted_by_probability
+        from pneumo.training.optim import bf16_autocast_helps
+
+        device = next(self.explainer.net.parameters()).device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast_helps(device)):
+            return weighted_by_probability(grad_cam(self.explainer, images), probabilities)
 
 
 def create_app(
@@ -232,6 +250,9 @@ def create_app(
         max_upload_mb: the largest upload accepted, enforced while the body is read.
         max_pixels: the largest image accepted, judged from its header before decoding.
     """
+    # numpy's BLAS threads spin after each of the input check's matrix products and take the cores
+    # from the network's next pass: with one, a heatmap batch of 8 ran in 227 ms instead of 322
+    threadpool_limits(1, user_api="blas")
     metrics = ServiceMetrics()
     service = _Service(load_model(model).with_feature_check(), max_pixels, metrics)  # once, shared by every request
     summary = service.summary
@@ -270,6 +291,8 @@ def create_app(
             answer = await service.batcher.submit(job)
         except PneumoError as exc:  # this upload's own failure (the batch was rerun one by one): e.g. a non-finite probability
             raise ApiError(422, str(exc)) from None
+        if job.cam:
+            answer = await run_in_threadpool(service.pictures, answer, job)
         return JSONResponse(answer)  # plain JSON types already: no re-encoding pass
 
     @app.get("/v1/model")
