@@ -113,11 +113,18 @@ def test_predict_works_right_after_install_with_the_bundled_model(small_folder: 
     assert 0.0 <= report["probability"] <= 1.0 and report["threshold"] == pytest.approx(stored)
 
 
+def _ctrl_c_reaches_python() -> None:
+    """In the child: SIGINT back to its default, which Python turns into KeyboardInterrupt. A suite
+    started in the background of a shell without job control (`nohup ... &`) inherits SIGINT
+    ignored, and Python keeps an ignored SIGINT ignored, as `nohup pneumo train &` should."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupted_training_keeps_a_complete_checkpoint(small_folder: Path, tmp_path: Path, sig: int) -> None:
     run = tmp_path / "run"
     args = ["train", "--config", "seed", "--set", f"data={small_folder}", "--set", "image_size=64", "--set", "epochs=10000", "--out", run, "--quiet"]
-    proc = subprocess.Popen([sys.executable, "-m", "pneumo", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "pneumo", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_reaches_python)
     meta = run / "checkpoints" / "last" / "meta.json"
     deadline = time.monotonic() + 300
     while not meta.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -137,6 +144,7 @@ def test_resume_from_the_command_line(small_folder: Path, tmp_path: Path) -> Non
     proc = subprocess.Popen(
         [sys.executable, "-m", "pneumo", "train", "--config", "seed", "--set", f"data={small_folder}", "--set", "image_size=64",
          "--set", "epochs=6", "--out", str(run), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_ctrl_c_reaches_python,
     )
     meta = run / "checkpoints" / "last" / "meta.json"
     deadline = time.monotonic() + 300
