@@ -193,6 +193,7 @@ def _train(
                     if step % 25 == 0:
                         bar.update(bar_task, info=f"epoch {epoch}/{config.epochs} loss {loss.item():.4f}")
                 row = _train_row(epoch, losses, seen_probs, seen_targets, parts, checkpoints)
+                bar.update(bar_task, info=f"epoch {epoch}/{config.epochs} validating on {len(data.val)} films")  # seconds, not a hang
                 if dist.is_main():
                     last_pass = end_epoch(config, run_dir, parts, data, so_far, meta, row, epoch_start, bar if progress else None, log)
                     tracker.epoch(so_far.history[-1])
