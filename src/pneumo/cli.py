@@ -280,6 +280,7 @@ def ensemble(
     members: List[Path] = typer.Argument(..., metavar="MODEL", help="Run or checkpoint folders of models of one task and input size (train them with one --set split_seed=...)."),
     out: Path = typer.Option(..., "--out", help="Model folder to write; then --model DIR in predict, evaluate, serve, export and calibrate."),
     data: Optional[Path] = typer.Option(None, "--data", help="Where the members' training data is now, if not where their configs say."),
+    outliers: Optional[str] = typer.Option(None, "--outliers", help="Films the ensemble must not judge, for its input check: a folder, auto or none (default: the members' config)."),
     calibration: str = typer.Option("shift", "--calibration", help="none, val or shift: how the ensemble's temperature is fitted."),
     threshold: str = typer.Option("shift", "--threshold", help="A number, youden or shift: how its threshold is chosen."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
@@ -291,7 +292,7 @@ def ensemble(
         chosen: str | float = float(threshold)
     except ValueError:
         chosen = threshold
-    r = assemble_ensemble(members, out, data=data, calibration=calibration, threshold=chosen, overwrite=overwrite, progress=sys.stderr.isatty(), log=lambda m: err_console.print(escape(m), highlight=False))
+    r = assemble_ensemble(members, out, data=data, outliers=outliers, calibration=calibration, threshold=chosen, overwrite=overwrite, progress=sys.stderr.isatty(), log=lambda m: err_console.print(escape(m), highlight=False))
     console.print(
         f"[bold]validation[/] (threshold {r['threshold']:.3g}, temperature {r['calibration']['temperature']:.3g}): accuracy {_fmt(r['accuracy'])} "
         f"ROC AUC {_fmt(r['roc_auc'])}  recall {_fmt(r['recall'])}  specificity {_fmt(r['specificity'])}  ECE {_fmt(r['ece'])}"

@@ -79,6 +79,8 @@ class Config:
     # (exact averages instead of the slow running ones; essential with EMA); 0 = off
     bn_recalibrate: int = 0
     dropout: float = 0.0  # classifier dropout for models that take it
+    # "content": crop each film to its content box before the network (pneumo.models.framing)
+    crop: str = "none"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     select: str = "best"  # checkpoint used as the run's model: "best" by select_metric, or "last"
     select_metric: str = "roc_auc"  # "roc_auc" | "loss" | "accuracy"
@@ -184,6 +186,7 @@ RULES: dict[str, Rule] = {
     "ema": Rule(float, 0, 1, open_high=True, why="a per-step decay such as 0.99; 0 turns it off"),
     "bn_recalibrate": Rule(int, 0, 1_000_000, why="training images; 0 turns it off"),
     "dropout": _UNIT,
+    "crop": Rule(str, choices=("none", "content")),
     "select": Rule(str, choices=("best", "last")),
     "select_metric": Rule(str, choices=("roc_auc", "loss", "accuracy")),
     "threshold": Rule(float, 0, 1, choices=("youden", "shift"), why="the decision threshold on P(pneumonia)"),

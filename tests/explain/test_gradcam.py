@@ -145,3 +145,17 @@ def test_cam_figure_stretches_the_heatmap_over_any_image(tmp_path: Path) -> None
     assert out == tmp_path / "sub" / "fig.png"
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] > im.size[1]
+
+
+def test_a_cropping_models_heatmap_lies_on_the_film_not_on_its_margin(tmp_path: Path, xrays: dict[str, list[Path]]) -> None:
+    """With `crop: content` the network sees the content box stretched to the square; its map is put back over the film."""
+    from pneumo.evaluation.robustness import apply_shift
+
+    torch.manual_seed(0)
+    meta = CheckpointMeta("resnet18_half", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=224, mean=0.5, std=0.25, threshold=0.5, crop="content")
+    model = load_checkpoint(save_checkpoint(tmp_path, create_model("resnet18_half", image_size=224, crop="content"), meta))
+    framed = apply_shift(_images(xrays["PNEUMONIA"][:2], 224), "looser (15% black margin)")  # a black frame of 26 px each side
+    maps = grad_cam(model, framed)
+    margin = 24
+    assert maps[:, :margin].max() == 0 and maps[:, -margin:].max() == 0 and maps[:, :, :margin].max() == 0 and maps[:, :, -margin:].max() == 0
+    assert all(m.max() == pytest.approx(1.0) for m in maps)  # the evidence is on the film

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pneumo.data.preprocess import load_image
 from pneumo.errors import PneumoError
@@ -18,7 +19,7 @@ from pneumo.export.onnx import export_info, export_onnx
 from pneumo.inference.checks import warning_kind
 from pneumo.inference.onnx_backend import OnnxModel, encode_arrays
 from pneumo.inference.predict import bundled_model_dir, load_model, predict
-from pneumo.inference.torch_backend import TorchModel
+from pneumo.inference.torch_backend import TorchModel, load_checkpoint
 from pneumo.models import create_model
 from pneumo.models.checkpoint import save_checkpoint
 from pneumo.models.meta import CHECKSUM, CheckpointMeta, metadata_sha256, seal
@@ -321,6 +322,22 @@ def test_a_pathogen_seed_cnn_exports_its_softmax(tmp_path: Path, files: list[Pat
     probs = model.class_probabilities(np.stack([load_image(f, 180) for f in files[:3]]))
     assert probs.shape == (3, 3) and model.classes == classes
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_a_content_crop_is_part_of_the_graph(tmp_path: Path, files: list[Path]) -> None:
+    """`crop: content` runs inside the exported graph: onnxruntime crops as PyTorch does, margins and all."""
+    from pneumo.evaluation.robustness import apply_shift
+
+    torch.manual_seed(0)
+    meta = CheckpointMeta("resnet18_half", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=224, mean=0.5, std=0.25, threshold=0.5, crop="content")
+    ckpt = save_checkpoint(tmp_path / "ckpt", create_model("resnet18_half", image_size=224, crop="content"), meta)
+    result = export_onnx(ckpt, tmp_path / "crop.onnx")
+    assert result["max_abs_diff"] <= 1e-4
+    images = np.stack([load_image(f, 224) for f in files[:4]])
+    framed = apply_shift(images, "looser (15% black margin)")
+    torch_model, onnx_model = load_checkpoint(ckpt), OnnxModel.load(tmp_path / "crop.json")
+    for batch in (images, framed):
+        np.testing.assert_allclose(onnx_model.pneumonia_probability(batch), torch_model.pneumonia_probability(batch), atol=1e-4)
 
 
 def test_an_output_that_is_a_folder_or_a_device_is_refused_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

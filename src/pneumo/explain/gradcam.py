@@ -26,6 +26,7 @@ from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
 from pneumo.inference.predict import load_model
 from pneumo.inference.torch_backend import TorchModel
+from pneumo.models.framing import ContentCrop
 from pneumo.utils.files import output_folder
 from pneumo.utils.walk import expand_paths
 
@@ -109,6 +110,8 @@ def cam_evidence(model: Model, images: np.ndarray, batch_size: int = 16) -> np.n
     was_training = net.training
     device = next(net.parameters()).device
     out = []
+    # the explained network's input crop, if any (an ensemble's is its last member's, whose map is explained)
+    crop = next((m for m in reversed(list(net.modules())) if isinstance(m, ContentCrop)), None)
     net.eval()  # batch norm must use its running statistics, dropout must be off
     try:
         with torch.inference_mode(False), torch.enable_grad():
@@ -119,7 +122,10 @@ def cam_evidence(model: Model, images: np.ndarray, batch_size: int = 16) -> np.n
                 (grads,) = torch.autograd.grad(score.sum(), fmap)  # images do not interact in eval mode
                 weights = grads.mean(dim=(2, 3), keepdim=True)
                 cam = F.relu((weights * fmap).sum(dim=1, keepdim=True).detach().float())
-                out.append(F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)[:, 0].cpu())
+                cam = F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+                if crop is not None:  # the map covers the cropped input: put it back on the film
+                    cam = crop.uncrop(cam, crop.raw_boxes(torch.from_numpy(images[start : start + batch_size]).to(device).float() / 255))
+                out.append(cam.cpu())
     finally:
         net.train(was_training)
     return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, size, size), dtype=np.float32)

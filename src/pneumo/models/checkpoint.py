@@ -148,7 +148,7 @@ def _build(meta: CheckpointMeta) -> nn.Module:
     """A fresh network of the checkpoint's architecture, to load its weights into."""
     if meta.architecture == ENSEMBLE:
         return build_ensemble(meta.members, meta.task, meta.image_size)
-    return create_model(meta.architecture, num_outputs=meta.num_outputs, image_size=meta.image_size, dropout=meta.dropout)
+    return create_model(meta.architecture, num_outputs=meta.num_outputs, image_size=meta.image_size, dropout=meta.dropout, crop=meta.crop)
 
 
 def _load_weights(folder: Path, meta: CheckpointMeta) -> nn.Module:

@@ -37,6 +37,7 @@ class EnsembleMember:
     std: float
     temperature: float = 1.0
     dropout: float = 0.0
+    crop: str = "none"
     source: str = ""  # where it came from (a run folder), for provenance
     weights_sha256: str = ""
 
@@ -98,5 +99,5 @@ class Ensemble(nn.Module):
 def build_ensemble(members: list[dict[str, Any]], task: str, image_size: int) -> Ensemble:
     """A freshly built ensemble of the described members (weights loaded afterwards)."""
     described = [EnsembleMember.from_dict(m) for m in members]
-    parts = [split_head(create_model(m.architecture, num_outputs=m.num_outputs, image_size=image_size, dropout=m.dropout)) for m in described]
+    parts = [split_head(create_model(m.architecture, num_outputs=m.num_outputs, image_size=image_size, dropout=m.dropout, crop=m.crop)) for m in described]
     return Ensemble([b for b, _ in parts], [h for _, h in parts], described, get_task(task))

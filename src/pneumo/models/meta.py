@@ -43,6 +43,7 @@ IMAGE_SIZES = (16, 4096)  # the input sides a checkpoint may declare
 WRITTEN_BY_PNEUMO = "a model folder must be written by pneumo (pneumo train, pneumo calibrate, pneumo ensemble, or write_meta in Python)"
 _ENSEMBLE = "ensemble"  # pneumo.models.ensemble.ENSEMBLE (that module needs torch)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_CROPS = ("none", "content")  # pneumo.models.framing.CROPS (that module needs torch)
 
 
 def jsonable(value: Any) -> Any:
@@ -101,6 +102,7 @@ class CheckpointMeta:
     temperature: float = 1.0  # logits are divided by it before the softmax/sigmoid (calibration)
     in_chans: int = 1
     dropout: float = 0.0
+    crop: str = "none"  # "content": the network crops its input to the content box (pneumo.models.framing)
     threshold_method: str = ""
     epoch: int | None = None
     config: dict[str, Any] = field(default_factory=dict)
@@ -196,11 +198,11 @@ class CheckpointMeta:
 
 _INT_FIELDS = {"num_outputs", "image_size", "in_chans", "n_train", "n_val", "format_version"}
 _FLOAT_FIELDS = {"mean", "std", "threshold", "dropout", "temperature"}
-_STR_FIELDS = {"architecture", "task", "threshold_method", "data_source", "data_fingerprint", "pneumo_version", "torch_version", "created",
+_STR_FIELDS = {"architecture", "task", "crop", "threshold_method", "data_source", "data_fingerprint", "pneumo_version", "torch_version", "created",
                "weights_sha256", "features_sha256", "meta_sha256"}
 _DICT_FIELDS = {"config", "val_metrics", "val_ci95", "site_calibration"}
 _MEMBER_FIELDS = {"architecture": str, "num_outputs": int, "mean": float, "std": float, "temperature": float, "dropout": float,
-                  "source": str, "weights_sha256": str}
+                  "crop": str, "source": str, "weights_sha256": str}
 _MEMBER_REQUIRED = ("architecture", "num_outputs", "mean", "std")
 
 
@@ -282,6 +284,8 @@ def _field_problem(meta: CheckpointMeta, architectures: Collection[str] | None) 
         return f"temperature {meta.temperature} is not positive (logits are divided by it)"
     if not 0.0 <= meta.dropout < 1.0:
         return f"dropout {meta.dropout} is not in [0, 1)"
+    if meta.crop not in _CROPS:
+        return f"crop {meta.crop!r} is not one of {', '.join(_CROPS)}"
     if meta.epoch is not None and meta.epoch < 0:
         return f"epoch {meta.epoch} is negative"
     if meta.n_train < 0 or meta.n_val < 0:
@@ -328,6 +332,8 @@ def _member_problem(member: dict[str, Any], task: Task, architectures: Collectio
         return f"temperature {member['temperature']} is not positive"
     if not 0.0 <= member.get("dropout", 0.0) < 1.0:
         return f"dropout {member['dropout']} is not in [0, 1)"
+    if member.get("crop", "none") not in _CROPS:
+        return f"crop {member['crop']!r} is not one of {', '.join(_CROPS)}"
     sha = member.get("weights_sha256", "")
     if sha and not _SHA256.fullmatch(sha):
         return f"weights_sha256 {sha!r} is not a sha256 checksum"

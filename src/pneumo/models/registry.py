@@ -60,15 +60,20 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def create_model(
-    name: str, num_outputs: int = 1, image_size: int | None = None, in_chans: int = 1, dropout: float = 0.0
+    name: str, num_outputs: int = 1, image_size: int | None = None, in_chans: int = 1, dropout: float = 0.0, crop: str = "none"
 ) -> nn.Module:
-    """Build a freshly initialised model from the registry.
+    """Build a freshly initialised model from the registry; `crop="content"` crops its input first (`pneumo.models.framing`).
 
     Example:
         >>> net = create_model("seed_cnn", num_outputs=1, image_size=180)
     """
+    from pneumo.models.framing import CROPS, with_content_crop
+
     spec = model_spec(name)
-    return spec.build(in_chans=in_chans, num_outputs=num_outputs, image_size=image_size or spec.image_size, dropout=dropout)
+    if crop not in CROPS:
+        raise PneumoError(f"unknown crop {crop!r}; available: {', '.join(CROPS)}")
+    net = spec.build(in_chans=in_chans, num_outputs=num_outputs, image_size=image_size or spec.image_size, dropout=dropout)
+    return with_content_crop(net, spec.mean, spec.std) if crop == "content" else net
 
 
 def _seed_cnn(in_chans: int, num_outputs: int, image_size: int, dropout: float) -> nn.Module:

@@ -5,6 +5,8 @@ import warnings
 
 import torch
 
+from pneumo.models.framing import without_pre_hooks
+
 __all__ = ["cuda_graphed"]
 
 
@@ -22,7 +24,8 @@ def cuda_graphed(model: torch.nn.Module, batch_shape: tuple[int, ...], use_amp: 
     with warnings.catch_warnings(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp, cache_enabled=False):
         # the warm-up runs on a side stream, as recording requires; PyTorch warns about that once
         warnings.filterwarnings("ignore", message=".*(AccumulateGrad node's stream|no current CUDA context)")
-        graphed = torch.cuda.make_graphed_callables(model, (sample,))
+        with without_pre_hooks(model):  # a content crop runs before the graph, eagerly
+            graphed = torch.cuda.make_graphed_callables(model, (sample,))
     with torch.no_grad():
         for name, b in model.named_buffers():
             b.copy_(buffers[name])

@@ -42,12 +42,14 @@ from pneumo.version import __version__
 __all__ = ["assemble_ensemble"]
 
 
-def _member_config(model: TorchModel, data: str | Path | None) -> Config:
+def _member_config(model: TorchModel, data: str | Path | None, outliers: str | Path | None) -> Config:
     if not model.meta.config:
         raise PneumoError(f"{model.folder} records no training config, so its validation split cannot be drawn again; train it with pneumo")
     values = dict(model.meta.config)
     if data is not None:
         values["data"] = str(data)
+    if outliers is not None:
+        values["outliers"] = str(outliers)
     return config_from_dict(values)
 
 
@@ -73,7 +75,7 @@ def _check_members(models: list[TorchModel]) -> None:
 
 def _ensemble_net(models: list[TorchModel]) -> tuple[Ensemble, list[EnsembleMember]]:
     members = [
-        EnsembleMember(m.meta.architecture, m.meta.num_outputs, m.meta.mean, m.meta.std, m.meta.temperature, m.meta.dropout, str(m.folder), m.meta.weights_sha256)
+        EnsembleMember(m.meta.architecture, m.meta.num_outputs, m.meta.mean, m.meta.std, m.meta.temperature, m.meta.dropout, m.meta.crop, str(m.folder), m.meta.weights_sha256)
         for m in models
     ]
     parts = [split_head(m.net) for m in models]
@@ -101,6 +103,7 @@ def assemble_ensemble(
     members: Sequence[str | Path],
     out: str | Path,
     data: str | Path | None = None,
+    outliers: str | Path | None = None,
     calibration: str = "shift",
     threshold: str | float = "shift",
     n_boot: int = 1000,
@@ -114,6 +117,8 @@ def assemble_ensemble(
     Args:
         members: run or checkpoint folders of models of one task and input size.
         data: where the members' training data is now, if not where their configs say.
+        outliers: films the ensemble must not judge, for its input check (a folder, "auto" or "none"),
+            if not what the first member's config says (members trained where those films were not).
         calibration, threshold: as the config keys of the same names.
     Returns:
         The ensemble's validation report (also written to `out/val_report.json`).
@@ -125,7 +130,7 @@ def assemble_ensemble(
     out = prepare_run_dir(out, overwrite, log)  # refused before any work, if it must be
     models = [TorchModel.load(m) for m in members]
     _check_members(models)
-    configs = [_member_config(m, data) for m in models]
+    configs = [_member_config(m, data, outliers) for m in models]
     splits = [split_training_records(c) for c in configs]
     for model, config, (train_m, val_m) in zip(models, configs, splits):
         if model.meta.data_fingerprint and data_fingerprint(train_m + val_m, config.cache_dir or None) != model.meta.data_fingerprint:

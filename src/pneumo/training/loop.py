@@ -223,7 +223,7 @@ def _checkpoint_meta(config: Config, data: TrainingData, parts: RunParts) -> Che
     """What every checkpoint of the run records (each epoch's adds its epoch and metrics)."""
     return CheckpointMeta(
         architecture=config.model, task=config.task, classes=list(parts.task.classes), num_outputs=parts.task.num_outputs,
-        image_size=config.image_size, in_chans=1, mean=parts.spec.mean, std=parts.spec.std, dropout=config.dropout,
+        image_size=config.image_size, in_chans=1, mean=parts.spec.mean, std=parts.spec.std, dropout=config.dropout, crop=config.crop,
         threshold=0.5, config=config_to_dict(config), data_source=str(config.data), data_fingerprint=data.fingerprint,
         n_train=data.n_train, n_val=len(data.val), pneumo_version=__version__, torch_version=torch.__version__,
     )
