@@ -174,12 +174,13 @@ def test_model_is_left_as_it_was(split_images: tuple) -> None:
     model = load_model(None)
     model.net.train()  # even a model left in training mode: features come from eval mode, and it stays in training mode
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    hooks = [(dict(m._forward_pre_hooks), dict(m._forward_hooks)) for m in model.net.modules()]  # its own: a content crop's
     fitted = fit_feature_check(model, split_images[0][:40])
     assert not fitted.check.has_probe and fitted.notes  # no outlier films: the distance alone, and it says so
     replace(model, check=fitted.check).probabilities_and_scores(split_images[2][:4])
     assert model.net.training
     assert all(torch.equal(before[k], v) for k, v in model.net.state_dict().items())
-    assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.net.modules())
+    assert [(dict(m._forward_pre_hooks), dict(m._forward_hooks)) for m in model.net.modules()] == hooks
 
 
 def test_seed_cnn_features_and_refitting_guard(split_images: tuple, fit: CheckFit) -> None:

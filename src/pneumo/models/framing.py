@@ -3,8 +3,8 @@
 Films reach the model at many framings: with black margins, padded to a square, cut tighter
 or looser. A network fed the raw square can learn where the body sits in the frame instead of
 what the lungs show. `ContentCrop` finds, per image, the rows and columns that hold the film
-(mean intensity above a share of the image's own mean: black margins and padding fall out)
-and resamples that box back to the full square, so the body fills the input the same way
+(mean intensity above a quarter of the brightest row's or column's: black margins, padding and
+the dark air beside the body fall out) and resamples that box back to the full square, so the body fills the input the same way
 whatever the framing. No pretrained network, no parameters: a few reductions and two matrix
 products, on any device and in an ONNX graph alike.
 
