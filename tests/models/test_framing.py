@@ -66,7 +66,7 @@ def test_a_cropping_model_keeps_the_bare_networks_weights_and_crops_what_it_is_g
     cropping = create_model("resnet18_half", num_outputs=1, image_size=224, crop="content").eval()
     assert cropping.state_dict().keys() == bare.state_dict().keys() and content_crop_of(bare) is None
     cropping.load_state_dict(bare.state_dict())
-    x = (_raw(apply_shift(films, "looser (15% black margin)")).unsqueeze(1) - 0.5) / 0.25  # normalised, as the network is fed
+    x = (_raw(apply_shift(films[::4], "looser (15% black margin)")).unsqueeze(1) - 0.5) / 0.25  # normalised, as the network is fed
     with torch.no_grad():
         assert torch.allclose(cropping(x), bare(content_crop_of(cropping)(x)), atol=1e-5)
         assert (content_crop_of(cropping)(x) - x).abs().mean() > 0.05  # the margin is gone: another input
