@@ -16,13 +16,12 @@ import tarfile
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
+from signal_table import mean_shifted_accuracy
 
 
 def signal(run: Path) -> float:
     """Mean accuracy at 62.5% pneumonia over the shifted copies of validation, from the run's report."""
-    shifted = json.loads((run / "val_report.json").read_text()).get("shifted", {})
-    return float(np.mean([s["accuracy_at_prevalence"] for name, s in shifted.items() if name != "none"]))
+    return mean_shifted_accuracy(json.loads((run / "val_report.json").read_text()).get("shifted", {}))
 
 
 def main() -> None:

@@ -21,6 +21,11 @@ from common import shifted_report, table
 from pneumo.evaluation.robustness import ACQUISITION_SHIFTS, FRAMING_SHIFTS
 
 
+def mean_shifted_accuracy(shifted: dict) -> float:
+    """Accuracy at 62.5% pneumonia, averaged over the shifted copies of validation (not the unshifted images)."""
+    return float(np.mean([s["accuracy_at_prevalence"] for name, s in shifted.items() if name in ACQUISITION_SHIFTS or name in FRAMING_SHIFTS]))
+
+
 def summary(report: dict) -> list:
     shifted = report["shifted"]
     acquisition = [shifted[k] for k in ACQUISITION_SHIFTS if k in shifted]
@@ -32,7 +37,7 @@ def summary(report: dict) -> list:
         (report["roc_auc"], 4), (report["accuracy"], 3), (report["recall"], 3), (report["specificity"], 3),
         (float(np.mean([s["roc_auc"] for s in acquisition + framing])), 4),
         (min(s["recall"] for s in framing), 3), (min(s["specificity"] for s in framing), 3),
-        (float(np.mean([s["accuracy_at_prevalence"] for s in acquisition + framing])), 3),
+        (mean_shifted_accuracy(shifted), 3),
         (calibration.get("ece_shifted_after", nan), 4), (report.get("cam_frame_share", nan), 2),
     ]
     return [f"{v:.{digits}f}" for v, digits in values]

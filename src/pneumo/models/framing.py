@@ -62,21 +62,19 @@ class ContentCrop(nn.Module):
     @staticmethod
     def _weights(start: torch.Tensor, stop: torch.Tensor, side: int, dtype: torch.dtype) -> torch.Tensor:
         """[B, side, side] bilinear weights that stretch source pixels start..stop over `side` output pixels."""
-        out = torch.arange(side, device=start.device, dtype=torch.float32).view(1, side, 1)
-        src = torch.arange(side, device=start.device, dtype=torch.float32).view(1, 1, side)
-        centre = start.view(-1, 1, 1) + (out + 0.5) * ((stop - start).view(-1, 1, 1) / side) - 0.5
-        centre = torch.minimum(torch.maximum(centre, start.view(-1, 1, 1)), stop.view(-1, 1, 1) - 1)
-        return torch.relu(1 - (centre - src).abs()).to(dtype)
+        start, stop = start.view(-1, 1), stop.view(-1, 1)
+        out = torch.arange(side, device=start.device, dtype=torch.float32).view(1, side)
+        centre = start + (out + 0.5) * ((stop - start) / side) - 0.5  # where each output pixel samples the film
+        return _tent(torch.minimum(torch.maximum(centre, start), stop - 1), side).to(dtype)
 
     @staticmethod
     def _inverse_weights(start: torch.Tensor, stop: torch.Tensor, side: int) -> torch.Tensor:
         """[B, side, side] weights that put `side` cropped pixels back over source pixels start..stop (zero outside)."""
-        src = torch.arange(side, device=start.device, dtype=torch.float32).view(1, side, 1)
-        out = torch.arange(side, device=start.device, dtype=torch.float32).view(1, 1, side)
-        length = (stop - start).view(-1, 1, 1)
-        centre = (src + 0.5 - start.view(-1, 1, 1)) * (side / length) - 0.5
-        inside = (src >= start.view(-1, 1, 1)) & (src < stop.view(-1, 1, 1))
-        return torch.relu(1 - (centre.clamp(0, side - 1) - out).abs()) * inside
+        start, stop = start.view(-1, 1), stop.view(-1, 1)
+        src = torch.arange(side, device=start.device, dtype=torch.float32).view(1, side)
+        centre = (src + 0.5 - start) * (side / (stop - start)) - 0.5  # where each film pixel samples the crop
+        inside = (src >= start) & (src < stop)
+        return _tent(centre.clamp(0, side - 1), side) * inside.unsqueeze(2)
 
     def uncrop(self, maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Maps [B, S, S] over the cropped input (a Grad-CAM heatmap) back onto the films' own pixels; zero outside each box."""
@@ -92,6 +90,12 @@ class ContentCrop(nn.Module):
         along_cols = self._weights(box[:, 2], box[:, 3], side, x.dtype)
         cropped = along_rows @ x[:, 0] @ along_cols.transpose(1, 2)
         return cropped.unsqueeze(1).contiguous(memory_format=torch.channels_last)
+
+
+def _tent(centre: torch.Tensor, side: int) -> torch.Tensor:
+    """[B, N, side] linear-interpolation weights of pixels 0..side-1 for sample positions `centre` [B, N]."""
+    pixels = torch.arange(side, device=centre.device, dtype=torch.float32)
+    return torch.relu(1 - (centre.unsqueeze(2) - pixels).abs())
 
 
 def _crop_input(module: nn.Module, args: tuple) -> tuple:
