@@ -59,16 +59,19 @@ class Task:
             raise PneumoError(f"{where}: pneumonia image with unknown pathogen cannot be used for the pathogen task")
         return PATHOGEN_CLASSES.index(pathogen)
 
-    def probabilities(self, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    def probabilities(self, logits: torch.Tensor, temperature: float = 1.0, logit_offset: float = 0.0) -> torch.Tensor:
         """Logits [B, num_outputs] -> class probabilities [B, len(classes)], the logits divided by
-        the model's calibration `temperature` first (`pneumo.evaluation.calibration`)."""
+        the model's calibration `temperature` first and `logit_offset` added to the log-odds of
+        pneumonia (every pneumonia class's logit against normal's; `pneumo.evaluation.calibration`)."""
         import torch
 
         if temperature != 1.0:
             logits = logits / temperature
         if self.num_outputs == 1:
-            p = torch.sigmoid(logits[:, 0])
+            p = torch.sigmoid(logits[:, 0] + logit_offset) if logit_offset else torch.sigmoid(logits[:, 0])
             return torch.stack([1 - p, p], dim=1)
+        if logit_offset:
+            logits = torch.cat([logits[:, :1], logits[:, 1:] + logit_offset], dim=1)
         return torch.softmax(logits, dim=1)
 
     def pneumonia_logit(self, logits: torch.Tensor) -> torch.Tensor:

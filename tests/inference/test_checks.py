@@ -1,13 +1,16 @@
 """Input checks: rule warnings from what a file says about itself, and how check_inputs adds the feature distance."""
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from pneumo.data.io import read_image_with_info
+from pneumo.errors import PneumoError
 from pneumo.inference.checks import (
+    SiteCheck,
     FeatureCheck,
     check_inputs,
     rule_warnings,
@@ -91,9 +94,40 @@ def test_check_inputs_combines_both() -> None:
 def test_the_probe_warns_on_its_own_and_says_what_it_saw() -> None:
     check = _check(10.0, probe_limit=2.0)
     scores = check.scores(np.array([[1, 0, 1.5], [1, 0, 2.5], [20, 0, 2.5]]))
-    np.testing.assert_allclose(scores, [[1, 1.5], [1, 2.5], [20, 2.5]])
+    np.testing.assert_allclose(scores[:, :2], [[1, 1.5], [1, 2.5], [20, 2.5]])
+    assert np.isnan(scores[:, 2:]).all()  # no site: its scores are NaN
     assert check.flags(scores).tolist() == [False, True, True]
     warnings = check_inputs([None] * 3, scores, check)
     assert warnings[0] == [] and len(warnings[1]) == 1 and "adult's or another site's" in warnings[1][0] and len(warnings[2]) == 2
     assert {warning_kind(w) for w in warnings[2]} == {"unlike the training films", "adult or other-site film"}
     assert np.isnan(_check().scores(np.zeros((1, 5)))[0, 1])  # no probe: its score is NaN and never flags
+
+
+def _site(distance_limit: float, probe_limit: float) -> SiteCheck:
+    """A site check on the same toy rows: distance from the origin, the statistic scored as itself."""
+    return SiteCheck(np.zeros(2), np.eye(2), distance_limit, np.zeros(1), np.ones(1), np.ones(1), 0.0, probe_limit)
+
+
+def test_a_site_check_accepts_only_what_lies_within_both_of_its_limits() -> None:
+    rows = np.array([[1, 0, 1.5], [1, 0, 2.5], [20, 0, 2.5], [1, 0, 9.0], [50, 0, 0.0]])
+    plain = _check(10.0, probe_limit=2.0)
+    site = plain.with_site(_site(distance_limit=25.0, probe_limit=3.0))
+    scores = site.scores(rows)
+    np.testing.assert_allclose(scores[:, 2:], [[1, 1.5], [1, 2.5], [20, 2.5], [1, 9.0], [50, 0.0]])
+    assert plain.flags(plain.scores(rows)).tolist() == [False, True, True, True, True]
+    # the site widens along its own variation only: far from its films (distance 50) or like the outliers (probe 9) stays refused
+    assert site.flags(scores).tolist() == [False, False, False, True, True]
+    assert site.own_flags(scores).tolist() == [False, True, True, True, True]
+    assert check_inputs([None] * 5, scores, site)[1] == [] and "adult's or another site's" in check_inputs([None] * 5, scores, site)[3][0]
+
+
+def test_a_site_check_and_outlier_rows_survive_their_arrays_and_damage_is_refused() -> None:
+    check = replace(_check(10.0, probe_limit=2.0), outlier_rows=np.ones((3, 1))).with_site(_site(25.0, 3.0))
+    again = FeatureCheck.from_arrays(check.arrays(), "x")
+    assert again.site is not None and again.site.probe_limit == 3.0 and again.outlier_rows.shape == (3, 1)
+    assert "outlier_rows" not in check.arrays(scoring_only=True)  # an export carries what scoring needs
+    damaged = {k: v for k, v in check.arrays().items() if k != "site_probe_limit"}
+    with pytest.raises(PneumoError, match="lacks site_probe_limit"):
+        FeatureCheck.from_arrays(damaged, "x")
+    with pytest.raises(PneumoError, match="shapes"):
+        FeatureCheck.from_arrays(check.arrays() | {"outlier_rows": np.ones((3, 2), dtype=np.float32)}, "x")

@@ -17,6 +17,7 @@ from pneumo.data.layout import discover
 from pneumo.data.preprocess import load_image, resize_image
 from pneumo.data.split import split_records
 from pneumo.errors import PneumoError
+from pneumo.evaluation.robustness import apply_shift
 from pneumo.inference.checks import FeatureCheck
 from pneumo.inference.features import (
     FEATURES,
@@ -24,6 +25,7 @@ from pneumo.inference.features import (
     feature_rows,
     feature_width,
     fit_feature_check,
+    fit_site_check,
     load_feature_check,
     save_feature_check,
 )
@@ -116,9 +118,32 @@ def test_one_pass_gives_the_models_probabilities(model: TorchModel, fit: CheckFi
     probs, scores = checked.probabilities_and_scores(x, batch_size=5)
     np.testing.assert_allclose(probs, model.class_probabilities(x), atol=1e-6)
     np.testing.assert_allclose(scores, checked.probabilities_and_scores(x, batch_size=16)[1], rtol=1e-5)
-    assert scores.shape == (16, 2) and scores.dtype == np.float64
+    assert scores.shape == (16, 4) and scores.dtype == np.float64 and np.isnan(scores[:, 2:]).all()  # no site yet
     rows = feature_rows(model, x)[1]
     assert rows.shape == (16, fit.check.width)
+
+
+def test_the_distance_limit_keeps_every_shifted_copy_inside_it(model: TorchModel, split_images: tuple) -> None:
+    train, val = split_images[0][:120], split_images[1][:100]
+    noisy = feature_rows(model, apply_shift(val, "noise (sigma 0.05)"))[1]
+    plain = fit_feature_check(model, train, val)
+    shifted = fit_feature_check(model, train, val, shifted_val_rows={"noise (sigma 0.05)": noisy})
+    assert shifted.check.distance_limit >= plain.check.distance_limit
+    flagged = shifted.check.flags(shifted.check.scores(noisy)).mean()
+    assert flagged <= 0.01 and shifted.copy_flagged["noise (sigma 0.05)"] == flagged and set(shifted.copy_flagged) == {"none", "noise (sigma 0.05)"}
+
+
+def test_a_site_check_accepts_the_sites_children_and_not_adults_from_unseen_sources(
+    model: TorchModel, fit: CheckFit, split_images: tuple, adult: tuple, seen_sources: np.ndarray
+) -> None:
+    site = feature_rows(model, apply_shift(split_images[2], "blur (sigma 1% of side)"))[1]  # 100 children of a blurrier site
+    assert fit.check.outlier_rows is not None and len(fit.check.outlier_rows) == seen_sources.sum()
+    widened = fit.check.with_site(fit_site_check(fit.check, site))
+    assert widened.flags(widened.scores(site)).mean() <= 0.01
+    unseen = feature_rows(model, adult[0][~seen_sources])[1]
+    assert widened.flags(widened.scores(unseen)).mean() >= 0.8  # the site check never saw these sources either
+    with pytest.raises(PneumoError, match="keeps no outlier films"):
+        replace(fit.check, outlier_rows=None).with_site(fit_site_check(replace(fit.check, outlier_rows=None), site))
 
 
 def test_features_file_round_trips(tmp_path: Path, fit: CheckFit) -> None:
@@ -147,7 +172,7 @@ def test_features_file_round_trips(tmp_path: Path, fit: CheckFit) -> None:
 
 def test_a_distance_only_file_still_loads(tmp_path: Path, fit: CheckFit) -> None:
     folder = copy_checkpoint(bundled_model_dir(), tmp_path)
-    arrays = {k: v for k, v in fit.check.arrays().items() if not k.startswith("probe_")}
+    arrays = {k: v for k, v in fit.check.arrays().items() if not k.startswith("probe_") and k != "outlier_rows"}
     sha = json.loads((folder / "meta.json").read_text())["weights_sha256"]
     save_file(arrays, str(folder / FEATURES), metadata={"format": "pneumo-feature-stats/1", "weights_sha256": sha})
     loaded = load_feature_check(folder)

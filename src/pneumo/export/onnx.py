@@ -48,12 +48,13 @@ class _PixelsToProbabilities(nn.Module):
 
     def __init__(self, net: nn.Module, meta: CheckpointMeta) -> None:
         super().__init__()
-        self.net, self.task, self.mean, self.std, self.temperature = net, meta.task_spec, meta.mean, meta.std, meta.temperature
+        self.net, self.task, self.mean, self.std = net, meta.task_spec, meta.mean, meta.std
+        self.temperature, self.logit_offset = meta.temperature, meta.logit_offset
         self._tap = FeatureTap(net).__enter__()  # stays attached: this wrapper exists to be exported
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._tap.rows.clear()
-        probabilities = self.task.probabilities(self.net(normalise(pixels / 255.0, self.mean, self.std)), self.temperature)
+        probabilities = self.task.probabilities(self.net(normalise(pixels / 255.0, self.mean, self.std)), self.temperature, self.logit_offset)
         return probabilities, self._tap.rows[-1]
 
 
@@ -71,7 +72,7 @@ def _check_images(images: np.ndarray | None, size: int) -> np.ndarray:
 def _feature_check(model: TorchModel) -> dict[str, Any] | None:
     """The checkpoint's input check for the export's JSON, or None when it has none."""
     check = model.with_feature_check().feature_check
-    return encode_arrays(check.arrays()) if check is not None else None
+    return encode_arrays(check.arrays(scoring_only=True)) if check is not None else None
 
 
 def export_info(meta: CheckpointMeta, opset: int, feature_check: dict[str, Any] | None, onnx_sha256: str) -> dict[str, Any]:

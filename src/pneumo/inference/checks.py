@@ -18,6 +18,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ import numpy as np
 from pneumo.data.io import ImageInfo
 from pneumo.errors import PneumoError
 
-__all__ = ["ASPECT_RANGE", "MAX_AGE_YEARS", "MAX_COLOURFULNESS", "MIN_SIDE", "RADIOGRAPHY_MODALITIES", "FeatureCheck", "check_inputs", "mahalanobis_distance", "rule_warnings", "warning_kind"]
+__all__ = ["ASPECT_RANGE", "MAX_AGE_YEARS", "MAX_COLOURFULNESS", "MIN_SIDE", "RADIOGRAPHY_MODALITIES", "FeatureCheck", "SiteCheck", "check_inputs", "mahalanobis_distance", "rule_warnings", "warning_kind"]
 
 _MEANINGLESS = "the result may be meaningless"
 
@@ -125,9 +126,31 @@ def mahalanobis_distance(features: np.ndarray, mean: np.ndarray, precision: np.n
     return np.sqrt(np.clip(squared, 0, None))
 
 
-# the arrays a FeatureCheck is saved as (features.safetensors, the export's JSON); probe_* are optional
+# the arrays a FeatureCheck is saved as (features.safetensors, the export's JSON); probe_*, site_* and outlier_rows are optional
 _DISTANCE_ARRAYS = ("mean", "precision", "threshold")
 _PROBE_ARRAYS = ("probe_center", "probe_scale", "probe_weight", "probe_bias", "probe_limit")
+_SITE_ARRAYS = tuple(f"site_{name}" for name in ("mean", "precision", "distance_limit", *_PROBE_ARRAYS))
+_OUTLIER_ROWS = "outlier_rows"
+
+
+@dataclass(frozen=True)
+class SiteCheck:
+    """What a site's own unlabelled films look like to the model (`pneumo calibrate --unlabeled`): a film the
+    model's own check refuses is still judged when it lies within the site's films' distance limit and
+    passes a probe fitted to tell the site's films from the outlier films. It widens what is accepted
+    along the site's own variation only: adult films and non-chest images stay outside both."""
+
+    mean: np.ndarray  # [P] the site films' penultimate features
+    precision: np.ndarray  # [P, P] their shrunk inverse covariance
+    distance_limit: float
+    probe_center: np.ndarray  # [Q]
+    probe_scale: np.ndarray  # [Q]
+    probe_weight: np.ndarray  # [Q]: site films (low) against outlier films (high)
+    probe_bias: float
+    probe_limit: float
+
+    def accepts(self, distance: np.ndarray, probe: np.ndarray) -> np.ndarray:
+        return (np.asarray(distance) <= self.distance_limit) & (np.asarray(probe) <= self.probe_limit)
 
 
 @dataclass(frozen=True)
@@ -142,9 +165,13 @@ class FeatureCheck:
     - `distance`: Mahalanobis distance of the penultimate features from the training films'
       (Lee et al. 2018): anything far from every training film, photographs and noise included;
     - `probe`: a linear probe on the multi-depth statistics, fitted to tell the training films
-      from films the model must not judge (adult films from other hospitals, `outliers` in the
-      config); it catches what lies near the training films in the last layer but differs in
-      texture, anatomy and acquisition. Absent when no outlier films were given.
+      (and their augmented and shifted copies) from films the model must not judge (adult films
+      from other hospitals, `outliers` in the config); it catches what lies near the training films
+      in the last layer but differs in texture, anatomy and acquisition. Absent when no outlier films were given.
+
+    With a `site` (`pneumo calibrate --unlabeled`), a film either score refuses is judged all the same
+    when the site's check accepts it. `outlier_rows` keeps the outlier films' multi-depth statistics so
+    that a site check can be fitted later without them; they are not needed to score.
 
     Its arrays are plain numpy, so the torch-free runtime scores exports exactly as PyTorch does.
     """
@@ -157,6 +184,8 @@ class FeatureCheck:
     probe_weight: np.ndarray | None = None  # [Q] logistic-regression weights
     probe_bias: float = 0.0
     probe_limit: float = float("inf")
+    site: SiteCheck | None = None
+    outlier_rows: np.ndarray | None = None  # [M, Q] the outlier films' multi-depth statistics
 
     @property
     def width(self) -> int:
@@ -168,7 +197,8 @@ class FeatureCheck:
         return self.probe_weight is not None
 
     def scores(self, features: np.ndarray) -> np.ndarray:
-        """[N, 2] float64: each row's distance and probe score (NaN without a probe)."""
+        """[N, 4] float64: each row's distance and probe score, then the site's distance and probe
+        score (NaN without a probe, without a site)."""
         features = np.asarray(features, dtype=np.float64)
         if features.ndim != 2 or features.shape[1] < self.width:
             raise PneumoError(
@@ -176,20 +206,35 @@ class FeatureCheck:
                 "it was fitted for another model; refit or export it again"
             )
         p = len(self.mean)
-        out = np.full((len(features), 2), np.nan)
+        out = np.full((len(features), 4), np.nan)
         out[:, 0] = mahalanobis_distance(features[:, :p], self.mean, self.precision)
         if self.has_probe:
             q = features[:, p : p + len(self.probe_weight)]
             out[:, 1] = ((q - self.probe_center) / self.probe_scale) @ self.probe_weight + self.probe_bias
+            if self.site is not None:
+                site = self.site
+                out[:, 2] = mahalanobis_distance(features[:, :p], site.mean, site.precision)
+                out[:, 3] = ((q - site.probe_center) / site.probe_scale) @ site.probe_weight + site.probe_bias
         return out
 
-    def flags(self, scores: np.ndarray) -> np.ndarray:
-        """True where either score is above its limit."""
+    def own_flags(self, scores: np.ndarray) -> np.ndarray:
+        """True where the model's own check (distance or probe) is above its limit, whatever a site says."""
         scores = np.asarray(scores, dtype=np.float64)
         return (scores[:, 0] > self.distance_limit) | (np.nan_to_num(scores[:, 1], nan=-np.inf) > self.probe_limit)
 
+    def flags(self, scores: np.ndarray) -> np.ndarray:
+        """True where the film is refused: the model's own check flags it and no site check accepts it."""
+        scores = np.asarray(scores, dtype=np.float64)
+        flagged = self.own_flags(scores)
+        if self.site is not None and scores.shape[1] >= 4:
+            flagged &= ~self.site.accepts(np.nan_to_num(scores[:, 2], nan=np.inf), np.nan_to_num(scores[:, 3], nan=np.inf))
+        return flagged
+
     def warnings(self, row: np.ndarray) -> list[str]:
-        """The warnings one image's scores raise."""
+        """The warnings one image's scores raise (none when the site's check accepts what the model's own refuses)."""
+        row = np.asarray(row, dtype=np.float64)
+        if not self.flags(row[None])[0]:
+            return []
         out = []
         if row[0] > self.distance_limit:
             out.append(
@@ -203,12 +248,20 @@ class FeatureCheck:
             )
         return out
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """float32 arrays to save (names as `from_arrays` reads them)."""
+    def with_site(self, site: SiteCheck | None) -> FeatureCheck:
+        return dataclasses.replace(self, site=site)
+
+    def arrays(self, scoring_only: bool = False) -> dict[str, np.ndarray]:
+        """float32 arrays to save (names as `from_arrays` reads them); `scoring_only` leaves out the
+        outlier rows, which only a later site calibration needs (an export's JSON)."""
         out = {"mean": self.mean, "precision": self.precision, "threshold": np.array(self.distance_limit)}
         if self.has_probe:
             out |= {"probe_center": self.probe_center, "probe_scale": self.probe_scale, "probe_weight": self.probe_weight,
                     "probe_bias": np.array(self.probe_bias), "probe_limit": np.array(self.probe_limit)}
+        if self.site is not None:
+            out |= {f"site_{name}": np.asarray(getattr(self.site, name)) for name in (f.name for f in dataclasses.fields(SiteCheck))}
+        if self.outlier_rows is not None and not scoring_only:
+            out[_OUTLIER_ROWS] = self.outlier_rows
         return {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in out.items()}
 
     @classmethod
@@ -217,24 +270,39 @@ class FeatureCheck:
         damaged = f"{where} holds a damaged input check"
         missing = [k for k in _DISTANCE_ARRAYS if k not in arrays]
         probe = [k for k in _PROBE_ARRAYS if k in arrays]
-        if missing or 0 < len(probe) < len(_PROBE_ARRAYS):
-            raise PneumoError(f"{damaged} (it lacks {', '.join(missing or sorted(set(_PROBE_ARRAYS) - set(probe)))}); refit or export it again")
-        a = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items() if k in _DISTANCE_ARRAYS + _PROBE_ARRAYS}
+        site = [k for k in _SITE_ARRAYS if k in arrays]
+        if missing or 0 < len(probe) < len(_PROBE_ARRAYS) or 0 < len(site) < len(_SITE_ARRAYS) or (site and not probe):
+            lacking = missing or sorted(set(_PROBE_ARRAYS) - set(probe)) or sorted(set(_SITE_ARRAYS) - set(site)) or list(_PROBE_ARRAYS)
+            raise PneumoError(f"{damaged} (it lacks {', '.join(lacking)}); refit or export it again")
+        known = _DISTANCE_ARRAYS + _PROBE_ARRAYS + _SITE_ARRAYS + (_OUTLIER_ROWS,)
+        a = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items() if k in known}
         p = a["mean"].shape[0] if a["mean"].ndim == 1 else 0
         shapes_ok = p > 0 and a["precision"].shape == (p, p) and a["threshold"].size == 1
+        q = 0
         if probe:
             q = a["probe_weight"].shape[0] if a["probe_weight"].ndim == 1 else 0
             shapes_ok &= q > 0 and a["probe_center"].shape == (q,) and a["probe_scale"].shape == (q,)
             shapes_ok &= a["probe_bias"].size == 1 and a["probe_limit"].size == 1
+        if site:
+            shapes_ok &= a["site_mean"].shape == (p,) and a["site_precision"].shape == (p, p) and a["site_distance_limit"].size == 1
+            shapes_ok &= all(a[f"site_{k}"].shape == (q,) for k in ("probe_center", "probe_scale", "probe_weight"))
+            shapes_ok &= a["site_probe_bias"].size == 1 and a["site_probe_limit"].size == 1
+        if _OUTLIER_ROWS in a:
+            shapes_ok &= q > 0 and a[_OUTLIER_ROWS].ndim == 2 and a[_OUTLIER_ROWS].shape[1] == q
         if not shapes_ok:
             raise PneumoError(f"{damaged} (its arrays' shapes do not fit together); refit or export it again")
-        if not all(np.isfinite(v).all() for v in a.values()) or (probe and not (a["probe_scale"] > 0).all()):
+        scales = [a[k] for k in ("probe_scale", "site_probe_scale") if k in a]
+        if not all(np.isfinite(v).all() for v in a.values()) or not all((v > 0).all() for v in scales):
             raise PneumoError(f"{damaged} (non-finite or non-positive numbers); refit or export it again")
         scalar = lambda name: float(a[name].reshape(-1)[0])  # noqa: E731
-        if probe:
-            return cls(a["mean"], a["precision"], scalar("threshold"), a["probe_center"], a["probe_scale"], a["probe_weight"],
-                       scalar("probe_bias"), scalar("probe_limit"))
-        return cls(a["mean"], a["precision"], scalar("threshold"))
+        site_check = None
+        if site:
+            site_check = SiteCheck(a["site_mean"], a["site_precision"], scalar("site_distance_limit"), a["site_probe_center"], a["site_probe_scale"],
+                                   a["site_probe_weight"], scalar("site_probe_bias"), scalar("site_probe_limit"))
+        if not probe:
+            return cls(a["mean"], a["precision"], scalar("threshold"))
+        return cls(a["mean"], a["precision"], scalar("threshold"), a["probe_center"], a["probe_scale"], a["probe_weight"],
+                   scalar("probe_bias"), scalar("probe_limit"), site_check, a.get(_OUTLIER_ROWS))
 
 
 def check_inputs(

@@ -39,7 +39,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from pneumo.errors import PneumoError
-from pneumo.inference.checks import FeatureCheck, mahalanobis_distance
+from pneumo.inference.checks import FeatureCheck, SiteCheck, mahalanobis_distance
 from pneumo.models.checkpoint import read_meta, resolve_checkpoint, write_meta
 from pneumo.models.meta import FEATURES, META
 from pneumo.utils.files import write_temp
@@ -58,19 +58,23 @@ __all__ = [
     "feature_rows",
     "feature_width",
     "fit_feature_check",
+    "fit_site_check",
     "load_feature_check",
     "save_feature_check",
 ]
 
-_FORMAT = "pneumo-feature-stats/2"
-_READABLE_FORMATS = ("pneumo-feature-stats/1", _FORMAT)  # /1: the distance alone
+_FORMAT = "pneumo-feature-stats/3"
+_READABLE_FORMATS = ("pneumo-feature-stats/1", "pneumo-feature-stats/2", _FORMAT)  # /1: the distance alone; /3: a site check and outlier rows
 # Inverse L2 strength of the probe over standardised statistics (strong: ~100 outlier films face
-# ~2000 statistics) and the quantile of validation children's scores where it draws its limit.
-# Chosen with benchmarks/probe_sweep.py on the bundled model: 3e-3 at 0.995 flagged 1.0% of
-# validation children (limit from the other half) and caught 95% of adult films from sources the
-# probe never saw; 1e-3 at 0.99 flagged 1.4% and caught 96%.
-PROBE_C = 3e-3
+# ~2000 statistics) and the quantile of validation children's scores where it draws its limit
+# (chosen with benchmarks/probe_sweep.py and benchmarks/bench_site.py).
+PROBE_C = 3e-2
 PROBE_QUANTILE = 0.995
+# the distance's limit leaves at most 1% of every validation copy (unshifted or shifted) beyond it
+COPY_QUANTILE = 0.99
+# a site's own check (`fit_site_check`): the probe's strength, and the share of the site's films each limit passes
+SITE_PROBE_C = 1e-2
+SITE_QUANTILE = 0.995
 
 
 def _head(net: nn.Module) -> nn.Linear:
@@ -188,13 +192,13 @@ def _out_of_fold_distances(features: np.ndarray, folds: int) -> np.ndarray:
     return held_out
 
 
-def _probe(inliers: np.ndarray, outliers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def _probe(inliers: np.ndarray, outliers: np.ndarray, c: float = PROBE_C) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Standardisation and logistic-regression weights telling outliers (1) from inliers (0), classes weighted equally."""
     x = np.vstack([inliers, outliers])
     center, scale = x.mean(axis=0), x.std(axis=0)
     scale = np.where(scale > 1e-8, scale, 1.0)
     y = np.r_[np.zeros(len(inliers)), np.ones(len(outliers))]
-    fitted = LogisticRegression(C=PROBE_C, class_weight="balanced", max_iter=5000).fit((x - center) / scale, y)
+    fitted = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit((x - center) / scale, y)
     return center, scale, fitted.coef_[0], float(fitted.intercept_[0])
 
 
@@ -212,6 +216,7 @@ class CheckFit:
     outliers_caught: int = 0  # outlier films flagged by a probe fitted without their source
     n_outliers: int = 0
     n_sources: int = 0
+    copy_flagged: dict[str, float] = field(default_factory=dict)  # share of each shifted validation copy flagged
     notes: list[str] = field(default_factory=list)
 
 
@@ -219,6 +224,16 @@ def _source_folds(groups: Sequence[str], folds: int, seed: int) -> list[np.ndarr
     names = np.array(sorted(set(groups)))
     np.random.default_rng(seed).shuffle(names)
     return [np.isin(np.asarray(groups), part) for part in np.array_split(names, min(folds, len(names)))]
+
+
+def _distance_limit(train: np.ndarray, copies: Sequence[np.ndarray], mean: np.ndarray, precision: np.ndarray, quantile: float, folds: int) -> float:
+    """The distance's limit: the `quantile` of out-of-fold training distances, raised where needed so that
+    at most 1 - COPY_QUANTILE of every validation copy (unshifted and shifted) is beyond it. The distance
+    is for gross outliers (photographs, documents, noise), far beyond any copy; the probe is the fine judge."""
+    limit = float(np.quantile(_out_of_fold_distances(train, folds), quantile))
+    for rows in copies:
+        limit = max(limit, float(np.quantile(mahalanobis_distance(rows, mean, precision), COPY_QUANTILE)))
+    return limit
 
 
 def fit_feature_check(
@@ -234,6 +249,8 @@ def fit_feature_check(
     progress: bool = False,
     seed: int = 0,
     val_rows: np.ndarray | None = None,
+    train_views: np.ndarray | torch.Tensor | None = None,
+    shifted_val_rows: dict[str, np.ndarray] | None = None,
 ) -> CheckFit:
     """Fit the input check of `model`: the distance on its training films, and with validation
     and outlier films, the probe.
@@ -248,6 +265,11 @@ def fit_feature_check(
         quantile: share of training-like films the distance passes.
         val_rows: the validation films' feature rows when a pass over them was just made with a
             `FeatureTap` (the end of a run), so they are not computed again.
+        train_views: augmented and shifted copies of training films (uint8 [M, S, S]): the probe counts
+            them as training-like too, so a film taken or framed a little differently is not "another site".
+        shifted_val_rows: feature rows of the validation films under each simulated shift
+            (`pneumo.evaluation.robustness`): the distance's limit keeps each copy's false alarms at most
+            1 - COPY_QUANTILE, and the share of each copy the check flags is measured.
     """
     if len(train_images) < 4 * folds:
         raise PneumoError(f"fitting the input check needs at least {4 * folds} training images, got {len(train_images)}")
@@ -256,17 +278,24 @@ def fit_feature_check(
     width = feature_width(model.net)
     train = feature_rows(model, train_images, batch_size, progress)[1]
     mean, precision = _gaussian(train[:, :width])
-    limit = float(np.quantile(_out_of_fold_distances(train[:, :width], folds), quantile))
+    val = val_rows if val_rows is not None else (feature_rows(model, val_images, batch_size, progress)[1] if val_images is not None else None)
+    copies = {"none": val} if val is not None else {}
+    copies |= dict(shifted_val_rows or {})
+    limit = _distance_limit(train[:, :width], [rows[:, :width] for rows in copies.values()], mean, precision, quantile, folds)
     distance_only = FeatureCheck(mean, precision, limit)
-    if val_images is None or outlier_images is None or len(outlier_images) < 2 * folds or len(val_images) < 20:
+    if val is None or outlier_images is None or len(outlier_images) < 2 * folds or len(val) < 20:
         why = "no outlier films were given" if outlier_images is None else "too few outlier or validation films"
-        return CheckFit(distance_only, notes=[f"distance check only: {why}"])
+        return CheckFit(distance_only, copy_flagged=_copy_flagged(distance_only, copies), notes=[f"distance check only: {why}"])
     sources = list(outlier_sources) if outlier_sources is not None else [str(i) for i in range(len(outlier_images))]
-    val = val_rows if val_rows is not None else feature_rows(model, val_images, batch_size, progress)[1]
     outliers = feature_rows(model, outlier_images, batch_size, progress)[1]
-    center, scale, weight, bias = _probe(train[:, width:], outliers[:, width:])
+    inliers = train[:, width:]
+    if train_views is not None and len(train_views):
+        inliers = np.vstack([inliers, feature_rows(model, train_views, batch_size, progress)[1][:, width:]])
+    center, scale, weight, bias = _probe(inliers, outliers[:, width:])
     val_scores = _probe_scores(val[:, width:], center, scale, weight, bias)
-    check = FeatureCheck(mean, precision, limit, center, scale, weight, bias, float(np.quantile(val_scores, probe_quantile)))
+    check = FeatureCheck(
+        mean, precision, limit, center, scale, weight, bias, float(np.quantile(val_scores, probe_quantile)), outlier_rows=outliers[:, width:].astype(np.float32)
+    )
     # false alarms on held-out children: the probe's limit from one half of validation, counted on the other
     half = np.random.default_rng(seed).permutation(len(val)) < len(val) // 2
     distance_flags = mahalanobis_distance(val[:, :width], mean, precision) > limit
@@ -278,11 +307,37 @@ def fit_feature_check(
     caught = 0
     source_folds = _source_folds(sources, folds, seed)
     for held in progress_bar(source_folds, len(source_folds), "probe on unseen sources", progress):
-        c, s, w, b = _probe(train[:, width:], outliers[~held, width:])
+        c, s, w, b = _probe(inliers, outliers[~held, width:])
         cut = np.quantile(_probe_scores(val[:, width:], c, s, w, b), probe_quantile)
         held_scores = np.c_[mahalanobis_distance(outliers[held, :width], mean, precision), _probe_scores(outliers[held, width:], c, s, w, b)]
         caught += int(((held_scores[:, 0] > limit) | (held_scores[:, 1] > cut)).sum())
-    return CheckFit(check, val_flagged, len(val), caught, len(outliers), len(set(sources)))
+    return CheckFit(check, val_flagged, len(val), caught, len(outliers), len(set(sources)), _copy_flagged(check, copies))
+
+
+def _copy_flagged(check: FeatureCheck, copies: dict[str, np.ndarray]) -> dict[str, float]:
+    """The share of each validation copy the check flags (the unshifted one in-sample for the probe's limit)."""
+    return {name: float(check.flags(check.scores(rows)).mean()) for name, rows in copies.items() if len(rows)}
+
+
+def fit_site_check(check: FeatureCheck, site_rows: np.ndarray, quantile: float = SITE_QUANTILE, folds: int = 5) -> SiteCheck:
+    """A site's own check from the feature rows of its unlabelled films: a Gaussian of their penultimate
+    features and a probe telling them from the check's outlier films, each limit at `quantile` of the
+    site films' out-of-fold scores (so the limit is not drawn on scores the films fitted themselves)."""
+    if check.outlier_rows is None or not check.has_probe:
+        raise PneumoError("this model's input check keeps no outlier films' statistics, so a site's films cannot be told from them; refit its check with pneumo ensemble MODEL --out DIR")
+    width = len(check.mean)
+    rows = np.asarray(site_rows, dtype=np.float64)
+    penultimate, stats, outliers = rows[:, :width], rows[:, width : check.width], np.asarray(check.outlier_rows, dtype=np.float64)
+    fold = np.arange(len(rows)) % folds
+    distances, probe_scores = np.empty(len(rows)), np.empty(len(rows))
+    for k in range(folds):
+        inside = fold != k
+        m, pr = _gaussian(penultimate[inside])
+        distances[~inside] = mahalanobis_distance(penultimate[~inside], m, pr)
+        probe_scores[~inside] = _probe_scores(stats[~inside], *_probe(stats[inside], outliers, SITE_PROBE_C))
+    mean, precision = _gaussian(penultimate)
+    center, scale, weight, bias = _probe(stats, outliers, SITE_PROBE_C)
+    return SiteCheck(mean, precision, float(np.quantile(distances, quantile)), center, scale, weight, bias, float(np.quantile(probe_scores, quantile)))
 
 
 def _weights_sha256(folder: Path) -> str:

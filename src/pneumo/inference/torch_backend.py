@@ -58,7 +58,9 @@ class TorchModel(Model):
         """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes]."""
         if not isinstance(images, torch.Tensor):
             images = check_image_batch(images, self.image_size)
-        return class_probabilities(self.net, images, self.task, self.meta.mean, self.meta.std, batch_size, progress, self.meta.temperature)
+        return class_probabilities(
+            self.net, images, self.task, self.meta.mean, self.meta.std, batch_size, progress, self.meta.temperature, self.meta.logit_offset
+        )
 
     def probabilities_and_scores(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         if self.check is None:
@@ -102,9 +104,10 @@ def class_probabilities(
     batch_size: int = 256,
     progress: bool = False,
     temperature: float = 1.0,
+    logit_offset: float = 0.0,
 ) -> np.ndarray:
     """Run a network in eval mode over uint8 [N, S, S] images -> probabilities [N, n_classes]
-    (logits divided by the calibration `temperature`)."""
+    (logits divided by the calibration `temperature`, `logit_offset` added to pneumonia's log-odds)."""
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
@@ -117,6 +120,6 @@ def class_probabilities(
         x = normalise(images[start : start + batch_size].to(device), mean, std).contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = net(x).float()
-        out.append(task.probabilities(logits, temperature).cpu())
+        out.append(task.probabilities(logits, temperature, logit_offset).cpu())
     net.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, len(task.classes)), dtype=np.float32)

@@ -100,6 +100,8 @@ class CheckpointMeta:
     std: float
     threshold: float
     temperature: float = 1.0  # logits are divided by it before the softmax/sigmoid (calibration)
+    # added to the log-odds of pneumonia after the temperature (`pneumo calibrate`: a site's shift and prevalence)
+    logit_offset: float = 0.0
     in_chans: int = 1
     dropout: float = 0.0
     crop: str = "none"  # "content": the network crops its input to the content box (pneumo.models.framing)
@@ -117,6 +119,9 @@ class CheckpointMeta:
     created: str = ""
     members: list[dict[str, Any]] = field(default_factory=list)  # an ensemble's members (pneumo.models.ensemble)
     site_calibration: dict[str, Any] = field(default_factory=dict)  # set by `pneumo calibrate`: the site data and new operating point
+    # the validation evidence behind the operating point, the prior `pneumo calibrate` shrinks a site's films towards
+    # (`pneumo.evaluation.calibration.CalibrationPrior`); empty for a model calibrated without it
+    calibration_prior: dict[str, Any] = field(default_factory=dict)
     weights_sha256: str = ""  # set when the checkpoint is written
     features_sha256: str = ""  # the input check's arrays (features.safetensors) when the metadata was written beside them
     format_version: int = FORMAT_VERSION
@@ -197,10 +202,10 @@ class CheckpointMeta:
 
 
 _INT_FIELDS = {"num_outputs", "image_size", "in_chans", "n_train", "n_val", "format_version"}
-_FLOAT_FIELDS = {"mean", "std", "threshold", "dropout", "temperature"}
+_FLOAT_FIELDS = {"mean", "std", "threshold", "dropout", "temperature", "logit_offset"}
 _STR_FIELDS = {"architecture", "task", "crop", "threshold_method", "data_source", "data_fingerprint", "pneumo_version", "torch_version", "created",
                "weights_sha256", "features_sha256", "meta_sha256"}
-_DICT_FIELDS = {"config", "val_metrics", "val_ci95", "site_calibration"}
+_DICT_FIELDS = {"config", "val_metrics", "val_ci95", "site_calibration", "calibration_prior"}
 _MEMBER_FIELDS = {"architecture": str, "num_outputs": int, "mean": float, "std": float, "temperature": float, "dropout": float,
                   "crop": str, "source": str, "weights_sha256": str}
 _MEMBER_REQUIRED = ("architecture", "num_outputs", "mean", "std")
@@ -286,6 +291,11 @@ def _field_problem(meta: CheckpointMeta, architectures: Collection[str] | None) 
         return f"dropout {meta.dropout} is not in [0, 1)"
     if meta.crop not in _CROPS:
         return f"crop {meta.crop!r} is not one of {', '.join(_CROPS)}"
+    if abs(meta.logit_offset) > _MAX_LOGIT_OFFSET:
+        return f"logit_offset {meta.logit_offset} is outside +-{_MAX_LOGIT_OFFSET} (it would make every answer 0 or 1)"
+    prior = _prior_problem(meta.calibration_prior)
+    if prior:
+        return f"calibration_prior: {prior}"
     if meta.epoch is not None and meta.epoch < 0:
         return f"epoch {meta.epoch} is negative"
     if meta.n_train < 0 or meta.n_val < 0:
@@ -305,6 +315,28 @@ def _field_problem(meta: CheckpointMeta, architectures: Collection[str] | None) 
                 return f"ensemble member {index + 1}: {bad}"
     elif meta.members:
         return f"a {meta.architecture} model lists ensemble members"
+    return None
+
+
+_MAX_LOGIT_OFFSET = 50.0
+# calibration_prior's fields (`pneumo.evaluation.calibration.CalibrationPrior`) and the range each must lie in
+_PRIOR_FIELDS = {
+    "threshold": (0.0, 1.0), "temperature": (1e-3, 1e3), "slope": (1e-3, 1e3), "offset": (-50.0, 50.0), "slope_sd": (1e-6, 1e3), "offset_sd": (1e-6, 1e3),
+    "prevalence": (1e-6, 1 - 1e-6), "n_films": (0, 1e9), "n_sites": (0, 1e6),
+}
+
+
+def _prior_problem(prior: dict[str, Any]) -> str | None:
+    """What is wrong with a calibration prior (empty is fine: a model without one), or None."""
+    if not prior:
+        return None
+    unknown, missing = sorted(set(prior) - set(_PRIOR_FIELDS)), sorted(set(_PRIOR_FIELDS) - set(prior))
+    if unknown or missing:
+        return f"unknown field(s) {unknown}" if unknown else f"lacks {', '.join(missing)}"
+    for key, (low, high) in _PRIOR_FIELDS.items():
+        value = prior[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value) or not low <= value <= high:
+            return f"{key} is {_shown(value)}, not a number in [{low:g}, {high:g}]"
     return None
 
 

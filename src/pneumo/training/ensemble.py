@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from pneumo.config import Config, config_from_dict
+from pneumo.config import Config, config_from_dict, config_to_dict, load_config
 from pneumo.data.cache import data_fingerprint
 from pneumo.evaluation.overlap import save_training_films
 from pneumo.data.layout import Record
@@ -43,9 +43,13 @@ __all__ = ["assemble_ensemble"]
 
 
 def _member_config(model: TorchModel, data: str | Path | None, outliers: str | Path | None) -> Config:
+    """The recipe a model was trained with (an ensemble's: its members'), with `data` and `outliers` where the caller says.
+    An ensemble written before pneumo kept its members' recipe (its config lists only them) follows default.yaml, as the bundled one does."""
     if not model.meta.config:
         raise PneumoError(f"{model.folder} records no training config, so its validation split cannot be drawn again; train it with pneumo")
     values = dict(model.meta.config)
+    if values.pop("members", None) is not None and not values:
+        values = config_to_dict(load_config("default"))
     if data is not None:
         values["data"] = str(data)
     if outliers is not None:
@@ -63,14 +67,16 @@ def _check_members(models: list[TorchModel]) -> None:
     if not models:
         raise PneumoError("give at least one trained model")
     first = models[0].meta
+    if len(models) > 1:
+        for m in models:
+            if m.meta.architecture == ENSEMBLE:
+                raise PneumoError(f"{m.folder} is an ensemble already and cannot be a member of another; give its members instead")
     for m in models[1:]:
         if (m.meta.task, m.meta.image_size) != (first.task, first.image_size):
             raise PneumoError(
                 f"ensemble members must share task and input size: {models[0].folder} is {first.task} at {first.image_size} px, "
                 f"{m.folder} is {m.meta.task} at {m.meta.image_size} px"
             )
-        if m.meta.architecture == ENSEMBLE:
-            raise PneumoError(f"{m.folder} is an ensemble already; give its members instead")
 
 
 def _ensemble_net(models: list[TorchModel]) -> tuple[Ensemble, list[EnsembleMember]]:
@@ -84,7 +90,7 @@ def _ensemble_net(models: list[TorchModel]) -> tuple[Ensemble, list[EnsembleMemb
 
 def _single(model: TorchModel) -> tuple[torch.nn.Module, CheckpointMeta]:
     """One model to recalibrate: its own network and metadata (the temperature is fitted anew)."""
-    return model.net, model.meta.replace(temperature=1.0)
+    return model.net, model.meta.replace(temperature=1.0, logit_offset=0.0, site_calibration={}, calibration_prior={})
 
 
 def _ensemble(models: list[TorchModel], sources: Sequence[str | Path], config: Config, data: TrainingData) -> tuple[torch.nn.Module, CheckpointMeta]:
@@ -92,7 +98,7 @@ def _ensemble(models: list[TorchModel], sources: Sequence[str | Path], config: C
     task = models[0].task
     meta = CheckpointMeta(
         architecture=ENSEMBLE, task=task.name, classes=list(task.classes), num_outputs=task.num_outputs, image_size=models[0].image_size,
-        mean=0.0, std=1.0, threshold=0.5, members=[dataclasses.asdict(d) for d in described], config={"members": [str(m) for m in sources]},
+        mean=0.0, std=1.0, threshold=0.5, members=[dataclasses.asdict(d) for d in described], config={**config_to_dict(config), "members": [str(m) for m in sources]},
         data_source=str(config.data), data_fingerprint=data.fingerprint, n_train=data.n_train, n_val=len(data.val),
         pneumo_version=__version__, torch_version=torch.__version__,
     )
@@ -145,7 +151,8 @@ def assemble_ensemble(
     decoded: TrainingData = decode_training_data(configs[0], train, val, torch.device("cpu"), progress, log)
     net, meta = _single(models[0]) if len(models) == 1 else _ensemble(models, members, configs[0], decoded)
     point = operating_point(net, meta, decoded, calibration, threshold, n_boot, seed=0, progress=progress)
-    point.report["input_check"] = write_model(out, net, point.meta, decoded, outlier_films(configs[0], progress, log), progress=progress, val_rows=point.val_rows)
+    outliers = outlier_films(configs[0], progress, log)
+    point.report["input_check"] = write_model(out, net, point, decoded, outliers, progress=progress, augment=configs[0].augment)
     save_training_films(out, [r for t, _ in splits for r in t], val, configs[0].cache_dir or None)  # any member's training films
     log(input_check_line(point.report["input_check"]))
     write_figures(out, point, decoded, f"ensemble of {len(models)}")

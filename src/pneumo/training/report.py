@@ -14,21 +14,23 @@ import torch
 from safetensors.torch import load_file
 from sklearn.metrics import log_loss
 
-from pneumo.config import Config
+from pneumo.config import AugmentConfig, Config
+from pneumo.data.augment import augment_batch
 from pneumo.data.layout import Record
 from pneumo.data.split import shared_patients
 from pneumo.evaluation.calibration import (
     apply_temperature,
     choose_temperature,
     expected_calibration_error,
+    fit_calibration_prior,
 )
 from pneumo.evaluation.metrics import binary_metrics, wilson_interval
 from pneumo.evaluation.report import metrics_report, write_report
-from pneumo.evaluation.robustness import shift_report, shifted_probabilities
+from pneumo.evaluation.robustness import SHIFTS, apply_shift, shift_report, shifted_probabilities
 from pneumo.evaluation.threshold import choose_threshold
 from pneumo.explain.gradcam import cam_evidence, frame_share
 from pneumo.inference.features import CheckFit, feature_rows, feature_width, fit_feature_check, save_feature_check
-from pneumo.inference.torch_backend import TorchModel, class_probabilities
+from pneumo.inference.torch_backend import TorchModel
 from pneumo.evaluation.overlap import save_training_films
 from pneumo.models.checkpoint import save_checkpoint
 from pneumo.models.meta import WEIGHTS, CheckpointMeta
@@ -126,6 +128,7 @@ class OperatingPoint:
     report: dict[str, Any]  # the validation report
     probability: np.ndarray  # calibrated P(pneumonia) of each validation image
     val_rows: np.ndarray | None = None  # the validation images' feature rows (FeatureTap), for the input check
+    shifted_rows: dict[str, np.ndarray] | None = None  # the same under each simulated shift, where they were made
 
 
 def operating_point(
@@ -135,15 +138,19 @@ def operating_point(
     """Calibrate a network on validation and its shifted copies, choose its threshold, and measure it there.
     `done`: a pass these weights just made over validation (the last epoch's), so it is not made again."""
     task = meta.task_spec
+    uncalibrated = TorchModel(model, meta.replace(temperature=1.0, logit_offset=0.0))
+    shifted_rows: dict[str, np.ndarray] = {}
 
-    def predict(images: np.ndarray | torch.Tensor) -> np.ndarray:
-        return class_probabilities(model, images, task, meta.mean, meta.std, batch_size)
+    def predict(images: np.ndarray) -> np.ndarray:  # a shifted copy: its probabilities, and its feature rows for the input check
+        probs, rows = feature_rows(uncalibrated, images, batch_size)
+        shifted_rows[list(SHIFTS)[len(shifted_rows)]] = rows.astype(np.float32)
+        return probs
 
     # the unshifted pass also taps the feature rows the input check is fitted on (one pass, not two)
     if done is not None:
         unshifted, val_rows = done.probabilities, done.rows
     else:
-        unshifted, val_rows = feature_rows(TorchModel(model, meta.replace(temperature=1.0)), data.x_val, batch_size, progress)
+        unshifted, val_rows = feature_rows(uncalibrated, data.x_val, batch_size, progress)
 
     y_val = (data.y_val > 0).astype(int)
     # the shifted copies (14 more passes over validation, most of the end of a run) only where the
@@ -160,20 +167,24 @@ def operating_point(
     report["calibration"] = _calibration_summary(calibration, temperature, raw, calibrated, y_val)
     report["cam_frame_share"] = _cam_frame_share(model, meta, data.x_val)
     report["threshold_method"] = str(threshold_method)
+    prior = fit_calibration_prior(shifted, y_val, threshold, temperature)  # what `pneumo calibrate` starts a site from
+    report["calibration_prior"] = prior.to_dict()
     chosen = meta.replace(
         threshold=threshold,
         temperature=temperature,
+        logit_offset=0.0,
+        calibration_prior=prior.to_dict(),
         threshold_method=str(threshold_method),
         val_metrics={k: report[k] for k in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "loss")},
         val_ci95=report["ci95"],
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    return OperatingPoint(chosen, report, shifted["none"], val_rows)
+    return OperatingPoint(chosen, report, shifted["none"], val_rows, shifted_rows or None)
 
 
 def input_check_report(fit: CheckFit, outliers: OutlierFilms | None) -> dict[str, Any]:
     """What the input check is and what it was measured to do, for the validation report."""
-    out: dict[str, Any] = {"probe": fit.check.has_probe, "distance_limit": fit.check.distance_limit, "notes": fit.notes}
+    out: dict[str, Any] = {"probe": fit.check.has_probe, "distance_limit": fit.check.distance_limit, "notes": fit.notes, "copy_flagged": fit.copy_flagged}
     if fit.check.has_probe and outliers is not None:
         out |= {
             "probe_limit": fit.check.probe_limit,
@@ -199,22 +210,46 @@ def input_check_line(check: dict[str, Any] | None) -> str:
 
 
 def write_model(
-    folder: Path, model: torch.nn.Module, meta: CheckpointMeta, data: TrainingData, outliers: OutlierFilms | None = None,
-    batch_size: int = 256, progress: bool = False, val_rows: np.ndarray | None = None,
+    folder: Path, model: torch.nn.Module, point: OperatingPoint, data: TrainingData, outliers: OutlierFilms | None = None,
+    batch_size: int = 256, progress: bool = False, augment: AugmentConfig | None = None,
 ) -> dict[str, Any] | None:
-    """Save the chosen model with its input check, fitted on (a sample of) its training films and,
-    given outlier films, its validation films; returns what the check was measured to do.
-    `val_rows`: the validation films' feature rows, when the caller's pass already tapped them."""
+    """Save the chosen model at its operating point with its input check, fitted on (a sample of) its
+    training films, their augmented (`augment`, the recipe's) and shifted copies and, given outlier films,
+    its validation films; returns what the check was measured to do."""
+    meta = point.meta
     save_checkpoint(folder, model, meta)
     save_training_films(folder, data.train, data.val)
     if data.n_train < FEATURE_STATS_MIN_IMAGES:
         return None
+    sample = _check_sample(data.x_train, feature_width(model))
     fit = fit_feature_check(
-        TorchModel(model, meta), _check_sample(data.x_train, feature_width(model)), data.x_val, outliers.images if outliers is not None else None,
-        outliers.sources if outliers is not None else None, batch_size=batch_size, progress=progress, val_rows=val_rows,
+        TorchModel(model, meta), sample, data.x_val, outliers.images if outliers is not None else None,
+        outliers.sources if outliers is not None else None, batch_size=batch_size, progress=progress, val_rows=point.val_rows,
+        train_views=inlier_views(sample, augment), shifted_val_rows=point.shifted_rows,
     )
     save_feature_check(fit.check, folder)
     return input_check_report(fit, outliers)
+
+
+def inlier_views(images: torch.Tensor | np.ndarray, augment: AugmentConfig | None, seed: int = 0) -> np.ndarray:
+    """Copies of training films the input check's probe counts as training-like: each film once under the
+    recipe's augmentation (where it has one) and once under one of the simulated acquisition and framing
+    shifts (`pneumo.evaluation.robustness`, drawn per film), so that a film taken or framed a little
+    differently is not mistaken for another site's."""
+    x = torch.as_tensor(np.asarray(images.cpu() if isinstance(images, torch.Tensor) else images))
+    views = []
+    if augment is not None and augment.enabled:
+        generator = torch.Generator().manual_seed(seed)
+        for start in range(0, len(x), 256):
+            batch = augment_batch(x[start : start + 256].unsqueeze(1).float().div(255), augment, generator)
+            views.append(batch.mul(255).round().to(torch.uint8)[:, 0].numpy())
+    which = np.random.default_rng(seed).integers(0, len(SHIFTS), len(x))
+    shifted = np.empty(tuple(x.shape), dtype=np.uint8)
+    for k, name in enumerate(SHIFTS):
+        if (which == k).any():
+            shifted[which == k] = apply_shift(x[which == k].numpy(), name, seed=k)
+    views.append(shifted)
+    return np.concatenate(views)
 
 
 def _check_sample(images: torch.Tensor, width: int) -> torch.Tensor:
@@ -261,7 +296,7 @@ def finish_run(
     report["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in so_far.history]))
     report["machine"] = _machine(data.x_val.device)
     outliers = outlier_films(config, progress, print)
-    report["input_check"] = write_model(run_dir / "model", model, point.meta, data, outliers, config.eval_batch_size, progress, point.val_rows)
+    report["input_check"] = write_model(run_dir / "model", model, point, data, outliers, config.eval_batch_size, progress, config.augment)
     print(input_check_line(report["input_check"]))
     history_panels(so_far.history, run_dir / "history.png", chosen=chosen_epoch)
     write_figures(run_dir, point, data, f"{config.split} split")
