@@ -19,7 +19,9 @@ def test_public_functions_stay_functions_after_their_modules_load() -> None:
     import pneumo.inference.predict  # noqa: F401
     import pneumo.training  # noqa: F401
 
-    for name in ("train", "evaluate", "predict", "load_model", "discover"):
+    import pneumo.evaluation.calibrate  # noqa: F401
+
+    for name in ("train", "evaluate", "predict", "calibrate", "load_model", "discover"):
         assert callable(getattr(pneumo, name)), name
     assert set(pneumo.__all__) >= {"train", "evaluate", "predict", "load_model", "load_config", "PneumoError"}
 

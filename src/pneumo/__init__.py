@@ -17,6 +17,7 @@ Example:
     >>> result = pneumo.train(pneumo.load_config("seed", ["epochs=1"]), "runs/seed")
     >>> report = pneumo.evaluate("path/to/test", model=result.run_dir)
     >>> [p.label for p in pneumo.predict(["xray.jpeg"])]
+    >>> pneumo.calibrate("site/labelled", unlabeled="site/archive", out="models/site").threshold
 """
 from __future__ import annotations
 
@@ -27,13 +28,14 @@ from pneumo.config import Config, load_config
 from pneumo.errors import PneumoError
 from pneumo.version import __version__
 
-__all__ = ["__version__", "Config", "PneumoError", "load_config", "load_model", "train", "evaluate", "predict", "discover"]
+__all__ = ["__version__", "Config", "PneumoError", "load_config", "load_model", "train", "evaluate", "predict", "calibrate", "discover"]
 
 # Heavy parts (torch, MONAI, matplotlib) load on first use, so `import pneumo` stays light.
 _LAZY = {
     "train": "pneumo.training",
     "evaluate": "pneumo.evaluation.evaluate",
     "predict": "pneumo.inference.predict",
+    "calibrate": "pneumo.evaluation.calibrate",
     "load_model": "pneumo.inference.predict",
     "discover": "pneumo.data.layout",
 }

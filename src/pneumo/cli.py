@@ -302,35 +302,53 @@ def ensemble(
 
 @app.command()
 def calibrate(
-    data: Path = typer.Argument(..., metavar="DATA", help="Labelled films from your site: NORMAL/ and PNEUMONIA/ folders, a Kaggle root with --split, or a manifest."),
+    data: Optional[Path] = typer.Argument(None, metavar="LABELLED", help="Labelled films from your site: NORMAL/ and PNEUMONIA/ folders, a Kaggle root with --split, or a manifest (at least 20 per class)."),
     out: Path = typer.Option(..., "--out", help="Model folder to write; then --model DIR in predict, evaluate, serve and export."),
+    unlabeled: Optional[Path] = typer.Option(None, "--unlabeled", help="A folder of at least 50 of your site's films without labels: the prevalence is estimated from them and the input check learns to accept them."),
+    prevalence: Optional[float] = typer.Option(None, "--prevalence", help="Your site's share of pneumonia, e.g. 0.3 (default: estimated from --unlabeled, else unknown: balanced accuracy)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Run folder or checkpoint to start from (default: the bundled model)."),
     split: Optional[str] = typer.Option(None, "--split", help="Split of a Kaggle-style root."),
-    min_per_class: int = typer.Option(20, "--min-per-class", help="Fewest films of each class accepted."),
+    min_per_class: int = typer.Option(20, "--min-per-class", help="Fewest distinct labelled films of each class accepted."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% intervals."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model folder."),
 ) -> None:
-    """Refit the temperature and threshold on your site's labelled films (>= 20 per class); the weights are kept."""
+    """Move the model to your site: its operating point from labelled films (shrunk towards what it knew), its prevalence and input check from unlabelled ones; the weights are kept."""
     output_folder(out, "--out")
-    from pneumo.evaluation.site import calibrate_to_site
+    from pneumo.evaluation.calibrate import calibrate as run_calibration
 
-    result = calibrate_to_site(data, model, out, split=split, min_per_class=min_per_class, n_boot=bootstrap, overwrite=overwrite, progress=sys.stderr.isatty())
-    r, site = result.report, result.report["before"]
-    old = site["at_old_threshold"]
-    table = Table(title=f"{r['n']} films ({r['positives']} PNEUMONIA): the model's operating point before and after")
-    for col in ("", "threshold", "T", "sensitivity", "specificity", "accuracy", "ECE"):
-        table.add_column(col, justify="left" if not col else "right")
-    table.add_row("before", f"{site['threshold']:.3g}", f"{site['temperature']:.3g}", _fmt(old["recall"]), _fmt(old["specificity"]), _fmt(old["accuracy"]), _fmt(r["ece_before"]))
-    ci = r["ci95"]
-    table.add_row(
-        "after", f"{result.threshold:.3g}", f"{result.temperature:.3g}", f"{_fmt(r['recall'])} [{_fmt(ci['recall'][0])}, {_fmt(ci['recall'][1])}]",
-        f"{_fmt(r['specificity'])} [{_fmt(ci['specificity'][0])}, {_fmt(ci['specificity'][1])}]", _fmt(r["accuracy"]), _fmt(r["ece"]),
+    result = run_calibration(
+        data, out=out, model=model, unlabeled=unlabeled, prevalence=prevalence, split=split, min_per_class=min_per_class,
+        n_boot=bootstrap, overwrite=overwrite, progress=sys.stderr.isatty(),
     )
-    console.print(table)
-    console.print("measured on the same films the operating point was fitted on, so optimistic; the intervals are patient-clustered 95% bootstrap intervals")
+    site = result.report
+    where = {"given": "as given", "estimated": "estimated from the unlabelled films", "unknown": "unknown"}[result.prevalence_source]
+    ci = (result.report.get("site") or {}).get("prevalence", {}).get("ci95")
+    shown = "" if result.prevalence is None else f"{result.prevalence:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    console.print(f"prevalence: {shown} ({where}); the threshold is chosen for " + (
+        "the best accuracy at that prevalence" if result.prevalence is not None else "the best balanced accuracy, as the model's own was"), highlight=False)
+    if "before" in site:
+        old = site["before"]["at_old_threshold"]
+        table = Table(title=f"{site['n']} labelled films ({site['positives']} PNEUMONIA): the operating point before and after")
+        for col in ("", "threshold", "sensitivity", "specificity", "accuracy", "ECE"):
+            table.add_column(col, justify="left" if not col else "right")
+        cio, ci = old["ci95"], site["ci95"]
+        table.add_row("before", f"{site['before']['threshold']:.3g}", _with_ci(old["recall"], cio["recall"]), _with_ci(old["specificity"], cio["specificity"]),
+                      _with_ci(old["accuracy"], cio["accuracy"]), _fmt(site["ece_before"]))
+        table.add_row("after", f"{result.threshold:.3g}", _with_ci(site["recall"], ci["recall"]), _with_ci(site["specificity"], ci["specificity"]),
+                      _with_ci(site["accuracy"], ci["accuracy"]), _fmt(site["ece"]))
+        console.print(table)
+        console.print("measured on the films the operating point was fitted on, so optimistic; the intervals are patient-clustered 95% bootstrap intervals")
+    if result.refused_before is not None:
+        n = result.report["site"]["unlabeled"]["n"]
+        console.print(f"input check: {result.refused_before:.1%} of the {n} unlabelled films refused before, {result.refused_after:.1%} after "
+                      "(the check now also accepts films like them; adult films and non-chest images are still refused)", highlight=False)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     console.print(f"wrote {escape(str(result.out))}: use it with --model {escape(str(result.out))}")
+
+
+def _with_ci(value: float, ci: list[float]) -> str:
+    return f"{_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
 
 
 @app.command()

@@ -121,6 +121,7 @@ def test_page_predicts_shows_heatmap_errors_and_warnings(server: str, browser, s
     assert all(ext in page.get_attribute("#file", "accept") for ext in (".jpeg", ".jpg", ".png", ".dcm"))
     model = page.context.request.get(server + "/v1/model").json()
     page.wait_for_function("id => document.getElementById('model-info').textContent.includes(id)", arg=model["id"])
+    assert "not calibrated to a site" in page.inner_text("#model-info")  # the bundled model as shipped (`pneumo calibrate` says otherwise)
 
     # a real training image through the file chooser: the page says what the API says
     page.set_input_files("#file", str(xray))

@@ -46,6 +46,16 @@ def test_health_model_page_and_docs(client: TestClient) -> None:
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"] and client.get("/docs").status_code == 200
 
 
+def test_the_model_endpoint_says_whether_it_was_calibrated_to_a_site(client: TestClient, tmp_path: Path) -> None:
+    from pneumo.evaluation.calibrate import calibrate
+
+    assert client.get("/v1/model").json()["site_calibration"] is None  # the bundled model as shipped
+    calibrate(None, out=tmp_path / "site", prevalence=0.3, n_boot=0, progress=False)
+    site = TestClient(create_app(tmp_path / "site")).get("/v1/model").json()["site_calibration"]
+    assert site["prevalence"] == 0.3 and site["prevalence_source"] == "given" and site["labelled_films"] == 0 and site["created"]
+    assert site["previous_threshold"] == load_model().threshold and "accuracy at a prevalence of 0.3" in site["decision"]
+
+
 def test_a_film_gets_the_same_answer_as_the_library(client: TestClient) -> None:
     answer = _post(client, FILM.name, FILM.read_bytes()).json()
     expected = predict([FILM])[0]

@@ -19,7 +19,7 @@ from pneumo.models.checkpoint import resolve_checkpoint
 from pneumo.models.folders import TRAINING_FILMS
 from pneumo.utils.files import atomic_write
 
-__all__ = ["TRAINING_FILMS", "copy_training_films", "model_folder", "overlap_warning", "save_training_films", "training_overlap"]
+__all__ = ["TRAINING_FILMS", "copy_training_films", "model_folder", "overlap_warning", "own_films", "save_training_films", "training_overlap"]
 
 DIGEST_CHARS = 16  # 64 bits of SHA-256 per film: no accidental collisions over any dataset, 100 kB for 5216 films
 
@@ -65,6 +65,15 @@ def model_folder(model: object) -> Path | None:
         return resolve_checkpoint(path)
     except PneumoError:
         return None
+
+
+def own_films(folder: Path | None, records: Sequence[Record], cache_folder: str | Path | None = None) -> list[bool] | None:
+    """For each record, whether the model in `folder` trained or validated on its film (by content); None when unknown."""
+    films = _read(folder) if folder is not None else None
+    if films is None:
+        return None
+    mine = films["train"] | films["val"]
+    return [d in mine for d in _digests(records, cache_folder)]
 
 
 def training_overlap(folder: Path | None, records: Sequence[Record], cache_folder: str | Path | None = None) -> dict[str, Any] | None:

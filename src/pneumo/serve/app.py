@@ -2,7 +2,7 @@
 
     POST /v1/predict[?cam=true]   multipart form, field `file` (JPEG, PNG or DICOM; TIFF, BMP, WebP and GIF
                                   are read too; sniffed, not trusted by name)
-    GET  /v1/model                the model's metadata and validation metrics
+    GET  /v1/model                the model's metadata, validation metrics and site calibration
     GET  /healthz                 liveness
     GET  /metrics                 counters and histograms, Prometheus text format
     GET  /                        the page (static files, no CDN)
@@ -75,6 +75,23 @@ def _png_base64(pixels: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _site_summary(meta: CheckpointMeta) -> dict[str, Any] | None:
+    """Whether and how the model was calibrated to a site (`pneumo calibrate`): when, on how many films, at what prevalence."""
+    site = meta.site_calibration
+    if not site:
+        return None
+    labelled, unlabeled, prevalence = site.get("labelled") or {}, site.get("unlabeled") or {}, site.get("prevalence") or {}
+    return {
+        "created": site.get("created"),
+        "labelled_films": labelled.get("n", 0), "labelled_normal": labelled.get("n_normal", 0), "labelled_pneumonia": labelled.get("n_pneumonia", 0),
+        "unlabeled_films": unlabeled.get("n", 0),
+        "prevalence": prevalence.get("value"), "prevalence_source": prevalence.get("source"),
+        "decision": site.get("decision"),
+        "previous_threshold": (site.get("previous") or {}).get("threshold"),
+        "refused_before": unlabeled.get("refused_before"), "refused_after": unlabeled.get("refused_after"),
+    }
+
+
 def _model_summary(meta: CheckpointMeta) -> dict[str, Any]:
     return {
         "id": f"{meta.architecture}-{meta.weights_sha256[:12]}",
@@ -88,6 +105,7 @@ def _model_summary(meta: CheckpointMeta) -> dict[str, Any]:
         "val_ci95": meta.val_ci95 or None,
         "pneumo_version": meta.pneumo_version or None,
         "created": meta.created or None,
+        "site_calibration": _site_summary(meta),
         "serving_version": __version__,
     }
 
@@ -297,7 +315,8 @@ def create_app(
 
     @app.get("/v1/model")
     async def model_info() -> dict[str, Any]:
-        """The served model: architecture, classes, input size, threshold, validation metrics."""
+        """The served model: architecture, classes, input size, threshold, validation metrics, and whether
+        (when, on how many films, at what prevalence) it was calibrated to a site (`site_calibration`, null if not)."""
         return summary
 
     @app.get("/healthz")

@@ -211,6 +211,17 @@
       var auc = vm.roc_auc !== undefined ? vm.roc_auc : vm.auroc !== undefined ? vm.auroc : vm.auc;
       if (typeof auc === "number") parts.push("validation AUROC " + fmt(auc, 3));
       if (meta.pneumo_version) parts.push("pneumo " + meta.pneumo_version);
+      var site = meta.site_calibration;
+      if (site) {
+        var films = [];
+        if (site.labelled_films) films.push(site.labelled_films + " labelled");
+        if (site.unlabeled_films) films.push(site.unlabeled_films + " unlabelled");
+        var when = site.created ? String(site.created).slice(0, 10) : "";
+        var prevalence = typeof site.prevalence === "number" ? ", prevalence " + fmt(site.prevalence, 2) + " (" + site.prevalence_source + ")" : ", prevalence unknown";
+        parts.push("calibrated to a site" + (when ? " on " + when : "") + " with " + (films.join(" and ") || "no") + " films" + prevalence);
+      } else {
+        parts.push("not calibrated to a site");
+      }
       $("model-info").textContent = parts.join(" · ");
     })
     .catch(function () {
