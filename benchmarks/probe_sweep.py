@@ -1,13 +1,16 @@
-"""How the input check's probe trades false alarms on children for adult films caught, by strength and limit.
+"""How the input check's probe trades false alarms on children, plain and shifted, for adult films caught.
 
     python benchmarks/probe_sweep.py [--model DIR]
 
-For the bundled model (or DIR, trained with split_seed 0), one pass over its training and
-validation films and the adult films in ood/adult_other_hospitals, then for each inverse L2
-strength C and limit quantile q: the share of validation children flagged (limit fitted on one
-half, counted on the other), the share of training children flagged, and the share of adult
-films caught by a probe fitted without their source (5 folds). This is how PROBE_C and the
-probe quantile in pneumo.inference.features were chosen.
+For the bundled model (or DIR, trained with split_seed 0): one pass over a sample of its training
+films (as `pneumo train` fits the check on: `_check_sample`), their augmented and shifted copies
+(`inlier_views`), its validation films and their 14 shifted copies, and the adult films in
+ood/adult_other_hospitals. Then for each inverse L2 strength C, each inlier side (the training
+films alone, or with their copies) and each limit rule: the share of validation children flagged
+(limit fitted on one half, counted on the other), the mean and the largest share of a shifted copy
+flagged, and the share of adult films caught by a probe fitted without their source (5 folds).
+The distance limit is the one `fit_feature_check` draws (at most 1% of every copy beyond it).
+This is how PROBE_C, the probe's inlier side and its limit in pneumo.inference.features were chosen.
 """
 from __future__ import annotations
 
@@ -16,12 +19,14 @@ import argparse
 import numpy as np
 from common import DATA, table
 
-from pneumo.config import config_from_dict
+from pneumo.config import config_from_dict, config_to_dict, load_config
 from pneumo.data.cache import cached_images
+from pneumo.evaluation.robustness import SHIFTS, apply_shift
 from pneumo.inference import features as F
 from pneumo.inference.checks import mahalanobis_distance
 from pneumo.inference.predict import bundled_model_dir, load_model
 from pneumo.training.data import outlier_films, split_training_records
+from pneumo.training.report import _check_sample, inlier_views
 
 
 def main() -> None:
@@ -29,34 +34,51 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     args = parser.parse_args()
     model = load_model(args.model or bundled_model_dir())
-    config = config_from_dict({"data": str(DATA), "split_seed": 0, "image_size": model.image_size})
+    recipe = {k: v for k, v in model.meta.config.items() if k != "members"} or config_to_dict(load_config("default"))
+    config = config_from_dict({**recipe, "data": str(DATA)})
     train, val = split_training_records(config)
     x_train, _ = cached_images(train, model.image_size, progress=False)
     x_val, _ = cached_images(val, model.image_size, progress=False)
     outliers = outlier_films(config, False, print)
-    tr, va, ad = (F.feature_rows(model, x)[1] for x in (x_train, x_val, outliers.images))
     w = F.feature_width(model.net)
+    sample = np.asarray(_check_sample(x_train, w))
+    tr = F.feature_rows(model, sample)[1]
+    views = F.feature_rows(model, inlier_views(sample, config.augment))[1]
+    va, ad = F.feature_rows(model, x_val)[1], F.feature_rows(model, outliers.images)[1]
+    shifted = {name: F.feature_rows(model, apply_shift(x_val, name))[1] for name in SHIFTS}
     mean, precision = F._gaussian(tr[:, :w])
-    limit = np.quantile(F._out_of_fold_distances(tr[:, :w], 5), 0.995)
-    far = {k: mahalanobis_distance(x[:, :w], mean, precision) > limit for k, x in (("tr", tr), ("va", va), ("ad", ad))}
+    limit = F._distance_limit(tr[:, :w], [va[:, :w], *(s[:, :w] for s in shifted.values())], mean, precision, 0.995, 5)
+    far = {k: mahalanobis_distance(x[:, :w], mean, precision) > limit for k, x in (("va", va), ("ad", ad))} | {
+        name: mahalanobis_distance(s[:, :w], mean, precision) > limit for name, s in shifted.items()
+    }
     half = np.random.default_rng(0).permutation(len(va)) < len(va) // 2
     folds = F._source_folds(outliers.sources, 5, 0)
     rows = []
-    for c in (3e-4, 1e-3, 3e-3, 1e-2):
-        F.PROBE_C = c
-        probe = F._probe(tr[:, w:], ad[:, w:])
-        s_va, s_tr = F._probe_scores(va[:, w:], *probe), F._probe_scores(tr[:, w:], *probe)
-        held_probes = [F._probe(tr[:, w:], ad[~h, w:]) for h in folds]
-        for q in (0.99, 0.993, 0.995):
-            false_alarms = sum(int((far["va"][~h] | (s_va[~h] > np.quantile(s_va[h], q))).sum()) for h in (half, ~half))
-            caught = sum(
-                int((far["ad"][h] | (F._probe_scores(ad[h, w:], *p) > np.quantile(F._probe_scores(va[:, w:], *p), q))).sum())
-                for h, p in zip(folds, held_probes)
-            )
-            rows.append((f"{c:g}", q, f"{false_alarms / len(va):.2%}", f"{np.mean(far['tr'] | (s_tr > np.quantile(s_va, q))):.2%}", f"{caught / len(ad):.1%}"))
-    print(table(f"Probe strength and limit ({len(va)} validation children, {len(tr)} training children, {len(ad)} adult films from "
-                f"{len(set(outliers.sources))} sources)", ["C", "limit quantile", "validation flagged", "training flagged",
-                "adult caught (unseen sources)"], rows))
+    for side, inliers in (("training films", tr[:, w:]), ("+ augmented and shifted copies", np.vstack([tr[:, w:], views[:, w:]]))):
+        for c in (3e-3, 1e-2, 3e-2, 1e-1):
+            probes = [F._probe(inliers, ad[:, w:], c)] + [F._probe(inliers, ad[~h, w:], c) for h in folds]
+
+            def cut(p: tuple, rule: str, pool: np.ndarray | None = None) -> float:
+                scores = F._probe_scores(va[:, w:] if pool is None else pool, *p)
+                if rule == "0.995 of validation":
+                    return float(np.quantile(scores, 0.995))
+                return max(float(np.quantile(F._probe_scores(s[:, w:], *p), 0.99)) for s in [va, *shifted.values()])
+
+            for rule in ("0.995 of validation", "0.99 of every copy"):
+                s_va = F._probe_scores(va[:, w:], *probes[0])
+                if rule == "0.995 of validation":
+                    alarms = sum(int((far["va"][~h] | (s_va[~h] > np.quantile(s_va[h], 0.995))).sum()) for h in (half, ~half)) / len(va)
+                else:
+                    alarms = float((far["va"] | (s_va > cut(probes[0], rule))).mean())
+                whole = cut(probes[0], rule)
+                copies = [float((far[name] | (F._probe_scores(s[:, w:], *probes[0]) > whole)).mean()) for name, s in shifted.items()]
+                caught = sum(int((far["ad"][h] | (F._probe_scores(ad[h, w:], *p) > cut(p, rule))).sum()) for h, p in zip(folds, probes[1:]))
+                rows.append((side, f"{c:g}", rule, f"{alarms:.2%}", f"{np.mean(copies):.2%}", f"{max(copies):.2%}", f"{caught / len(ad):.1%}"))
+    print(table(
+        f"Probe strength, inlier side and limit ({len(va)} validation children and 14 shifted copies, {len(tr)} training films, "
+        f"{len(ad)} adult films from {len(set(outliers.sources))} sources; distance limit {limit:.1f})",
+        ["probe inliers", "C", "limit", "validation flagged", "shifted copies flagged (mean)", "(largest)", "adult caught (unseen sources)"], rows,
+    ))
 
 
 if __name__ == "__main__":
