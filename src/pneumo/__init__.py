@@ -36,7 +36,7 @@ _LAZY = {
     "evaluate": "pneumo.evaluation.evaluate",
     "predict": "pneumo.inference.predict",
     "calibrate": "pneumo.evaluation.calibrate",
-    "load_model": "pneumo.inference.predict",
+    "load_model": "pneumo.inference.loading",
     "discover": "pneumo.data.layout",
 }
 

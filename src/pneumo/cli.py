@@ -368,7 +368,7 @@ def predict(
     --model takes a run folder, a checkpoint folder or an exported .onnx file.
     """
     from pneumo.inference.formats import format_predictions
-    from pneumo.inference.predict import load_model
+    from pneumo.inference.predict import load_model, readable_files
     from pneumo.inference.predict import predict as run_prediction
 
     fmt = "json" if as_json else fmt
@@ -382,8 +382,10 @@ def predict(
         output_file(out, "--out")
     if cam is not None:
         output_folder(cam, "--cam")
-    loaded = load_model(model)
-    results = run_prediction(paths, model=loaded, strict=strict, abstain=not no_abstain)
+    files, unreadable = readable_files(paths, strict)  # before the model loads: a wrong path is refused at once
+    loaded = load_model(model, backend="torch" if cam is not None else "auto")  # heatmaps need the network itself
+    results = run_prediction(files, model=loaded, strict=strict, abstain=not no_abstain)
+    results.skipped[:0] = unreadable
     _report_skipped(results.skipped, len(results) + len(results.skipped))
     if cam is not None:
         from pneumo.explain.gradcam import explain_files
@@ -472,6 +474,8 @@ def export(
     fmt: str = typer.Option("onnx", "--format", help="Export format; onnx is the one there is."),
     check: Optional[List[Path]] = typer.Option(None, "--check", help="Images (files, folders, globs) for the parity check; default: 8 synthetic images."),
     opset: int = typer.Option(17, help="ONNX opset."),
+    int8: bool = typer.Option(False, "--int8", help="An int8 graph (static quantization, per channel, calibrated on the model's training films), checked by its verdicts on its validation films; its input check is refitted on its own features."),
+    data: Optional[Path] = typer.Option(None, "--data", help="With --int8: where the model's training data is now, if not where its recipe says."),
 ) -> None:
     """Export a model to ONNX, checked against PyTorch; `pneumo predict --model FILE.onnx` runs it without PyTorch."""
     if fmt != "onnx":
@@ -482,12 +486,21 @@ def export(
 
     from pneumo.data.preprocess import load_image
     from pneumo.export.onnx import export_onnx
-    from pneumo.inference.predict import load_model
+    from pneumo.inference.loading import load_model
     from pneumo.utils.walk import expand_paths
 
-    loaded = load_model(model)
+    loaded = load_model(model, backend="torch")
     images = np.stack([load_image(f, loaded.image_size) for f in expand_paths(check)[:32]]) if check else None
-    result = export_onnx(loaded, out, opset=opset, check_images=images)
+    result = export_onnx(loaded, out, opset=opset, check_images=images, int8=int8, data=data, progress=sys.stderr.isatty())
+    if int8:
+        fit = result["input_check"]
+        console.print(
+            f"wrote {escape(result['path'])} (+ .json), int8: the same verdict as PyTorch for {result['val_same_verdict']:.2%} of "
+            f"{result['val_films']} validation films (largest |dP| {result['val_max_abs_diff']:.3f}); its input check refitted on its own features: "
+            f"{fit['val_flagged'] / max(1, fit['n_val']):.1%} of validation children flagged, {fit['outliers_caught']} of {fit['n_outliers']} "
+            "outlier films from unseen sources caught", highlight=False,
+        )
+        return
     console.print(
         f"wrote {result['path']} (+ .json); largest difference from PyTorch on {result['n_images']} "
         f"{'images' if check else 'synthetic images'}: {result['max_abs_diff']:.1e}"

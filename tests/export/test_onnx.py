@@ -30,7 +30,7 @@ from tests.conftest import SAMPLES, pick
 
 @pytest.fixture(scope="module")
 def bundled() -> TorchModel:
-    return load_model(None)
+    return load_model(None, backend="torch")
 
 
 @pytest.fixture(scope="module")

@@ -171,8 +171,8 @@ def test_the_bundled_model_answers_through_onnxruntime_and_draws_heatmaps_with_t
     from pneumo.serve.app import _Service
     from pneumo.serve.metrics import ServiceMetrics
 
-    service = _Service(load_model().with_feature_check(), 10**7, ServiceMetrics())
-    assert isinstance(service.fast, OnnxModel) and isinstance(service.explainer, TorchModel)
+    service = _Service(load_model(), load_model(backend="torch"), 10**7, ServiceMetrics())
+    assert isinstance(service.model, OnnxModel) and isinstance(service.cam_model, TorchModel)
     job = service.decode(FILM.name, FILM.read_bytes(), cam=False, abstain=True)
     plain, with_cam = service.run_batch([job, dataclasses.replace(job, cam=True)])
     assert plain["cam"] is None and with_cam["cam"] is not None
@@ -181,7 +181,7 @@ def test_the_bundled_model_answers_through_onnxruntime_and_draws_heatmaps_with_t
     from pneumo.explain.gradcam import grad_cam, weighted_by_probability
 
     images, probability = np.stack([job.image, job.image]), np.array([0.9, 0.9])
-    served, exact = service._heatmaps(images, probability), weighted_by_probability(grad_cam(service.explainer, images), probability)
+    served, exact = service._heatmaps(images, probability), weighted_by_probability(grad_cam(service.cam_model, images), probability)
     assert np.abs(served - exact).max() < 0.06 and np.abs(served - exact).mean() < 0.005
 
 
@@ -193,28 +193,6 @@ def test_concurrent_uploads_share_forward_passes(client: TestClient) -> None:
     assert [a.json()["filename"] for a in answers] == [f.name for f in films]  # each answer is its own film's
     expected = predict(films)
     assert [a.json()["probability"] for a in answers] == pytest.approx([p.probability for p in expected], abs=1e-5)
-
-
-def test_the_export_beside_a_checkpoint_is_used_only_for_the_same_metadata(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Same weights but a threshold moved after export (write_meta, as calibrate does): the stale export is not the fast path."""
-    import shutil
-    from types import SimpleNamespace
-
-    from pneumo.inference.onnx_backend import OnnxModel
-    from pneumo.inference.predict import bundled_model_dir
-    from pneumo.models.checkpoint import copy_checkpoint, read_meta, write_meta
-    from pneumo.serve.app import _export_of
-
-    folder = copy_checkpoint(bundled_model_dir(), tmp_path / "model")
-    for name in ("pneumo.onnx", "pneumo.json"):
-        shutil.copy(bundled_model_dir() / name, folder / name)
-    assert isinstance(_export_of(SimpleNamespace(folder=folder, meta=read_meta(folder))), OnnxModel)
-    write_meta(folder, read_meta(folder).replace(threshold=0.3, threshold_method="site"))
-    moved = read_meta(folder)
-    assert moved.weights_sha256 == OnnxModel.load(folder / "pneumo.onnx").meta.weights_sha256  # the weights alone would match
-    with caplog.at_level("WARNING", logger="pneumo.serve"):
-        assert _export_of(SimpleNamespace(folder=folder, meta=moved)) is None
-    assert "other metadata" in caplog.text
 
 
 def test_a_classification_error_in_a_batch_is_the_clients_422_and_a_bug_stays_500(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from pneumo.evaluation.report import metrics_report
 from pneumo.evaluation.robustness import shift_report, shifted_probabilities
 from pneumo.inference.base import Model
 from pneumo.inference.checks import check_inputs, warning_kind
-from pneumo.inference.predict import load_model
+from pneumo.inference.loading import load_model
 from pneumo.tasks import BINARY, pneumonia_probability
 from pneumo.viz.figures import confusion_plot, reliability_plot, roc_plot
 
@@ -59,7 +59,7 @@ def evaluate(
         >>> report = evaluate("chest_xray/test", model="runs/seed")
         >>> report["accuracy"], report["ci95"]["accuracy"]
     """
-    loaded = load_model(model).with_feature_check()
+    loaded = load_model(model)
     dataset = decode_dataset(discover(data).split(split), loaded.image_size, cache_dir, progress=progress, strict=strict)
     records, images = dataset.records, dataset.images
     probs, scores = loaded.probabilities_and_scores(images, progress=progress)

@@ -6,8 +6,8 @@ pooling (`layer4` of a ResNet, `features` of seed_cnn). The user's model is left
 hooks are removed, eval/train mode restored, parameters' gradients never touched.
 
 Example:
-    >>> from pneumo.inference.predict import load_model
-    >>> heatmaps = grad_cam(load_model(None), images)        # images: uint8 [N, 224, 224]
+    >>> from pneumo.inference.loading import load_model
+    >>> heatmaps = grad_cam(load_model(None, backend="torch"), images)        # images: uint8 [N, 224, 224]
     >>> explain_files(["xray.jpeg"], out_dir="cams")         # -> [PosixPath('cams/xray_cam.png')]
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch import nn
 from pneumo.data.preprocess import check_image_batch, load_image, normalise
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
-from pneumo.inference.predict import load_model
+from pneumo.inference.loading import load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.models.framing import ContentCrop
 from pneumo.utils.files import output_folder
@@ -95,7 +95,7 @@ def cam_evidence(model: Model, images: np.ndarray, batch_size: int = 16) -> np.n
     pneumonia classes count, as in `Model.pneumonia_probability`).
 
     Args:
-        model: a loaded checkpoint (`pneumo.inference.predict.load_model`).
+        model: a loaded checkpoint (`pneumo.inference.loading.load_model(..., backend="torch")`).
         images: uint8 [N, S, S] at the model's image size (`pneumo.data.preprocess.load_image`).
         batch_size: images per forward/backward pass; bounds memory.
 
@@ -189,7 +189,7 @@ def explain_files(
     from pneumo.viz.figures import cam_figure  # matplotlib only when figures are drawn
 
     out_dir = output_folder(out_dir, "the Grad-CAM folder")  # a file, device or read-only folder: refused before any work
-    loaded = load_model(model)
+    loaded = load_model(model, backend="torch")
     files = expand_paths(paths)
     written: list[Path] = []
     names = _unique_names(files)

@@ -35,7 +35,7 @@ from pneumo.inference.base import Model, Prediction
 from pneumo.inference.classify import classify_images
 from pneumo.inference.formats import TEXT_COLUMNS, prediction_rows
 from pneumo.inference.onnx_backend import OnnxModel
-from pneumo.inference.predict import BUNDLED_ONNX, bundled_model_dir, load_model
+from pneumo.inference.loading import load_model
 from pneumo.utils.csvfile import format_csv, format_record, open_for_append, read_csv, repair_csv, restore, text_positions
 from pneumo.utils.files import output_file
 from pneumo.utils.progress import make_progress
@@ -44,7 +44,6 @@ from pneumo.utils.walk import IMAGE_SUFFIXES, iter_image_files
 __all__ = ["BatchSummary", "ResultWriter", "decode_files", "iter_source", "predict_archive", "skipped_path"]
 
 Decoded = tuple[list[tuple[str, np.ndarray, ImageInfo]], list[tuple[str, str]]]  # (name, image, info)s, (name, error)s
-BACKENDS = ("auto", "onnx", "torch")
 SKIPPED_COLUMNS = ["path", "error"]  # the .skipped.csv sidecar
 RESULT_COLUMNS = ["path", "probability", "label", "abstain", "threshold"]  # how a results CSV starts
 
@@ -257,24 +256,11 @@ class ResultWriter:
 
 
 def _load_classifier(model: str | Path | Model | None, backend: str) -> Model:
-    """The model for a backend. "auto" runs an export or the bundled model through onnxruntime
-    (the fastest on CPU; an export made by this pneumo carries the feature check too), a checkpoint through PyTorch
-    with its feature-distance check; a model object is used as it is."""
-    if backend not in BACKENDS:
-        raise PneumoError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
-    if model is not None and not isinstance(model, (str, Path)):
-        if backend != "auto" and (backend == "onnx") != isinstance(model, OnnxModel):
-            raise PneumoError(f"backend {backend!r} does not run a {type(model).__name__}; pass backend='auto'")
-        return model
-    if backend == "onnx" and model is not None and Path(model).suffix.lower() not in (".onnx", ".json"):
-        raise PneumoError(f"backend onnx runs exported models and {model} is a checkpoint: `pneumo export --model {model} --out model.onnx`, then pass model.onnx; or use backend torch")
-    if backend == "onnx" or (backend == "auto" and model is None):
-        return OnnxModel.load(bundled_model_dir() / BUNDLED_ONNX if model is None else model)
-    loaded = load_model(model)
-    if backend == "torch" and isinstance(loaded, OnnxModel):
-        why = "PyTorch is not installed (pip install 'pneumo[train]')" if model is None else f"{model} is an ONNX export"
-        raise PneumoError(f"backend torch needs a PyTorch checkpoint and {why}; use backend onnx")
-    return loaded.with_feature_check()
+    """The model for a backend (`pneumo.inference.loading.load_model`'s rule); a model object is used as it is,
+    unless it is of another backend than the one asked for."""
+    if isinstance(model, Model) and backend != "auto" and (backend == "onnx") != isinstance(model, OnnxModel):
+        raise PneumoError(f"backend {backend!r} does not run a {type(model).__name__}; pass backend='auto'")
+    return load_model(model, backend=backend)
 
 
 def _count_in_background(paths: Callable[[], Iterator[str]], done: set[str], progress: Any, task: Any, stop: threading.Event) -> threading.Thread:

@@ -1,61 +1,43 @@
 """Files in, probabilities out, at the model's own stored threshold.
 
-Two backends share one path (`pneumo.inference.classify`): a checkpoint through PyTorch, or an
-exported `.onnx` through onnxruntime. Without PyTorch installed, the bundled model runs from
-its ONNX export, so `pneumo predict` works on the base install. Nothing here imports torch
-unless a checkpoint is loaded.
+Both backends share one path (`pneumo.inference.classify`); which one runs is `load_model`'s one
+rule (`pneumo.inference.loading`): the bundled model, and any checkpoint with its own export beside
+it, through onnxruntime, without importing PyTorch. The files are checked before the model loads.
 """
 from __future__ import annotations
 
-import importlib.util
-from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
+from pneumo.data.io import check_image_file
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model, PredictionBatch
 from pneumo.inference.classify import classify
-from pneumo.models.meta import META
+from pneumo.inference.loading import BUNDLED_ONNX, bundled_model_dir, load_model
 from pneumo.utils.walk import expand_paths
 
-__all__ = ["load_model", "predict", "bundled_model_dir", "BUNDLED_ONNX"]
-
-BUNDLED_ONNX = "pneumo.onnx"  # the bundled checkpoint's export, beside it in weights/
+__all__ = ["load_model", "predict", "readable_files", "bundled_model_dir", "BUNDLED_ONNX"]
 
 
-def bundled_model_dir() -> Path:
-    """Where the model shipped inside the package lives."""
-    return Path(str(resources.files("pneumo") / "weights"))
-
-
-def _is_export(path: Path) -> bool:
-    return path.suffix.lower() == ".onnx" or (path.suffix.lower() == ".json" and path.name != META)
-
-
-def load_model(path: str | Path | Model | None = None, device: str = "cpu") -> Model:
-    """A checkpoint (run folder, checkpoint folder or its meta.json), an exported `.onnx`, or the
-    bundled model when None: through PyTorch where it is installed, else its ONNX export.
-    A model object is returned as it is."""
-    if isinstance(path, Model):
-        return path
-    if path is None:
-        bundled = bundled_model_dir()
-        if not (bundled / META).exists():
-            raise PneumoError("this pneumo has no bundled model; train one (`pneumo train`) and pass --model RUN_DIR")
-        if importlib.util.find_spec("torch") is None:
-            return _load_export(bundled / BUNDLED_ONNX)
-        path = bundled
-    if _is_export(Path(path)):
-        return _load_export(path)
-    from pneumo.inference.torch_backend import TorchModel
-
-    return TorchModel.load(path, device=device)
-
-
-def _load_export(path: str | Path) -> Model:
-    from pneumo.inference.onnx_backend import OnnxModel
-
-    return OnnxModel.load(path)
+def readable_files(paths: Iterable[str | Path], strict: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The image files `paths` name (folders searched, globs expanded) that can be opened, and the others
+    with why (a FIFO, a device, a missing file...), from their metadata alone: checked before a model is
+    loaded, so a wrong path is refused in milliseconds. With `strict`, the first such file is an error;
+    so is a list with no file that can be opened."""
+    files, skipped = [], []
+    for f in expand_paths(paths):
+        try:
+            check_image_file(f)
+        except PneumoError as exc:
+            if strict:
+                raise PneumoError(f"{exc} (--strict stops at the first unreadable file)") from None
+            skipped.append((str(f), str(exc)))
+            continue
+        files.append(f)
+    if not files and skipped:
+        first = "; ".join(message for _, message in skipped[:3])
+        raise PneumoError(f"none of the {len(skipped)} files could be read: {first}")
+    return files, skipped
 
 
 def predict(
@@ -72,4 +54,7 @@ def predict(
         >>> [p.label for p in predict(["xray.jpeg"], model="runs/seed")]
         ['PNEUMONIA']
     """
-    return classify(expand_paths(paths), load_model(model).with_feature_check(), batch_size, strict, abstain)
+    files, skipped = readable_files(paths, strict)  # before the model loads: a FIFO or a typo is refused at once
+    results = classify(files, load_model(model), batch_size, strict, abstain)
+    results.skipped[:0] = skipped
+    return results

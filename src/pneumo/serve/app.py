@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import logging
 import time
@@ -48,7 +49,7 @@ from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
 from pneumo.inference.classify import classify_images
 from pneumo.inference.onnx_backend import OnnxModel
-from pneumo.inference.predict import BUNDLED_ONNX, load_model
+from pneumo.inference.loading import load_model
 from pneumo.models.meta import CheckpointMeta
 from pneumo.serve.batching import MicroBatcher
 from pneumo.serve.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
@@ -144,37 +145,22 @@ class _Job:
     abstain: bool
 
 
-def _export_of(model: Model) -> OnnxModel | None:
-    """The ONNX export of the same model beside a PyTorch checkpoint (the bundled model has one), if any.
-
-    "The same" is the whole metadata (`meta_sha256`: weights, threshold, temperature, task, the
-    input check's checksum): an export of the same weights made before `pneumo calibrate` moved
-    the threshold would answer with the old one."""
-    folder = getattr(model, "folder", None)
-    if isinstance(model, OnnxModel) or folder is None or not (Path(folder) / BUNDLED_ONNX).is_file():
+def _cam_model(model: str | Path | Model | None) -> Model | None:
+    """The PyTorch model that draws heatmaps for a service of `model`: None for an export, or without PyTorch."""
+    if isinstance(model, Model):
+        return model if not isinstance(model, OnnxModel) else None
+    if (model is not None and Path(model).suffix.lower() in (".onnx", ".json")) or importlib.util.find_spec("torch") is None:
         return None
-    try:
-        export = OnnxModel.load(Path(folder) / BUNDLED_ONNX)
-    except PneumoError as exc:
-        log.warning("not using %s: %s", Path(folder) / BUNDLED_ONNX, exc)
-        return None
-    if not export.meta.meta_sha256 or export.meta.meta_sha256 != model.meta.meta_sha256:
-        log.warning("not using %s: it was exported from other metadata than %s holds (export the model again)", Path(folder) / BUNDLED_ONNX, folder)
-        return None
-    if export.feature_check is None:
-        return None
-    return export
+    return load_model(model, backend="torch")
 
 
 class _Service:
-    """The models, loaded once: `fast` answers (onnxruntime where the checkpoint has an export, as
-    the bundled model does), `explainer` draws heatmaps (PyTorch; None for an ONNX-only service).
-    Only the batcher's worker runs them, one batch at a time."""
+    """The models, loaded once: `model` answers (through `load_model`'s rule: onnxruntime where the checkpoint
+    has its own export, as the bundled model does), `cam_model` draws heatmaps (PyTorch; None for an
+    ONNX-only service). Only the batcher's worker runs them, one batch at a time."""
 
-    def __init__(self, model: Model, max_pixels: int, metrics: ServiceMetrics) -> None:
-        self.explainer = model if not isinstance(model, OnnxModel) else None
-        self.fast = _export_of(model) or model
-        self.model, self.max_pixels, self.metrics = model, max_pixels, metrics
+    def __init__(self, model: Model, cam_model: Model | None, max_pixels: int, metrics: ServiceMetrics) -> None:
+        self.model, self.cam_model, self.max_pixels, self.metrics = model, cam_model, max_pixels, metrics
         self.summary = _model_summary(model.meta)
         self.batcher = MicroBatcher(self.run_batch, max_batch=MAX_BATCH, max_wait=BATCH_WAIT, on_batch=metrics.batch_size.observe)
 
@@ -199,10 +185,10 @@ class _Service:
     def _answer(self, jobs: list[_Job], abstain: bool) -> list[dict[str, Any]]:
         images = np.stack([job.image for job in jobs])
         # onnxruntime where there is an export; the PyTorch model only draws the heatmaps
-        results = classify_images(images, [job.info for job in jobs], [job.name for job in jobs], self.fast, abstain)
+        results = classify_images(images, [job.info for job in jobs], [job.name for job in jobs], self.model, abstain)
         wanted = [k for k, job in enumerate(jobs) if job.cam]
         heatmaps: dict[int, np.ndarray] = {}
-        if wanted and self.explainer is not None:
+        if wanted and self.cam_model is not None:
             maps = self._heatmaps(images[wanted], np.array([results[k].probability for k in wanted]))
             heatmaps = dict(zip(wanted, maps))
         answers = []
@@ -253,9 +239,9 @@ class _Service:
         from pneumo.explain.gradcam import grad_cam, weighted_by_probability
         from pneumo.training.optim import bf16_autocast_helps
 
-        device = next(self.explainer.net.parameters()).device
+        device = next(self.cam_model.net.parameters()).device
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast_helps(device)):
-            return weighted_by_probability(grad_cam(self.explainer, images), probabilities)
+            return weighted_by_probability(grad_cam(self.cam_model, images), probabilities)
 
 
 def create_app(
@@ -272,7 +258,7 @@ def create_app(
     # from the network's next pass: with one, a heatmap batch of 8 ran in 227 ms instead of 322
     threadpool_limits(1, user_api="blas")
     metrics = ServiceMetrics()
-    service = _Service(load_model(model).with_feature_check(), max_pixels, metrics)  # once, shared by every request
+    service = _Service(load_model(model), _cam_model(model), max_pixels, metrics)  # once, shared by every request
     summary = service.summary
     limit = int(max_upload_mb * 2**20)
     static = Path(str(resources.files("pneumo") / "serve" / "static"))
