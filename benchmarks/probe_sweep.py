@@ -10,7 +10,7 @@ films alone, or with their copies) and each limit rule: the share of validation 
 (limit fitted on one half, counted on the other), the mean and the largest share of a shifted copy
 flagged, and the share of adult films caught by a probe fitted without their source (5 folds).
 The distance limit is the one `fit_feature_check` draws (at most 1% of every copy beyond it).
-This is how PROBE_C, the probe's inlier side and its limit in pneumo.inference.features were chosen.
+This is how PROBE_C, the probe's inlier side and its limit in pneumo.inference.fitting were chosen.
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from common import DATA, table
 from pneumo.config import config_from_dict, config_to_dict, load_config
 from pneumo.data.cache import cached_images
 from pneumo.evaluation.robustness import SHIFTS, apply_shift
-from pneumo.inference import features as F
+from pneumo.inference import features
+from pneumo.inference import fitting as F
 from pneumo.inference.checks import mahalanobis_distance
 from pneumo.inference.predict import bundled_model_dir, load_model
 from pneumo.training.data import outlier_films, split_training_records
@@ -40,12 +41,12 @@ def main() -> None:
     x_train, _ = cached_images(train, model.image_size, progress=False)
     x_val, _ = cached_images(val, model.image_size, progress=False)
     outliers = outlier_films(config, False, print)
-    w = F.feature_width(model.net)
+    w = features.feature_width(model.net)
     sample = np.asarray(_check_sample(x_train, w))
-    tr = F.feature_rows(model, sample)[1]
-    views = F.feature_rows(model, inlier_views(sample, config.augment))[1]
-    va, ad = F.feature_rows(model, x_val)[1], F.feature_rows(model, outliers.images)[1]
-    shifted = {name: F.feature_rows(model, apply_shift(x_val, name))[1] for name in SHIFTS}
+    tr = features.feature_rows(model, sample)[1]
+    views = features.feature_rows(model, inlier_views(sample, config.augment))[1]
+    va, ad = features.feature_rows(model, x_val)[1], features.feature_rows(model, outliers.images)[1]
+    shifted = {name: features.feature_rows(model, apply_shift(x_val, name))[1] for name in SHIFTS}
     mean, precision = F._gaussian(tr[:, :w])
     limit = F._distance_limit(tr[:, :w], [va[:, :w], *(s[:, :w] for s in shifted.values())], mean, precision, 0.995, 5)
     far = {k: mahalanobis_distance(x[:, :w], mean, precision) > limit for k, x in (("va", va), ("ad", ad))} | {

@@ -19,16 +19,8 @@ from pneumo.data.split import split_records
 from pneumo.errors import PneumoError
 from pneumo.evaluation.robustness import apply_shift
 from pneumo.inference.checks import FeatureCheck
-from pneumo.inference.features import (
-    FEATURES,
-    CheckFit,
-    feature_rows,
-    feature_width,
-    fit_feature_check,
-    fit_site_check,
-    load_feature_check,
-    save_feature_check,
-)
+from pneumo.inference.features import FEATURES, feature_rows, feature_width, load_feature_check, save_feature_check
+from pneumo.inference.fitting import CheckFit, fit_feature_check, fit_site_check
 from pneumo.inference.predict import bundled_model_dir, load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.models import create_model
@@ -40,7 +32,7 @@ from pneumo.utils.walk import image_files
 
 @pytest.fixture(scope="module")
 def model() -> TorchModel:
-    return load_model(None)
+    return load_model(None, backend="torch")
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +188,7 @@ def test_damaged_checks_are_refused(fit: CheckFit) -> None:
 
 
 def test_model_is_left_as_it_was(split_images: tuple) -> None:
-    model = load_model(None)
+    model = load_model(None, backend="torch")
     model.net.train()  # even a model left in training mode: features come from eval mode, and it stays in training mode
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
     hooks = [(dict(m._forward_pre_hooks), dict(m._forward_hooks)) for m in model.net.modules()]  # its own: a content crop's

@@ -12,7 +12,7 @@ knows as a prior and the site's films as evidence (`pneumo.evaluation.calibratio
   it, films are labelled for the best accuracy at that prevalence (P >= 0.5 on probabilities
   calibrated to it); without it, for the best balanced accuracy, as the model was;
 - unlabelled films (at least 50) also widen the input check along the site's own variation
-  (`pneumo.inference.features.fit_site_check`): the site's children are judged, adult films
+  (`pneumo.inference.fitting.fit_site_check`): the site's children are judged, adult films
   and non-chest images are still refused.
 
 The weights are not touched; the result is a model folder that every command takes as `--model DIR`.
@@ -45,8 +45,9 @@ from pneumo.evaluation.calibration import (
 )
 from pneumo.evaluation.overlap import copy_training_films, own_films
 from pneumo.evaluation.report import metrics_report, write_report
-from pneumo.inference.features import feature_rows, fit_site_check, save_feature_check
-from pneumo.inference.predict import load_model
+from pneumo.inference.features import feature_rows, save_feature_check
+from pneumo.inference.fitting import fit_site_check
+from pneumo.inference.loading import load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.models.checkpoint import copy_checkpoint, read_meta, write_meta
 from pneumo.models.folders import prepare_output_folder
@@ -251,10 +252,9 @@ def calibrate(
             `unlabeled`, the model's own films as the site's; nothing is written then.
     """
     _check_arguments(labelled, unlabeled, prevalence, min_per_class, n_boot)
-    loaded = load_model(model)
+    loaded = load_model(model, backend="torch")
     if not isinstance(loaded, TorchModel) or loaded.folder is None:
         raise PneumoError("calibrate writes a PyTorch checkpoint and needs one to start from: give --model a run or checkpoint folder (pip install 'pneumo[train]' for the bundled one)")
-    loaded = loaded.with_feature_check()
     if Path(out).expanduser().resolve() == loaded.folder.resolve():
         raise PneumoError(f"--out {out} is the model being calibrated; write the calibrated model to another folder")
     meta = loaded.meta

@@ -29,7 +29,8 @@ from pneumo.evaluation.report import metrics_report, write_report
 from pneumo.evaluation.robustness import SHIFTS, apply_shift, shift_report, shifted_probabilities
 from pneumo.evaluation.threshold import choose_threshold
 from pneumo.explain.gradcam import cam_evidence, frame_share
-from pneumo.inference.features import CheckFit, feature_rows, feature_width, fit_feature_check, save_feature_check
+from pneumo.inference.features import feature_rows, feature_width, save_feature_check
+from pneumo.inference.fitting import CheckFit, fit_feature_check
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.evaluation.overlap import save_training_films
 from pneumo.models.checkpoint import save_checkpoint
@@ -295,6 +296,7 @@ def finish_run(
     report |= {"epoch": chosen_epoch, "seconds_total": time.perf_counter() - started}
     report["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in so_far.history]))
     report["machine"] = _machine(data.x_val.device)
+    report["distillation"] = parts.distillation.summary() if parts.distillation is not None else None
     outliers = outlier_films(config, progress, print)
     report["input_check"] = write_model(run_dir / "model", model, point, data, outliers, config.eval_batch_size, progress, config.augment)
     print(input_check_line(report["input_check"]))
