@@ -50,7 +50,7 @@ class Config:
     """One training run, every knob visible. Paths are resolved against the working directory."""
 
     data: str = "../shared/data"  # Kaggle-style root, class-folder directory, or CSV manifest
-    model: str = "resnet18"  # a name from pneumo.models.available_models()
+    model: str = "resnet18"  # a name from pneumo.models.list_models() (`pneumo models`)
     task: str = "binary"  # "binary" (normal/pneumonia) or "pathogen" (normal/bacteria/virus)
     image_size: int = 224
     batch_size: int = 32
@@ -94,6 +94,14 @@ class Config:
     # is ood/adult_other_hospitals beside the data's chest_xray folder, where ../shared/data
     # has it; "none" leaves the distance check alone. Never training data for the classifier.
     outliers: str = "auto"
+    # a network to learn from besides the labels: "none", "bundled" (the model shipped in pneumo) or a run or
+    # model folder; its calibrated probabilities on `distill_views` fixed augmented views of each training
+    # film are computed once and cached (pneumo.training.distill), and the loss is (1 - distill_weight)
+    # x the labels' + distill_weight x the teacher's, both softened by distill_temperature
+    teacher: str = "none"
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
+    distill_views: int = 8
     amp: bool = True  # bf16 autocast where it is faster: CUDA, and CPUs with native bf16 (AVX512-BF16, AMX)
     compile: bool = False  # torch.compile the training step's model (worth it on a GPU for long runs)
     # on CUDA, record the model's forward and backward once as CUDA graphs and replay them:
@@ -192,6 +200,10 @@ RULES: dict[str, Rule] = {
     "threshold": Rule(float, 0, 1, choices=("youden", "shift"), why="the decision threshold on P(pneumonia)"),
     "calibration": Rule(str, choices=("none", "val", "shift")),
     "outliers": Rule(str, 1, 4096, why="a folder, 'auto' or 'none'"),
+    "teacher": Rule(str, 1, 4096, why="none, bundled, or a run or model folder"),
+    "distill_weight": Rule(float, 0, 1, why="the teacher's share of the loss"),
+    "distill_temperature": Rule(float, 0, 100, open_low=True, why="softens teacher and student alike"),
+    "distill_views": Rule(int, 1, 64, why="fixed augmented views of each training film the teacher answers for"),
     "amp": Rule(bool),
     "compile": Rule(bool),
     "cuda_graphs": Rule(bool),

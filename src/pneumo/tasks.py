@@ -83,6 +83,21 @@ class Task:
             return logits[:, 0]
         return torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]
 
+    def distillation_loss(self, logits: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Weighted cross-entropy to a teacher's class probabilities [B, len(classes)], both softened by
+        `temperature` and the result scaled by its square (Hinton et al. 2015), averaged over the batch."""
+        import torch
+        import torch.nn.functional as F
+
+        log_teacher = torch.log(teacher.float().clamp_min(1e-7))
+        if self.num_outputs == 1:
+            soft = torch.sigmoid((log_teacher[:, 1] - log_teacher[:, 0]) / temperature)
+            per_image = F.binary_cross_entropy_with_logits(logits[:, 0] / temperature, soft, reduction="none")
+        else:
+            soft = torch.softmax(log_teacher / temperature, dim=1)
+            per_image = -(soft * torch.log_softmax(logits / temperature, dim=1)).sum(dim=1)
+        return (weights * per_image).mean() * temperature**2
+
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
         """Class-weighted cross-entropy averaged over the batch, as Keras does with class_weight."""
         import torch.nn.functional as F

@@ -46,10 +46,14 @@ class ArrayBatches:
         n = len(self.images) // self.world_size  # this process's share
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def index_batches(self) -> Iterator[torch.Tensor]:
+        """One pass: the indices of each batch (on the images' device), for callers that look up more than images and targets."""
         n = len(self.images)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order[: n - n % self.world_size][self.rank :: self.world_size].to(self.images.device)
         for i in range(len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield order[i * self.batch_size : (i + 1) * self.batch_size]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx in self.index_batches():
             yield self.images[idx], self.targets[idx]

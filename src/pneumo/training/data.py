@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pneumo.config import Config
+from pneumo.config import Config, config_from_dict, config_to_dict, load_config
 from pneumo.data.cache import decode_dataset
 from pneumo.data.layout import Record, discover
 from pneumo.data.split import shared_patients, split_records, subsample, write_split
@@ -17,7 +17,10 @@ from pneumo.tasks import get_task
 from pneumo.training import distributed as dist
 from pneumo.utils.walk import image_files
 
-__all__ = ["OutlierFilms", "TrainingData", "load_training_data", "outlier_films", "outlier_source", "split_seed", "split_training_records", "training_records"]
+__all__ = [
+    "OutlierFilms", "TrainingData", "load_training_data", "model_recipe", "outlier_films", "outlier_source", "split_seed", "split_training_records",
+    "training_records",
+]
 
 
 @dataclass
@@ -35,6 +38,22 @@ class TrainingData:
     @property
     def n_train(self) -> int:
         return len(self.train)
+
+
+def model_recipe(config: dict, where: object, data: str | Path | None = None, outliers: str | Path | None = None) -> Config:
+    """The recipe a model was trained with, from its metadata's `config` (an ensemble's: its members'), with
+    `data` and `outliers` where the caller says: what draws its split again. An ensemble written before
+    pneumo kept its members' recipe (its config lists only them) follows default.yaml, as the bundled one does."""
+    if not config:
+        raise PneumoError(f"{where} records no training config, so its validation split cannot be drawn again; train it with pneumo")
+    values = dict(config)
+    if values.pop("members", None) is not None and not values:
+        values = config_to_dict(load_config("default"))
+    if data is not None:
+        values["data"] = str(data)
+    if outliers is not None:
+        values["outliers"] = str(outliers)
+    return config_from_dict(values)
 
 
 def split_seed(config: Config) -> int:

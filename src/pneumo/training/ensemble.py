@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from pneumo.config import Config, config_from_dict, config_to_dict, load_config
+from pneumo.config import Config, config_to_dict
 from pneumo.data.cache import data_fingerprint
 from pneumo.evaluation.overlap import save_training_films
 from pneumo.data.layout import Record
@@ -26,12 +26,14 @@ from pneumo.errors import PneumoError
 from pneumo.evaluation.calibration import CALIBRATION_METHODS
 from pneumo.evaluation.report import write_report
 from pneumo.evaluation.threshold import THRESHOLD_METHODS
+from pneumo.inference.loading import load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.models.ensemble import ENSEMBLE, Ensemble, EnsembleMember, split_head
 from pneumo.models.meta import CheckpointMeta
 from pneumo.training.data import (
     TrainingData,
     decode_training_data,
+    model_recipe,
     outlier_films,
     split_training_records,
 )
@@ -40,21 +42,6 @@ from pneumo.training.run_dir import REPORT, prepare_run_dir
 from pneumo.version import __version__
 
 __all__ = ["assemble_ensemble"]
-
-
-def _member_config(model: TorchModel, data: str | Path | None, outliers: str | Path | None) -> Config:
-    """The recipe a model was trained with (an ensemble's: its members'), with `data` and `outliers` where the caller says.
-    An ensemble written before pneumo kept its members' recipe (its config lists only them) follows default.yaml, as the bundled one does."""
-    if not model.meta.config:
-        raise PneumoError(f"{model.folder} records no training config, so its validation split cannot be drawn again; train it with pneumo")
-    values = dict(model.meta.config)
-    if values.pop("members", None) is not None and not values:
-        values = config_to_dict(load_config("default"))
-    if data is not None:
-        values["data"] = str(data)
-    if outliers is not None:
-        values["outliers"] = str(outliers)
-    return config_from_dict(values)
 
 
 def _shared(splits: Sequence[list[Record]]) -> list[Record]:
@@ -134,9 +121,9 @@ def assemble_ensemble(
     if not (isinstance(threshold, (int, float)) and 0 <= threshold <= 1) and threshold not in THRESHOLD_METHODS:
         raise PneumoError(f"threshold {threshold!r} is not a number in [0, 1] or one of {', '.join(THRESHOLD_METHODS)}")
     out = prepare_run_dir(out, overwrite, log)  # refused before any work, if it must be
-    models = [TorchModel.load(m) for m in members]
+    models = [load_model(m, backend="torch", checks=False) for m in members]
     _check_members(models)
-    configs = [_member_config(m, data, outliers) for m in models]
+    configs = [model_recipe(m.meta.config, m.folder, data, outliers) for m in models]
     splits = [split_training_records(c) for c in configs]
     for model, config, (train_m, val_m) in zip(models, configs, splits):
         if model.meta.data_fingerprint and data_fingerprint(train_m + val_m, config.cache_dir or None) != model.meta.data_fingerprint:

@@ -151,7 +151,7 @@ def _train(
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: pick the fastest kernels once
     # a resumed run's split is the same; its data is checked against the saved state below
     data = load_training_data(config, run_dir, device, write=not resume and dist.is_main(), progress=progress, log=log)
-    parts = build_parts(config, data, device, log)
+    parts = build_parts(config, data, device, log, progress)
     checkpoints = run_dir / "checkpoints"
     so_far = RunSoFar()
     if resume and _stopped_in_first_epoch(checkpoints / "last"):
@@ -174,12 +174,21 @@ def _train(
                 epoch_start = time.perf_counter()
                 parts.model.train()
                 losses, seen_probs, seen_targets = [], [], []
-                for step, (x, y) in enumerate(parts.batches):
-                    x = augment_batch(x.unsqueeze(1).float().div_(255), config.augment, parts.augment_rng)
+                for step, idx in enumerate(parts.batches.index_batches()):
+                    y = data.y_train[idx]
+                    if parts.distillation is None:
+                        x = augment_batch(data.x_train[idx].unsqueeze(1).float().div_(255), config.augment, parts.augment_rng)
+                    else:  # the fixed views the teacher answered for (already augmented)
+                        views, teacher = parts.distillation.batch(epoch, idx)
+                        x = views.unsqueeze(1).float().div_(255)
                     x = normalise(x, parts.spec.mean, parts.spec.std).contiguous(memory_format=torch.channels_last)
                     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=parts.use_amp, cache_enabled=False):  # graphs need no cache
                         logits = parts.step_model(x)
                     loss = parts.task.loss(logits.float(), y, parts.class_weights, config.label_smoothing)
+                    if parts.distillation is not None:
+                        weight = parts.distillation.weight
+                        soft = parts.task.distillation_loss(logits.float(), teacher, parts.class_weights[y], parts.distillation.temperature)
+                        loss = (1 - weight) * loss + weight * soft
                     parts.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     parts.optimizer.step()

@@ -14,6 +14,7 @@ from pneumo.tasks import Task, get_task
 from pneumo.training import distributed as dist
 from pneumo.training.cuda_graphs import cuda_graphed
 from pneumo.training.data import TrainingData
+from pneumo.training.distill import Distillation, distillation_data
 from pneumo.training.optim import bf16_autocast_helps, class_weights, ema_update, lr_factor, make_optimizer
 from pneumo.training.state import TrainingParts
 
@@ -36,6 +37,7 @@ class RunParts:
     class_weights: torch.Tensor
     x_calibrate: torch.Tensor  # training images for BatchNorm recalibration
     use_amp: bool
+    distillation: Distillation | None = None  # a teacher's answers on fixed views of the training films (`teacher` in the config)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -48,7 +50,7 @@ class RunParts:
         return TrainingParts(self.model, self.optimizer, self.scheduler, self.ema, {"batches": self.batches.generator, "augment": self.augment_rng})
 
 
-def build_parts(config: Config, data: TrainingData, device: torch.device, log: Callable[[str], None]) -> RunParts:
+def build_parts(config: Config, data: TrainingData, device: torch.device, log: Callable[[str], None], progress: bool = False) -> RunParts:
     """Everything a run's steps need, freshly initialised from the config's seed."""
     task, spec = get_task(config.task), model_spec(config.model)
     model = create_model(config.model, num_outputs=task.num_outputs, image_size=config.image_size, dropout=config.dropout, crop=config.crop).to(device)
@@ -74,7 +76,8 @@ def build_parts(config: Config, data: TrainingData, device: torch.device, log: C
     augment_rng = torch.Generator(device=device).manual_seed(config.seed + dist.rank())  # each process its own draws
     calibrate_idx = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(config.seed))[: config.bn_recalibrate]
     x_calibrate = data.x_train[calibrate_idx.to(device)]
-    return RunParts(task, spec, model, step_model, ema, optimizer, scheduler, batches, augment_rng, weights, x_calibrate, use_amp)
+    distillation = distillation_data(config, data, device, progress, log)
+    return RunParts(task, spec, model, step_model, ema, optimizer, scheduler, batches, augment_rng, weights, x_calibrate, use_amp, distillation)
 
 
 def _step_model(config: Config, model: torch.nn.Module, n_train: int, use_amp: bool, device: torch.device, log: Callable[[str], None]) -> torch.nn.Module:
