@@ -31,7 +31,7 @@ from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
 from pneumo.inference.features import FeatureTap
 from pneumo.inference.onnx_backend import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, OnnxModel, encode_arrays
-from pneumo.inference.predict import load_model
+from pneumo.inference.loading import load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.models.meta import CheckpointMeta, seal
 from pneumo.utils.files import output_file, sha256_file
@@ -40,6 +40,8 @@ __all__ = ["EXPORT_FORMAT_VERSION", "PARITY_TOLERANCE", "export_info", "export_o
 
 # largest |P_onnx - P_torch| accepted; float32 reordering differences are ~1e-6
 PARITY_TOLERANCE = 1e-4
+# the opsets this PyTorch's TorchScript exporter writes and onnxruntime runs
+MIN_OPSET, MAX_OPSET = 9, 20
 
 
 class _PixelsToProbabilities(nn.Module):
@@ -75,7 +77,9 @@ def _feature_check(model: TorchModel) -> dict[str, Any] | None:
     return encode_arrays(check.arrays(scoring_only=True)) if check is not None else None
 
 
-def export_info(meta: CheckpointMeta, opset: int, feature_check: dict[str, Any] | None, onnx_sha256: str) -> dict[str, Any]:
+def export_info(
+    meta: CheckpointMeta, opset: int, feature_check: dict[str, Any] | None, onnx_sha256: str, quantization: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """An export's JSON for a graph made from a checkpoint with metadata `meta`, sealed with its checksum.
 
     Args:
@@ -83,6 +87,7 @@ def export_info(meta: CheckpointMeta, opset: int, feature_check: dict[str, Any] 
         opset: the graph's ONNX opset.
         feature_check: the input check's arrays as `encode_arrays` gives them, or None.
         onnx_sha256: the graph file's sha256.
+        quantization: for an int8 graph, how it was quantized and what that was measured to change.
     """
     size, classes = meta.image_size, list(meta.classes)
     info = {
@@ -95,6 +100,8 @@ def export_info(meta: CheckpointMeta, opset: int, feature_check: dict[str, Any] 
         "onnx_sha256": onnx_sha256,
         "checkpoint": meta.record("the checkpoint's metadata"),
     }
+    if quantization is not None:
+        info["quantization"] = quantization
     return seal(info)
 
 
@@ -113,7 +120,8 @@ def _parity(exported: OnnxModel, checked: TorchModel, reference: TorchModel, ima
 
 
 def export_onnx(
-    model: str | Path | Model | None, out: str | Path, opset: int = 17, check_images: np.ndarray | None = None
+    model: str | Path | Model | None, out: str | Path, opset: int = 17, check_images: np.ndarray | None = None, int8: bool = False,
+    data: str | Path | None = None, progress: bool = False,
 ) -> dict[str, Any]:
     """Write `out` (.onnx) and its .json, after checking that onnxruntime agrees with PyTorch.
 
@@ -126,22 +134,30 @@ def export_onnx(
         opset: ONNX opset version.
         check_images: uint8 [N, S, S] images at the model's size for the parity check; real
             X-rays are the meaningful test (without them, 8 seeded synthetic images are used).
+        int8: write an int8 graph instead (`pneumo.export.quantize`): calibrated on the model's
+            training films and checked by its verdicts on its validation films (drawn again from its
+            recipe, with its data at `data` if not where the recipe says); its input check is fitted
+            again on the int8 graph's own features.
 
     Returns:
-        {"path": the .onnx file, "max_abs_diff": largest |P_onnx - P_torch|, "n_images": N}.
+        {"path": the .onnx file, "max_abs_diff": largest |P_onnx - P_torch|, "n_images": N}, and for an int8
+        graph "int8": True with `pneumo.export.quantize.Int8Result.summary()`'s fields.
 
     Raises:
         PneumoError: `out` is not a .onnx path; it or its .json cannot be written (a folder, a
             device, a folder without write permission: `pneumo.utils.files.WriteError`, checked
-            before any work); the images are malformed; or the exported graph's probabilities
-            differ from PyTorch's by more than `PARITY_TOLERANCE`.
+            before any work); the images are malformed; the exported graph's probabilities
+            differ from PyTorch's by more than `PARITY_TOLERANCE`; an int8 graph changes more verdicts
+            than `MIN_AGREEMENT` allows; or `opset` is not one this PyTorch exports.
     """
     out = Path(out).expanduser()
     if out.suffix != ".onnx":
         raise PneumoError(f"{out}: the export must be a .onnx file path, e.g. model.onnx")
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise PneumoError(f"the ONNX opset must be a whole number from {MIN_OPSET} to {MAX_OPSET} (what this PyTorch exports); got {opset!r}")
     output_file(out, "the export")  # before any work: not a folder, device or pipe; a folder that can be written
     output_file(out.with_suffix(".json"), "the export's metadata file")
-    loaded = load_model(model)
+    loaded = load_model(model, backend="torch")
     if not isinstance(loaded, TorchModel):
         raise PneumoError("export needs a PyTorch checkpoint (a run or checkpoint folder), not an ONNX export")
     meta = loaded.meta
@@ -169,8 +185,28 @@ def export_onnx(
         onnx_tmp.with_suffix(".json").write_text(json.dumps(info, indent=2))
         # checked through the deployment's own loader, so a graph it cannot run is never written
         diff = _parity(OnnxModel.load(onnx_tmp), loaded.with_feature_check(), reference, images)
+        result: dict[str, Any] = {"path": str(out), "max_abs_diff": diff, "n_images": len(images)}
+        if int8:
+            onnx_tmp, result = _int8(onnx_tmp, loaded.with_feature_check(), meta, opset, data, progress), {"path": str(out), "int8": True}
+            result |= json.loads(onnx_tmp.with_suffix(".json").read_text())["quantization"]
         os.replace(onnx_tmp, out)
         os.replace(onnx_tmp.with_suffix(".json"), out.with_suffix(".json"))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"path": str(out), "max_abs_diff": diff, "n_images": len(images)}
+    return result
+
+
+def _int8(float_graph: Path, model: TorchModel, meta: CheckpointMeta, opset: int, data: str | Path | None, progress: bool) -> Path:
+    """The int8 graph of a float export in the same staging folder, with its JSON: judged by its verdicts, its input check refitted."""
+    from pneumo.export.quantize import int8_evidence, quantize_graph
+
+    graph = float_graph.with_name(f"int8-{float_graph.name}")
+    calibration, judge = int8_evidence(model, data, progress, log=lambda _: None)
+    quantize_graph(float_graph, graph, calibration)
+    provisional = export_info(meta, opset, _feature_check(model), sha256_file(graph))  # the float check, to load and judge the graph with
+    graph.with_suffix(".json").write_text(json.dumps(provisional, indent=2))
+    measured = judge(OnnxModel.load(graph))
+    info = export_info(meta, opset, encode_arrays(measured.fit.check.arrays(scoring_only=True)), sha256_file(graph), measured.summary())
+    graph.with_suffix(".json").write_text(json.dumps(info, indent=2))
+    OnnxModel.load(graph)  # the final pair loads as a deployment would load it
+    return graph

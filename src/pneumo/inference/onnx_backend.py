@@ -109,6 +109,11 @@ class OnnxModel(Model):
         probs, features = self._run(images, batch_size, progress, self._outputs[:2])
         return probs, self._feature_check.scores(features)
 
+    def class_probabilities_and_features(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities and each image's feature row (what the input check scores), from one pass."""
+        probs, features = self._run(images, batch_size, progress, self._outputs[:2])
+        return probs, features.astype(np.float64)
+
     def _run(self, images: np.ndarray, batch_size: int, progress: bool, outputs: list[str]) -> list[np.ndarray]:
         images = check_image_batch(images, self.image_size)
         starts = range(0, len(images), batch_size)

@@ -1,0 +1,52 @@
+"""`pneumo export --int8`: an int8 graph judged by its verdicts, its input check fitted on its own features."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pneumo.errors import PneumoError
+from pneumo.evaluation.robustness import SHIFTS
+from pneumo.export import quantize
+from pneumo.export.onnx import export_onnx
+from pneumo.inference.loading import load_model
+from pneumo.inference.onnx_backend import OnnxModel
+from pneumo.inference.predict import predict
+
+
+@pytest.fixture(scope="module")
+def int8(small_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The bundled model's int8 export, calibrated and judged on a small copy of its data (its recipe's split of it)."""
+    out = tmp_path_factory.mktemp("int8") / "model.onnx"
+    return out, export_onnx(None, out, int8=True, data=small_folder)
+
+
+def test_the_int8_graph_keeps_the_verdicts_and_says_what_it_measured(int8: tuple[Path, dict], small_folder: Path) -> None:
+    out, result = int8
+    assert result["int8"] and result["val_same_verdict"] >= quantize.MIN_AGREEMENT and result["val_films"] > 10
+    assert 0 <= result["val_max_abs_diff"] < 0.2
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["quantization"]["weights"].startswith("int8") and info["quantization"]["format"] == "QDQ"
+    graph = OnnxModel.load(out)  # the deployment's own loader: checksums, graph, a blank image
+    assert any("QuantizeLinear" in n.op_type for n in __import__("onnx").load(str(out)).graph.node)
+    films = sorted((small_folder / "PNEUMONIA").glob("*.jpeg"))[:6] + sorted((small_folder / "NORMAL").glob("*.jpeg"))[:6]
+    ours, theirs = predict(films, graph), predict(films, load_model())
+    assert [p.label for p in ours] == [p.label for p in theirs]
+    assert np.abs(np.array([p.probability for p in ours]) - [p.probability for p in theirs]).max() < 0.2
+
+
+def test_its_input_check_is_fitted_on_its_own_features(int8: tuple[Path, dict]) -> None:
+    out, result = int8
+    graph, float_check = OnnxModel.load(out), load_model().feature_check
+    assert graph.feature_check is not None and not np.array_equal(graph.feature_check.mean, float_check.mean)  # refitted, not copied
+    # fitted on the int8 graph's rows of validation and its shifted copies (no outlier films beside this small copy: the distance alone)
+    assert set(result["input_check"]["copy_flagged"]) == {"none", *SHIFTS} and result["input_check"]["notes"]
+
+
+def test_an_int8_graph_that_changes_verdicts_is_not_written(small_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(quantize, "MIN_AGREEMENT", 1.01)  # no graph can keep more than every verdict
+    with pytest.raises(PneumoError, match="another verdict than PyTorch.*nothing was written"):
+        export_onnx(None, tmp_path / "model.onnx", int8=True, data=small_folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
