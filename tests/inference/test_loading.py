@@ -22,6 +22,8 @@ def test_the_bundled_model_answers_through_its_export_and_torch_only_when_asked(
     assert load_model(checks=False, backend="torch").feature_check is None
     assert isinstance(load_model(bundled_model_dir() / "pneumo.onnx"), OnnxModel)
     assert load_model(auto) is not None and load_model(auto).meta == auto.meta  # a model object is used as it is
+    again = load_model(auto, backend="torch")  # what export, Grad-CAM and calibrate ask of a model loaded the fast way
+    assert isinstance(again, TorchModel) and again.meta == auto.meta and again.checkpoint == bundled_model_dir()
 
 
 def test_predicting_with_the_bundled_model_never_imports_torch() -> None:
@@ -55,6 +57,8 @@ def test_mistakes_are_refused_in_one_line(tmp_path: Path) -> None:
         load_model(123)  # type: ignore[arg-type]
     with pytest.raises(PneumoError, match="is an ONNX export; this needs the PyTorch checkpoint"):
         load_model(bundled_model_dir() / "pneumo.onnx", backend="torch")
+    with pytest.raises(PneumoError, match="loaded from an ONNX export alone"):
+        load_model(load_model(bundled_model_dir() / "pneumo.onnx"), backend="torch")
     plain = copy_checkpoint(bundled_model_dir(), tmp_path / "plain")  # a checkpoint without an export of its own
     with pytest.raises(PneumoError, match="has no export of its own"):
         load_model(plain, backend="onnx")

@@ -8,6 +8,8 @@ forward pass (`probabilities_and_scores`); the others return no scores, and only
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -70,6 +72,7 @@ class Model:
     """A classifier with its metadata. Subclasses implement `class_probabilities`."""
 
     meta: CheckpointMeta
+    checkpoint: Path | None = None  # the folder it was loaded from, so the other backend can load the same model
 
     @property
     def image_size(self) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -72,6 +73,11 @@ def _own_export(folder: Path) -> Model | None:
     return export
 
 
+def _is_torch(model: Model) -> bool:
+    torch_backend = sys.modules.get("pneumo.inference.torch_backend")  # not imported: no PyTorch model exists yet
+    return torch_backend is not None and isinstance(model, torch_backend.TorchModel)
+
+
 def load_model(path: str | Path | Model | None = None, *, backend: str = "auto", checks: bool = True, device: str = "cpu") -> Model:
     """A model to predict with (module docstring: which backend, and why).
 
@@ -85,6 +91,10 @@ def load_model(path: str | Path | Model | None = None, *, backend: str = "auto",
     if backend not in BACKENDS:
         raise PneumoError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     if isinstance(path, Model):
+        if backend == "torch" and not _is_torch(path):
+            if path.checkpoint is None:
+                raise PneumoError("this needs the PyTorch checkpoint of the model (a run or checkpoint folder); the model given was loaded from an ONNX export alone")
+            return load_model(path.checkpoint, backend="torch", checks=checks, device=device)
         return path.with_feature_check() if checks else path
     if path is not None and not isinstance(path, (str, Path)):
         raise PneumoError(f"a model is a run or checkpoint folder, an exported .onnx, a loaded model or None for the bundled one; got {type(path).__name__}")
@@ -102,10 +112,11 @@ def load_model(path: str | Path | Model | None = None, *, backend: str = "auto",
         return model.with_feature_check() if checks else model
     folder = _checkpoint_folder(target)
     if folder is None:
-        raise PneumoError(f"{path} is not a pneumo model: expected a run folder, a folder with weights.safetensors and meta.json, or an exported .onnx")
+        raise PneumoError(f"{path} is not a pneumo model: expected a run folder, a folder with weights.safetensors and meta.json, or an exported .onnx (`pneumo export`)")
     if backend in ("auto", "onnx"):
         export = _own_export(folder)
         if export is not None:
+            export.checkpoint = folder
             return export.with_feature_check() if checks else export
         if backend == "onnx":
             raise PneumoError(f"{folder} has no export of its own ({BUNDLED_ONNX} made from this checkpoint): `pneumo export --model {folder} --out {folder / BUNDLED_ONNX}`")

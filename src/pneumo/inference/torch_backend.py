@@ -68,6 +68,10 @@ class TorchModel(Model):
         probs, rows = feature_rows(self, images, batch_size, progress)
         return probs, self.check.scores(rows)
 
+    @property
+    def checkpoint(self) -> Path | None:  # type: ignore[override]
+        return self.folder
+
     def with_feature_check(self) -> TorchModel:
         """The model with its checkpoint's input check attached, where it has one (the bundled
         model does); otherwise as it is, and only the rule checks warn."""
