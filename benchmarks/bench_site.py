@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import re
 import time
-from collections.abc import Callable
 
 import numpy as np
 from common import DATA, table
@@ -48,7 +47,7 @@ from pneumo.evaluation.calibration import (
 )
 from pneumo.evaluation.robustness import SHIFTS, apply_shift
 from pneumo.evaluation.threshold import shift_threshold
-from pneumo.inference.checks import FeatureCheck, mahalanobis_distance
+from pneumo.inference.checks import FeatureCheck
 from pneumo.inference.features import feature_rows
 from pneumo.inference.fitting import PROBE_QUANTILE, _probe, _probe_scores, _source_folds, fit_site_check
 from pneumo.inference.predict import load_model

@@ -11,6 +11,7 @@ from typing import Iterator
 
 import pytest
 
+from pneumo.data.layout import discover
 from pneumo.errors import PneumoError
 from pneumo.inference.batch import _decoded_batches, predict_archive
 from pneumo.inference.predict import BUNDLED_ONNX, bundled_model_dir, predict
@@ -122,8 +123,19 @@ def test_a_manifest_lists_the_files(archive: Path, expected: list[dict[str, str]
     assert_same(rows(out), [r for r in expected if Path(r["path"]) in wanted])
     assert rows(summary.skipped_out)[0]["path"] == str(tmp_path / "missing.jpeg")
     (tmp_path / "bad.csv").write_text("file\nx.jpeg\n")
-    with pytest.raises(PneumoError, match="no 'path' column"):
+    with pytest.raises(PneumoError, match="needs a header with a 'path' column"):
         predict_archive(tmp_path / "bad.csv", tmp_path / "bad-results.csv", progress=False)
+
+
+def test_a_manifest_that_trains_also_predicts(archive: Path, expected: list[dict[str, str]], tmp_path: Path) -> None:
+    """`Path,Label` (as a spreadsheet capitalises it) is read the same by `data summary`, `train` and `predict-archive`."""
+    wanted = [Path(r["path"]) for r in expected[::10]]
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("Path, Label \n" + "".join(f"{p},{'PNEUMONIA' if 'person' in p.name else 'NORMAL'}\n" for p in wanted))
+    assert len(discover(manifest).splits["all"]) == len(wanted)
+    summary = predict_archive(manifest, tmp_path / "results.csv", progress=False)
+    assert (summary.done, summary.skipped) == (len(wanted), 0)
+    assert_same(rows(tmp_path / "results.csv"), [r for r in expected if Path(r["path"]) in wanted])
 
 
 def test_strict_stops_at_the_first_unreadable_file(archive: Path, tmp_path: Path) -> None:

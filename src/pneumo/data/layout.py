@@ -12,13 +12,12 @@ shares (junk folders and symlink loops left out).
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pneumo.data.manifest import manifest_rows
 from pneumo.errors import PneumoError
 from pneumo.tasks import CLASSES, Task, get_task
 from pneumo.utils.walk import child_dirs, image_files
@@ -131,36 +130,6 @@ def _find_kaggle_root(folder: Path, depth: int = 3) -> Path | None:
     return None
 
 
-def _manifest_text(path: Path) -> str:
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            text = fh.read()
-    except UnicodeDecodeError:
-        raise PneumoError(f"manifest {path} is not a UTF-8 CSV file; save it as CSV UTF-8") from None
-    except OSError as exc:
-        raise PneumoError(f"cannot read manifest {path}: {exc.strerror or exc}") from None
-    if not text.strip():
-        raise PneumoError(f"manifest {path} is empty; it needs a header with 'path' and 'label' columns and one row per image")
-    return text
-
-
-def _manifest_rows(path: Path, text: str) -> tuple[dict[str, str], list[tuple[int, dict[str, str | None]]]]:
-    """The header's columns (lower-cased name -> as written) and the rows with their line numbers."""
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    try:
-        columns = {c.strip().lstrip("\ufeff").strip().lower(): c for c in reader.fieldnames or []}
-        if "path" not in columns or "label" not in columns:
-            first = text.splitlines()[0] if text.splitlines() else ""
-            hint = "; it seems to use ';' between columns: save it with commas" if ";" in first and "," not in first else ""
-            raise PneumoError(
-                f"manifest {path} needs a header with at least 'path' and 'label' columns; its first line is "
-                f"{first[:80]!r}{hint}"
-            )
-        return columns, [(reader.line_num, row) for row in reader]
-    except csv.Error as exc:
-        raise PneumoError(f"manifest {path} line {reader.line_num} is not valid CSV ({exc})") from None
-
-
 def _listed(items: list[str], total: int) -> str:
     shown = ", ".join(items[:_LISTED])
     return shown + (f" and {total - _LISTED} more" if total > _LISTED else "")
@@ -168,15 +137,12 @@ def _listed(items: list[str], total: int) -> str:
 
 def _read_manifest(path: Path) -> dict[str, list[Record]]:
     """Records per split of a CSV manifest; every listed file must exist and be listed once."""
-    columns, rows = _manifest_rows(path, _manifest_text(path))
     splits: dict[str, list[Record]] = {}
     missing: list[str] = []
     first_line: dict[str, tuple[int, str]] = {}  # normalised path -> (line, label)
     repeats: list[str] = []
-    for lineno, row in rows:
-        get = lambda key: (row.get(columns[key]) or "").strip() if key in columns else ""  # noqa: E731
-        if not any(get(key) for key in columns):
-            continue  # a row of empty cells, as spreadsheets leave at the end
+    for lineno, row in manifest_rows(path, needs=("path", "label")):
+        get = lambda key: row.get(key, "").strip()  # noqa: E731
         raw_label = get("label").lower()
         pathogen = _PATHOGEN_ALIASES.get(get("pathogen").lower(), get("pathogen").lower() or None)
         if raw_label in _PATHOGEN_ALIASES:

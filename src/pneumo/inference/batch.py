@@ -12,7 +12,6 @@ Example:
 """
 from __future__ import annotations
 
-import csv
 import importlib.util
 import io
 import itertools
@@ -29,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from pneumo.data.io import ImageInfo
+from pneumo.data.manifest import manifest_rows
 from pneumo.data.preprocess import load_image_with_info
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model, Prediction
@@ -76,17 +76,13 @@ def _read_manifest(manifest: Path) -> Iterator[str]:
 
     A results CSV or `.skipped.csv` list that pneumo wrote works as a manifest: its names are read
     back as they were before the spreadsheet-formula escape (`pneumo.utils.csvfile.restore`)."""
-    with manifest.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets start their CSVs with a BOM
-        reader = csv.DictReader(f)
-        try:
-            if not reader.fieldnames or "path" not in reader.fieldnames:
-                raise PneumoError(f"{manifest} has no 'path' column; a manifest is a CSV whose first line names the columns, one of them path")
-            ours = reader.fieldnames == SKIPPED_COLUMNS or reader.fieldnames[:5] == RESULT_COLUMNS
-            for row in reader:
-                if row["path"]:
-                    yield str(manifest.parent / (restore(row["path"]) if ours else row["path"]))
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise PneumoError(f"{manifest} line {reader.line_num} is not readable CSV text ({exc}); save the manifest as UTF-8 CSV") from None
+    ours: bool | None = None
+    for _, row in manifest_rows(manifest, needs=("path",)):
+        if ours is None:
+            columns = list(row)
+            ours = columns == SKIPPED_COLUMNS or columns[:5] == RESULT_COLUMNS
+        if row["path"]:
+            yield str(manifest.parent / (restore(row["path"]) if ours else row["path"]))
 
 
 def iter_source(source: str | Path) -> Callable[[], Iterator[str]]:
