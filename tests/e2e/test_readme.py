@@ -15,6 +15,7 @@ from pneumo.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCS = {path.name: path.read_text(encoding="utf-8") for path in sorted((ROOT / "docs").glob("*.md"))}  # the pages the README links to
 
 
 def _commands() -> dict[str, Any]:
@@ -33,9 +34,10 @@ def _commands() -> dict[str, Any]:
 
 
 def _readme_commands() -> list[str]:
-    """`pneumo ...` as the README writes it: in inline code, and in its shell blocks."""
-    inline = re.findall(r"`(pneumo [^`]+)`", README)
-    blocks = "\n".join(re.findall(r"```bash\n(.*?)```", README, flags=re.S))
+    """`pneumo ...` as the README and its docs pages write it: in inline code, and in their shell blocks."""
+    text = "\n".join([README, *DOCS.values()])
+    inline = re.findall(r"`(pneumo [^`]+)`", text)
+    blocks = "\n".join(re.findall(r"```bash\n(.*?)```", text, flags=re.S))
     shell = re.findall(r"(?:^|&& |-m )(pneumo [^&#\n\\]+)", blocks, flags=re.M)
     return [c.replace("\\|", "|") for c in inline + shell]
 
@@ -52,6 +54,16 @@ def test_every_command_and_option_the_readme_names_exists() -> None:
             assert option in options, f"`{line}` in the README: {name} has no {option}"
         seen += 1
     assert seen > 20
+
+
+def test_the_readme_is_short_and_links_every_page() -> None:
+    """A newcomer's page: the two commands, the first hour, the commands; the rest is in docs/."""
+    assert len(README.splitlines()) < 400
+    for name in DOCS:
+        assert f"(docs/{name})" in README, f"the README does not link docs/{name}"
+    for link in re.findall(r"\]\(([^)#]+)", README + "".join(DOCS.values())):
+        if not link.startswith("http"):
+            assert (ROOT / link).exists() or (ROOT / "docs" / link).exists(), f"a link to {link}, which does not exist"
 
 
 @pytest.mark.slow  # trains a quick run
