@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from pneumo.errors import PneumoError
 from pneumo.inference.checks import warning_kind
+from pneumo.inference import predict as predict_module
 from pneumo.inference.predict import load_model, predict
 
 FEATURE_KINDS = {"unlike the training films", "adult or other-site film"}
@@ -234,3 +240,24 @@ def test_model_label_refuses_what_is_not_a_probability(p: float) -> None:
     with pytest.raises(PneumoError, match="the model or the input is damaged"):
         model.label(p, "x.jpeg")
     assert model.label(0.5) == "PNEUMONIA" and model.label(0.49) == "NORMAL"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_what_cannot_be_read_is_refused_before_the_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO, a missing file and a folder with no images: refused from the paths alone, so the
+    command answers at once (issue: 12 s from start to the error when the model loaded first)."""
+    fifo = tmp_path / "a_fifo.jpeg"
+    os.mkfifo(fifo)  # no writer: opening it would wait forever
+    (tmp_path / "empty").mkdir()
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(predict_module, "load_model", no_model)
+    for target, message in ((fifo, "named pipe (FIFO)"), (tmp_path / "nope.jpeg", "nope.jpeg"), (tmp_path / "empty", "empty")):
+        with pytest.raises(PneumoError, match=re.escape(message)):
+            predict([target])
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pneumo", "predict", str(fifo)], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "named pipe (FIFO)" in proc.stderr and "Traceback" not in proc.stderr
+    assert time.perf_counter() - started < 30  # generous: the point is that it never waits on the pipe or the model
