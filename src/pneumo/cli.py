@@ -7,10 +7,9 @@ import json
 import os
 import signal
 import sys
-import typing
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.console import Console
@@ -20,28 +19,22 @@ from rich.table import Table
 from pneumo.errors import PneumoError
 from pneumo.utils.files import atomic_write, output_file, output_folder
 
-app = typer.Typer(no_args_is_help=True, help="Pneumonia detection on pediatric chest X-rays.")
-data_app = typer.Typer(no_args_is_help=True, help="Look at a dataset before training on it.")
+class _Command(typer.core.TyperCommand):
+    """A command whose help shows an argument by its name alone (Typer adds its Python type,
+    `<list[Path]>`); set on this command's own parameters, nothing global."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, typer.core.TyperArgument):
+                param.display_type = param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Pneumonia detection on pediatric chest X-rays.")
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Look at a dataset before training on it.")
 app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
-
-
-def _help_type(self: typer.core.TyperOption, ctx: object) -> str | None:
-    """What to type after an option, in the usual CLI manner (PATH, N, TEXT...); nothing for a flag."""
-    if getattr(self, "is_flag", False):
-        return None
-    if self.metavar:
-        return self.metavar
-    desc = self.type_descriptor
-    kind = typing.get_args(desc.annotation)[0] if desc.is_list else desc.annotation
-    label = "PATH" if desc.is_path or kind is Path else {int: "N", float: "NUMBER"}.get(kind, "TEXT")
-    return label  # a list option is repeated, one value each time (its help says so)
-
-
-# Typer's own help labels options with Python types (`<bool>`, `<list[Path]>`); show what a user types instead
-typer.core.TyperOption.display_type_rich = _help_type  # type: ignore[method-assign]
-typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]  # the argument's name says it
 
 
 def _version(show: bool) -> None:
@@ -81,7 +74,7 @@ def _report_skipped(skipped: list[tuple[str, str]], total: int) -> None:
         err_console.print(f"  ... and {len(skipped) - 20} more", highlight=False)
 
 
-@data_app.command("summary")
+@data_app.command("summary", cls=_Command)
 def data_summary(
     data: Path = typer.Argument(..., metavar="DATA", help="Kaggle-style root, class-folder directory or CSV manifest."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
@@ -120,15 +113,15 @@ def data_summary(
         console.print("[green]no problems found[/]")
 
 
-@data_app.command("download")
+@data_app.command("download", cls=_Command)
 def data_download(
-    source: str = typer.Option("mendeley", "--source", help="mendeley (the original release, CC BY 4.0) or kaggle (needs kagglehub and an API token)."),
-    to: Path = typer.Option(Path("data"), "--to", help="Folder to download and unpack into."),
-    url: Optional[str] = typer.Option(None, "--url", help="A copy of ChestXRay2017.zip (http(s):// or file://); default $PNEUMO_DATA_URL, else Mendeley."),
-    sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected SHA-256 of the archive (default: the one recorded at the first download)."),
+    source: str = typer.Option("mendeley", "--source", metavar="TEXT", help="mendeley (the original release, CC BY 4.0) or kaggle (needs kagglehub and an API token)."),
+    to: Path = typer.Option(Path("data"), "--to", metavar="PATH", help="Folder to download and unpack into."),
+    url: Optional[str] = typer.Option(None, "--url", metavar="TEXT", help="A copy of ChestXRay2017.zip (http(s):// or file://); default $PNEUMO_DATA_URL, else Mendeley."),
+    sha256: Optional[str] = typer.Option(None, "--sha256", metavar="TEXT", help="Expected SHA-256 of the archive (default: the one recorded at the first download)."),
     no_check: bool = typer.Option(False, "--no-check", help="Skip decoding every image after unpacking."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    max_download_gb: float = typer.Option(3.0, "--max-download-gb", help="Stop a download that grows past this many GB (the archive is about 1.2 GB)."),
+    max_download_gb: float = typer.Option(3.0, "--max-download-gb", metavar="NUMBER", help="Stop a download that grows past this many GB (the archive is about 1.2 GB)."),
 ) -> None:
     """Fetch the dataset, resuming a partial download, verify it, unpack it safely and check it."""
     if not 0 < max_download_gb < 1e6:  # NaN fails too
@@ -150,14 +143,14 @@ def data_download(
     console.print(f"next: {escape(result.next_command)}")
 
 
-@data_app.command("preview")
+@data_app.command("preview", cls=_Command)
 def data_preview(
     data: Path = typer.Argument(..., metavar="DATA", help="Dataset to draw from."),
-    out: Path = typer.Option(..., "--out", help="PNG file to write."),
-    split: Optional[str] = typer.Option(None, help="Split to draw from (default: train, or the only one)."),
-    n: int = typer.Option(16, help="Number of images."),
-    size: int = typer.Option(180, help="Side in pixels each image is resized to."),
-    seed: int = typer.Option(0, help="Which random batch."),
+    out: Path = typer.Option(..., "--out", metavar="PATH", help="PNG file to write."),
+    split: Optional[str] = typer.Option(None, metavar="TEXT", help="Split to draw from (default: train, or the only one)."),
+    n: int = typer.Option(16, metavar="N", help="Number of images."),
+    size: int = typer.Option(180, metavar="N", help="Side in pixels each image is resized to."),
+    seed: int = typer.Option(0, metavar="N", help="Which random batch."),
 ) -> None:
     """The notebook's grid of a batch with NORMAL/PNEUMONIA titles, as PNG."""
     output_file(out, "--out")
@@ -166,13 +159,13 @@ def data_preview(
     console.print(f"wrote {preview(data, out, split=split, n=n, size=size, seed=seed)}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
-    config: Optional[str] = typer.Option(None, "--config", help="Recipe: a YAML file or a shipped name (seed, default, cpu); default: default."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to create."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key, e.g. --set epochs=5 (repeatable)."),
+    config: Optional[str] = typer.Option(None, "--config", metavar="TEXT", help="Recipe: a YAML file or a shipped name (seed, default, cpu); default: default."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="PATH", help="Run folder to create."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="TEXT", help="Override a config key, e.g. --set epochs=5 (repeatable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a stopped run in this folder, with the config saved there."),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="PATH", help="Continue a stopped run in this folder, with the config saved there."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be read instead of skipping it."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     mlflow: Optional[str] = typer.Option(
@@ -191,11 +184,11 @@ def train(
     if resume is not None:
         if config is not None or set_ or out is not None or overwrite or strict:
             raise PneumoError("--resume continues a run with the config saved in its folder; leave out --config, --set, --strict, --out and --overwrite")
-        result = run_training(None, resume, progress=not quiet, resume=True, mlflow=mlflow)
+        result = run_training(None, out=resume, progress=not quiet, resume=True, mlflow=mlflow)
     else:
         if out is None:
             raise PneumoError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue a stopped one")
-        result = run_training(load_config(config or "default", [*(set_ or []), *(["strict=true"] if strict else [])]), out, overwrite=overwrite, progress=not quiet, mlflow=mlflow)
+        result = run_training(load_config(config or "default", [*(set_ or []), *(["strict=true"] if strict else [])]), out=out, overwrite=overwrite, progress=not quiet, mlflow=mlflow)
     from pneumo.training.distributed import is_main
 
     if not is_main():  # under torchrun every process returns the same result; one prints it
@@ -217,14 +210,14 @@ def train(
     console.print(f"{r['seconds_per_epoch']:.1f} s/epoch; run folder: {result.run_dir}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def evaluate(
     data: Path = typer.Argument(..., metavar="DATA", help="Class-folder directory (e.g. an official test/), Kaggle root with --split, or manifest."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Run folder or checkpoint (default: the bundled model)."),
-    split: Optional[str] = typer.Option(None, "--split", help="Split of a Kaggle-style root, e.g. test."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report (with every prediction) here."),
-    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for roc.png, confusion.png and reliability.png."),
-    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% intervals."),
+    model: Optional[Path] = typer.Option(None, "--model", metavar="PATH", help="Run folder or checkpoint (default: the bundled model)."),
+    split: Optional[str] = typer.Option(None, "--split", metavar="TEXT", help="Split of a Kaggle-style root, e.g. test."),
+    json_out: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help="Write the full report (with every prediction) here."),
+    plots: Optional[Path] = typer.Option(None, "--plots", metavar="PATH", help="Folder for roc.png, confusion.png and reliability.png."),
+    bootstrap: int = typer.Option(1000, metavar="N", help="Bootstrap resamples for the 95% intervals."),
     shifts: bool = typer.Option(False, "--shifts", help="Also report metrics under simulated acquisition shifts."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be read instead of skipping it."),
 ) -> None:
@@ -275,24 +268,24 @@ def evaluate(
         console.print(f"wrote {escape(str(write_report(report, json_out)))}", highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command)
 def ensemble(
     members: List[Path] = typer.Argument(..., metavar="MODEL", help="Run or checkpoint folders of models of one task and input size (train them with one --set split_seed=...)."),
-    out: Path = typer.Option(..., "--out", help="Model folder to write; then --model DIR in predict, evaluate, serve, export and calibrate."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Where the members' training data is now, if not where their configs say."),
-    outliers: Optional[str] = typer.Option(None, "--outliers", help="Films the ensemble must not judge, for its input check: a folder, auto or none (default: the members' config)."),
-    calibration: str = typer.Option("shift", "--calibration", help="none, val or shift: how the ensemble's temperature is fitted."),
-    threshold: str = typer.Option("shift", "--threshold", help="A number, youden or shift: how its threshold is chosen."),
+    out: Path = typer.Option(..., "--out", metavar="PATH", help="Model folder to write; then --model DIR in predict, evaluate, serve, export and calibrate."),
+    data: Optional[Path] = typer.Option(None, "--data", metavar="PATH", help="Where the members' training data is now, if not where their configs say."),
+    outliers: Optional[str] = typer.Option(None, "--outliers", metavar="TEXT", help="Films the ensemble must not judge, for its input check: a folder, auto or none (default: the members' config)."),
+    calibration: str = typer.Option("shift", "--calibration", metavar="TEXT", help="none, val or shift: how the ensemble's temperature is fitted."),
+    threshold: str = typer.Option("shift", "--threshold", metavar="TEXT", help="A number, youden or shift: how its threshold is chosen."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
 ) -> None:
     """Average trained models into one model (one ONNX graph on export), calibrated and thresholded on the images none of them trained on."""
-    from pneumo.training.ensemble import assemble_ensemble
+    from pneumo.training.assemble import ensemble
 
     try:
         chosen: str | float = float(threshold)
     except ValueError:
         chosen = threshold
-    r = assemble_ensemble(members, out, data=data, outliers=outliers, calibration=calibration, threshold=chosen, overwrite=overwrite, progress=sys.stderr.isatty(), log=lambda m: err_console.print(escape(m), highlight=False))
+    r = ensemble(members, out=out, data=data, outliers=outliers, calibration=calibration, threshold=chosen, overwrite=overwrite, progress=sys.stderr.isatty(), log=lambda m: err_console.print(escape(m), highlight=False)).report
     console.print(
         f"[bold]validation[/] (threshold {r['threshold']:.3g}, temperature {r['calibration']['temperature']:.3g}): accuracy {_fmt(r['accuracy'])} "
         f"ROC AUC {_fmt(r['roc_auc'])}  recall {_fmt(r['recall'])}  specificity {_fmt(r['specificity'])}  ECE {_fmt(r['ece'])}"
@@ -300,16 +293,16 @@ def ensemble(
     console.print(f"wrote {escape(str(out))}: use it with --model {escape(str(out))}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def calibrate(
     data: Optional[Path] = typer.Argument(None, metavar="LABELLED", help="Labelled films from your site: NORMAL/ and PNEUMONIA/ folders, a Kaggle root with --split, or a manifest (at least 20 per class)."),
-    out: Path = typer.Option(..., "--out", help="Model folder to write; then --model DIR in predict, evaluate, serve and export."),
-    unlabeled: Optional[Path] = typer.Option(None, "--unlabeled", help="A folder of at least 50 of your site's films without labels: the prevalence is estimated from them and the input check learns to accept them."),
-    prevalence: Optional[float] = typer.Option(None, "--prevalence", help="Your site's share of pneumonia, e.g. 0.3 (default: estimated from --unlabeled, else unknown: balanced accuracy)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Run folder or checkpoint to start from (default: the bundled model)."),
-    split: Optional[str] = typer.Option(None, "--split", help="Split of a Kaggle-style root."),
-    min_per_class: int = typer.Option(20, "--min-per-class", help="Fewest distinct labelled films of each class accepted."),
-    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% intervals."),
+    out: Path = typer.Option(..., "--out", metavar="PATH", help="Model folder to write; then --model DIR in predict, evaluate, serve and export."),
+    unlabeled: Optional[Path] = typer.Option(None, "--unlabeled", metavar="PATH", help="A folder of at least 50 of your site's films without labels: the prevalence is estimated from them and the input check learns to accept them."),
+    prevalence: Optional[float] = typer.Option(None, "--prevalence", metavar="NUMBER", help="Your site's share of pneumonia, e.g. 0.3 (default: estimated from --unlabeled, else unknown: balanced accuracy)."),
+    model: Optional[Path] = typer.Option(None, "--model", metavar="PATH", help="Run folder or checkpoint to start from (default: the bundled model)."),
+    split: Optional[str] = typer.Option(None, "--split", metavar="TEXT", help="Split of a Kaggle-style root."),
+    min_per_class: int = typer.Option(20, "--min-per-class", metavar="N", help="Fewest distinct labelled films of each class accepted."),
+    bootstrap: int = typer.Option(1000, metavar="N", help="Bootstrap resamples for the 95% intervals."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model folder."),
 ) -> None:
     """Move the model to your site: its operating point from labelled films (shrunk towards what it knew), its prevalence and input check from unlabelled ones; the weights are kept."""
@@ -351,14 +344,14 @@ def _with_ci(value: float, ci: list[float]) -> str:
     return f"{_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
 
 
-@app.command()
+@app.command(cls=_Command)
 def predict(
     paths: List[Path] = typer.Argument(..., metavar="PATH", help="Image files (JPEG, PNG, DICOM, TIFF, BMP, WebP, GIF), folders (searched recursively) or quoted glob patterns."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Run folder or checkpoint (default: the bundled model)."),
-    fmt: str = typer.Option("table", "--format", help="table, json or csv."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write json/csv here instead of printing (format from --format, else from the suffix)."),
+    model: Optional[Path] = typer.Option(None, "--model", metavar="PATH", help="Run folder or checkpoint (default: the bundled model)."),
+    fmt: str = typer.Option("table", "--format", metavar="TEXT", help="table, json or csv."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="PATH", help="Write json/csv here instead of printing (format from --format, else from the suffix)."),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
-    cam: Optional[Path] = typer.Option(None, "--cam", help="Also write a Grad-CAM heatmap PNG per image into this folder (needs PyTorch)."),
+    cam: Optional[Path] = typer.Option(None, "--cam", metavar="PATH", help="Also write a Grad-CAM heatmap PNG per image into this folder (needs PyTorch)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first file that cannot be read instead of skipping it."),
     no_abstain: bool = typer.Option(False, "--no-abstain", help="Label images the input checks find outside what the model was trained on too (their warnings stay)."),
 ) -> None:
@@ -430,21 +423,21 @@ def _shared_folder(paths: list[str]) -> str:
     return shared if shared not in ("", ".", os.sep) else ""
 
 
-@app.command("predict-archive")
+@app.command("predict-archive", cls=_Command)
 def predict_archive(
     source: Path = typer.Argument(..., metavar="SOURCE", help="A folder (searched recursively) or a CSV manifest with a 'path' column."),
-    out: Path = typer.Option(..., "--out", help="results.csv (or .parquet with pyarrow); unreadable files go to results.skipped.csv."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Run folder, checkpoint or .onnx export (default: the bundled model)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per batch."),
-    workers: int = typer.Option(0, "--workers", help="Decoding threads (0: one per CPU, up to 4)."),
-    backend: str = typer.Option("auto", "--backend", help="auto, onnx or torch."),
+    out: Path = typer.Option(..., "--out", metavar="PATH", help="results.csv (or .parquet with pyarrow); unreadable files go to results.skipped.csv."),
+    model: Optional[Path] = typer.Option(None, "--model", metavar="PATH", help="Run folder, checkpoint or .onnx export (default: the bundled model)."),
+    batch_size: int = typer.Option(64, "--batch-size", metavar="N", help="Images per batch."),
+    workers: int = typer.Option(0, "--workers", metavar="N", help="Decoding threads (0: one per CPU, up to 4)."),
+    backend: str = typer.Option("auto", "--backend", metavar="TEXT", help="auto, onnx or torch."),
     resume: bool = typer.Option(False, "--resume", help="Skip the files already in --out and append the rest."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first file that cannot be read."),
     no_abstain: bool = typer.Option(False, "--no-abstain", help="Label images the input checks find outside what the model was trained on too."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ray: bool = typer.Option(False, "--ray", help="Run on Ray Data (ONNX actors); needs pneumo[ray]."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="A Ray cluster (default: a local instance)."),
-    actors: int = typer.Option(2, "--actors", help="Ray actors, one CPU each."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="TEXT", help="A Ray cluster (default: a local instance)."),
+    actors: int = typer.Option(2, "--actors", metavar="N", help="Ray actors, one CPU each."),
 ) -> None:
     """Classify a large archive as a stream: bounded memory, results appended as they come, --resume after a stop."""
     output_file(out, "--out")
@@ -457,7 +450,7 @@ def predict_archive(
     else:
         from pneumo.inference.batch import predict_archive as run_archive
 
-        summary = run_archive(source, out, model=model, batch_size=batch_size, workers=workers, resume=resume,
+        summary = run_archive(source, out=out, model=model, batch_size=batch_size, workers=workers, resume=resume,
                               strict=strict, progress=sys.stderr.isatty() and not quiet, backend=backend, abstain=not no_abstain)
     console.print(
         f"wrote {summary.done} predictions to {escape(str(summary.out))} ({summary.images_per_second:.0f} images/s)"
@@ -467,15 +460,15 @@ def predict_archive(
         err_console.print(f"[yellow]skipped {summary.skipped} unreadable files:[/] see {escape(str(summary.skipped_out))}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def export(
-    out: Path = typer.Option(Path("pneumo.onnx"), "--out", help="The .onnx file to write (its .json goes beside it)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Run folder or checkpoint (default: the bundled model)."),
-    fmt: str = typer.Option("onnx", "--format", help="Export format; onnx is the one there is."),
-    check: Optional[List[Path]] = typer.Option(None, "--check", help="Images (files, folders, globs) for the parity check; default: 8 synthetic images."),
-    opset: int = typer.Option(17, help="ONNX opset."),
+    out: Path = typer.Option(Path("pneumo.onnx"), "--out", metavar="PATH", help="The .onnx file to write (its .json goes beside it)."),
+    model: Optional[Path] = typer.Option(None, "--model", metavar="PATH", help="Run folder or checkpoint (default: the bundled model)."),
+    fmt: str = typer.Option("onnx", "--format", metavar="TEXT", help="Export format; onnx is the one there is."),
+    check: Optional[List[Path]] = typer.Option(None, "--check", metavar="PATH", help="Images (files, folders, globs) for the parity check; default: 8 synthetic images."),
+    opset: int = typer.Option(17, metavar="N", help="ONNX opset."),
     int8: bool = typer.Option(False, "--int8", help="An int8 graph (static quantization, per channel, calibrated on the model's training films), checked by its verdicts on its validation films; its input check is refitted on its own features."),
-    data: Optional[Path] = typer.Option(None, "--data", help="With --int8: where the model's training data is now, if not where its recipe says."),
+    data: Optional[Path] = typer.Option(None, "--data", metavar="PATH", help="With --int8: where the model's training data is now, if not where its recipe says."),
 ) -> None:
     """Export a model to ONNX, checked against PyTorch; `pneumo predict --model FILE.onnx` runs it without PyTorch."""
     if fmt != "onnx":
@@ -485,58 +478,49 @@ def export(
     import numpy as np
 
     from pneumo.data.preprocess import load_image
-    from pneumo.export.onnx import export_onnx
+    from pneumo.deploy.onnx import export
     from pneumo.inference.loading import load_model
     from pneumo.utils.walk import expand_paths
 
     loaded = load_model(model, backend="torch")
     images = np.stack([load_image(f, loaded.image_size) for f in expand_paths(check)[:32]]) if check else None
-    result = export_onnx(loaded, out, opset=opset, check_images=images, int8=int8, data=data, progress=sys.stderr.isatty())
-    if int8:
-        fit = result["input_check"]
+    result = export(loaded, out=out, opset=opset, check_images=images, int8=int8, data=data, progress=sys.stderr.isatty())
+    if result.int8 is not None:
+        q, fit = result.int8, result.int8["input_check"]
         console.print(
-            f"wrote {escape(result['path'])} (+ .json), int8: the same verdict as PyTorch for {result['val_same_verdict']:.2%} of "
-            f"{result['val_films']} validation films (largest |dP| {result['val_max_abs_diff']:.3f}); its input check refitted on its own features: "
+            f"wrote {escape(str(result.path))} (+ .json), int8: the same verdict as PyTorch for {q['val_same_verdict']:.2%} of "
+            f"{q['val_films']} validation films (largest |dP| {q['val_max_abs_diff']:.3f}); its input check refitted on its own features: "
             f"{fit['val_flagged'] / max(1, fit['n_val']):.1%} of validation children flagged, {fit['outliers_caught']} of {fit['n_outliers']} "
             "outlier films from unseen sources caught", highlight=False,
         )
         return
     console.print(
-        f"wrote {result['path']} (+ .json); largest difference from PyTorch on {result['n_images']} "
-        f"{'images' if check else 'synthetic images'}: {result['max_abs_diff']:.1e}"
+        f"wrote {escape(str(result.path))} (+ .json); largest difference from PyTorch on {result.n_images} "
+        f"{'images' if check else 'synthetic images'}: {result.max_abs_diff:.1e}"
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
-    model: Optional[Path] = typer.Option(None, "--model", help="Run folder, checkpoint or .onnx export (default: the bundled model)."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on; the default is this machine only."),
-    port: int = typer.Option(8000, help="Port to listen on."),
-    max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", help="Largest upload accepted."),
+    model: Optional[Path] = typer.Option(None, "--model", metavar="PATH", help="Run folder, checkpoint or .onnx export (default: the bundled model)."),
+    host: str = typer.Option("127.0.0.1", metavar="TEXT", help="Address to listen on; the default is this machine only."),
+    port: int = typer.Option(8000, metavar="N", help="Port to listen on."),
+    max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", metavar="NUMBER", help="Largest upload accepted."),
 ) -> None:
     """A web page and an HTTP API (POST /v1/predict, GET /v1/model, GET /healthz, docs at /docs)."""
     import logging
-    import math
 
-    import uvicorn
+    from pneumo.service.app import serve as run_service
 
-    from pneumo.serve.app import create_app
-
-    if not 1 <= port <= 65535:
-        raise PneumoError(f"--port must be 1-65535, got {port}")
-    if not (math.isfinite(max_upload_mb) and max_upload_mb > 0):
-        raise PneumoError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")
-    application = create_app(model, max_upload_mb=max_upload_mb)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    access = logging.getLogger("pneumo.serve.access")
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
-    console.print(f"pneumo serving on http://{host}:{port}/ (API docs at /docs, metrics at /metrics); Ctrl-C stops it")
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    service_log = logging.getLogger("pneumo.service")
+    service_log.addHandler(handler)
+    service_log.setLevel(logging.INFO)
+    run_service(model, host=host, port=port, max_upload_mb=max_upload_mb)
 
 
-@app.command()
+@app.command(cls=_Command)
 def models() -> None:
     """The architectures `--set model=NAME` accepts."""
     from pneumo.models import list_models, model_spec

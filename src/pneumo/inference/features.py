@@ -17,9 +17,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
@@ -31,10 +30,7 @@ from pneumo.models.checkpoint import read_meta, resolve_checkpoint, write_meta
 from pneumo.models.meta import FEATURES, META
 from pneumo.utils.files import write_temp
 
-if TYPE_CHECKING:
-    from pneumo.inference.torch_backend import TorchModel
-
-__all__ = ["FEATURES", "FeatureTap", "feature_module", "feature_rows", "feature_width", "load_feature_check", "save_feature_check"]
+__all__ = ["FEATURES", "FeatureTap", "feature_module", "feature_width", "load_feature_check", "save_feature_check"]
 
 _FORMAT = "pneumo-feature-stats/3"
 _READABLE_FORMATS = ("pneumo-feature-stats/1", "pneumo-feature-stats/2", _FORMAT)  # /1: the distance alone; /3: a site check and outlier rows
@@ -124,14 +120,6 @@ def _channel_stats(m: torch.Tensor) -> torch.Tensor:
     squares = torch.linalg.vector_norm(flat, dim=1).square()
     var = ((squares - n * mean.square()) / (n - 1)).clamp(min=0)
     return torch.cat([mean, var.sqrt()], dim=1)
-
-
-def feature_rows(model: TorchModel, images: np.ndarray | torch.Tensor, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """One pass through `TorchModel.class_probabilities`: its probabilities and every image's feature row ([N, D] float64)."""
-    with FeatureTap(model.net) as tap:
-        probs = model.class_probabilities(images, batch_size, progress)
-    rows = torch.cat([r.cpu() for r in tap.rows]).double().numpy() if tap.rows else np.zeros((0, feature_width(model.net)))
-    return probs, rows
 
 
 def _weights_sha256(folder: Path) -> str:

@@ -18,13 +18,13 @@ from torch import nn
 from pneumo.data.preprocess import check_image_batch, normalise
 from pneumo.inference.base import Model
 from pneumo.inference.checks import FeatureCheck
-from pneumo.inference.features import feature_rows, load_feature_check
+from pneumo.inference.features import FeatureTap, feature_width, load_feature_check
 from pneumo.models.checkpoint import read_checkpoint
 from pneumo.models.meta import CheckpointMeta
 from pneumo.tasks import Task
 from pneumo.utils.progress import progress_bar
 
-__all__ = ["TorchModel", "class_probabilities", "load_checkpoint"]
+__all__ = ["TorchModel", "class_probabilities", "feature_rows", "load_checkpoint"]
 
 
 @dataclass
@@ -127,3 +127,11 @@ def class_probabilities(
         out.append(task.probabilities(logits, temperature, logit_offset).cpu())
     net.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, len(task.classes)), dtype=np.float32)
+
+
+def feature_rows(model: TorchModel, images: np.ndarray | torch.Tensor, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One pass through `TorchModel.class_probabilities`: its probabilities and every image's feature row ([N, D] float64)."""
+    with FeatureTap(model.net) as tap:
+        probs = model.class_probabilities(images, batch_size, progress)
+    rows = torch.cat([r.cpu() for r in tap.rows]).double().numpy() if tap.rows else np.zeros((0, feature_width(model.net)))
+    return probs, rows
