@@ -60,7 +60,7 @@ def child(args: argparse.Namespace) -> None:
     else:
         from pneumo.inference.batch import predict_archive
 
-        summary = predict_archive(args.source, args.out, batch_size=args.batch, workers=args.workers, resume=args.resume, progress=False, backend=args.backend)
+        summary = predict_archive(args.source, out=args.out, batch_size=args.batch, workers=args.workers, resume=args.resume, progress=False, backend=args.backend)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(json.dumps({"load": os.getloadavg()[0], "done": summary.done, "skipped": summary.skipped, "already_done": summary.already_done,
                       "seconds": summary.seconds, "rate": summary.images_per_second, "peak_mib": peak_mib}))

@@ -20,7 +20,7 @@ from common import DATA, table
 
 from pneumo.data.layout import discover
 from pneumo.data.preprocess import load_image
-from pneumo.export.onnx import export_onnx
+from pneumo.deploy.onnx import export
 from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.predict import load_model, predict
 
@@ -49,11 +49,11 @@ def main() -> None:
     model = load_model(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         check = np.stack([load_image(f, model.image_size) for f in files[:16]])
-        exported = export_onnx(model, Path(tmp) / "model.onnx", check_images=check)
-        onnx_model = OnnxModel.load(exported["path"])
+        exported = export(model, out=Path(tmp) / "model.onnx", check_images=check)
+        onnx_model = OnnxModel.load(exported.path)
         backends = {
             f"torch {torch.__version__}": lambda fs, b: predict(fs, model=model, batch_size=b),
-            f"onnxruntime {ort.__version__}": lambda fs, b: predict(fs, onnx_model, batch_size=b),
+            f"onnxruntime {ort.__version__}": lambda fs, b: predict(fs, model=onnx_model, batch_size=b),
         }
         rows = []
         for backend, run in backends.items():

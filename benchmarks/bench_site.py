@@ -48,7 +48,7 @@ from pneumo.evaluation.calibration import (
 from pneumo.evaluation.robustness import SHIFTS, apply_shift
 from pneumo.evaluation.threshold import shift_threshold
 from pneumo.inference.checks import FeatureCheck
-from pneumo.inference.features import feature_rows
+from pneumo.inference.torch_backend import feature_rows
 from pneumo.inference.fitting import PROBE_QUANTILE, _probe, _probe_scores, _source_folds, fit_site_check
 from pneumo.inference.predict import load_model
 from pneumo.tasks import BINARY, pneumonia_probability

@@ -33,7 +33,7 @@ from common import DATA, shifted_report, table
 
 from pneumo.data.layout import discover
 from pneumo.evaluation.robustness import FRAMING_SHIFTS, SHIFTS
-from pneumo.export.onnx import export_onnx
+from pneumo.deploy.onnx import export
 from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.predict import load_model, predict
 from pneumo.models.checkpoint import resolve_checkpoint
@@ -90,15 +90,15 @@ def timings(graphs: dict[str, OnnxModel], files: list[Path], n_single: int, roun
     single: dict[str, list[float]] = {k: [] for k in graphs}
     batched: dict[str, list[float]] = {k: [] for k in graphs}
     for graph in graphs.values():
-        predict(files[:4], graph)  # warm-up
+        predict(files[:4], model=graph)  # warm-up
     for _ in range(rounds):
         for name, graph in graphs.items():
             for f in files[:n_single]:
                 start = time.perf_counter()
-                predict([f], graph)
+                predict([f], model=graph)
                 single[name].append(1000 * (time.perf_counter() - start))
             start = time.perf_counter()
-            predict(files, graph, batch_size=32)
+            predict(files, model=graph, batch_size=32)
             batched[name].append(len(files) / (time.perf_counter() - start))
     return {k: (float(np.percentile(single[k], 50)), float(np.percentile(single[k], 95)), float(np.median(batched[k]))) for k in graphs}
 
@@ -123,11 +123,11 @@ def main() -> None:
             costs[name] = gmacs(model)
             report = json.loads(((folder / "val_report.json") if (folder / "val_report.json").is_file() else folder.parent / "val_report.json").read_text())
             signals[name] = signal(folder, report)
-            export_onnx(folder, Path(tmp) / f"{len(graphs)}.onnx")
+            export(folder, out=Path(tmp) / f"{len(graphs)}.onnx")
             graphs[name] = OnnxModel.load(Path(tmp) / f"{len(graphs)}.onnx")
             if args.int8 and name != names[0]:
-                result = export_onnx(folder, Path(tmp) / f"{len(graphs)}-int8.onnx", int8=True)
-                graphs[name + " (int8)"] = OnnxModel.load(result["path"])
+                result = export(folder, out=Path(tmp) / f"{len(graphs)}-int8.onnx", int8=True)
+                graphs[name + " (int8)"] = OnnxModel.load(result.path)
                 costs[name + " (int8)"] = costs[name]
                 int8_report = {**report, "input_check": None}
                 from pneumo.evaluation.evaluate import evaluate

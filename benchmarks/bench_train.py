@@ -156,7 +156,7 @@ def main() -> None:
         full = load_config(name).epochs
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            result = train(cfg, f"{out}/run", progress=False, log=lambda _: None, n_boot=200)
+            result = train(cfg, out=f"{out}/run", progress=False, log=lambda _: None, n_boot=200)
             wall = time.perf_counter() - start
         per_epoch = sum(r["seconds"] for r in result.history) / len(result.history)
         projected = wall - per_epoch * args.epochs + per_epoch * full

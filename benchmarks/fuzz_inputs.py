@@ -37,7 +37,7 @@ through the real loader (`load_model` on the folder, or on the .onnx) and must g
 raise PneumoError; a model that loads must give, for two real films, probabilities that are
 finite and in [0, 1] (a PneumoError while predicting counts as a bug: the loader let it through).
 
-`--target multipart` fuzzes the service's upload reader (`pneumo.serve.upload.read_upload`) in
+`--target multipart` fuzzes the service's upload reader (`pneumo.service.upload.read_upload`) in
 process: well-formed multipart/form-data bodies around a real film (a file part and a text
 part; a quoted boundary and a file name with a path) and their Content-Type and Content-Length
 headers are damaged (bytes as above; parts, boundaries, header lines and CRLFs dropped, repeated
@@ -79,7 +79,7 @@ __all__ = ["main", "mutate", "mutate_config", "mutate_json", "mutate_multipart",
 
 _HEADER_BYTES = 2048
 _BOUNDARY_BYTES = (0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF)
-_SERVICE_MAX_PIXELS = 50_000_000  # pneumo.serve.app.DEFAULT_MAX_PIXELS
+_SERVICE_MAX_PIXELS = 50_000_000  # pneumo.service.app.DEFAULT_MAX_PIXELS
 _SAVED_PER_KIND = 3
 
 
@@ -548,7 +548,7 @@ def _boundary_of(content_type: bytes) -> bytes:
 
 def _multipart_seeds() -> list[_Seed]:
     """Three forms around a real film, fed to read_upload as an ASGI request in chunks of random sizes."""
-    from pneumo.serve import upload
+    from pneumo.service import upload
 
     async def inline(func, *args):  # the parser in this thread, where the alarm can stop it
         return func(*args)

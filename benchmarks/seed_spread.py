@@ -60,7 +60,7 @@ def main() -> None:
         run = Path(args.out) / f"{Path(args.config).stem}-s{seed}"
         if not (run / "val_report.json").exists():
             cfg = load_config(args.config, [f"data={DATA}", *args.overrides, f"seed={seed}"])
-            train(cfg, run, overwrite=True, progress=False, log=print)
+            train(cfg, out=run, overwrite=True, progress=False, log=print)
         report = json.loads((run / "val_report.json").read_text())
         report["shifted"] = shifted_report(run, report)
         rows[seed] = summarise(report)

@@ -90,5 +90,5 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, kaggle_root: Path) -> 
 
     cfg = load_config("cpu", [f"data={kaggle_root}", "image_size=64", "epochs=3", "batch_size=16", "model=resnet18", "threshold=youden"])
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    train(cfg, out, progress=False, log=lambda _: None, n_boot=100)
+    train(cfg, out=out, progress=False, log=lambda _: None, n_boot=100)
     return out

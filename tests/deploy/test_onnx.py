@@ -1,4 +1,4 @@
-"""pneumo.export and pneumo.runtime: ONNX export checked against PyTorch, and prediction without torch."""
+"""pneumo.deploy and pneumo.runtime: ONNX export checked against PyTorch, and prediction without torch."""
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +14,8 @@ import torch
 
 from pneumo.data.preprocess import load_image
 from pneumo.errors import PneumoError
-from pneumo.export import onnx as export
-from pneumo.export.onnx import export_info, export_onnx
+from pneumo.deploy import onnx as onnx_module
+from pneumo.deploy.onnx import ExportResult, export, export_info
 from pneumo.inference.checks import warning_kind
 from pneumo.inference.onnx_backend import OnnxModel, encode_arrays
 from pneumo.inference.predict import bundled_model_dir, load_model, predict
@@ -39,15 +39,16 @@ def files(shared_data: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory, bundled: TorchModel, files: list[Path]) -> tuple[Path, dict]:
+def exported(tmp_path_factory: pytest.TempPathFactory, bundled: TorchModel, files: list[Path]) -> tuple[Path, ExportResult]:
     images = np.stack([load_image(f, bundled.image_size) for f in files])
     out = tmp_path_factory.mktemp("export") / "pneumo.onnx"
-    return out, export_onnx(bundled, out, check_images=images)
+    return out, export(bundled, out=out, check_images=images)
 
 
 def test_export_agrees_with_pytorch_and_says_how_to_use_it(exported: tuple[Path, dict], bundled: TorchModel) -> None:
     out, result = exported
-    assert result == {"path": str(out), "max_abs_diff": pytest.approx(0, abs=1e-4), "n_images": 16}
+    assert (result.path, result.n_images, result.int8) == (out, 16, None) and result.max_abs_diff == pytest.approx(0, abs=1e-4)
+    assert result.json_path == out.with_suffix(".json") and result.to_dict()["path"] == str(out)
     info = json.loads(out.with_suffix(".json").read_text())
     assert info["onnx_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     for key in ("architecture", "classes", "image_size", "threshold", "task"):
@@ -57,7 +58,7 @@ def test_export_agrees_with_pytorch_and_says_how_to_use_it(exported: tuple[Path,
 
 
 def test_runtime_predicts_what_torch_predicts(exported: tuple[Path, dict], bundled: TorchModel, files: list[Path]) -> None:
-    ours = predict(files, exported[0], batch_size=5)
+    ours = predict(files, model=exported[0], batch_size=5)
     theirs = predict(files, model=bundled)
     assert len(ours) == len(theirs) == 16
     for a, b in zip(ours, theirs):
@@ -102,7 +103,7 @@ def test_dynamic_batch(exported: tuple[Path, dict], bundled: TorchModel, files: 
 def test_runtime_never_imports_torch(exported: tuple[Path, dict], files: list[Path]) -> None:
     code = (
         "import sys; from pneumo.inference.predict import predict; "
-        f"r = predict([{str(files[0])!r}], {str(exported[0])!r}); "
+        f"r = predict([{str(files[0])!r}], model={str(exported[0])!r}); "
         "assert 0 <= r[0].probability <= 1; "
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))"
     )
@@ -263,7 +264,7 @@ def test_a_hand_built_graph_that_fits_loads_and_predicts(tmp_path: Path) -> None
     model = OnnxModel.load(_tiny_graph(tmp_path / "tiny.onnx"))
     p = model.pneumonia_probability(np.array([np.zeros((16, 16)), np.full((16, 16), 255)], dtype=np.uint8))
     np.testing.assert_allclose(p, [0.5, 1 / (1 + np.exp(-1))], atol=1e-6)
-    assert predict([SAMPLES / "dicom" / "cr_chest_pa_monochrome1.dcm"], model, abstain=False)[0].label in ("NORMAL", "PNEUMONIA")
+    assert predict([SAMPLES / "dicom" / "cr_chest_pa_monochrome1.dcm"], model=model, abstain=False)[0].label in ("NORMAL", "PNEUMONIA")
 
 
 @pytest.mark.parametrize(
@@ -292,23 +293,23 @@ def test_a_graph_that_does_not_fit_is_refused_at_load(tmp_path: Path, graph: dic
 def test_a_graph_that_gives_nan_on_real_films_is_an_error_not_a_label(tmp_path: Path, files: list[Path]) -> None:
     model = OnnxModel.load(_tiny_graph(tmp_path / "tiny.onnx", nan_unless_blank=True))  # a blank image passes the load check
     with pytest.raises(PneumoError, match=f"the model produced a non-finite probability for {files[0]} \\(\\[nan, nan\\]\\); the model or the input is damaged"):
-        predict(files[:2], model, abstain=False)
+        predict(files[:2], model=model, abstain=False)
 
 
 def test_a_service_with_a_graph_that_does_not_fit_never_starts(tmp_path: Path) -> None:
-    from pneumo.serve.app import create_app
+    from pneumo.service.app import create_app
 
     with pytest.raises(PneumoError, match="its inputs are"):
         create_app(_tiny_graph(tmp_path / "tiny.onnx", input_name="x"))
 
 
 def test_a_failed_parity_check_writes_nothing(bundled: TorchModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)
+    monkeypatch.setattr(onnx_module, "PARITY_TOLERANCE", -1.0)
     with pytest.raises(PneumoError, match="differs from PyTorch"):
-        export_onnx(bundled, tmp_path / "m.onnx")
+        export(bundled, out=tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(PneumoError, match=r"\.onnx file path"):
-        export_onnx(bundled, tmp_path / "m.pt")
+        export(bundled, out=tmp_path / "m.pt")
 
 
 def test_a_pathogen_seed_cnn_exports_its_softmax(tmp_path: Path, files: list[Path]) -> None:
@@ -316,8 +317,8 @@ def test_a_pathogen_seed_cnn_exports_its_softmax(tmp_path: Path, files: list[Pat
     meta = {"architecture": "seed_cnn", "task": "pathogen", "classes": classes, "num_outputs": 3,
             "image_size": 180, "mean": 0.0, "std": 1.0, "threshold": 0.5}
     ckpt = save_checkpoint(tmp_path / "ckpt", create_model("seed_cnn", num_outputs=3, image_size=180), CheckpointMeta(**meta))
-    result = export_onnx(ckpt, tmp_path / "seed.onnx", opset=18)  # no images given: seeded synthetic ones
-    assert result["n_images"] == 8 and result["max_abs_diff"] <= 1e-4
+    result = export(ckpt, out=tmp_path / "seed.onnx", opset=18)  # no images given: seeded synthetic ones
+    assert result.n_images == 8 and result.max_abs_diff <= 1e-4
     model = OnnxModel.load(tmp_path / "seed.json")
     probs = model.class_probabilities(np.stack([load_image(f, 180) for f in files[:3]]))
     assert probs.shape == (3, 3) and model.classes == classes
@@ -331,8 +332,8 @@ def test_a_content_crop_is_part_of_the_graph(tmp_path: Path, files: list[Path]) 
     torch.manual_seed(0)
     meta = CheckpointMeta("resnet18_half", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=224, mean=0.5, std=0.25, threshold=0.5, crop="content")
     ckpt = save_checkpoint(tmp_path / "ckpt", create_model("resnet18_half", image_size=224, crop="content"), meta)
-    result = export_onnx(ckpt, tmp_path / "crop.onnx")
-    assert result["max_abs_diff"] <= 1e-4
+    result = export(ckpt, out=tmp_path / "crop.onnx")
+    assert result.max_abs_diff <= 1e-4
     images = np.stack([load_image(f, 224) for f in files[:4]])
     framed = apply_shift(images, "looser (15% black margin)")
     torch_model, onnx_model = load_checkpoint(ckpt), OnnxModel.load(tmp_path / "crop.json")
@@ -347,7 +348,7 @@ def test_an_output_that_is_a_folder_or_a_device_is_refused_before_any_work(tmp_p
     def no_work(*_a: object, **_k: object) -> None:
         raise AssertionError("the model was loaded before the output was checked")
 
-    monkeypatch.setattr(export, "load_model", no_work)
+    monkeypatch.setattr(onnx_module, "load_model", no_work)
     (tmp_path / "folder.onnx").mkdir()
     (tmp_path / "folder.onnx" / "keep").write_text("mine")
     (tmp_path / "null.onnx").symlink_to("/dev/null")
@@ -355,7 +356,7 @@ def test_an_output_that_is_a_folder_or_a_device_is_refused_before_any_work(tmp_p
     for out, message in ((tmp_path / "folder.onnx", "is a folder, not a file"), (tmp_path / "null.onnx", "is a device, not a regular file"),
                          (tmp_path / "json.onnx", r"metadata file .*json\.json is a folder")):
         with pytest.raises(PneumoError, match=message):
-            export_onnx(None, out)
+            export(None, out=out)
     assert (tmp_path / "folder.onnx" / "keep").read_text() == "mine" and (tmp_path / "json.json").is_dir()
     assert (tmp_path / "null.onnx").is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.onnx", "json.json", "null.onnx"]  # no staging folder left

@@ -9,8 +9,8 @@ import pytest
 
 from pneumo.errors import PneumoError
 from pneumo.evaluation.robustness import SHIFTS
-from pneumo.export import quantize
-from pneumo.export.onnx import export_onnx
+from pneumo.deploy import quantize
+from pneumo.deploy.onnx import export
 from pneumo.inference.loading import load_model
 from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.predict import predict
@@ -20,19 +20,21 @@ from pneumo.inference.predict import predict
 def int8(small_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """The bundled model's int8 export, calibrated and judged on a small copy of its data (its recipe's split of it)."""
     out = tmp_path_factory.mktemp("int8") / "model.onnx"
-    return out, export_onnx(None, out, int8=True, data=small_folder)
+    result = export(None, out=out, int8=True, data=small_folder)
+    assert result.path == out and result.int8 is not None and result.max_abs_diff is None
+    return out, result.int8
 
 
 def test_the_int8_graph_keeps_the_verdicts_and_says_what_it_measured(int8: tuple[Path, dict], small_folder: Path) -> None:
     out, result = int8
-    assert result["int8"] and result["val_same_verdict"] >= quantize.MIN_AGREEMENT and result["val_films"] > 10
+    assert result["val_same_verdict"] >= quantize.MIN_AGREEMENT and result["val_films"] > 10
     assert 0 <= result["val_max_abs_diff"] < 0.2
     info = json.loads(out.with_suffix(".json").read_text())
     assert info["quantization"]["weights"].startswith("int8") and info["quantization"]["format"] == "QDQ"
     graph = OnnxModel.load(out)  # the deployment's own loader: checksums, graph, a blank image
     assert any("QuantizeLinear" in n.op_type for n in __import__("onnx").load(str(out)).graph.node)
     films = sorted((small_folder / "PNEUMONIA").glob("*.jpeg"))[:6] + sorted((small_folder / "NORMAL").glob("*.jpeg"))[:6]
-    ours, theirs = predict(films, graph), predict(films, load_model())
+    ours, theirs = predict(films, model=graph), predict(films, model=load_model())
     assert [p.label for p in ours] == [p.label for p in theirs]
     assert np.abs(np.array([p.probability for p in ours]) - [p.probability for p in theirs]).max() < 0.2
 
@@ -48,5 +50,5 @@ def test_its_input_check_is_fitted_on_its_own_features(int8: tuple[Path, dict]) 
 def test_an_int8_graph_that_changes_verdicts_is_not_written(small_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(quantize, "MIN_AGREEMENT", 1.01)  # no graph can keep more than every verdict
     with pytest.raises(PneumoError, match="another verdict than PyTorch.*nothing was written"):
-        export_onnx(None, tmp_path / "model.onnx", int8=True, data=small_folder)
+        export(None, out=tmp_path / "model.onnx", int8=True, data=small_folder)
     assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -36,7 +36,7 @@ from pneumo.data.summary import summarize
 from pneumo.errors import PneumoError
 from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.predict import BUNDLED_ONNX, bundled_model_dir, load_model, predict
-from pneumo.serve.app import create_app
+from pneumo.service.app import create_app
 from pneumo.utils.walk import expand_paths
 from tests.conftest import SAMPLES, copy_class_folders, pick
 
@@ -448,7 +448,7 @@ def test_training_refuses_a_single_class(single_class_manifest: Path, single_cla
     from pneumo.training.loop import train
 
     with pytest.raises(PneumoError, match="single class"):
-        train(load_config("cpu", [f"data={single_class_manifest}"]), tmp_path / "run", progress=False, log=lambda _: None)
+        train(load_config("cpu", [f"data={single_class_manifest}"]), out=tmp_path / "run", progress=False, log=lambda _: None)
     assert_cli_error(single_class_training, "single class", "NORMAL and PNEUMONIA")
 
 

@@ -39,7 +39,7 @@ def server() -> str:
     import httpx
     import uvicorn
 
-    from pneumo.serve.app import create_app
+    from pneumo.service.app import create_app
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

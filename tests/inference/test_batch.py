@@ -64,7 +64,7 @@ def expected(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> list[di
 
 def test_a_folder_streams_to_the_same_csv_as_predict(archive: Path, expected: list[dict[str, str]], tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
-    summary = predict_archive(archive, out, batch_size=16, workers=2, progress=False)
+    summary = predict_archive(archive, out=out, batch_size=16, workers=2, progress=False)
     assert (summary.done, summary.skipped, summary.already_done) == (60, 2, 0)
     assert summary.images_per_second > 0 and summary.skipped_out == tmp_path / "results.skipped.csv"
     assert_same(rows(out), expected)
@@ -79,19 +79,19 @@ def test_the_torch_backend_matches_predict_with_the_checkpoint(archive: Path, tm
     reference = tmp_path / "predict.csv"
     reference.write_text(format_predictions(predict([archive / "a"]), "csv"))
     out = tmp_path / "results.csv"
-    assert predict_archive(archive / "a", out, backend="torch", progress=False).done == 20
+    assert predict_archive(archive / "a", out=out, backend="torch", progress=False).done == 20
     assert_same(rows(out), rows(reference))
 
 
 def test_resume_after_a_kill_finishes_each_file_exactly_once(archive: Path, expected: list[dict[str, str]], tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
-    predict_archive(archive, tmp_path / "full.csv", batch_size=16, progress=False)
+    predict_archive(archive, out=tmp_path / "full.csv", batch_size=16, progress=False)
     lines = (tmp_path / "full.csv").read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:26]) + lines[26][:30])  # header, 25 rows, and a row cut off mid-write
-    summary = predict_archive(archive, out, batch_size=16, resume=True, progress=False)
+    summary = predict_archive(archive, out=out, batch_size=16, resume=True, progress=False)
     assert (summary.already_done, summary.done, summary.skipped) == (25, 35, 2)
     assert_same(rows(out), expected)
-    again = predict_archive(archive, out, resume=True, progress=False)
+    again = predict_archive(archive, out=out, resume=True, progress=False)
     assert (again.already_done, again.done) == (60, 0)
     assert len(rows(out)) == 60
 
@@ -100,13 +100,13 @@ def test_an_existing_output_and_other_mistakes_are_refused_with_what_to_do(archi
     out = tmp_path / "results.csv"
     out.write_text("path,probability\n")
     with pytest.raises(PneumoError, match="--resume"):
-        predict_archive(archive, out, progress=False)
+        predict_archive(archive, out=out, progress=False)
     with pytest.raises(PneumoError, match="name it .csv or .parquet"):
-        predict_archive(archive, tmp_path / "results.txt", progress=False)
+        predict_archive(archive, out=tmp_path / "results.txt", progress=False)
     with pytest.raises(PneumoError, match="unknown backend"):
-        predict_archive(archive, tmp_path / "other.csv", backend="tensorflow", progress=False)
+        predict_archive(archive, out=tmp_path / "other.csv", backend="tensorflow", progress=False)
     with pytest.raises(PneumoError, match="pneumo export"):
-        predict_archive(archive, tmp_path / "other.csv", model=tmp_path, backend="onnx", progress=False)
+        predict_archive(archive, out=tmp_path / "other.csv", model=tmp_path, backend="onnx", progress=False)
 
 
 def test_a_manifest_lists_the_files(archive: Path, expected: list[dict[str, str]], tmp_path: Path) -> None:
@@ -118,13 +118,13 @@ def test_a_manifest_lists_the_files(archive: Path, expected: list[dict[str, str]
         writer.writerows([[i, p] for i, p in enumerate(wanted)])
         writer.writerow([99, "missing.jpeg"])  # relative: taken from the manifest's folder
     out = tmp_path / "results.csv"
-    summary = predict_archive(manifest, out, progress=False)
+    summary = predict_archive(manifest, out=out, progress=False)
     assert (summary.done, summary.skipped) == (len(wanted), 1)
     assert_same(rows(out), [r for r in expected if Path(r["path"]) in wanted])
     assert rows(summary.skipped_out)[0]["path"] == str(tmp_path / "missing.jpeg")
     (tmp_path / "bad.csv").write_text("file\nx.jpeg\n")
     with pytest.raises(PneumoError, match="needs a header with a 'path' column"):
-        predict_archive(tmp_path / "bad.csv", tmp_path / "bad-results.csv", progress=False)
+        predict_archive(tmp_path / "bad.csv", out=tmp_path / "bad-results.csv", progress=False)
 
 
 def test_a_manifest_that_trains_also_predicts(archive: Path, expected: list[dict[str, str]], tmp_path: Path) -> None:
@@ -133,28 +133,28 @@ def test_a_manifest_that_trains_also_predicts(archive: Path, expected: list[dict
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("Path, Label \n" + "".join(f"{p},{'PNEUMONIA' if 'person' in p.name else 'NORMAL'}\n" for p in wanted))
     assert len(discover(manifest).splits["all"]) == len(wanted)
-    summary = predict_archive(manifest, tmp_path / "results.csv", progress=False)
+    summary = predict_archive(manifest, out=tmp_path / "results.csv", progress=False)
     assert (summary.done, summary.skipped) == (len(wanted), 0)
     assert_same(rows(tmp_path / "results.csv"), [r for r in expected if Path(r["path"]) in wanted])
 
 
 def test_strict_stops_at_the_first_unreadable_file(archive: Path, tmp_path: Path) -> None:
     with pytest.raises(PneumoError, match="--strict.*--resume"):
-        predict_archive(archive, tmp_path / "results.csv", strict=True, progress=False)
+        predict_archive(archive, out=tmp_path / "results.csv", strict=True, progress=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(PneumoError, match="no image files"):
-        predict_archive(tmp_path / "empty", tmp_path / "empty.csv", progress=False)
+        predict_archive(tmp_path / "empty", out=tmp_path / "empty.csv", progress=False)
 
 
 def test_parquet_output_has_the_csv_rows(archive: Path, expected: list[dict[str, str]], tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     out = tmp_path / "results.parquet"
-    predict_archive(archive, out, batch_size=16, progress=False)
+    predict_archive(archive, out=out, batch_size=16, progress=False)
     table = pq.read_table(out).to_pylist()
     assert [r["path"] for r in table] == [r["path"] for r in expected]
     assert [r["probability"] for r in table] == pytest.approx([float(r["probability"]) for r in expected], abs=1e-5)
     with pytest.raises(PneumoError, match="--resume needs CSV"):
-        predict_archive(archive, out, resume=True, progress=False)
+        predict_archive(archive, out=out, resume=True, progress=False)
 
 
 def test_parquet_without_pyarrow_says_what_to_install(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -163,7 +163,7 @@ def test_parquet_without_pyarrow_says_what_to_install(archive: Path, tmp_path: P
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else find_spec(name, *a))
     with pytest.raises(PneumoError, match="pip install pyarrow"):
-        predict_archive(archive, tmp_path / "results.parquet", progress=False)
+        predict_archive(archive, out=tmp_path / "results.parquet", progress=False)
 
 
 def test_decoding_reads_a_bounded_number_of_files_ahead(archive: Path) -> None:
@@ -185,7 +185,7 @@ def test_decoding_reads_a_bounded_number_of_files_ahead(archive: Path) -> None:
 def test_the_onnx_backend_never_loads_torch(archive: Path, tmp_path: Path) -> None:
     code = (
         "import sys; from pneumo.inference.batch import predict_archive; "
-        f"predict_archive({str(archive / 'b' / 'c')!r}, {str(tmp_path / 'out.csv')!r}, progress=False); print('torch' in sys.modules)"
+        f"predict_archive({str(archive / 'b' / 'c')!r}, out={str(tmp_path / 'out.csv')!r}, progress=False); print('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
@@ -273,7 +273,7 @@ def hostile_run(hostile: Path, bundled_onnx: object, tmp_path_factory: pytest.Te
     out = tmp_path_factory.mktemp("hostile-run") / "full.csv"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(hostile)
-        summary = predict_archive(".", out, model=bundled_onnx, batch_size=4, progress=False)
+        summary = predict_archive(".", out=out, model=bundled_onnx, batch_size=4, progress=False)
     assert (summary.done, summary.skipped) == (len(HOSTILE), 1)
     return out
 
@@ -310,7 +310,7 @@ def test_the_skipped_list_quotes_and_escapes_too_and_works_as_a_manifest(hostile
     shutil.copy(hostile / HOSTILE[0], fixed)
     shutil.copy(listing, tmp_path / "skipped.csv")
     monkeypatch.chdir(tmp_path)
-    summary = predict_archive("skipped.csv", "retry.csv", model=bundled_onnx, progress=False)
+    summary = predict_archive("skipped.csv", out="retry.csv", model=bundled_onnx, progress=False)
     assert (summary.done, summary.skipped) == (1, 0)
     assert [r["path"] for r in parsed(tmp_path / "retry.csv")] == ["=bad\n.jpeg"]
 
@@ -337,10 +337,10 @@ def test_a_kill_inside_any_record_resumes_to_the_uninterrupted_file(name: str, w
     out = tmp_path / "results.csv"
     out.write_bytes(hostile_results[: start + offset])  # killed while writing that record
     monkeypatch.chdir(hostile)
-    summary = predict_archive(".", out, model=bundled_onnx, batch_size=4, resume=True, progress=False)
+    summary = predict_archive(".", out=out, model=bundled_onnx, batch_size=4, resume=True, progress=False)
     assert (summary.already_done, summary.done) == (k - 1, len(HOSTILE) - (k - 1))
     assert out.read_bytes() == hostile_results  # each file exactly once, in order, as if never stopped
-    assert predict_archive(".", out, model=bundled_onnx, resume=True, progress=False).already_done == len(HOSTILE)
+    assert predict_archive(".", out=out, model=bundled_onnx, resume=True, progress=False).already_done == len(HOSTILE)
     assert out.read_bytes() == hostile_results
 
 
@@ -391,7 +391,7 @@ def test_an_output_that_is_a_folder_or_a_device_is_refused_before_any_work(archi
     for out, message in cases:
         for resume in (False, True):
             with pytest.raises(PneumoError, match=message):
-                predict_archive(archive, out, progress=False, resume=resume)
+                predict_archive(archive, out=out, progress=False, resume=resume)
     assert (tmp_path / "folder.csv" / "keep").read_text() == "mine" and (tmp_path / "side.skipped.csv").is_dir()
     assert (tmp_path / "null.csv").is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.csv", "null.csv", "side.skipped.csv"]

@@ -19,7 +19,8 @@ from pneumo.data.split import split_records
 from pneumo.errors import PneumoError
 from pneumo.evaluation.robustness import apply_shift
 from pneumo.inference.checks import FeatureCheck
-from pneumo.inference.features import FEATURES, feature_rows, feature_width, load_feature_check, save_feature_check
+from pneumo.inference.features import FEATURES, feature_width, load_feature_check, save_feature_check
+from pneumo.inference.torch_backend import feature_rows
 from pneumo.inference.fitting import CheckFit, fit_feature_check, fit_site_check
 from pneumo.inference.predict import bundled_model_dir, load_model
 from pneumo.inference.torch_backend import TorchModel

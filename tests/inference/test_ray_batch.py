@@ -48,7 +48,7 @@ def by_path(path: Path) -> dict[str, dict[str, str]]:
 
 
 def test_ray_actors_write_what_predict_archive_writes(local_ray: None, folder: Path, tmp_path: Path) -> None:
-    expected = predict_archive(folder, tmp_path / "plain.csv", backend="onnx", progress=False)
+    expected = predict_archive(folder, out=tmp_path / "plain.csv", backend="onnx", progress=False)
     summary = predict_archive_ray(folder, tmp_path / "ray.csv", batch_size=8, concurrency=2)
     assert (summary.done, summary.skipped) == (expected.done, expected.skipped) == (20, 1)
     got, want = by_path(tmp_path / "ray.csv"), by_path(tmp_path / "plain.csv")

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from pneumo.inference.predict import load_model, predict
-from pneumo.serve.app import create_app
+from pneumo.service.app import create_app
 from tests.conftest import SAMPLES, TRAIN
 
 FILM = sorted((TRAIN / "PNEUMONIA").glob("*.jpeg"))[0]
@@ -158,18 +158,18 @@ def test_metrics_count_requests_batches_and_verdicts(client: TestClient) -> None
 
 
 def test_every_request_gets_an_access_log_line(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level("INFO", logger="pneumo.serve.access"):
+    with caplog.at_level("INFO", logger="pneumo.service.access"):
         client.get("/healthz")
         _post(client, "notes.jpeg", b"not pixels")
-    lines = [r.getMessage() for r in caplog.records if r.name == "pneumo.serve.access"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "pneumo.service.access"]
     assert any('"GET /healthz" 200' in line for line in lines) and any('"POST /v1/predict" 400' in line for line in lines)
 
 
 def test_the_bundled_model_answers_through_onnxruntime_and_draws_heatmaps_with_torch() -> None:
     from pneumo.inference.onnx_backend import OnnxModel
     from pneumo.inference.torch_backend import TorchModel
-    from pneumo.serve.app import _Service
-    from pneumo.serve.metrics import ServiceMetrics
+    from pneumo.service.app import _Service
+    from pneumo.service.metrics import ServiceMetrics
 
     service = _Service(load_model(), load_model(backend="torch"), 10**7, ServiceMetrics())
     assert isinstance(service.model, OnnxModel) and isinstance(service.cam_model, TorchModel)
@@ -196,7 +196,7 @@ def test_concurrent_uploads_share_forward_passes(client: TestClient) -> None:
 
 
 def test_a_classification_error_in_a_batch_is_the_clients_422_and_a_bug_stays_500(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pneumo.serve.app as app_module
+    import pneumo.service.app as app_module
     from pneumo.inference.base import non_finite_error
 
     real = app_module.classify_images

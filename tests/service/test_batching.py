@@ -7,8 +7,8 @@ from typing import Sequence
 
 import pytest
 
-from pneumo.serve.batching import MicroBatcher
-from pneumo.serve.upload import ApiError
+from pneumo.service.batching import MicroBatcher
+from pneumo.service.upload import ApiError
 
 
 def test_concurrent_jobs_run_as_one_batch_and_keep_their_order() -> None:

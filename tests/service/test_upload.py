@@ -11,9 +11,9 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from pneumo.serve import upload
-from pneumo.serve.app import create_app
-from pneumo.serve.upload import ApiError
+from pneumo.service import upload
+from pneumo.service.app import create_app
+from pneumo.service.upload import ApiError
 from tests.conftest import TRAIN
 
 FILM = sorted((TRAIN / "NORMAL").glob("*.jpeg"))[0]

@@ -10,11 +10,11 @@ import pytest
 from pneumo.config import load_config
 from pneumo.data.preprocess import load_image
 from pneumo.errors import PneumoError
-from pneumo.export.onnx import export_onnx
+from pneumo.deploy.onnx import export
 from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.predict import load_model
 from pneumo.tasks import pneumonia_probability
-from pneumo.training.ensemble import assemble_ensemble
+from pneumo.training.assemble import ensemble
 from pneumo.training.loop import train
 
 pytestmark = pytest.mark.slow  # trains its members: several training runs
@@ -30,7 +30,7 @@ def members(tmp_path_factory: pytest.TempPathFactory, kaggle_root: Path) -> list
     runs = []
     for seed in (0, 1):
         cfg = load_config("cpu", [f"data={kaggle_root}", "image_size=64", "epochs=2", "batch_size=16", "split_seed=0", f"seed={seed}"])
-        runs.append(train(cfg, root / f"s{seed}", **_quiet()).run_dir)
+        runs.append(train(cfg, out=root / f"s{seed}", **_quiet()).run_dir)
     return runs
 
 
@@ -40,7 +40,7 @@ def test_members_with_one_split_seed_share_their_validation_images(members: list
 
 
 def test_an_ensemble_is_one_calibrated_model_that_exports_to_one_graph(members: list[Path], small_folder: Path, tmp_path: Path) -> None:
-    report = assemble_ensemble(members, tmp_path / "ens", n_boot=50, progress=False, log=lambda _: None)
+    report = ensemble(members, out=tmp_path / "ens", n_boot=50, progress=False, log=lambda _: None).report
     model = load_model(tmp_path / "ens")
     assert model.meta.architecture == "ensemble" and len(model.meta.members) == 2
     assert model.meta.threshold == report["threshold"] and model.meta.temperature == report["calibration"]["temperature"]
@@ -55,23 +55,23 @@ def test_an_ensemble_is_one_calibrated_model_that_exports_to_one_graph(members: 
     from pneumo.evaluation.calibration import apply_temperature
 
     np.testing.assert_allclose(model.class_probabilities(images), apply_temperature(members_p, model.meta.temperature), atol=1e-4)
-    exported = export_onnx(model, tmp_path / "ens.onnx", check_images=images)
-    assert exported["max_abs_diff"] <= 1e-4
+    exported = export(model, out=tmp_path / "ens.onnx", check_images=images)
+    assert exported.max_abs_diff <= 1e-4
     np.testing.assert_allclose(pneumonia_probability(OnnxModel.load(tmp_path / "ens.onnx").class_probabilities(images)), model.pneumonia_probability(images), atol=1e-4)
 
 
 def test_what_cannot_be_an_ensemble_is_refused(members: list[Path], small_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(PneumoError, match="at least one"):
-        assemble_ensemble([], tmp_path / "none", progress=False, log=lambda _: None)
-    other = train(load_config("cpu", [f"data={small_folder}", "image_size=96", "epochs=1", "batch_size=16", "split_seed=0"]), tmp_path / "big", **_quiet())
+        ensemble([], out=tmp_path / "none", progress=False, log=lambda _: None)
+    other = train(load_config("cpu", [f"data={small_folder}", "image_size=96", "epochs=1", "batch_size=16", "split_seed=0"]), out=tmp_path / "big", **_quiet())
     with pytest.raises(PneumoError, match="share task and input size"):
-        assemble_ensemble([members[0], other.run_dir], tmp_path / "mixed", progress=False, log=lambda _: None)
+        ensemble([members[0], other.run_dir], out=tmp_path / "mixed", progress=False, log=lambda _: None)
     with pytest.raises(PneumoError, match="calibration 'platt'"):
-        assemble_ensemble(members, tmp_path / "x", calibration="platt", progress=False, log=lambda _: None)
+        ensemble(members, out=tmp_path / "x", calibration="platt", progress=False, log=lambda _: None)
 
 
 def test_one_model_is_recalibrated_on_its_own_validation_images(members: list[Path], kaggle_root: Path, tmp_path: Path) -> None:
-    report = assemble_ensemble(members[:1], tmp_path / "again", calibration="shift", n_boot=50, progress=False, log=lambda _: None)
+    report = ensemble(members[:1], out=tmp_path / "again", calibration="shift", n_boot=50, progress=False, log=lambda _: None).report
     before, after = load_model(members[0]), load_model(tmp_path / "again")
     assert after.meta.architecture == before.meta.architecture and after.meta.weights_sha256 == before.meta.weights_sha256
     assert after.meta.temperature == report["calibration"]["temperature"] and after.meta.config == before.meta.config
@@ -80,7 +80,7 @@ def test_one_model_is_recalibrated_on_its_own_validation_images(members: list[Pa
 
 def test_data_other_than_the_members_was_trained_on_is_refused(members: list[Path], small_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(PneumoError, match="not the ones .* was trained on"):
-        assemble_ensemble(members, tmp_path / "ens", data=small_folder, progress=False, log=lambda _: None)
+        ensemble(members, out=tmp_path / "ens", data=small_folder, progress=False, log=lambda _: None)
 
 
 def test_the_command_assembles_and_says_where(members: list[Path], tmp_path: Path) -> None:
@@ -98,5 +98,5 @@ def test_outlier_films_can_be_named_where_the_members_had_none(members: list[Pat
     """Members trained on a machine without the adult films (outliers: none there) still get an ensemble with a probe."""
     adults = shared_data / "ood" / "adult_other_hospitals"
     assert json.loads((members[0] / "model" / "meta.json").read_text())["config"]["outliers"] == "auto"  # none beside kaggle_root
-    probed = assemble_ensemble(members, tmp_path / "probed", outliers=adults, n_boot=50, progress=False, log=lambda _: None)
+    probed = ensemble(members, out=tmp_path / "probed", outliers=adults, n_boot=50, progress=False, log=lambda _: None).report
     assert probed["input_check"]["probe"] and probed["input_check"]["n_outliers"] == len(list(adults.iterdir()))

@@ -77,7 +77,7 @@ def test_a_teacher_of_another_task_or_no_teacher_at_all_is_refused(config, tmp_p
 
 
 def test_a_run_learns_from_its_teacher_and_says_so(config, tmp_path: Path) -> None:
-    result = train(config, tmp_path / "run", progress=False, log=lambda _: None, n_boot=50)
+    result = train(config, out=tmp_path / "run", progress=False, log=lambda _: None, n_boot=50)
     assert result.report["distillation"]["teacher"].startswith("bundled") and result.report["distillation"]["views"] == 2
     assert result.report["roc_auc"] > 0.8  # 3 epochs at 64 px on 96 films: it learned something
     assert isinstance(result.report["distillation"]["weight"], float)

@@ -80,7 +80,7 @@ def _history(run: Path) -> list[dict[str, str]]:
 
 def test_two_processes_train_as_one_with_the_same_global_batch(small_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(registry._REGISTRY, PLAIN_NET.name, PLAIN_NET)
-    one = train(load_config("seed", [f"data={small_folder}", *EXACT]), tmp_path / "one", **_quiet())
+    one = train(load_config("seed", [f"data={small_folder}", *EXACT]), out=tmp_path / "one", **_quiet())
 
     # torchrun runs a script that registers the test network, then the `pneumo` command
     entry = tmp_path / "entry.py"
@@ -144,9 +144,9 @@ def test_what_torchrun_refuses_before_any_work(small_folder: Path, tmp_path: Pat
     monkeypatch.setenv("WORLD_SIZE", "2")
     cfg = load_config("seed", [f"data={small_folder}", "image_size=32", "epochs=1", "batch_size=15"])
     with pytest.raises(PneumoError, match=r"batch_size 15 is the global batch and must split evenly over the 2 processes.*batch_size=16"):
-        train(cfg, tmp_path / "odd", **_quiet())
+        train(cfg, out=tmp_path / "odd", **_quiet())
     with pytest.raises(PneumoError, match=r"cannot be continued under torchrun.*pneumo train --resume RUN_DIR"):
-        train(None, tmp_path / "odd", **_quiet(resume=True))
+        train(None, out=tmp_path / "odd", **_quiet(resume=True))
     with pytest.raises(PneumoError, match="WORLD_SIZE=2 is set but RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT not"):
-        train(load_config("seed", [f"data={small_folder}", "image_size=32", "epochs=1", "batch_size=16"]), tmp_path / "bare", **_quiet())
+        train(load_config("seed", [f"data={small_folder}", "image_size=32", "epochs=1", "batch_size=16"]), out=tmp_path / "bare", **_quiet())
     assert not (tmp_path / "odd").exists() and not (tmp_path / "bare").exists()

@@ -67,15 +67,15 @@ def test_a_tiny_real_run_learns_something(trained_run: Path) -> None:
 @pytest.mark.slow
 def test_same_seed_same_run_on_cpu(small_folder: Path, tmp_path: Path) -> None:
     cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=2", "batch_size=16"])
-    a = train(cfg, tmp_path / "a", **_quiet())
-    b = train(cfg, tmp_path / "b", **_quiet())
+    a = train(cfg, out=tmp_path / "a", **_quiet())
+    b = train(cfg, out=tmp_path / "b", **_quiet())
     assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
     assert (tmp_path / "a" / "model" / "weights.safetensors").read_bytes() == (tmp_path / "b" / "model" / "weights.safetensors").read_bytes()
 
 
 def test_seed_recipe_judges_the_last_epoch_at_half(small_folder: Path, tmp_path: Path) -> None:
     cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=2", "batch_size=16"])
-    result = train(cfg, tmp_path / "run", **_quiet())
+    result = train(cfg, out=tmp_path / "run", **_quiet())
     meta = load_checkpoint(tmp_path / "run").meta
     assert meta.epoch == 2 and meta.threshold == 0.5
     # image-level split as in the notebook: the leak report is computed
@@ -95,7 +95,7 @@ def test_a_run_fits_its_temperature_and_every_prediction_uses_it(small_folder: P
     from pneumo.evaluation.calibration import apply_temperature
 
     cfg = load_config("cpu", [f"data={small_folder}", "image_size=64", "epochs=2", "batch_size=16", "calibration=shift"])
-    result = train(cfg, tmp_path / "run", **_quiet())
+    result = train(cfg, out=tmp_path / "run", **_quiet())
     calibration = result.report["calibration"]
     model = load_checkpoint(tmp_path / "run")
     assert model.meta.temperature == calibration["temperature"] != 1.0 and calibration["method"] == "shift"
@@ -111,17 +111,17 @@ def test_a_run_fits_its_temperature_and_every_prediction_uses_it(small_folder: P
 def test_a_run_gives_back_the_global_random_state_and_cudnn_settings(small_folder: Path, tmp_path: Path) -> None:
     torch.manual_seed(1234)
     before, benchmark = torch.get_rng_state(), torch.backends.cudnn.benchmark
-    train(load_config("seed", [f"data={small_folder}", "image_size=32", "epochs=1", "batch_size=16", "limit=60"]), tmp_path / "run", **_quiet())
+    train(load_config("seed", [f"data={small_folder}", "image_size=32", "epochs=1", "batch_size=16", "limit=60"]), out=tmp_path / "run", **_quiet())
     assert torch.equal(torch.get_rng_state(), before) and torch.backends.cudnn.benchmark == benchmark
     with pytest.raises(PneumoError):  # and on the way out of a failed run
-        train(load_config("seed", [f"data={tmp_path / 'missing'}"]), tmp_path / "failed", **_quiet())
+        train(load_config("seed", [f"data={tmp_path / 'missing'}"]), out=tmp_path / "failed", **_quiet())
     assert torch.equal(torch.get_rng_state(), before)
 
 
 @pytest.mark.slow
 def test_pathogen_task_trains_a_three_class_model(kaggle_root: Path, tmp_path: Path) -> None:
     cfg = load_config("cpu", [f"data={kaggle_root}", "task=pathogen", "image_size=64", "epochs=1", "batch_size=16"])
-    result = train(cfg, tmp_path / "run", **_quiet())
+    result = train(cfg, out=tmp_path / "run", **_quiet())
     model = load_checkpoint(tmp_path / "run")
     assert model.meta.classes == ["normal", "bacteria", "virus"] and model.meta.num_outputs == 3
     assert set(result.report["pathogen"]["per_class"]) == {"normal", "bacteria", "virus"}
@@ -131,21 +131,21 @@ def test_pathogen_task_trains_a_three_class_model(kaggle_root: Path, tmp_path: P
 
 def test_a_run_folder_is_never_overwritten_silently(small_folder: Path, tmp_path: Path) -> None:
     cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=1", "limit=40"])
-    train(cfg, tmp_path / "run", **_quiet())
+    train(cfg, out=tmp_path / "run", **_quiet())
     with pytest.raises(PneumoError, match="already exists"):
-        train(cfg, tmp_path / "run", **_quiet())
-    train(cfg, tmp_path / "run", **_quiet(overwrite=True))
+        train(cfg, out=tmp_path / "run", **_quiet())
+    train(cfg, out=tmp_path / "run", **_quiet(overwrite=True))
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
     with pytest.raises(PneumoError, match="refusing to overwrite"):
-        train(cfg, tmp_path / "mine", **_quiet(overwrite=True))
+        train(cfg, out=tmp_path / "mine", **_quiet(overwrite=True))
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
 
 
 def test_a_diverging_run_stops_with_a_message(small_folder: Path, tmp_path: Path) -> None:
     cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=1", "lr=1e30", "limit=64"])
     with pytest.raises(PneumoError, match=r"loss became (nan|inf) at epoch 1, step \d+; try a lower lr"):
-        train(cfg, tmp_path / "run", **_quiet())
+        train(cfg, out=tmp_path / "run", **_quiet())
 
 
 def test_bf16_autocast_only_where_the_hardware_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,8 +175,8 @@ def test_ema_weights_are_what_the_run_keeps(small_folder: Path, tmp_path: Path) 
     from safetensors.torch import load_file
 
     base = [f"data={small_folder}", "image_size=64", "epochs=2", "batch_size=16", "select=last"]
-    plain = train(load_config("seed", base), tmp_path / "plain", **_quiet())
-    averaged = train(load_config("seed", [*base, "ema=0.9"]), tmp_path / "ema", **_quiet())
+    plain = train(load_config("seed", base), out=tmp_path / "plain", **_quiet())
+    averaged = train(load_config("seed", [*base, "ema=0.9"]), out=tmp_path / "ema", **_quiet())
     # same seed, same raw trajectory: the training loss is identical, the kept weights are not
     assert [r["train_loss"] for r in plain.history] == [r["train_loss"] for r in averaged.history]
     a = load_file(str(tmp_path / "plain" / "model" / "weights.safetensors"))
@@ -190,7 +190,7 @@ def test_ema_weights_are_what_the_run_keeps(small_folder: Path, tmp_path: Path) 
 
 def test_shift_threshold_and_the_shifted_validation_report(small_folder: Path, tmp_path: Path) -> None:
     cfg = load_config("cpu", [f"data={small_folder}", "image_size=64", "epochs=2", "batch_size=16", "threshold=shift"])
-    result = train(cfg, tmp_path / "run", **_quiet())
+    result = train(cfg, out=tmp_path / "run", **_quiet())
     meta = load_checkpoint(tmp_path / "run").meta
     assert meta.threshold_method == "shift" and 0.01 <= meta.threshold <= 0.99
     shifted = result.report["shifted"]
@@ -257,15 +257,15 @@ def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_run(recipe: str, sma
     from pneumo.training.state import saved_epoch
 
     cfg = load_config(recipe, [f"data={small_folder}", "image_size=64", "epochs=3", "batch_size=16", "limit=64"])
-    whole = train(cfg, tmp_path / "whole", **_quiet())
+    whole = train(cfg, out=tmp_path / "whole", **_quiet())
 
     stopped = tmp_path / "stopped"
     _stop_mid_epoch_2(stopped, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, stopped, **_quiet())
+        train(cfg, out=stopped, **_quiet())
     monkeypatch.undo()
     assert saved_epoch(stopped / "checkpoints" / "last") == 1 and not (stopped / "model").exists()
-    resumed = train(None, stopped, **_quiet(resume=True))
+    resumed = train(None, out=stopped, **_quiet(resume=True))
 
     for folder in ("model", "checkpoints/last", "checkpoints/best"):
         assert _same_tensors(tmp_path / "whole" / folder / "weights.safetensors", stopped / folder / "weights.safetensors"), folder
@@ -290,23 +290,23 @@ def test_resume_continues_only_what_it_can(small_folder: Path, tmp_path: Path) -
 
     cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=1", "limit=40"])
     run = tmp_path / "run"
-    train(cfg, run, **_quiet())
+    train(cfg, out=run, **_quiet())
     with pytest.raises(PneumoError, match=f"run {run} already finished all 1 epochs"):
-        train(None, run, **_quiet(resume=True))
+        train(None, out=run, **_quiet(resume=True))
     with pytest.raises(PneumoError, match=r"differs from the one run .* started with in epochs \(run: 1, given: 2\)"):
-        train(load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=2", "limit=40"]), run, **_quiet(resume=True))
+        train(load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=2", "limit=40"]), out=run, **_quiet(resume=True))
     with pytest.raises(PneumoError, match="ask for one of them"):
-        train(cfg, run, **_quiet(resume=True, overwrite=True))
+        train(cfg, out=run, **_quiet(resume=True, overwrite=True))
     with pytest.raises(PneumoError, match="not a pneumo run folder"):
-        train(None, tmp_path / "nowhere", **_quiet(resume=True))
+        train(None, out=tmp_path / "nowhere", **_quiet(resume=True))
     with pytest.raises(PneumoError, match="a new run needs a config"):
-        train(None, tmp_path / "new", **_quiet())
+        train(None, out=tmp_path / "new", **_quiet())
 
     # stopped after the last epoch's state, before the model and report: resuming only finishes them
     kept = load_file(str(run / "model" / "weights.safetensors"))
     shutil.rmtree(run / "model")
     (run / "val_report.json").unlink()
-    result = train(cfg, run, **_quiet(resume=True))
+    result = train(cfg, out=run, **_quiet(resume=True))
     assert result.report["epoch"] == 1 and len(result.history) == 1
     assert all(torch.equal(kept[k], v) for k, v in load_file(str(run / "model" / "weights.safetensors")).items())
 
@@ -316,10 +316,10 @@ def test_resume_continues_only_what_it_can(small_folder: Path, tmp_path: Path) -
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "epoch": 3}))  # a later epoch without its state: a run from before resume existed
     with pytest.raises(PneumoError, match="holds no training state"):
-        train(None, run, **_quiet(resume=True))
+        train(None, out=run, **_quiet(resume=True))
     meta_path.write_text(json.dumps(meta))  # stopped inside epoch 1, before its state was committed: nothing to lose
     lines: list[str] = []
-    restarted = train(None, run, progress=False, log=lines.append, resume=True)
+    restarted = train(None, out=run, progress=False, log=lines.append, resume=True)
     assert any("from the start" in line for line in lines) and len(restarted.history) == 1 and (run / "val_report.json").exists()
 
 
@@ -330,9 +330,9 @@ def test_an_unreadable_training_image_is_skipped_unless_strict(small_folder: Pat
     broken.write_bytes(broken.read_bytes()[:500])
     lines: list[str] = []
     base = [f"data={data}", "image_size=64", "epochs=1"]
-    train(load_config("seed", base), tmp_path / "run", **_quiet(log=lines.append))
+    train(load_config("seed", base), out=tmp_path / "run", **_quiet(log=lines.append))
     assert any("skipped 1 unreadable images" in line and broken.name in line for line in lines)
     used = [row["path"] for row in csv.DictReader((tmp_path / "run" / "split.csv").open())]
     assert len(used) == 119 and str(broken) not in used
     with pytest.raises(PneumoError, match=broken.name):
-        train(load_config("seed", [*base, "strict=true"]), tmp_path / "strict", **_quiet())
+        train(load_config("seed", [*base, "strict=true"]), out=tmp_path / "strict", **_quiet())

@@ -24,7 +24,7 @@ def tracked_run(tmp_path_factory: pytest.TempPathFactory, small_folder: Path) ->
     here = os.getcwd()
     os.chdir(folder)  # MLflow keeps artifacts in ./mlruns beside a local store
     try:
-        train(cfg, folder / "run", progress=False, log=lambda _: None, n_boot=20, mlflow=uri, tensorboard=True)
+        train(cfg, out=folder / "run", progress=False, log=lambda _: None, n_boot=20, mlflow=uri, tensorboard=True)
         yield folder / "run", uri
     finally:
         os.chdir(here)

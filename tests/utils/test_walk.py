@@ -53,7 +53,7 @@ def test_predict_and_predict_archive_list_the_same_files(archive: Path, tmp_path
     listed = [str(p) for p in expand_paths([archive])]
     assert list(iter_source(archive)()) == listed  # same set, same order
     predicted = predict([archive], model=None)
-    summary = predict_archive(archive, tmp_path / "out.csv", progress=False)
+    summary = predict_archive(archive, out=tmp_path / "out.csv", progress=False)
     rows = (tmp_path / "out.csv").read_text().splitlines()[1:]
     assert summary.done == len(predicted) == 4
     assert sorted(row.split(",")[0] for row in rows) == sorted(p.path for p in predicted) == sorted(listed)

@@ -8,7 +8,7 @@ the input check's arrays and the source checkpoint's metadata record, the whole 
 own checksum (`meta_sha256`, `pneumo.models.meta.seal`), which the runtime checks on load.
 
 Example:
-    >>> export_onnx(None, "pneumo.onnx", check_images=images)   # the bundled model
+    >>> export(None, out="pneumo.onnx", check_images=images)   # the bundled model
     {'path': 'pneumo.onnx', 'max_abs_diff': 2.4e-07, 'n_images': 16}
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from pneumo.inference.torch_backend import TorchModel
 from pneumo.models.meta import CheckpointMeta, seal
 from pneumo.utils.files import output_file, sha256_file
 
-__all__ = ["EXPORT_FORMAT_VERSION", "PARITY_TOLERANCE", "export_info", "export_onnx"]
+__all__ = ["EXPORT_FORMAT_VERSION", "PARITY_TOLERANCE", "ExportResult", "export", "export_info"]
 
 # largest |P_onnx - P_torch| accepted; float32 reordering differences are ~1e-6
 PARITY_TOLERANCE = 1e-4
@@ -119,10 +120,28 @@ def _parity(exported: OnnxModel, checked: TorchModel, reference: TorchModel, ima
     return diff
 
 
-def export_onnx(
-    model: str | Path | Model | None, out: str | Path, opset: int = 17, check_images: np.ndarray | None = None, int8: bool = False,
+@dataclass(frozen=True)
+class ExportResult:
+    """What `export` wrote and how it was checked: `max_abs_diff` (largest |P_onnx - P_torch| over
+    `n_images` images) for a float graph; `int8` (the decision check's figures) for an int8 one."""
+
+    path: Path
+    max_abs_diff: float | None = None
+    n_images: int | None = None
+    int8: dict[str, Any] | None = None
+
+    @property
+    def json_path(self) -> Path:
+        return self.path.with_suffix(".json")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "max_abs_diff": self.max_abs_diff, "n_images": self.n_images, "int8": self.int8}
+
+
+def export(
+    model: str | Path | Model | None = None, *, out: str | Path, opset: int = 17, check_images: np.ndarray | None = None, int8: bool = False,
     data: str | Path | None = None, progress: bool = False,
-) -> dict[str, Any]:
+) -> ExportResult:
     """Write `out` (.onnx) and its .json, after checking that onnxruntime agrees with PyTorch.
 
     Nothing is written unless the check passes; the user's model is not modified (a CPU copy
@@ -134,14 +153,13 @@ def export_onnx(
         opset: ONNX opset version.
         check_images: uint8 [N, S, S] images at the model's size for the parity check; real
             X-rays are the meaningful test (without them, 8 seeded synthetic images are used).
-        int8: write an int8 graph instead (`pneumo.export.quantize`): calibrated on the model's
+        int8: write an int8 graph instead (`pneumo.deploy.quantize`): calibrated on the model's
             training films and checked by its verdicts on its validation films (drawn again from its
             recipe, with its data at `data` if not where the recipe says); its input check is fitted
             again on the int8 graph's own features.
 
     Returns:
-        {"path": the .onnx file, "max_abs_diff": largest |P_onnx - P_torch|, "n_images": N}, and for an int8
-        graph "int8": True with `pneumo.export.quantize.Int8Result.summary()`'s fields.
+        An `ExportResult`; for an int8 graph its `int8` holds `pneumo.deploy.quantize.Int8Result.summary()`'s fields.
 
     Raises:
         PneumoError: `out` is not a .onnx path; it or its .json cannot be written (a folder, a
@@ -185,10 +203,10 @@ def export_onnx(
         onnx_tmp.with_suffix(".json").write_text(json.dumps(info, indent=2))
         # checked through the deployment's own loader, so a graph it cannot run is never written
         diff = _parity(OnnxModel.load(onnx_tmp), loaded.with_feature_check(), reference, images)
-        result: dict[str, Any] = {"path": str(out), "max_abs_diff": diff, "n_images": len(images)}
+        result = ExportResult(out, max_abs_diff=diff, n_images=len(images))
         if int8:
-            onnx_tmp, result = _int8(onnx_tmp, loaded.with_feature_check(), meta, opset, data, progress), {"path": str(out), "int8": True}
-            result |= json.loads(onnx_tmp.with_suffix(".json").read_text())["quantization"]
+            onnx_tmp = _int8(onnx_tmp, loaded.with_feature_check(), meta, opset, data, progress)
+            result = ExportResult(out, int8=json.loads(onnx_tmp.with_suffix(".json").read_text())["quantization"])
         os.replace(onnx_tmp, out)
         os.replace(onnx_tmp.with_suffix(".json"), out.with_suffix(".json"))
     finally:
@@ -198,7 +216,7 @@ def export_onnx(
 
 def _int8(float_graph: Path, model: TorchModel, meta: CheckpointMeta, opset: int, data: str | Path | None, progress: bool) -> Path:
     """The int8 graph of a float export in the same staging folder, with its JSON: judged by its verdicts, its input check refitted."""
-    from pneumo.export.quantize import int8_evidence, quantize_graph
+    from pneumo.deploy.quantize import int8_evidence, quantize_graph
 
     graph = float_graph.with_name(f"int8-{float_graph.name}")
     calibration, judge = int8_evidence(model, data, progress, log=lambda _: None)

@@ -9,7 +9,7 @@ again on the int8 graph's own rows (training films and their copies, validation 
 shifted copies, the outlier films), and measured as at the end of a run.
 
 Example:
-    >>> export_onnx("runs/student", "student-int8.onnx", int8=True)
+    >>> export("runs/student", out="student-int8.onnx", int8=True)
 """
 from __future__ import annotations
 

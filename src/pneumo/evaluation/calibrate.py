@@ -45,7 +45,8 @@ from pneumo.evaluation.calibration import (
 )
 from pneumo.evaluation.overlap import copy_training_films, own_films
 from pneumo.evaluation.report import metrics_report, write_report
-from pneumo.inference.features import feature_rows, save_feature_check
+from pneumo.inference.features import save_feature_check
+from pneumo.inference.torch_backend import feature_rows
 from pneumo.inference.fitting import fit_site_check
 from pneumo.inference.loading import load_model
 from pneumo.inference.torch_backend import TorchModel

@@ -33,6 +33,7 @@ def _abstention(records: list, probs: np.ndarray, warnings: list[list[str]], mod
 
 def evaluate(
     data: str | Path,
+    *,
     model: str | Path | Model | None = None,
     split: str | None = None,
     n_boot: int = 1000,

@@ -6,7 +6,7 @@ as soon as it is classified, so memory stays flat whatever the number of files a
 loses at most the batch in flight: `resume=True` picks up where it stopped.
 
 Example:
-    >>> summary = predict_archive("scans/", "results.csv")
+    >>> summary = predict_archive("scans/", out="results.csv")
     >>> summary.done, round(summary.images_per_second)
     (50000, 150)
 """
@@ -280,6 +280,7 @@ def _count_in_background(paths: Callable[[], Iterator[str]], done: set[str], pro
 
 def predict_archive(
     source: str | Path,
+    *,
     out: str | Path,
     model: str | Path | Model | None = None,
     batch_size: int = 64,

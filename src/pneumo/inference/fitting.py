@@ -201,7 +201,8 @@ def fit_feature_check(
     `val_rows`: the validation films' rows when a pass over them was just made (the end of a run), so
     they are not computed again; `train_views`: augmented and shifted copies of training films (images).
     """
-    from pneumo.inference.features import feature_rows, feature_width
+    from pneumo.inference.features import feature_width
+    from pneumo.inference.torch_backend import feature_rows
 
     if len(train_images) < 4 * folds:
         raise PneumoError(f"fitting the input check needs at least {4 * folds} training images, got {len(train_images)}")

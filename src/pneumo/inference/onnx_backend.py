@@ -1,6 +1,6 @@
 """Prediction with an exported model through onnxruntime, without PyTorch.
 
-An export (`pneumo.export.onnx.export_onnx`) is a pair of files: `<name>.onnx`, whose graph
+An export (`pneumo.deploy.onnx.export`) is a pair of files: `<name>.onnx`, whose graph
 takes raw pixels (float32 [N, 1, S, S], 0..255) and returns class probabilities, and
 `<name>.json` with what is needed to use it (the checkpoint's metadata, the graph's checksum).
 Nothing here imports torch, directly or indirectly: a deployment needs only onnxruntime.
@@ -60,7 +60,7 @@ class OnnxModel(Model):
 
     Args:
         session: a session over the exported graph.
-        export: the export's JSON (see `pneumo.export.onnx.export_onnx`); `meta` is its checkpoint
+        export: the export's JSON (see `pneumo.deploy.onnx.export`); `meta` is its checkpoint
             metadata, whose threshold, classes and size the JSON's top level repeats.
         where: what to name in a PneumoError (the JSON file).
 
@@ -135,7 +135,7 @@ def _session_options() -> ort.SessionOptions:
 
 
 def _feature_check(export: dict[str, Any], where: str) -> FeatureCheck | None:
-    """The input check an export carries (`pneumo.export.onnx`); None when it has none."""
+    """The input check an export carries (`pneumo.deploy.onnx`); None when it has none."""
     check = export.get("feature_check")
     if check is None:
         return None

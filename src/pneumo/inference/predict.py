@@ -41,7 +41,7 @@ def readable_files(paths: Iterable[str | Path], strict: bool = False) -> tuple[l
 
 
 def predict(
-    paths: Iterable[str | Path], model: str | Path | Model | None = None, batch_size: int = 32, strict: bool = False, abstain: bool = True
+    paths: Iterable[str | Path], *, model: str | Path | Model | None = None, batch_size: int = 32, strict: bool = False, abstain: bool = True
 ) -> PredictionBatch:
     """Classify image files, folders of them (recursively) or glob patterns, with the input checks.
 

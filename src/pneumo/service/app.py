@@ -8,11 +8,11 @@
     GET  /                        the page (static files, no CDN)
 
 The model is loaded once and shared. Uploads stream through python-multipart into memory, off
-the event loop, within a size and a time limit, never to disk (`pneumo.serve.upload`); each is
+the event loop, within a size and a time limit, never to disk (`pneumo.service.upload`); each is
 decoded in a worker thread, and concurrent requests' images go through the network together
-(`pneumo.serve.batching`): through onnxruntime where the model has an export (the bundled one
+(`pneumo.service.batching`): through onnxruntime where the model has an export (the bundled one
 does), through PyTorch with Grad-CAM, batched too, when a heatmap is asked for. Every request
-gets an access-log line (logger `pneumo.serve.access`); every failure is a JSON body
+gets an access-log line (logger `pneumo.service.access`); every failure is a JSON body
 `{"error": ...}` with a 4xx/5xx status: an upload the model cannot classify (a PneumoError while
 its batch runs, such as a non-finite probability) is that request's 422 with the message, and
 only a bug is a 500.
@@ -27,6 +27,7 @@ import base64
 import importlib.util
 import io
 import logging
+import math
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -51,9 +52,9 @@ from pneumo.inference.classify import classify_images
 from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.loading import load_model
 from pneumo.models.meta import CheckpointMeta
-from pneumo.serve.batching import MicroBatcher
-from pneumo.serve.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
-from pneumo.serve.upload import ApiError, read_upload
+from pneumo.service.batching import MicroBatcher
+from pneumo.service.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from pneumo.service.upload import ApiError, read_upload
 from pneumo.version import __version__
 
 __all__ = ["create_app", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_MAX_PIXELS"]
@@ -66,8 +67,8 @@ MAX_BATCH = 32  # images per forward pass; beyond this a CPU gains little and la
 # how long a lone request waits for company: with heatmaps, 8 clients on 2 cores formed batches
 # of 8 at 25 ms (26 requests/s) but of 4 at 2 ms (22 requests/s; benchmarks/bench_serve.py --cam)
 BATCH_WAIT = 0.025
-log = logging.getLogger("pneumo.serve")
-access_log = logging.getLogger("pneumo.serve.access")
+log = logging.getLogger("pneumo.service")
+access_log = logging.getLogger("pneumo.service.access")
 
 
 def _png_base64(pixels: np.ndarray) -> str:
@@ -244,8 +245,30 @@ class _Service:
             return weighted_by_probability(grad_cam(self.cam_model, images), probabilities)
 
 
+def _check_limits(max_upload_mb: float, max_pixels: int) -> None:
+    if isinstance(max_upload_mb, bool) or not isinstance(max_upload_mb, (int, float)) or not (math.isfinite(max_upload_mb) and max_upload_mb > 0):
+        raise PneumoError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb!r}")
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels <= 0:
+        raise PneumoError(f"max_pixels must be a positive whole number, got {max_pixels!r}")
+
+
+def serve(
+    model: str | Path | None = None, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> None:
+    """Serve the page and the HTTP API for `model` until interrupted (`pneumo serve`); every setting
+    is checked, and the model loaded, before the port is taken."""
+    import uvicorn
+
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise PneumoError(f"--port must be 1-65535, got {port!r}")
+    application = create_app(model, max_upload_mb=max_upload_mb, max_pixels=max_pixels)
+    log.info("pneumo serving on http://%s:%d/ (API docs at /docs, metrics at /metrics); Ctrl-C stops it", host, port)
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
 def create_app(
-    model: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_pixels: int = DEFAULT_MAX_PIXELS
+    model: str | Path | None = None, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> FastAPI:
     """The service for one model (a run folder, checkpoint, `.onnx` export, or the bundled model when None).
 
@@ -254,6 +277,7 @@ def create_app(
         max_upload_mb: the largest upload accepted, enforced while the body is read.
         max_pixels: the largest image accepted, judged from its header before decoding.
     """
+    _check_limits(max_upload_mb, max_pixels)
     # numpy's BLAS threads spin after each of the input check's matrix products and take the cores
     # from the network's next pass: with one, a heatmap batch of 8 ran in 227 ms instead of 322
     threadpool_limits(1, user_api="blas")
@@ -261,7 +285,7 @@ def create_app(
     service = _Service(load_model(model), _cam_model(model), max_pixels, metrics)  # once, shared by every request
     summary = service.summary
     limit = int(max_upload_mb * 2**20)
-    static = Path(str(resources.files("pneumo") / "serve" / "static"))
+    static = Path(str(resources.files("pneumo") / "service" / "static"))
     app = FastAPI(
         title="pneumo",
         version=__version__,

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 from fastapi.concurrency import run_in_threadpool
 
-from pneumo.serve.upload import ApiError
+from pneumo.service.upload import ApiError
 
 __all__ = ["MicroBatcher"]
 

@@ -4,7 +4,7 @@ state (`state`), the end-of-run report (`report`) and torchrun support (`distrib
 
 Example:
     >>> from pneumo.training import train
-    >>> result = train(load_config("seed", ["epochs=1"]), "runs/seed")
+    >>> result = train(load_config("seed", ["epochs=1"]), out="runs/seed")
 """
 from __future__ import annotations
 

@@ -8,13 +8,15 @@ validation for every member (members trained with one `split_seed` share all of 
 input checks are fitted on the images that are training for every member.
 
 Example:
-    >>> assemble_ensemble(["runs/s0", "runs/s1", "runs/s2"], "models/ensemble")
+    >>> ensemble(["runs/s0", "runs/s1", "runs/s2"], out="models/ensemble").report["roc_auc"]
 """
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -41,7 +43,7 @@ from pneumo.training.report import input_check_line, operating_point, write_figu
 from pneumo.training.run_dir import REPORT, prepare_run_dir
 from pneumo.version import __version__
 
-__all__ = ["assemble_ensemble"]
+__all__ = ["EnsembleResult", "ensemble"]
 
 
 def _shared(splits: Sequence[list[Record]]) -> list[Record]:
@@ -92,8 +94,17 @@ def _ensemble(models: list[TorchModel], sources: Sequence[str | Path], config: C
     return net, meta
 
 
-def assemble_ensemble(
+@dataclass(frozen=True)
+class EnsembleResult:
+    """The ensemble's checkpoint folder and its validation report (also in `out/val_report.json`)."""
+
+    out: Path
+    report: dict[str, Any]
+
+
+def ensemble(
     members: Sequence[str | Path],
+    *,
     out: str | Path,
     data: str | Path | None = None,
     outliers: str | Path | None = None,
@@ -103,7 +114,7 @@ def assemble_ensemble(
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
-) -> dict:
+) -> EnsembleResult:
     """Average trained models into one checkpoint folder `out` (usable as `--model out` everywhere);
     given one model, recalibrate it into `out`.
 
@@ -114,7 +125,7 @@ def assemble_ensemble(
             if not what the first member's config says (members trained where those films were not).
         calibration, threshold: as the config keys of the same names.
     Returns:
-        The ensemble's validation report (also written to `out/val_report.json`).
+        The folder and the ensemble's validation report (also written to `out/val_report.json`).
     """
     if calibration not in CALIBRATION_METHODS:
         raise PneumoError(f"calibration {calibration!r} is not one of {', '.join(CALIBRATION_METHODS)}")
@@ -144,4 +155,4 @@ def assemble_ensemble(
     log(input_check_line(point.report["input_check"]))
     write_figures(out, point, decoded, f"ensemble of {len(models)}")
     write_report(point.report, out / REPORT)
-    return point.report
+    return EnsembleResult(out, point.report)

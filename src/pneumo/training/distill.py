@@ -11,7 +11,7 @@ seeds and sizes then cost one teacher pass in all. In epoch e the student sees f
 
 Example:
     >>> cfg = load_config("cpu", ["teacher=bundled"])
-    >>> train(cfg, "runs/cpu-distilled")
+    >>> train(cfg, out="runs/cpu-distilled")
 """
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from pneumo.data.augment import augment_batch
 from pneumo.data.cache import remove_stale_cache_temps
 from pneumo.data.preprocess import normalise
 from pneumo.errors import PneumoError
-from pneumo.inference.features import feature_rows
+from pneumo.inference.torch_backend import feature_rows
 from pneumo.inference.torch_backend import TorchModel, class_probabilities
 from pneumo.models.checkpoint import copy_checkpoint, save_checkpoint
 from pneumo.models.meta import META, CheckpointMeta
@@ -63,6 +63,7 @@ class TrainResult:
 
 def train(
     config: Config | None,
+    *,
     out: str | Path,
     overwrite: bool = False,
     progress: bool = True,
@@ -86,9 +87,9 @@ def train(
     The global random state and cuDNN settings are as they were when it returns.
 
     Example:
-        >>> result = train(load_config("seed", ["epochs=1", "limit=200"]), "runs/try")
+        >>> result = train(load_config("seed", ["epochs=1", "limit=200"]), out="runs/try")
         >>> result.report["roc_auc"]
-        >>> train(None, "runs/stopped", resume=True)
+        >>> train(None, out="runs/stopped", resume=True)
     """
     if not dist.launched():
         with _scoped_global_state():

@@ -29,7 +29,8 @@ from pneumo.evaluation.report import metrics_report, write_report
 from pneumo.evaluation.robustness import SHIFTS, apply_shift, shift_report, shifted_probabilities
 from pneumo.evaluation.threshold import choose_threshold
 from pneumo.explain.gradcam import cam_evidence, frame_share
-from pneumo.inference.features import feature_rows, feature_width, save_feature_check
+from pneumo.inference.features import feature_width, save_feature_check
+from pneumo.inference.torch_backend import feature_rows
 from pneumo.inference.fitting import CheckFit, fit_feature_check
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.evaluation.overlap import save_training_films
