@@ -613,5 +613,5 @@ def main() -> None:
         raise
     finally:
         # the command is done: exempt what it built from the collections the interpreter runs as it
-        # exits, over the ~400,000 objects PyTorch, scikit-learn and matplotlib leave (1.5 s after a training run)
+        # exits, over the hundreds of thousands of objects PyTorch, scikit-learn and matplotlib leave
         gc.freeze()

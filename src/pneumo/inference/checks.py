@@ -39,12 +39,10 @@ _CHEST_WORDS = ("CHEST", "THORA", "TORAX", "LUNG", "PULMO")
 # View Position (0018,5101): LL/RL laterals, LLO/RLO obliques; LAT/LATERAL are common vendor values.
 _LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL"})
 _OBLIQUE_VIEWS = frozenset({"LLO", "RLO", "LAO", "RAO", "LPO", "RPO"})
-# Mean absolute channel difference (ImageInfo.colourfulness, 0-255 scale), as measured in
-# benchmarks/bench_input_checks.py: grey films stored as RGB JPEG 0; training films given a
-# mild sepia cast (x 1/0.95/0.85 per channel), as a scanner or phone might, 9-16; colour
-# photographs 18 (sklearn's muted "china.jpg"), 48 ("flower.jpg"), 58-80 (random colour
-# fields). The model sees luma only, so a tint is no reason to warn; muted photographs that
-# pass this rule are caught by the feature check.
+# Mean absolute channel difference (ImageInfo.colourfulness, 0-255 scale) above which an image is
+# a colour picture, not a tinted film: `python benchmarks/bench_input_checks.py` prints it for grey
+# films, tinted films and photographs. The model sees luma only, so a tint is no reason to warn;
+# muted photographs that pass this rule are caught by the feature check.
 MAX_COLOURFULNESS = 20.0
 # Chest films and detectors run from 24x30 cm portrait to 43x35 landscape (0.8-1.25) and
 # crops of them a little further; 1:2 either way is a strip, a screenshot or a montage.

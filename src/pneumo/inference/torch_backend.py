@@ -81,10 +81,9 @@ class TorchModel(Model):
         return dataclasses.replace(self, check=check) if check is not None else self
 
 
-# On a CPU, small batches keep a network's activations in cache: `python benchmarks/bench_eval_batch.py`
-# measured the notebook's network at 128 px fastest in batches of about 16 (2.5x batches of 256), at
-# 180 px of 6-8, and the bundled ResNet-18 pair at 224 px flat from 5 to 16. The batch is sized by
-# pixels: 16 films of 128 px, 8 of 180, 5 of 224. A GPU takes the caller's batch whole.
+# On a CPU, small batches keep a network's activations in cache (`python benchmarks/bench_eval_batch.py`
+# finds the fastest batch per input size), so the batch is sized by pixels; a GPU takes the
+# caller's batch whole.
 CPU_BATCH_PIXELS = 16 * 128 * 128
 
 

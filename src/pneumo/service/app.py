@@ -57,15 +57,15 @@ from pneumo.service.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from pneumo.service.upload import ApiError, read_upload
 from pneumo.version import __version__
 
-__all__ = ["create_app", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_MAX_PIXELS"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_MB", "create_app", "serve"]
 
 DEFAULT_MAX_UPLOAD_MB = 25.0
 # Chest radiographs are at most about 4300 x 3500 (15 MP); 50 MP leaves room and keeps a
 # decompression bomb (a small file that decodes to gigabytes) out.
 DEFAULT_MAX_PIXELS = 50_000_000
 MAX_BATCH = 32  # images per forward pass; beyond this a CPU gains little and latency grows
-# how long a lone request waits for company: with heatmaps, 8 clients on 2 cores formed batches
-# of 8 at 25 ms (26 requests/s) but of 4 at 2 ms (22 requests/s; benchmarks/bench_serve.py --cam)
+# how long a lone request waits for company (chosen with benchmarks/bench_serve.py --cam: long
+# enough for concurrent clients to share a batch)
 BATCH_WAIT = 0.025
 log = logging.getLogger("pneumo.service")
 access_log = logging.getLogger("pneumo.service.access")
@@ -73,7 +73,7 @@ access_log = logging.getLogger("pneumo.service.access")
 
 def _png_base64(pixels: np.ndarray) -> str:
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)  # 3x faster than the default 6, files ~20% larger
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)  # much faster than the default 6, files a little larger
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -233,8 +233,8 @@ class _Service:
 
     def _heatmaps(self, images: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
         """Grad-CAM x P(pneumonia). The verdicts come from the fp32 pass; a heatmap is a picture, drawn
-        with bf16 autocast where the hardware has native bf16: 2.3x faster on this project's 2-core
-        Xeon (36 ms a batch of 8 instead of 83), the maps within 0.04 of fp32's on their [0, 1] scale (mean 0.0005)."""
+        with bf16 autocast where the hardware has native bf16 (faster; the maps within 0.04 of fp32's
+        on their [0, 1] scale, tests/service/test_app.py)."""
         import torch
 
         from pneumo.explain.gradcam import grad_cam, weighted_by_probability
@@ -279,7 +279,7 @@ def create_app(
     """
     _check_limits(max_upload_mb, max_pixels)
     # numpy's BLAS threads spin after each of the input check's matrix products and take the cores
-    # from the network's next pass: with one, a heatmap batch of 8 ran in 227 ms instead of 322
+    # from the network's next pass (docs/speed.md, the web service under load)
     threadpool_limits(1, user_api="blas")
     metrics = ServiceMetrics()
     service = _Service(load_model(model), _cam_model(model), max_pixels, metrics)  # once, shared by every request
