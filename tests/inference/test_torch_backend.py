@@ -183,7 +183,6 @@ def test_a_model_without_a_check_stays_as_it_is(small: tuple[TorchModel, np.ndar
     np.testing.assert_allclose(loaded.class_probabilities(x), model.class_probabilities(x), atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an empty batch with the input check attached is refused as 'fitted for another model'")
 def test_an_empty_batch_with_the_check_attached_gives_empty_results(bundled: TorchModel, films: np.ndarray) -> None:
     probs, scores = bundled.with_feature_check().probabilities_and_scores(films[:0])
     assert probs.shape == (0, 2) and scores is not None and scores.shape == (0, 4)

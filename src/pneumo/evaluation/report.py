@@ -45,15 +45,18 @@ def metrics_report(records: Sequence[Record], probs: np.ndarray, task: Task, thr
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> Path:
-    """Write a report as JSON (NaN written as null), atomically."""
+    """Write a report as strict JSON (NaN and infinities written as null, numpy numbers as plain
+    ones, tuples as lists), atomically."""
 
     def clean(v: Any) -> Any:
-        if isinstance(v, float) and np.isnan(v):
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, float) and not np.isfinite(v):
             return None
         if isinstance(v, dict):
             return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list):
+        if isinstance(v, (list, tuple)):
             return [clean(x) for x in v]
         return v
 
-    return atomic_write(path, json.dumps(clean(report), indent=2))
+    return atomic_write(path, json.dumps(clean(report), indent=2, allow_nan=False))

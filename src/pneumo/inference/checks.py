@@ -198,6 +198,8 @@ class FeatureCheck:
         """[N, 4] float64: each row's distance and probe score, then the site's distance and probe
         score (NaN without a probe, without a site)."""
         features = np.asarray(features, dtype=np.float64)
+        if features.ndim == 2 and len(features) == 0:
+            return np.zeros((0, 4))  # no images, no scores (a backend's empty pass may not know its width)
         if features.ndim != 2 or features.shape[1] < self.width:
             raise PneumoError(
                 f"the input check needs {self.width} features per image but got {features.shape[1:] or 'none'}: "
