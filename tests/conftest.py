@@ -34,8 +34,17 @@ def deadline(seconds: int) -> Iterator[None]:
 
 
 def pick(label: str, n: int, offset: int = 0) -> list[Path]:
-    """Every k-th file of a class folder, so the pick spans series, pathogens and patients."""
-    files = sorted((TRAIN / label).glob("*.jpeg"))
+    """Every k-th file of a class folder, so the pick spans series, pathogens and patients.
+
+    Without the shared data the test fails saying which folder is missing, not with an IndexError
+    further on; call it inside tests and fixtures only, never at import time.
+    """
+    folder = TRAIN / label
+    if not folder.is_dir():
+        pytest.fail(f"test data not found: {folder} is missing; the tests read ../shared/data from the project root", pytrace=False)
+    files = sorted(folder.glob("*.jpeg"))
+    if not files:
+        pytest.fail(f"test data not found: {folder} holds no *.jpeg films; the tests read ../shared/data from the project root", pytrace=False)
     step = max(1, len(files) // n)
     return files[offset::step][:n]
 

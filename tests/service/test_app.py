@@ -6,6 +6,7 @@ import dataclasses
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +19,11 @@ from pneumo.inference.predict import load_model, predict
 from pneumo.service.app import create_app
 from tests.conftest import SAMPLES, TRAIN
 
-FILM = sorted((TRAIN / "PNEUMONIA").glob("*.jpeg"))[0]
+
+@pytest.fixture(scope="module")
+def film(shared_data: Path) -> Path:
+    """The first PNEUMONIA film, looked up when a test asks for it: importing this module reads no data."""
+    return sorted((TRAIN / "PNEUMONIA").glob("*.jpeg"))[0]
 
 
 @pytest.fixture(scope="module")
@@ -56,24 +61,24 @@ def test_the_model_endpoint_says_whether_it_was_calibrated_to_a_site(client: Tes
     assert site["previous_threshold"] == load_model().threshold and "accuracy at a prevalence of 0.3" in site["decision"]
 
 
-def test_a_film_gets_the_same_answer_as_the_library(client: TestClient) -> None:
-    answer = _post(client, FILM.name, FILM.read_bytes()).json()
-    expected = predict([FILM])[0]
+def test_a_film_gets_the_same_answer_as_the_library(client: TestClient, film: Path) -> None:
+    answer = _post(client, film.name, film.read_bytes()).json()
+    expected = predict([film])[0]
     assert answer["probability"] == pytest.approx(expected.probability, abs=1e-5)
     assert answer["label"] == expected.label and answer["threshold"] == expected.threshold
-    assert answer["warnings"] == [] and answer["cam"] is None and answer["filename"] == FILM.name
+    assert answer["warnings"] == [] and answer["cam"] is None and answer["filename"] == film.name
     assert answer["input"]["format"] == "JPEG" and answer["model"]["id"].startswith(f"{load_model().meta.architecture}-")
 
 
-def test_heatmap_on_request(client: TestClient) -> None:
-    cam = _post(client, FILM.name, FILM.read_bytes(), cam="true").json()["cam"]
+def test_heatmap_on_request(client: TestClient, film: Path) -> None:
+    cam = _post(client, film.name, film.read_bytes(), cam="true").json()["cam"]
     image, heatmap, overlay = _png(cam["image_png"]), _png(cam["heatmap_png"]), _png(cam["overlay_png"])
     assert image.size == heatmap.size == overlay.size == (224, 224)
     assert (image.mode, heatmap.mode, overlay.mode) == ("L", "RGBA", "RGB")
     assert np.asarray(heatmap)[..., :3].std() > 5  # not a flat map
 
 
-def test_dicom_is_sniffed_and_warned_about(client: TestClient) -> None:
+def test_dicom_is_sniffed_and_warned_about(client: TestClient, film: Path) -> None:
     answer = _post(client, "scan.png", (SAMPLES / "dicom" / "not_a_chest_ot.dcm").read_bytes(), cam="true").json()
     assert answer["input"]["format"] == "DICOM" and answer["input"]["modality"] == "OT"
     assert any("modality is OT" in w for w in answer["warnings"])
@@ -82,11 +87,11 @@ def test_dicom_is_sniffed_and_warned_about(client: TestClient) -> None:
     assert answer["abstain"] is True and answer["label"] is None and "modality is OT" in answer["abstain_reason"]
     forced = _post(client, "scan.png", (SAMPLES / "dicom" / "not_a_chest_ot.dcm").read_bytes(), abstain="false").json()
     assert forced["abstain"] is False and forced["label"] in ("NORMAL", "PNEUMONIA") and forced["warnings"] == answer["warnings"]
-    film = _post(client, FILM.name, FILM.read_bytes()).json()
-    assert film["abstain"] is False and film["abstain_reason"] is None and film["label"] == "PNEUMONIA"
+    plain = _post(client, film.name, film.read_bytes()).json()
+    assert plain["abstain"] is False and plain["abstain_reason"] is None and plain["label"] == "PNEUMONIA"
 
 
-def test_heatmaps_are_as_bright_as_the_model_is_sure(client: TestClient) -> None:
+def test_heatmaps_are_as_bright_as_the_model_is_sure(client: TestClient, shared_data: Path) -> None:
     normal = sorted((TRAIN / "NORMAL").glob("*.jpeg"))[0]
     answer = _post(client, normal.name, normal.read_bytes(), cam="true").json()
     assert answer["probability"] < 0.05 and "P(pneumonia)" in answer["cam"]["scale"]
@@ -96,13 +101,16 @@ def test_heatmaps_are_as_bright_as_the_model_is_sure(client: TestClient) -> None
 @pytest.mark.parametrize(
     "name, data, status, fragment",
     [
-        ("notes.jpeg", b"these are not pixels", 400, "notes.jpeg: not a readable"),
-        ("empty.png", b"", 400, "empty"),
-        ("cut.jpeg", FILM.read_bytes()[:2000], 400, "cut.jpeg"),
+        ("notes.jpeg", lambda film: b"these are not pixels", 400, "notes.jpeg: not a readable"),
+        ("empty.png", lambda film: b"", 400, "empty"),
+        ("cut.jpeg", lambda film: film.read_bytes()[:2000], 400, "cut.jpeg"),
     ],
+    ids=["text", "empty", "truncated"],
 )
-def test_bad_images_are_400_with_a_message(client: TestClient, name: str, data: bytes, status: int, fragment: str) -> None:
-    response = _post(client, name, data)
+def test_bad_images_are_400_with_a_message(
+    client: TestClient, film: Path, name: str, data: Callable[[Path], bytes], status: int, fragment: str
+) -> None:
+    response = _post(client, name, data(film))
     assert response.status_code == status and fragment in response.json()["error"]
 
 
@@ -113,17 +121,17 @@ def test_a_decompression_bomb_is_refused_before_decoding(client: TestClient) -> 
     assert response.status_code == 400 and "over the limit" in response.json()["error"]
 
 
-def test_wrong_requests_get_json_errors(client: TestClient) -> None:
-    missing = client.post("/v1/predict", files={"image": ("x.jpeg", FILM.read_bytes())})
+def test_wrong_requests_get_json_errors(client: TestClient, film: Path) -> None:
+    missing = client.post("/v1/predict", files={"image": ("x.jpeg", film.read_bytes())})
     assert missing.status_code == 422 and "'file'" in missing.json()["error"]
-    raw = client.post("/v1/predict", content=FILM.read_bytes(), headers={"content-type": "image/jpeg"})
+    raw = client.post("/v1/predict", content=film.read_bytes(), headers={"content-type": "image/jpeg"})
     assert raw.status_code == 415 and "multipart/form-data" in raw.json()["error"]
     assert client.get("/v1/nothing").status_code == 404 and "error" in client.get("/v1/nothing").json()
-    bad_flag = _post(client, FILM.name, FILM.read_bytes(), cam="maybe")
+    bad_flag = _post(client, film.name, film.read_bytes(), cam="maybe")
     assert bad_flag.status_code == 422 and "cam" in bad_flag.json()["error"]
 
 
-def test_uploads_over_the_limit_are_413_and_nothing_touches_the_disk() -> None:
+def test_uploads_over_the_limit_are_413_and_nothing_touches_the_disk(film: Path) -> None:
     small = TestClient(create_app(max_upload_mb=0.5))
     before = set(os.listdir(tempfile.gettempdir()))
     big = np.random.default_rng(0).integers(0, 256, (1200, 1200), dtype=np.uint8)
@@ -132,21 +140,21 @@ def test_uploads_over_the_limit_are_413_and_nothing_touches_the_disk() -> None:
     assert len(buffer.getvalue()) > 2**20
     response = _post(small, "big.png", buffer.getvalue())
     assert response.status_code == 413 and "0.5 MB" in response.json()["error"]
-    assert _post(small, FILM.name, FILM.read_bytes()).status_code == 200
+    assert _post(small, film.name, film.read_bytes()).status_code == 200
     assert set(os.listdir(tempfile.gettempdir())) == before
 
 
-def test_an_onnx_export_serves_without_heatmaps(tmp_path: Path) -> None:
+def test_an_onnx_export_serves_without_heatmaps(tmp_path: Path, film: Path) -> None:
     from pneumo.inference.predict import bundled_model_dir
 
     onnx = TestClient(create_app(bundled_model_dir() / "pneumo.onnx"))
-    answer = _post(onnx, FILM.name, FILM.read_bytes(), cam="true").json()
+    answer = _post(onnx, film.name, film.read_bytes(), cam="true").json()
     assert answer["cam"] is None and any("ONNX" in w for w in answer["warnings"])
-    assert answer["probability"] == pytest.approx(predict([FILM])[0].probability, abs=1e-4)
+    assert answer["probability"] == pytest.approx(predict([film])[0].probability, abs=1e-4)
 
 
-def test_metrics_count_requests_batches_and_verdicts(client: TestClient) -> None:
-    _post(client, FILM.name, FILM.read_bytes())
+def test_metrics_count_requests_batches_and_verdicts(client: TestClient, film: Path) -> None:
+    _post(client, film.name, film.read_bytes())
     _post(client, "notes.jpeg", b"not pixels")
     text = client.get("/metrics").text
     assert 'pneumo_requests_total{method="POST",path="/v1/predict",status="200"}' in text
@@ -165,7 +173,7 @@ def test_every_request_gets_an_access_log_line(client: TestClient, caplog: pytes
     assert any('"GET /healthz" 200' in line for line in lines) and any('"POST /v1/predict" 400' in line for line in lines)
 
 
-def test_the_bundled_model_answers_through_onnxruntime_and_draws_heatmaps_with_torch() -> None:
+def test_the_bundled_model_answers_through_onnxruntime_and_draws_heatmaps_with_torch(film: Path) -> None:
     from pneumo.inference.onnx_backend import OnnxModel
     from pneumo.inference.torch_backend import TorchModel
     from pneumo.service.app import _Service
@@ -173,7 +181,7 @@ def test_the_bundled_model_answers_through_onnxruntime_and_draws_heatmaps_with_t
 
     service = _Service(load_model(), load_model(backend="torch"), 10**7, ServiceMetrics())
     assert isinstance(service.model, OnnxModel) and isinstance(service.cam_model, TorchModel)
-    job = service.decode(FILM.name, FILM.read_bytes(), cam=False, abstain=True)
+    job = service.decode(film.name, film.read_bytes(), cam=False, abstain=True)
     plain, with_cam = service.run_batch([job, dataclasses.replace(job, cam=True)])
     assert plain["cam"] is None and with_cam["cam"] is not None
     assert plain["probability"] == pytest.approx(with_cam["probability"], abs=1e-5) and plain["label"] == with_cam["label"]
@@ -185,7 +193,7 @@ def test_the_bundled_model_answers_through_onnxruntime_and_draws_heatmaps_with_t
     assert np.abs(served - exact).max() < 0.06 and np.abs(served - exact).mean() < 0.005
 
 
-def test_concurrent_uploads_share_forward_passes(client: TestClient) -> None:
+def test_concurrent_uploads_share_forward_passes(client: TestClient, shared_data: Path) -> None:
     films = sorted((TRAIN / "NORMAL").glob("*.jpeg"))[:16]
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda f: _post(client, f.name, f.read_bytes()), films))
@@ -195,7 +203,9 @@ def test_concurrent_uploads_share_forward_passes(client: TestClient) -> None:
     assert [a.json()["probability"] for a in answers] == pytest.approx([p.probability for p in expected], abs=1e-5)
 
 
-def test_a_classification_error_in_a_batch_is_the_clients_422_and_a_bug_stays_500(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_classification_error_in_a_batch_is_the_clients_422_and_a_bug_stays_500(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, film: Path
+) -> None:
     import pneumo.service.app as app_module
     from pneumo.inference.base import non_finite_error
 
@@ -210,9 +220,9 @@ def test_a_classification_error_in_a_batch_is_the_clients_422_and_a_bug_stays_50
 
     monkeypatch.setattr(app_module, "classify_images", classify)
     client = TestClient(client.app, raise_server_exceptions=False)  # answer a bug as a server does: 500, not re-raised here
-    data = FILM.read_bytes()
+    data = film.read_bytes()
     with ThreadPoolExecutor(3) as pool:  # in one micro-batch: the good film still gets its answer
-        good, bad, bug = pool.map(lambda name: _post(client, name, data), [FILM.name, "nan.jpeg", "bug.jpeg"])
-    assert good.status_code == 200 and good.json()["filename"] == FILM.name
+        good, bad, bug = pool.map(lambda name: _post(client, name, data), [film.name, "nan.jpeg", "bug.jpeg"])
+    assert good.status_code == 200 and good.json()["filename"] == film.name
     assert bad.status_code == 422 and "non-finite probability for nan.jpeg" in bad.json()["error"]
     assert bug.status_code == 500 and bug.json()["error"].startswith("internal error (RuntimeError)")

@@ -5,6 +5,7 @@ import asyncio
 import socket
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +17,11 @@ from pneumo.service.app import create_app
 from pneumo.service.upload import ApiError
 from tests.conftest import TRAIN
 
-FILM = sorted((TRAIN / "NORMAL").glob("*.jpeg"))[0]
+
+@pytest.fixture(scope="module")
+def film(shared_data: Path) -> Path:
+    """The first NORMAL film, looked up when a test asks for it: importing this module reads no data."""
+    return sorted((TRAIN / "NORMAL").glob("*.jpeg"))[0]
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +38,9 @@ def _post(client: TestClient, body: bytes, content_type: str = "multipart/form-d
     return client.post("/v1/predict", content=body, headers={"content-type": content_type})
 
 
-def test_the_file_field_among_others_is_found(client: TestClient) -> None:
+def test_the_file_field_among_others_is_found(client: TestClient, film: Path) -> None:
     body = _multipart([(b'Content-Disposition: form-data; name="note"', b"hello"),
-                       (b'Content-Disposition: form-data; name="file"; filename="C:\\\\films\\\\a.jpeg"', FILM.read_bytes())])
+                       (b'Content-Disposition: form-data; name="file"; filename="C:\\\\films\\\\a.jpeg"', film.read_bytes())])
     answer = _post(client, body)
     assert answer.status_code == 200 and answer.json()["filename"] == "a.jpeg"  # path parts dropped
 
@@ -53,12 +58,12 @@ def test_bad_content_types(client: TestClient, content_type: str, status: int, f
     assert time.perf_counter() - start < 1.0
 
 
-def test_floods_and_odd_bodies(client: TestClient) -> None:
+def test_floods_and_odd_bodies(client: TestClient, film: Path) -> None:
     many = _post(client, _multipart([(b'Content-Disposition: form-data; name="x"', b"y")] * 40))
     assert many.status_code == 400 and "more than 16 parts" in many.json()["error"]
     header_flood = b'Content-Disposition: form-data; name="file"' + b"; a=b" * 200_000
     start = time.perf_counter()
-    flooded = _post(client, _multipart([(header_flood, FILM.read_bytes())]))
+    flooded = _post(client, _multipart([(header_flood, film.read_bytes())]))
     assert flooded.status_code == 400 and "could not be parsed" in flooded.json()["error"] and time.perf_counter() - start < 1.0
     many_headers = b"\r\n".join([b'Content-Disposition: form-data; name="file"'] + [b"X-A: b"] * 50)
     assert _post(client, _multipart([(many_headers, b"x")])).status_code == 400
@@ -116,7 +121,7 @@ def test_health_answers_while_a_big_upload_trickles_in() -> None:
                 start = time.perf_counter()
                 assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
                 times.append(time.perf_counter() - start)
-            assert max(times) < 0.1, times
+            assert max(times) < 2.0, times  # generous for a loaded machine: blocked, it would wait for the stalled upload (30 s)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
