@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pneumo.errors import PneumoError
@@ -261,3 +262,52 @@ def test_what_cannot_be_read_is_refused_before_the_model_loads(tmp_path: Path, m
     proc = subprocess.run([sys.executable, "-m", "pneumo", "predict", str(fifo)], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and "named pipe (FIFO)" in proc.stderr and "Traceback" not in proc.stderr
     assert time.perf_counter() - started < 30  # generous: the point is that it never waits on the pipe or the model
+
+
+def test_a_notebooks_images_are_predicted_like_their_files(shared_data: Path) -> None:
+    """Arrays, tensors, PIL images and bytes, alone or in a list, answer as the files do."""
+    import torch
+    from PIL import Image
+
+    from tests.conftest import pick
+
+    films = pick("NORMAL", 2) + pick("PNEUMONIA", 2)
+    from_files = [p.probability for p in predict(films)]
+    arrays = [np.asarray(Image.open(f).convert("L")) for f in films]
+    for form, inputs in {
+        "arrays": arrays,
+        "a stack": np.stack([a[:200, :200] for a in arrays]) if len({a.shape for a in arrays}) > 1 else np.stack(arrays),
+        "tensors": [torch.from_numpy(a.copy()) for a in arrays],
+        "PIL images": [Image.open(f) for f in films],
+        "bytes": [f.read_bytes() for f in films],
+    }.items():
+        answers = predict(inputs)
+        assert [p.path for p in answers] == [f"<image {i}>" for i in range(len(films))], form
+        if form != "a stack":
+            assert [p.probability for p in answers] == pytest.approx(from_files, abs=0.02), form
+    one = predict(arrays[3])
+    assert len(one) == 1 and one[0].probability == pytest.approx(from_files[3], abs=0.02)
+    assert predict(str(films[0]))[0].path == str(films[0])  # a str is one path, never its characters
+    assert predict(films[0])[0].path == str(films[0])
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: predict(None), "got None"),
+        (lambda: predict(123), "got a int"),
+        (lambda: predict({"a": 1}), "got a dict"),
+        (lambda: predict([1.5]), "item 0 is a float"),
+        (lambda: predict(["x.jpeg"], batch_size=0), "batch_size must be a whole number of at least 1; got 0"),
+        (lambda: predict(["x.jpeg"], batch_size=-1), "got -1"),
+        (lambda: predict(["x.jpeg"], batch_size=True), "got True"),
+        (lambda: predict(["x.jpeg"], abstain="no"), "abstain must be True or False; got 'no'"),
+        (lambda: predict(["x.jpeg"], strict=1), "strict must be True or False"),
+        (lambda: predict(["x.jpeg", np.zeros((8, 8), dtype=np.uint8)]), "either paths or in-memory images"),
+        (lambda: predict([np.full((8, 8), np.nan)]), "NaN or infinite"),
+    ],
+)
+def test_mistakes_in_the_arguments_are_one_line_errors(call: object, message: str) -> None:
+    with pytest.raises(PneumoError) as err:
+        call()  # type: ignore[operator]
+    assert message in str(err.value)

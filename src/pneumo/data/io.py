@@ -183,7 +183,7 @@ def to_uint8_gray(image: Image.Image, name: str = "<image>") -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
-def _colourfulness(rgb: np.ndarray) -> float:
+def rgb_colourfulness(rgb: np.ndarray) -> float:
     """Mean absolute difference between the channels of a uint8 [H, W, 3] array, on a strided copy."""
     step = max(1, -(-max(rgb.shape[:2]) // _COLOUR_SIDE))
     small = rgb[::step, ::step].astype(np.int16)
@@ -199,7 +199,7 @@ def _pil_colourfulness(image: Image.Image) -> float:
     step = max(1, -(-max(width, height) // _COLOUR_SIDE))
     if step > 1:
         image = image.resize((max(1, width // step), max(1, height // step)), Image.Resampling.NEAREST)
-    return _colourfulness(np.asarray(image.convert("RGB")))
+    return rgb_colourfulness(np.asarray(image.convert("RGB")))
 
 
 def _jpeg_colourfulness(data: bytes) -> float:
@@ -480,7 +480,7 @@ def _decode_dicom(data: bytes, name: str, max_pixels: int | None = None) -> tupl
         return _stretch_to_uint8(values, name, padding), header.info
     rgb = stored if stored.dtype == np.uint8 else _stretch_to_uint8(stored, name)
     gray = to_uint8_gray(Image.fromarray(np.ascontiguousarray(rgb), "RGB"), name)
-    return gray, replace(header.info, colourfulness=_colourfulness(rgb))
+    return gray, replace(header.info, colourfulness=rgb_colourfulness(rgb))
 
 
 def _too_large(name: str, size: int) -> PneumoError:

@@ -6,13 +6,19 @@ it, through onnxruntime, without importing PyTorch. The files are checked before
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+from typing import Any
 
+import numpy as np
+
+from pneumo.data.in_memory import ACCEPTED, image_from_object, is_in_memory_image
 from pneumo.data.io import check_image_file
+from pneumo.data.preprocess import resize_image
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model, PredictionBatch
-from pneumo.inference.classify import classify
+from pneumo.inference.classify import classify, classify_images
 from pneumo.inference.loading import BUNDLED_ONNX, bundled_model_dir, load_model
 from pneumo.utils.walk import expand_paths
 
@@ -40,21 +46,82 @@ def readable_files(paths: Iterable[str | Path], strict: bool = False) -> tuple[l
     return files, skipped
 
 
+def _items(inputs: object) -> list[Any]:
+    """What was given as a list of single inputs: a lone path or image becomes a list of one (a str
+    is one path, never its characters); a stack of grey images [N, H, W] becomes N images."""
+    if inputs is None:
+        raise PneumoError(f"predict needs {ACCEPTED}; got None")
+    if isinstance(inputs, (str, os.PathLike)):
+        return [inputs]
+    if is_in_memory_image(inputs):
+        shape = tuple(getattr(inputs, "shape", ()))
+        tensor = not isinstance(inputs, np.ndarray) and bool(shape)
+        one_colour = len(shape) == 3 and (shape[0] in (1, 3, 4) if tensor else shape[-1] in (1, 3, 4))
+        return list(inputs) if len(shape) == 4 or (len(shape) == 3 and not one_colour) else [inputs]
+    if isinstance(inputs, (dict, set, frozenset)) or not isinstance(inputs, Iterable):
+        raise PneumoError(f"predict needs {ACCEPTED}, or a list of them; got a {type(inputs).__name__}")
+    return list(inputs)
+
+
+def _check_options(batch_size: object, strict: object, abstain: object) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise PneumoError(f"batch_size must be a whole number of at least 1; got {batch_size!r}")
+    for name, value in (("strict", strict), ("abstain", abstain)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise PneumoError(f"{name} must be True or False; got {value!r}")
+
+
+def _predict_in_memory(images: list[Any], model: str | Path | Model | None, batch_size: int, strict: bool, abstain: bool) -> PredictionBatch:
+    decoded, names, skipped = [], [], []
+    for i, item in enumerate(images):
+        name = f"<image {i}>"
+        try:
+            decoded.append(image_from_object(item, name))
+            names.append(name)
+        except PneumoError as exc:
+            if strict:
+                raise PneumoError(f"{exc} (strict stops at the first image that cannot be read)") from None
+            skipped.append((name, str(exc)))
+    if not decoded and skipped:
+        raise PneumoError(f"none of the {len(skipped)} images could be read: " + "; ".join(m for _, m in skipped[:3]))
+    loaded = load_model(model)
+    results = PredictionBatch(skipped=skipped)
+    for start in range(0, len(decoded), batch_size):
+        chunk = decoded[start : start + batch_size]
+        pixels = np.stack([resize_image(image, loaded.image_size) for image, _ in chunk])
+        results += classify_images(pixels, [info for _, info in chunk], names[start : start + batch_size], loaded, abstain)
+    return results
+
+
 def predict(
-    paths: Iterable[str | Path], *, model: str | Path | Model | None = None, batch_size: int = 32, strict: bool = False, abstain: bool = True
+    inputs: Any, *, model: str | Path | Model | None = None, batch_size: int = 32, strict: bool = False, abstain: bool = True
 ) -> PredictionBatch:
-    """Classify image files, folders of them (recursively) or glob patterns, with the input checks.
+    """Classify images, with the input checks: files, folders of them (recursively) and glob patterns,
+    or images a notebook holds (numpy arrays, torch tensors, PIL images, encoded bytes); one, or a
+    list of them (paths and in-memory images are not mixed in one call).
 
     `model` is a run folder, a checkpoint, an exported .onnx, a loaded model, or None for the
-    bundled one. Files that cannot be read are skipped and listed in the result's `.skipped`;
-    `strict` makes the first one an error. A file the input checks find outside what the model
-    was trained on gets no label (`abstain`); `abstain=False` labels it anyway.
+    bundled one. Inputs that cannot be read are skipped and listed in the result's `.skipped`
+    (in-memory ones named `<image i>`, their place in the list); `strict` makes the first one an
+    error. An input the checks find outside what the model was trained on gets no label
+    (`abstain`); `abstain=False` labels it anyway.
 
     Example:
         >>> [p.label for p in predict(["xray.jpeg"], model="runs/seed")]
         ['PNEUMONIA']
+        >>> predict(np.asarray(PIL.Image.open("xray.jpeg")))[0].probability
     """
-    files, skipped = readable_files(paths, strict)  # before the model loads: a FIFO or a typo is refused at once
-    results = classify(files, load_model(model), batch_size, strict, abstain)
+    items = _items(inputs)
+    _check_options(batch_size, strict, abstain)
+    in_memory = [is_in_memory_image(item) for item in items]
+    if any(in_memory):
+        if not all(in_memory):
+            raise PneumoError("give either paths or in-memory images in one call to predict, not both")
+        return _predict_in_memory(items, model, batch_size, bool(strict), bool(abstain))
+    wrong = next(((i, item) for i, item in enumerate(items) if not isinstance(item, (str, os.PathLike))), None)
+    if wrong is not None:
+        raise PneumoError(f"predict needs {ACCEPTED}; item {wrong[0]} is a {type(wrong[1]).__name__}")
+    files, skipped = readable_files(items, bool(strict))  # before the model loads: a FIFO or a typo is refused at once
+    results = classify(files, load_model(model), batch_size, bool(strict), bool(abstain))
     results.skipped[:0] = skipped
     return results

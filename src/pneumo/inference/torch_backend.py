@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pneumo.data.preprocess import check_image_batch, normalise
+from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
 from pneumo.inference.checks import FeatureCheck
 from pneumo.inference.features import FeatureTap, feature_width, load_feature_check
@@ -56,7 +57,14 @@ class TorchModel(Model):
 
     def class_probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 256, progress: bool = False) -> np.ndarray:
         """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes]."""
-        if not isinstance(images, torch.Tensor):
+        size = self.image_size
+        if isinstance(images, torch.Tensor):  # e.g. validation films already on the device: checked there, not copied
+            if images.dtype != torch.uint8 or images.dim() != 3 or tuple(images.shape[1:]) != (size, size):
+                raise PneumoError(
+                    f"the model needs uint8 images [N, {size}, {size}]; got a {str(images.dtype).removeprefix('torch.')} tensor "
+                    f"{list(images.shape)}: load them with pneumo.data.preprocess.load_image(path, {size})"
+                )
+        else:
             images = check_image_batch(images, self.image_size)
         return class_probabilities(
             self.net, images, self.task, self.meta.mean, self.meta.std, batch_size, progress, self.meta.temperature, self.meta.logit_offset
