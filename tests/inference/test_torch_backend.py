@@ -4,6 +4,7 @@ input check attached on demand) on a small untrained network where a real one is
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,16 @@ def test_a_model_without_a_check_stays_as_it_is(small: tuple[TorchModel, np.ndar
 def test_an_empty_batch_with_the_check_attached_gives_empty_results(bundled: TorchModel, films: np.ndarray) -> None:
     probs, scores = bundled.with_feature_check().probabilities_and_scores(films[:0])
     assert probs.shape == (0, 2) and scores is not None and scores.shape == (0, 4)
+
+
+def test_a_tensor_that_is_not_the_models_input_is_refused(bundled: TorchModel, films: np.ndarray) -> None:
+    """Float pixels in 0..255, another size, or one image without its batch axis: refused, not answered."""
+    size = bundled.image_size
+    x = torch.from_numpy(films)
+    for wrong, given in (
+        (x.float(), "float32 tensor"),
+        (x[:, : size // 2, : size // 2], f"uint8 tensor [4, {size // 2}, {size // 2}]"),
+        (x[0], f"uint8 tensor [{size}, {size}]"),
+    ):
+        with pytest.raises(PneumoError, match=rf"needs uint8 images \[N, {size}, {size}\]; got a {re.escape(given)}"):
+            bundled.class_probabilities(wrong)
