@@ -311,3 +311,24 @@ def test_mistakes_in_the_arguments_are_one_line_errors(call: object, message: st
     with pytest.raises(PneumoError) as err:
         call()  # type: ignore[operator]
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_one_model_shared_by_16_threads_answers_as_it_does_alone(shared_data: Path, backend: str) -> None:
+    """A web app or a thread pool shares one loaded model: every thread gets the answers, warnings
+    and abstentions a sequential run gives (the feature hooks are the network's, not the thread's)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import pick
+
+    adults = sorted((shared_data / "ood" / "adult_other_hospitals").glob("*"))[:3]
+    films = pick("NORMAL", 3) + pick("PNEUMONIA", 3) + adults
+    model = load_model(backend=backend)
+    jobs = [films[i % len(films) :] + films[: i % len(films)] for i in range(32)]  # each thread its own order
+    answer = lambda p: (p.path, p.probability, p.label, p.abstain, tuple(p.warnings))  # noqa: E731
+    alone = {answer(p)[0]: answer(p) for p in predict(films, model=model, batch_size=1)}  # one film a pass: no neighbours to differ
+    assert any(a[3] for a in alone.values())  # an adult film abstains: the check's answer is part of what is compared
+    with ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(lambda job: [answer(p) for p in predict(job, model=model, batch_size=1)], jobs))
+    for job, answers in zip(jobs, together):
+        assert answers == [alone[str(f)] for f in job]

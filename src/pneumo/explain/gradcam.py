@@ -25,7 +25,7 @@ from pneumo.data.preprocess import check_image_batch, load_image, normalise
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
 from pneumo.inference.loading import load_model
-from pneumo.inference.torch_backend import TorchModel
+from pneumo.inference.torch_backend import TorchModel, net_lock
 from pneumo.models.framing import ContentCrop
 from pneumo.utils.files import output_folder
 from pneumo.utils.walk import expand_paths
@@ -107,6 +107,11 @@ def cam_evidence(model: Model, images: np.ndarray, batch_size: int = 16) -> np.n
     if not isinstance(model, TorchModel):
         raise PneumoError("Grad-CAM needs a PyTorch checkpoint, not an ONNX export: pass --model with a run or checkpoint folder")
     net = model.net
+    with net_lock(net):  # hooks and the train/eval mode are the network's: one thread's pass at a time
+        return _cam_evidence(model, net, images, batch_size, size)
+
+
+def _cam_evidence(model: Model, net: nn.Module, images: np.ndarray, batch_size: int, size: int) -> np.ndarray:
     was_training = net.training
     device = next(net.parameters()).device
     out = []

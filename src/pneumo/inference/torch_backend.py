@@ -8,6 +8,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,22 @@ from pneumo.models.meta import CheckpointMeta
 from pneumo.tasks import Task
 from pneumo.utils.progress import progress_bar
 
-__all__ = ["TorchModel", "class_probabilities", "feature_rows", "load_checkpoint"]
+__all__ = ["TorchModel", "class_probabilities", "feature_rows", "load_checkpoint", "net_lock"]
+
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def net_lock(net: nn.Module) -> threading.RLock:
+    """The lock every pass through `net` that attaches hooks (the feature tap, Grad-CAM) holds:
+    one network shared by threads (a web app, a thread pool) gets one such pass at a time, so no
+    thread's hooks see another's images. Keyed by the network, not the model object, because
+    models made from one another (`with_feature_check`) share their network."""
+    with _LOCKS_LOCK:
+        lock = _LOCKS.get(net)
+        if lock is None:
+            lock = _LOCKS[net] = threading.RLock()
+        return lock
 
 
 @dataclass
@@ -66,9 +83,10 @@ class TorchModel(Model):
                 )
         else:
             images = check_image_batch(images, self.image_size)
-        return class_probabilities(
-            self.net, images, self.task, self.meta.mean, self.meta.std, batch_size, progress, self.meta.temperature, self.meta.logit_offset
-        )
+        with net_lock(self.net):  # eval mode is set and restored around the pass: one thread at a time
+            return class_probabilities(
+                self.net, images, self.task, self.meta.mean, self.meta.std, batch_size, progress, self.meta.temperature, self.meta.logit_offset
+            )
 
     def probabilities_and_scores(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         if self.check is None:
@@ -138,7 +156,7 @@ def class_probabilities(
 
 def feature_rows(model: TorchModel, images: np.ndarray | torch.Tensor, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """One pass through `TorchModel.class_probabilities`: its probabilities and every image's feature row ([N, D] float64)."""
-    with FeatureTap(model.net) as tap:
+    with net_lock(model.net), FeatureTap(model.net) as tap:
         probs = model.class_probabilities(images, batch_size, progress)
     rows = torch.cat([r.cpu() for r in tap.rows]).double().numpy() if tap.rows else np.zeros((0, feature_width(model.net)))
     return probs, rows
