@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -412,6 +413,14 @@ def predict(
             console.print(f"[yellow]{escape(r.verdict)}:[/] {escape(r.path)}", highlight=False)
         for warning in r.warnings:
             console.print(f"[yellow]warning:[/] {escape(f'{r.path}: {warning}')}", highlight=False)
+    if len(results) + len(results.skipped) > 1:  # a long table's warnings push its count off the screen: say it again last
+        verdicts = Counter(r.label for r in results if not r.abstain)
+        no_verdict = sum(r.abstain for r in results)
+        console.print(
+            f"{_count(len(results), 'film')}: " + ", ".join(f"{n} {label}" for label, n in sorted(verdicts.items()))
+            + f", {no_verdict} without a verdict" + (f"; {len(results.skipped)} skipped (unreadable)" if results.skipped else ""),
+            highlight=False,
+        )
 
 
 def _shared_folder(paths: list[str]) -> str:

@@ -113,6 +113,19 @@ def test_predict_works_right_after_install_with_the_bundled_model(small_folder: 
     assert 0.0 <= report["probability"] <= 1.0 and report["threshold"] == pytest.approx(stored)
 
 
+def test_a_folder_of_films_ends_with_its_count(small_folder: Path, tmp_path: Path) -> None:
+    """Hundreds of rows and their warnings push the table's title off the screen: the count comes last."""
+    folder = tmp_path / "films"
+    shutil.copytree(small_folder / "NORMAL", folder)
+    (folder / "broken.jpeg").write_bytes(b"\xff\xd8 not a film")
+    answers = json.loads(pneumo("predict", folder, "--json").stdout)
+    labels = [a["label"] for a in answers]
+    last = pneumo("predict", folder).stdout.strip().splitlines()[-1]
+    expected = ", ".join(f"{labels.count(c)} {c}" for c in ("NORMAL", "PNEUMONIA") if labels.count(c))
+    assert last.startswith(f"{len(answers)} films: {expected}, {labels.count(None)} without a verdict"), last
+    assert last.endswith("1 skipped (unreadable)"), last
+
+
 def _ctrl_c_reaches_python() -> None:
     """In the child: SIGINT back to its default, which Python turns into KeyboardInterrupt. A suite
     started in the background of a shell without job control (`nohup ... &`) inherits SIGINT

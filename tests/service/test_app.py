@@ -226,3 +226,12 @@ def test_a_classification_error_in_a_batch_is_the_clients_422_and_a_bug_stays_50
     assert good.status_code == 200 and good.json()["filename"] == film.name
     assert bad.status_code == 422 and "non-finite probability for nan.jpeg" in bad.json()["error"]
     assert bug.status_code == 500 and bug.json()["error"].startswith("internal error (RuntimeError)")
+
+
+def test_monitors_may_ask_with_head(client: TestClient) -> None:
+    """HEAD on the page, /healthz, /v1/model and /metrics answers as GET does, without a body."""
+    for path in ("/", "/healthz", "/v1/model", "/metrics"):
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"], path
+    assert client.head("/v1/predict").status_code == 405

@@ -323,21 +323,21 @@ def create_app(
             answer = await run_in_threadpool(service.pictures, answer, job)
         return JSONResponse(answer)  # plain JSON types already: no re-encoding pass
 
-    @app.get("/v1/model")
+    @app.api_route("/v1/model", methods=["GET", "HEAD"])  # HEAD: what monitors ask
     async def model_info() -> dict[str, Any]:
         """The served model: architecture, classes, input size, threshold, validation metrics, and whether
         (when, on how many films, at what prevalence) it was calibrated to a site (`site_calibration`, null if not)."""
         return summary
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])  # HEAD: what monitors ask
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "model": summary["id"]}
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.api_route("/metrics", methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: what monitors ask
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: what monitors ask
     async def page() -> FileResponse:
         return FileResponse(static / "index.html")
 
