@@ -34,8 +34,15 @@ class _Command(typer.core.TyperCommand):
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Pneumonia detection on pediatric chest X-rays.")
 data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Look at a dataset before training on it.")
 app.add_typer(data_app, name="data")
-console = Console()
-err_console = Console(stderr=True)
+def _width() -> int | None:
+    """The width Rich takes from COLUMNS, unless COLUMNS is too small to print in (COLUMNS=0 printed
+    nothing at all): then a plain 80."""
+    columns = os.environ.get("COLUMNS", "")
+    return 80 if columns.isdigit() and int(columns) < 20 else None
+
+
+console = Console(width=_width())
+err_console = Console(stderr=True, width=_width(), soft_wrap=True)  # messages and logs: one line each, never wrapped
 
 
 def _version(show: bool) -> None:

@@ -113,6 +113,18 @@ def test_predict_works_right_after_install_with_the_bundled_model(small_folder: 
     assert 0.0 <= report["probability"] <= 1.0 and report["threshold"] == pytest.approx(stored)
 
 
+@pytest.mark.parametrize("columns", ["0", "3"])
+def test_a_terminal_width_too_small_to_print_in_is_ignored(small_folder: Path, columns: str) -> None:
+    """COLUMNS=0 made every table and error line vanish, exit 0; a long message is one line in a pipe."""
+    film = sorted((small_folder / "NORMAL").glob("*.jpeg"))[0]
+    env = {**os.environ, "COLUMNS": columns}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "pneumo", *map(str, args)], capture_output=True, text=True, env=env, timeout=300)  # noqa: E731
+    table = run("predict", film)
+    assert table.returncode == 0 and "bundled model, threshold" in table.stdout and ("NORMAL" in table.stdout or "PNEUMONIA" in table.stdout)
+    missing = run("predict", small_folder / ("a-long-name-" * 12 + ".jpeg"))
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1 and "does not exist" in missing.stderr
+
+
 def test_a_folder_of_films_ends_with_its_count(small_folder: Path, tmp_path: Path) -> None:
     """Hundreds of rows and their warnings push the table's title off the screen: the count comes last."""
     folder = tmp_path / "films"
