@@ -395,3 +395,16 @@ def test_an_output_that_is_a_folder_or_a_device_is_refused_before_any_work(archi
     assert (tmp_path / "folder.csv" / "keep").read_text() == "mine" and (tmp_path / "side.skipped.csv").is_dir()
     assert (tmp_path / "null.csv").is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.csv", "null.csv", "side.skipped.csv"]
+
+
+def test_two_runs_on_one_output_do_not_interleave(archive: Path, tmp_path: Path) -> None:
+    """A second predict-archive on an output another is writing is refused at once, naming the holder."""
+    from pneumo.utils.lock import OutputLock
+
+    out = tmp_path / "results.csv"
+    with OutputLock.acquire(out):
+        with pytest.raises(PneumoError, match="is being written by another pneumo"):
+            predict_archive(archive, out=out, progress=False)
+        assert not out.exists()
+    assert predict_archive(archive, out=out, progress=False).done > 0  # free once the other is done
+    assert not list(tmp_path.glob(".*.lock"))

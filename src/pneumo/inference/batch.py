@@ -38,6 +38,7 @@ from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.loading import load_model
 from pneumo.utils.csvfile import format_csv, format_record, open_for_append, read_csv, repair_csv, restore, text_positions
 from pneumo.utils.files import output_file
+from pneumo.utils.lock import OutputLock
 from pneumo.utils.progress import make_progress
 from pneumo.utils.walk import IMAGE_SUFFIXES, iter_image_files
 
@@ -157,8 +158,9 @@ class ResultWriter:
     Use `ResultWriter.open` to get one; it refuses to overwrite an existing output unless resuming.
     """
 
-    def __init__(self, out: Path, done: set[str], header: list[str] | None) -> None:
+    def __init__(self, out: Path, done: set[str], header: list[str] | None, lock: OutputLock | None = None) -> None:
         self.out, self.done, self.skipped_out = out, done, skipped_path(out)
+        self._lock = lock
         self.n_done = self.n_skipped = 0
         self._header = header
         self._as_parquet = out.suffix.lower() == ".parquet"
@@ -180,15 +182,20 @@ class ResultWriter:
             raise PneumoError(f"cannot tell the format of {out}: name it .csv or .parquet")
         done: set[str] = set()
         header: list[str] | None = None
-        if out.exists():
-            if not resume:
-                raise PneumoError(f"{out} already exists: pass --resume to skip the files it lists and append the rest, or choose another file")
-            if parquet:
-                raise PneumoError(f"--resume needs CSV output ({out} is Parquet, which a killed run leaves unreadable); write a .csv and convert it at the end")
-            done, header = _repair_and_read(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        skipped_path(out).unlink(missing_ok=True)  # listed again below if still unreadable: nothing in it is in `out`
-        return cls(out, done, header)
+        lock = OutputLock.acquire(out)  # before looking at it: a second run on the same output is refused, not interleaved
+        try:
+            if out.exists():
+                if not resume:
+                    raise PneumoError(f"{out} already exists: pass --resume to skip the files it lists and append the rest, or choose another file")
+                if parquet:
+                    raise PneumoError(f"--resume needs CSV output ({out} is Parquet, which a killed run leaves unreadable); write a .csv and convert it at the end")
+                done, header = _repair_and_read(out)
+            skipped_path(out).unlink(missing_ok=True)  # listed again below if still unreadable: nothing in it is in `out`
+        except BaseException:
+            lock.release()
+            raise
+        return cls(out, done, header, lock)
 
     def write(self, predictions: list[Prediction], skipped: list[tuple[str, str]]) -> None:
         """One batch: its predictions appended to the output, its unreadable files to the sidecar."""
@@ -243,6 +250,8 @@ class ResultWriter:
         for handle in (self._file, self._skip_file, self._parquet):
             if handle is not None:
                 handle.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> ResultWriter:
         return self
@@ -312,7 +321,11 @@ def predict_archive(
         raise PneumoError(f"batch size must be at least 1 and workers at least 0 (0: one per CPU, up to 4), not {batch_size} and {workers}")
     paths = iter_source(source)
     writer = ResultWriter.open(out, resume)
-    classifier = _load_classifier(model, backend)
+    try:
+        classifier = _load_classifier(model, backend)
+    except BaseException:
+        writer.close()
+        raise
     workers = workers or min(4, os.cpu_count() or 1)
     stop = threading.Event()
     start = time.perf_counter()
