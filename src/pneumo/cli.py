@@ -34,6 +34,8 @@ class _Command(typer.core.TyperCommand):
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Pneumonia detection on pediatric chest X-rays.")
 data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Look at a dataset before training on it.")
 app.add_typer(data_app, name="data")
+models_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Look after model folders.")
+app.add_typer(models_app, name="models")
 def _width() -> int | None:
     """The width Rich takes from COLUMNS, unless COLUMNS is too small to print in (COLUMNS=0 printed
     nothing at all): then a plain 80."""
@@ -428,6 +430,18 @@ def predict(
             + f", {no_verdict} without a verdict" + (f"; {len(results.skipped)} skipped (unreadable)" if results.skipped else ""),
             highlight=False,
         )
+
+
+@models_app.command("upgrade", cls=_Command)
+def models_upgrade(
+    folders: List[Path] = typer.Argument(..., metavar="FOLDER", help="Model or run folders written by an earlier pneumo (checkpoint format 1)."),
+) -> None:
+    """Re-save old-format model folders in the current format, after checking their weights and every field."""
+    from pneumo.models.checkpoint import FORMAT_VERSION, upgrade_checkpoint
+
+    for folder in folders:
+        done = upgrade_checkpoint(folder)
+        console.print(f"{escape(str(done))}: checked and saved in checkpoint format {FORMAT_VERSION}", highlight=False, soft_wrap=True)
 
 
 def _shared_folder(paths: list[str]) -> str:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from pneumo.errors import PneumoError
 from pneumo.inference.predict import bundled_model_dir
 from pneumo.inference.torch_backend import load_checkpoint
 from pneumo.models import create_model
-from pneumo.models.checkpoint import _main, copy_checkpoint, read_meta, resolve_checkpoint, save_checkpoint, upgrade_checkpoint, write_meta
+from pneumo.models.checkpoint import copy_checkpoint, read_meta, resolve_checkpoint, save_checkpoint, upgrade_checkpoint, write_meta
 from pneumo.models.meta import CHECKSUM, FEATURES, CheckpointMeta, seal
 from pneumo.utils.files import sha256_file
 
@@ -119,7 +121,7 @@ EDITED = "meta.json was edited or damaged: its fields no longer match their chec
         ({}, ("weights_sha256",), EDITED),
         ({}, ("meta_sha256",), "has no metadata checksum \\(meta_sha256\\)"),
         ({}, ("features_sha256",), EDITED),
-        ({"format_version": 1}, ("meta_sha256",), "checkpoint format 1.*python -m pneumo.models.checkpoint upgrade FOLDER"),
+        ({"format_version": 1}, ("meta_sha256",), "checkpoint format 1.*pneumo models upgrade FOLDER"),
     ],
     ids=lambda v: repr(v)[:30],
 )
@@ -220,12 +222,18 @@ def _old_format(folder: Path, **changes: object) -> None:
     _edit(folder, drop=(CHECKSUM, "features_sha256"), format_version=1, **changes)
 
 
+def _upgrade_command(folder: Path) -> subprocess.CompletedProcess:
+    """`pneumo models upgrade FOLDER`, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "pneumo", "models", "upgrade", str(folder)], capture_output=True, text=True, timeout=300, check=False)
+
+
 def test_an_old_format_folder_is_refused_until_upgraded(saved: tuple[Path, torch.nn.Module], capsys: pytest.CaptureFixture) -> None:
     folder, _ = saved
     _old_format(folder)
     with pytest.raises(PneumoError, match="checkpoint format 1, which has no metadata checksum"):
         load_checkpoint(folder)
-    assert _main(["upgrade", str(folder)]) == 0 and "checkpoint format 2" in capsys.readouterr().out
+    done = _upgrade_command(folder)
+    assert done.returncode == 0 and "checked and saved in checkpoint format 2" in done.stdout
     assert load_checkpoint(folder).threshold == 0.4
     assert upgrade_checkpoint(folder) == folder  # a current folder is checked and left alone
 
@@ -250,7 +258,8 @@ def test_upgrade_refuses_what_it_cannot_vouch_for(saved: tuple[Path, torch.nn.Mo
     with pytest.raises(PneumoError, match=message):
         upgrade_checkpoint(folder)
     assert (folder / "meta.json").read_bytes() == before
-    assert _main(["upgrade", str(folder)]) == 2
+    refused = _upgrade_command(folder)
+    assert refused.returncode == 2 and refused.stderr.startswith("error:") and "Traceback" not in refused.stderr
 
 
 def test_resolve_accepts_run_folder_checkpoint_folder_and_files(saved: tuple[Path, torch.nn.Module], tmp_path: Path) -> None:

@@ -90,7 +90,7 @@ def test_without_a_weights_checksum_the_check_is_not_off() -> None:
 
 @pytest.mark.parametrize(
     "version, message",
-    [(1, r"format 1, which has no metadata checksum.*python -m pneumo.models.checkpoint upgrade"), (3, "newer pneumo"),
+    [(1, r"format 1, which has no metadata checksum.*pneumo models upgrade"), (3, "newer pneumo"),
      ("2", "format '2' is not supported"), (None, "format None is not supported")],
 )
 def test_other_formats_are_refused_with_what_to_do(version: object, message: str) -> None:

@@ -10,13 +10,12 @@ writers here make a folder (`save_checkpoint`, `write_meta`, `copy_checkpoint`);
 `pneumo.inference.torch_backend.TorchModel.load`, built on `read_checkpoint` here.
 
 A folder in the first format (no metadata checksum) is refused with the way to re-save it:
-`python -m pneumo.models.checkpoint upgrade FOLDER` (`upgrade_checkpoint`).
+`pneumo models upgrade FOLDER` (`upgrade_checkpoint`).
 """
 from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -231,21 +230,3 @@ def upgrade_checkpoint(path: str | Path) -> Path:
     _load_weights(folder, meta)
     write_meta(folder, meta)
     return folder
-
-
-def _main(argv: list[str]) -> int:
-    """`python -m pneumo.models.checkpoint upgrade FOLDER...`: re-save old-format folders."""
-    if len(argv) < 2 or argv[0] != "upgrade":
-        print("usage: python -m pneumo.models.checkpoint upgrade FOLDER [FOLDER...]", file=sys.stderr)
-        return 2
-    for folder in argv[1:]:
-        try:
-            print(f"{upgrade_checkpoint(folder)}: checked and saved in checkpoint format {FORMAT_VERSION}")
-        except PneumoError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

@@ -162,7 +162,7 @@ class CheckpointMeta:
         if version == 1:
             raise PneumoError(
                 f"{where} is in checkpoint format 1, which has no metadata checksum, so an edit to it could not be detected: "
-                "if the folder is yours and unedited, re-save it once with `python -m pneumo.models.checkpoint upgrade FOLDER` "
+                "if the folder is yours and unedited, re-save it once with `pneumo models upgrade FOLDER` "
                 "(which checks its weights and every field), or train it again"
             )
         if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
