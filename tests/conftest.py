@@ -4,6 +4,7 @@ No test touches the network or a GPU; the decoded-image cache goes to a temporar
 """
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ import pytest
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 TRAIN = SHARED / "chest_xray" / "train"
 SAMPLES = SHARED / "samples"
+# the bundled model's input side, from its metadata (cheap: no model is loaded), for tests of it
+BUNDLED_SIZE = int(json.loads((Path(__file__).resolve().parents[1] / "src" / "pneumo" / "weights" / "meta.json").read_text())["image_size"])
 
 
 @contextmanager

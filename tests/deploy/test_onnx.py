@@ -72,7 +72,7 @@ def test_the_export_carries_the_feature_check(exported: tuple[Path, dict], bundl
     model = OnnxModel.load(exported[0])
     checked = bundled.with_feature_check()
     assert model.feature_check.arrays().keys() == checked.feature_check.arrays(scoring_only=True).keys()  # what scoring needs, not the outlier rows
-    images = np.stack([load_image(f, 224) for f in files])
+    images = np.stack([load_image(f, bundled.image_size) for f in files])
     _, ours = model.probabilities_and_scores(images)
     _, theirs = checked.probabilities_and_scores(images)
     np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-3)
@@ -97,7 +97,7 @@ def test_dynamic_batch(exported: tuple[Path, dict], bundled: TorchModel, files: 
         np.testing.assert_allclose(model.class_probabilities(batch), bundled.class_probabilities(batch), atol=1e-4)
     np.testing.assert_allclose(model.pneumonia_probability(images), bundled.pneumonia_probability(images), atol=1e-4)
     assert model.class_probabilities(images[:0]).shape == (0, 2)
-    assert model.threshold == bundled.threshold and model.image_size == 224 and model.meta.task == "binary"
+    assert model.threshold == bundled.threshold and model.image_size == bundled.image_size and model.meta.task == "binary"
 
 
 def test_runtime_never_imports_torch(exported: tuple[Path, dict], files: list[Path]) -> None:

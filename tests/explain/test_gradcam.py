@@ -43,7 +43,7 @@ def _hooks(net: torch.nn.Module) -> int:
 def test_heatmaps_are_maps_of_evidence(bundled: TorchModel, xrays: dict[str, list[Path]]) -> None:
     images = _images(xrays["PNEUMONIA"] + xrays["NORMAL"], bundled.image_size)
     maps = grad_cam(bundled, images)
-    assert maps.shape == (5, 224, 224) and maps.dtype == np.float32
+    assert maps.shape == (5, bundled.image_size, bundled.image_size) and maps.dtype == np.float32
     assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
     for m in maps[:3]:  # pneumonia images: some region raises P(pneumonia), so the map has structure
         assert m.max() == pytest.approx(1.0) and m.std() > 0.05
@@ -119,8 +119,9 @@ def test_a_fresh_seed_cnn_checkpoint(task: str, tmp_path: Path, xrays: dict[str,
 
 
 def test_images_of_the_wrong_size_are_a_user_error(bundled: TorchModel) -> None:
-    with pytest.raises(PneumoError, match=r"uint8 images \[N, 224, 224\]"):
-        grad_cam(bundled, np.zeros((2, 180, 180), dtype=np.uint8))
+    size = bundled.image_size
+    with pytest.raises(PneumoError, match=rf"uint8 images \[N, {size}, {size}\]"):
+        grad_cam(bundled, np.zeros((2, size + 20, size + 20), dtype=np.uint8))
 
 
 def test_explain_files_writes_one_figure_per_file(bundled: TorchModel, xrays: dict[str, list[Path]], tmp_path: Path) -> None:

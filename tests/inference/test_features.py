@@ -29,6 +29,7 @@ from pneumo.models.checkpoint import copy_checkpoint
 from pneumo.models.meta import CheckpointMeta
 from pneumo.training.data import outlier_source
 from pneumo.utils.walk import image_files
+from tests.conftest import BUNDLED_SIZE
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +44,14 @@ def split_images(shared_data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     rng = np.random.default_rng(0)
     fit = [train[i] for i in rng.choice(len(train), 300, replace=False)]
     held = [val[i] for i in rng.choice(len(val), 300, replace=False)]
-    images = [np.stack([load_image(r.path, 224) for r in recs]) for recs in (fit, held[:200], held[200:])]
+    images = [np.stack([load_image(r.path, BUNDLED_SIZE) for r in recs]) for recs in (fit, held[:200], held[200:])]
     return images[0], images[1], images[2]
 
 
 @pytest.fixture(scope="module")
 def adult(shared_data: Path) -> tuple[np.ndarray, list[str]]:
     paths = image_files(shared_data / "ood" / "adult_other_hospitals")
-    return np.stack([load_image(p, 224) for p in paths]), [outlier_source(p) for p in paths]
+    return np.stack([load_image(p, BUNDLED_SIZE) for p in paths]), [outlier_source(p) for p in paths]
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +94,12 @@ def _document() -> np.ndarray:
     draw = ImageDraw.Draw(page)
     for y in range(100, 1000, 28):
         draw.text((80, y), "the quick brown fox jumps over the lazy dog " * 2, fill=0, font_size=18)
-    return resize_image(np.asarray(page), 224)
+    return resize_image(np.asarray(page), BUNDLED_SIZE)
 
 
 def test_non_xrays_are_flagged(model: TorchModel, fit: CheckFit, split_images: tuple) -> None:
-    noise = np.random.default_rng(1).integers(0, 256, (1, 224, 224), dtype=np.uint8)
-    photo = resize_image(np.asarray(Image.fromarray(load_sample_images().images[1]).convert("L")), 224)[None]
+    noise = np.random.default_rng(1).integers(0, 256, (1, BUNDLED_SIZE, BUNDLED_SIZE), dtype=np.uint8)
+    photo = resize_image(np.asarray(Image.fromarray(load_sample_images().images[1]).convert("L")), BUNDLED_SIZE)[None]
     x = np.concatenate([noise, photo, _document()[None], 255 - split_images[2][:2]])
     _, scores = replace(model, check=fit.check).probabilities_and_scores(x)
     assert fit.check.flags(scores).all()

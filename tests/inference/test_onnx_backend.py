@@ -19,7 +19,7 @@ from pneumo.errors import PneumoError
 from pneumo.inference.loading import BUNDLED_ONNX, bundled_model_dir
 from pneumo.inference.onnx_backend import ENCODING, OnnxModel, encode_arrays
 from pneumo.inference.torch_backend import TorchModel, feature_rows
-from tests.conftest import pick
+from tests.conftest import BUNDLED_SIZE, pick
 
 SHIPPED = bundled_model_dir() / BUNDLED_ONNX
 
@@ -36,8 +36,8 @@ def torch_model() -> TorchModel:
 
 @pytest.fixture(scope="module")
 def films(shared_data: Path) -> np.ndarray:
-    """Three NORMAL then three PNEUMONIA real films at 224 px, none of them the ones test_onnx picks."""
-    return np.stack([load_image(f, 224) for f in pick("NORMAL", 3, offset=7) + pick("PNEUMONIA", 3, offset=7)])
+    """Three NORMAL then three PNEUMONIA real films at the bundled size, none of them the ones test_onnx picks."""
+    return np.stack([load_image(f, BUNDLED_SIZE) for f in pick("NORMAL", 3, offset=7) + pick("PNEUMONIA", 3, offset=7)])
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def torch_pass(torch_model: TorchModel, films: np.ndarray) -> tuple[np.ndarray, 
 
 def test_the_shipped_export_describes_the_bundled_checkpoint(onnx_model: OnnxModel, torch_model: TorchModel) -> None:
     assert onnx_model.meta == torch_model.meta  # the very same metadata record, checksum included
-    assert (onnx_model.image_size, onnx_model.classes, onnx_model.threshold) == (224, ["NORMAL", "PNEUMONIA"], torch_model.threshold)
+    assert (onnx_model.image_size, onnx_model.classes, onnx_model.threshold) == (BUNDLED_SIZE, ["NORMAL", "PNEUMONIA"], torch_model.threshold)
     assert onnx_model.checkpoint is None  # an export alone knows no checkpoint folder (load_model sets it when it finds one)
     assert onnx_model.with_feature_check() is onnx_model  # its check came with the JSON
     assert onnx_model.feature_check.width == torch_model.check.width
@@ -85,12 +85,12 @@ def test_the_batch_size_changes_nothing(onnx_model: OnnxModel, films: np.ndarray
 
 @pytest.mark.parametrize(
     "bad",
-    [np.zeros((2, 180, 180), np.uint8), np.zeros((2, 224, 224), np.float32), np.zeros((224, 224), np.uint8), np.zeros((1, 1, 224, 224), np.uint8)],
+    [np.zeros((2, BUNDLED_SIZE + 20, BUNDLED_SIZE + 20), np.uint8), np.zeros((2, BUNDLED_SIZE, BUNDLED_SIZE), np.float32), np.zeros((BUNDLED_SIZE, BUNDLED_SIZE), np.uint8), np.zeros((1, 1, BUNDLED_SIZE, BUNDLED_SIZE), np.uint8)],
     ids=["wrong size", "floats", "no batch axis", "channel axis"],
 )
 def test_images_that_are_not_uint8_at_its_size_are_refused_before_the_graph(onnx_model: OnnxModel, bad: np.ndarray) -> None:
     for method in (onnx_model.class_probabilities, onnx_model.probabilities_and_scores, onnx_model.class_probabilities_and_features):
-        with pytest.raises(PneumoError, match=r"needs uint8 images \[N, 224, 224\]"):
+        with pytest.raises(PneumoError, match=rf"needs uint8 images \[N, {BUNDLED_SIZE}, {BUNDLED_SIZE}\]"):
             method(bad)
 
 

@@ -18,7 +18,9 @@ BASE = {"architecture": "seed_cnn", "task": "binary", "classes": ["NORMAL", "PNE
         "image_size": 64, "mean": 0, "std": 1.0, "threshold": 0.4}
 SHA = "ab" * 32
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "src" / "pneumo" / "weights"
-SHIPPED = json.loads((WEIGHTS_DIR / "meta.json").read_text())  # an ensemble's record, as pneumo wrote it
+SHIPPED = json.loads((WEIGHTS_DIR / "meta.json").read_text())  # the bundled model's record, as pneumo wrote it
+# an ensemble's record, as pneumo wrote it (the bundled model of 0.12, before the distilled student)
+ENSEMBLE = json.loads((Path(__file__).parent / "ensemble_meta.json").read_text())
 
 
 def _record(**changes: object) -> dict:
@@ -165,14 +167,15 @@ def test_the_registry_names_the_architectures_a_loader_accepts() -> None:
     ],
 )
 def test_an_ensembles_members_are_validated_too(member_change: dict, message: str) -> None:
-    members = copy.deepcopy(SHIPPED["members"])
+    assert CheckpointMeta.load(ENSEMBLE, "ensemble_meta.json").members  # as written, it loads
+    members = copy.deepcopy(ENSEMBLE["members"])
     members[0].update(member_change)
     with pytest.raises(PneumoError, match=message):
-        CheckpointMeta.load(seal({**SHIPPED, "members": members}), "meta.json")
+        CheckpointMeta.load(seal({**ENSEMBLE, "members": members}), "meta.json")
     with pytest.raises(PneumoError, match="an ensemble lists no members"):
-        CheckpointMeta.load(seal({**SHIPPED, "members": []}), "meta.json")
+        CheckpointMeta.load(seal({**ENSEMBLE, "members": []}), "meta.json")
     with pytest.raises(PneumoError, match=r"an ensemble takes images in \[0, 1\]"):
-        CheckpointMeta.load(seal({**SHIPPED, "std": 0.25}), "meta.json")
+        CheckpointMeta.load(seal({**ENSEMBLE, "std": 0.25}), "meta.json")
 
 
 def test_writing_validates_first() -> None:
@@ -205,7 +208,7 @@ def test_a_record_is_the_same_however_its_numbers_were_given() -> None:
 def test_an_integer_too_large_for_a_float_is_refused_not_a_crash(field: str) -> None:
     with pytest.raises(PneumoError, match=field):
         CheckpointMeta.load(_record(**{field: 10**400}), "meta.json")
-    members = copy.deepcopy(SHIPPED["members"])
+    members = copy.deepcopy(ENSEMBLE["members"])
     members[0]["temperature"] = 10**400
     with pytest.raises(PneumoError, match="ensemble member 1: temperature"):
-        CheckpointMeta.load(seal({**SHIPPED, "members": members}), "meta.json")
+        CheckpointMeta.load(seal({**ENSEMBLE, "members": members}), "meta.json")
