@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
     files = [r.path for r in discover(DATA).split("train")[::7]][: max(args.images, args.batch * 4)]
-    model = load_model(args.model)
+    model = load_model(args.model, backend="torch")  # the PyTorch side of the comparison
     with tempfile.TemporaryDirectory() as tmp:
         check = np.stack([load_image(f, model.image_size) for f in files[:16]])
         exported = export(model, out=Path(tmp) / "model.onnx", check_images=check)

@@ -45,7 +45,7 @@ def main() -> None:
     nets = {
         "seed_cnn @ 180 px": (create_model("seed_cnn", image_size=180), 180),
         "seed_cnn @ 128 px": (create_model("seed_cnn", image_size=128), 128),
-        "bundled pair @ 224 px": (load_model().net, 224),
+        "bundled pair @ 224 px": (load_model(backend="torch").net, 224),
     }
     batches = args.batches
     rows = []

@@ -119,7 +119,7 @@ def main() -> None:
     rows, graphs, signals, costs = [], {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, folder in zip(names, folders):
-            model = load_model(folder)
+            model = load_model(folder, backend="torch")  # the network itself, to count its arithmetic
             costs[name] = gmacs(model)
             report = json.loads(((folder / "val_report.json") if (folder / "val_report.json").is_file() else folder.parent / "val_report.json").read_text())
             signals[name] = signal(folder, report)
