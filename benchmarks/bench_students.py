@@ -126,7 +126,7 @@ def main() -> None:
             export(folder, out=Path(tmp) / f"{len(graphs)}.onnx")
             graphs[name] = OnnxModel.load(Path(tmp) / f"{len(graphs)}.onnx")
             if args.int8 and name != names[0]:
-                result = export(folder, out=Path(tmp) / f"{len(graphs)}-int8.onnx", int8=True)
+                result = export(folder, out=Path(tmp) / f"{len(graphs)}-int8.onnx", int8=True, data=DATA)
                 graphs[name + " (int8)"] = OnnxModel.load(result.path)
                 costs[name + " (int8)"] = costs[name]
                 int8_report = {**report, "input_check": None}
@@ -136,7 +136,7 @@ def main() -> None:
                 if run is not None:
                     evaluated = evaluate(run / "split.csv", model=graphs[name + " (int8)"], split="val", n_boot=0, shifts=True, progress=False)
                     int8_report |= {"shifted": evaluated["shifted"], "roc_auc": evaluated["roc_auc"]}
-                quantization = result
+                quantization = result.int8
                 signals[name + " (int8)"] = signal(folder, int8_report) | {
                     "val false alarms": quantization["input_check"]["val_flagged"] / max(1, quantization["input_check"]["n_val"]),
                     "adult caught": quantization["input_check"]["outliers_caught"] / max(1, quantization["input_check"]["n_outliers"]),
