@@ -34,7 +34,7 @@ class _Command(typer.core.TyperCommand):
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Pneumonia detection on pediatric chest X-rays.")
 data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Look at a dataset before training on it.")
 app.add_typer(data_app, name="data")
-models_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Look after model folders.")
+models_app = typer.Typer(rich_markup_mode=None)
 app.add_typer(models_app, name="models")
 def _width() -> int | None:
     """The width Rich takes from COLUMNS, unless COLUMNS is too small to print in (COLUMNS=0 printed
@@ -550,9 +550,11 @@ def serve(
     run_service(model, host=host, port=port, max_upload_mb=max_upload_mb)
 
 
-@app.command(cls=_Command)
-def models() -> None:
-    """The architectures `--set model=NAME` accepts."""
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context) -> None:
+    """The architectures `--set model=NAME` accepts; `pneumo models upgrade FOLDER` re-saves old model folders."""
+    if ctx.invoked_subcommand is not None:
+        return
     from pneumo.models import list_models, model_spec
 
     table = Table()

@@ -24,6 +24,8 @@ def _commands() -> dict[str, Any]:
 
     def walk(cmd: Any, prefix: str) -> None:
         if hasattr(cmd, "commands"):  # a group (typer ships its own click)
+            if getattr(cmd, "invoke_without_command", False):  # `pneumo models` runs on its own too
+                found[prefix] = cmd
             for name, sub in cmd.commands.items():
                 walk(sub, f"{prefix} {name}".strip())
         else:
