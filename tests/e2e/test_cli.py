@@ -349,3 +349,9 @@ def test_unknown_keys_suggest_the_nearest_and_errors_stay_on_one_line(small_fold
     done = subprocess.run([sys.executable, "-m", "pneumo", *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"}, timeout=120)
     assert done.returncode == 2 and "did you mean 'epochs'?" in done.stderr and len(done.stderr) > 120
     assert done.stderr.count("\n") == 1  # one line, however long: not wrapped at the terminal's width
+
+
+def test_models_lists_the_architectures_and_upgrade_is_beside_it() -> None:
+    shown = pneumo("models").stdout
+    assert all(name in shown for name in ("seed_cnn", "resnet18_half", "densenet121"))
+    assert "upgrade" in pneumo("models", "--help").stdout
