@@ -9,6 +9,7 @@ bounded, it is the same for both sizes. Then it SIGKILLs a run on the large arch
 --kill-after seconds, resumes it, and checks that every file is in the output exactly once.
 --torch adds the PyTorch backend and --ray the Ray actor pool (2 actors), on the small archive.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,15 +61,41 @@ def child(args: argparse.Namespace) -> None:
     else:
         from pneumo.inference.batch import predict_archive
 
-        summary = predict_archive(args.source, out=args.out, batch_size=args.batch, workers=args.workers, resume=args.resume, progress=False, backend=args.backend)
+        summary = predict_archive(
+            args.source, out=args.out, batch_size=args.batch, workers=args.workers, resume=args.resume, progress=False, backend=args.backend
+        )
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"load": os.getloadavg()[0], "done": summary.done, "skipped": summary.skipped, "already_done": summary.already_done,
-                      "seconds": summary.seconds, "rate": summary.images_per_second, "peak_mib": peak_mib}))
+    print(
+        json.dumps(
+            {
+                "load": os.getloadavg()[0],
+                "done": summary.done,
+                "skipped": summary.skipped,
+                "already_done": summary.already_done,
+                "seconds": summary.seconds,
+                "rate": summary.images_per_second,
+                "peak_mib": peak_mib,
+            }
+        )
+    )
 
 
 def run_child(source: Path, out: Path, backend: str, args: argparse.Namespace, resume: bool = False) -> dict:
-    command = [sys.executable, __file__, "--child", "--source", str(source), "--out", str(out), "--backend", backend,
-               "--batch", str(args.batch), "--workers", str(args.workers)] + (["--resume"] if resume else [])
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--source",
+        str(source),
+        "--out",
+        str(out),
+        "--backend",
+        backend,
+        "--batch",
+        str(args.batch),
+        "--workers",
+        str(args.workers),
+    ] + (["--resume"] if resume else [])
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"run failed:\n{result.stderr[-3000:]}")
@@ -77,8 +104,21 @@ def run_child(source: Path, out: Path, backend: str, args: argparse.Namespace, r
 
 def kill_and_resume(source: Path, out: Path, args: argparse.Namespace) -> tuple[list, bool]:
     """SIGKILL a run mid-way, resume it, and check the output lists every file exactly once."""
-    command = [sys.executable, __file__, "--child", "--source", str(source), "--out", str(out), "--backend", "onnx",
-               "--batch", str(args.batch), "--workers", str(args.workers)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--source",
+        str(source),
+        "--out",
+        str(out),
+        "--backend",
+        "onnx",
+        "--batch",
+        str(args.batch),
+        "--workers",
+        str(args.workers),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(args.kill_after)
     os.kill(process.pid, signal.SIGKILL)
@@ -92,10 +132,21 @@ def kill_and_resume(source: Path, out: Path, args: argparse.Namespace) -> tuple[
     expected = set(iter_source(source)())
     duplicates = len(paths) - len(set(paths))
     missing, extra = len(expected - set(paths)), len(set(paths) - expected)
-    ok = duplicates == missing == extra == 0 and rows_at_kill == resumed["already_done"] and len(paths) == len(expected) == rows_at_kill + resumed["done"]
-    row = [f"SIGKILL after {args.kill_after:g} s, then --resume", len(expected), "onnx", round(resumed["rate"], 1), round(resumed["peak_mib"]), round(resumed["load"], 1),
-           f"{rows_at_kill} rows at the kill{' (last one cut mid-row)' if cut_mid_row else ''}; resume found {resumed['already_done']}, "
-           f"did {resumed['done']}; final {len(paths)} rows, {duplicates} duplicates, {missing} missing: {'OK' if ok else 'FAILED'}"]
+    ok = (
+        duplicates == missing == extra == 0
+        and rows_at_kill == resumed["already_done"]
+        and len(paths) == len(expected) == rows_at_kill + resumed["done"]
+    )
+    row = [
+        f"SIGKILL after {args.kill_after:g} s, then --resume",
+        len(expected),
+        "onnx",
+        round(resumed["rate"], 1),
+        round(resumed["peak_mib"]),
+        round(resumed["load"], 1),
+        f"{rows_at_kill} rows at the kill{' (last one cut mid-row)' if cut_mid_row else ''}; resume found {resumed['already_done']}, "
+        f"did {resumed['done']}; final {len(paths)} rows, {duplicates} duplicates, {missing} missing: {'OK' if ok else 'FAILED'}",
+    ]
     return row, ok
 
 
@@ -129,19 +180,30 @@ def main() -> None:
         for i, (source, backend) in enumerate(runs):
             result = run_child(source, root / f"run{i}.csv", backend, args)
             print(f"{backend} on {source.name}: {result}", file=sys.stderr)
-            rows.append([f"{source.name} archive, {'predict_archive_ray' if backend == 'ray' else 'predict_archive'}", result["done"], backend,
-                         round(result["rate"], 1), round(result["peak_mib"]), round(result["load"], 1), f"{result['seconds']:.0f} s, {result['skipped']} skipped"
-                         + ("; memory of the driver only (the actors are processes of their own)" if backend == "ray" else "")])
+            rows.append(
+                [
+                    f"{source.name} archive, {'predict_archive_ray' if backend == 'ray' else 'predict_archive'}",
+                    result["done"],
+                    backend,
+                    round(result["rate"], 1),
+                    round(result["peak_mib"]),
+                    round(result["load"], 1),
+                    f"{result['seconds']:.0f} s, {result['skipped']} skipped"
+                    + ("; memory of the driver only (the actors are processes of their own)" if backend == "ray" else ""),
+                ]
+            )
         row, resumed_ok = kill_and_resume(large, root / "killed.csv", args)
         rows.append(row)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(table(
-        f"Batch inference over a synthetic archive (hard links to the 5,216 training JPEGs, 224 px; batch {args.batch}, "
-        f"{args.workers or min(4, os.cpu_count() or 1)} decoding threads)",
-        ["run", "files", "backend", "images/s", "peak RSS MiB", "load avg at end", "notes"],
-        rows,
-    ))
+    print(
+        table(
+            f"Batch inference over a synthetic archive (hard links to the 5,216 training JPEGs, 224 px; batch {args.batch}, "
+            f"{args.workers or min(4, os.cpu_count() or 1)} decoding threads)",
+            ["run", "files", "backend", "images/s", "peak RSS MiB", "load avg at end", "notes"],
+            rows,
+        )
+    )
     if not resumed_ok:
         raise SystemExit("resume check FAILED")
 

@@ -5,6 +5,7 @@
 Without --model, the bundled model. The ONNX file is exported to a temporary folder first
 (with the parity check on real images), so both backends run the same weights on the same pixels.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,12 +61,14 @@ def main() -> None:
             p50, p95, throughput = measure(run, files, args.images, args.batch)
             rows.append((backend, p50, p95, args.batch, throughput))
     name = f"{model.meta.architecture} @ {model.image_size}px"
-    print(table(
-        f"CPU inference backends, {name}, file -> probability (onnxruntime with its default threads; "
-        f"parity max |dP| {exported['max_abs_diff']:.1e})",
-        ["backend", "p50 ms (1 image)", "p95 ms (1 image)", "batch", "images/s (batched)"],
-        rows,
-    ))
+    print(
+        table(
+            f"CPU inference backends, {name}, file -> probability (onnxruntime with its default threads; "
+            f"parity max |dP| {exported['max_abs_diff']:.1e})",
+            ["backend", "p50 ms (1 image)", "p95 ms (1 image)", "batch", "images/s (batched)"],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ bare interpreter for scale. Then one new process timed step by step as the comma
 interpreter start, the imports, loading the model (`load_model`'s rule: the bundled model through its
 ONNX export), checking and decoding the file, the network with its input check, and the exit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,20 +66,32 @@ def main() -> None:
             ("pneumo predict one.jpeg", _wall([sys.executable, "-m", "pneumo", "predict", str(FILM), *model_args], args.runs)),
             ("pneumo predict a_fifo.jpeg (refused)", _wall([sys.executable, "-m", "pneumo", "predict", str(fifo), *model_args], args.runs)),
         ]
-    print(table(f"Whole commands in new processes (median of {args.runs})", ["command", "seconds"], [(name, f"{s:.2f}") for name, s in whole]))
+    print(
+        table(f"Whole commands in new processes (median of {args.runs})", ["command", "seconds"], [(name, f"{s:.2f}") for name, s in whole])
+    )
     runs = []
     for _ in range(args.runs):
         start = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", STEPS, str(FILM), args.model or "-"], capture_output=True, text=True, check=True).stdout
         total = time.perf_counter() - start
         runs.append((json.loads(out), total))
-    names = ["imports (pneumo.cli and the prediction path)", "checking the file and loading the model", "reading and decoding the film",
-             "the network and the input check"]
+    names = [
+        "imports (pneumo.cli and the prediction path)",
+        "checking the file and loading the model",
+        "reading and decoding the film",
+        "the network and the input check",
+    ]
     medians = [statistics.median(r["steps"][i] for r, _ in runs) for i in range(len(names))]
     total = statistics.median(t for _, t in runs)
     rows = [("interpreter start and exit (the rest of the process)", f"{1000 * (total - sum(medians)):.0f}")]
     rows += [(name, f"{1000 * m:.0f}") for name, m in zip(names, medians)] + [("whole process", f"{1000 * total:.0f}")]
-    print(table(f"pneumo predict one.jpeg, step by step in one new process (median of {args.runs}; backend {runs[0][0]['backend']})", ["step", "ms"], rows))
+    print(
+        table(
+            f"pneumo predict one.jpeg, step by step in one new process (median of {args.runs}; backend {runs[0][0]['backend']})",
+            ["step", "ms"],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Data benchmark: cold decode + cache throughput and warm load time of the training set.
 
-    python benchmarks/bench_data.py [--sizes 128 180 224] [--workers 1 0]
+python benchmarks/bench_data.py [--sizes 128 180 224] [--workers 1 0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,16 @@ def main() -> None:
                     cached_images(records, size, folder, workers=workers, progress=False)
                     warm_times.append(time.perf_counter() - start)
                 warm = min(warm_times)
-            rows.append((size, workers or "all", len(records), round(cold, 2), round(len(records) / cold), round(warm, 3), round(cold / warm, 1)))
-    print(table("Decode once, load warm: the training split", ["size", "threads", "images", "cold s", "cold images/s", "warm s", "cold / warm"], rows))
+            rows.append(
+                (size, workers or "all", len(records), round(cold, 2), round(len(records) / cold), round(warm, 3), round(cold / warm, 1))
+            )
+    print(
+        table(
+            "Decode once, load warm: the training split",
+            ["size", "threads", "images", "cold s", "cold images/s", "warm s", "cold / warm"],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

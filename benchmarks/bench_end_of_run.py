@@ -7,6 +7,7 @@ Runs `pneumo train --config CONFIG --set epochs=N` as a user would, timestamps i
 and prints the whole command's seconds, the seconds after the last epoch's line, and their share.
 Run with the machine otherwise idle.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,22 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--out", default="runs/bench-end")
     args = parser.parse_args()
-    command = [sys.executable, "-m", "pneumo", "train", "--config", args.config, "--set", f"epochs={args.epochs}",
-               "--set", f"data={DATA}", "--out", args.out, "--overwrite", "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "pneumo",
+        "train",
+        "--config",
+        args.config,
+        "--set",
+        f"epochs={args.epochs}",
+        "--set",
+        f"data={DATA}",
+        "--out",
+        args.out,
+        "--overwrite",
+        "--quiet",
+    ]
     start = time.perf_counter()
     last_epoch = None
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
@@ -35,8 +50,14 @@ def main() -> None:
     if proc.returncode != 0 or last_epoch is None:
         raise SystemExit(f"the training command failed (exit {proc.returncode})")
     after = total - last_epoch
-    print(table(f"`pneumo train --config {args.config} --set epochs={args.epochs}`, whole command", ["seconds in all", "until the last epoch's line", "after it", "share after"],
-                [[f"{total:.1f}", f"{last_epoch:.1f}", f"{after:.1f}", f"{after / total:.0%}"]], ran_on=machine()))
+    print(
+        table(
+            f"`pneumo train --config {args.config} --set epochs={args.epochs}`, whole command",
+            ["seconds in all", "until the last epoch's line", "after it", "share after"],
+            [[f"{total:.1f}", f"{last_epoch:.1f}", f"{after:.1f}", f"{after / total:.0%}"]],
+            ran_on=machine(),
+        )
+    )
 
 
 if __name__ == "__main__":

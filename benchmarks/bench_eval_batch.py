@@ -7,6 +7,7 @@ without the input check's feature tap (`FeatureTap`, on every evaluate/predict p
 notebook's network at 180 px (seed.yaml), at 128 px (cpu.yaml), and the bundled ResNet-18 pair
 at 224 px. Run with the machine otherwise idle.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,7 @@ from pneumo.models.registry import create_model
 def throughput(net: torch.nn.Module, images: torch.Tensor, batch: int, tap: bool) -> float:
     net.eval()
     start = time.perf_counter()
-    with torch.inference_mode(), (FeatureTap(net) if tap else _nothing()):
+    with torch.inference_mode(), FeatureTap(net) if tap else _nothing():
         for s in range(0, len(images), batch):
             net(normalise(images[s : s + batch], 0.0, 1.0).contiguous(memory_format=torch.channels_last))
     return len(images) / (time.perf_counter() - start)
@@ -55,7 +56,14 @@ def main() -> None:
         throughput(net, images[:16], 16, False)  # warm-up
         for tap in (False, True):
             rows.append([name + (" + feature tap" if tap else ""), *(f"{throughput(net, images, b, tap):.0f}" for b in batches)])
-    print(table(f"Eval images/s on CPU by batch size ({args.images} images)", ["network", *(f"batch {b}" for b in batches)], rows, ran_on=machine()))
+    print(
+        table(
+            f"Eval images/s on CPU by batch size ({args.images} images)",
+            ["network", *(f"batch {b}" for b in batches)],
+            rows,
+            ran_on=machine(),
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 Without --model, each registry architecture is measured at its default size with fresh
 weights (speed does not depend on what the weights are).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,16 @@ from pneumo.models.meta import CheckpointMeta
 
 def fresh_checkpoint(name: str, folder: Path) -> Path:
     spec = model_spec(name)
-    meta = {"architecture": name, "task": "binary", "classes": ["NORMAL", "PNEUMONIA"], "num_outputs": 1,
-            "image_size": spec.image_size, "mean": spec.mean, "std": spec.std, "threshold": 0.5}
+    meta = {
+        "architecture": name,
+        "task": "binary",
+        "classes": ["NORMAL", "PNEUMONIA"],
+        "num_outputs": 1,
+        "image_size": spec.image_size,
+        "mean": spec.mean,
+        "std": spec.std,
+        "threshold": 0.5,
+    }
     return save_checkpoint(folder / name, create_model(name, image_size=spec.image_size), CheckpointMeta(**meta))
 
 
@@ -37,7 +46,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
-    files = [r.path for r in discover(DATA).split("train")[:: 7]][: max(args.images, args.batch * 4)]
+    files = [r.path for r in discover(DATA).split("train")[::7]][: max(args.images, args.batch * 4)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         models = args.model or [str(fresh_checkpoint(a, Path(tmp))) for a in args.archs]
@@ -53,12 +62,22 @@ def main() -> None:
             predict(files, model=model, batch_size=args.batch)
             throughput = len(files) / (time.perf_counter() - start)
             name = f"{model.meta.architecture} @ {model.image_size}px"
-            rows.append((name, round(float(np.percentile(latencies, 50)), 1), round(float(np.percentile(latencies, 95)), 1), args.batch, round(throughput, 1)))
-    print(table(
-        f"CPU inference, file -> probability ({torch.get_num_threads()} threads)",
-        ["model", "p50 ms (1 image)", "p95 ms (1 image)", "batch", "images/s (batched)"],
-        rows,
-    ))
+            rows.append(
+                (
+                    name,
+                    round(float(np.percentile(latencies, 50)), 1),
+                    round(float(np.percentile(latencies, 95)), 1),
+                    args.batch,
+                    round(throughput, 1),
+                )
+            )
+    print(
+        table(
+            f"CPU inference, file -> probability ({torch.get_num_threads()} threads)",
+            ["model", "p50 ms (1 image)", "p95 ms (1 image)", "batch", "images/s (batched)"],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ was fitted on them: the honest rate is the source-held-out one in the checkpoint
 val_report.json, printed above the table), every file in samples/, and synthetic inputs written
 to files and read back as any user file would be.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,9 +96,11 @@ def _report_line(folder: Path) -> str:
             if "val_false_alarm_rate" in check:
                 lo, hi = check["val_false_alarm_ci95"]
                 clo, chi = check["outlier_catch_ci95"]
-                return (f"measured while fitting: {check['val_false_alarm_rate']:.1%} of {check['n_val']} validation children flagged "
-                        f"(95% CI {lo:.1%}-{hi:.1%}); {check['outlier_catch_rate']:.1%} of {check['n_outliers']} outlier films caught from "
-                        f"sources the probe never saw (95% CI {clo:.1%}-{chi:.1%})")
+                return (
+                    f"measured while fitting: {check['val_false_alarm_rate']:.1%} of {check['n_val']} validation children flagged "
+                    f"(95% CI {lo:.1%}-{hi:.1%}); {check['outlier_catch_rate']:.1%} of {check['n_outliers']} outlier films caught from "
+                    f"sources the probe never saw (95% CI {clo:.1%}-{chi:.1%})"
+                )
     return "no measurements recorded beside this model (its val_report.json has no input_check)"
 
 
@@ -116,7 +119,9 @@ def main() -> None:
     config = _split_config(model)
     train, val = split_training_records(config)
     images, fingerprint = cached_images(train + val, size, progress=False)
-    print(f"{len(train)} train / {len(val)} val images; same images as the checkpoint's training: {fingerprint == model.meta.data_fingerprint}")
+    print(
+        f"{len(train)} train / {len(val)} val images; same images as the checkpoint's training: {fingerprint == model.meta.data_fingerprint}"
+    )
     print(_report_line(folder))
     x_train, x_val = images[: len(train)], images[len(train) :]
 
@@ -128,7 +133,11 @@ def main() -> None:
     sets: list[tuple[str, np.ndarray, list[ImageInfo]]] = [
         ("training part of the split", x_train, infos_of(train)),
         ("validation part (held out)", x_val, infos_of(val)),
-        ("ood/adult_other_hospitals (the probe was fitted on them)", np.stack([resize_image(px, size) for px, _ in adult]), [i for _, i in adult]),
+        (
+            "ood/adult_other_hospitals (the probe was fitted on them)",
+            np.stack([resize_image(px, size) for px, _ in adult]),
+            [i for _, i in adult],
+        ),
     ]
     rng = np.random.default_rng(0)
     n = min(args.synthetic, len(x_val))
@@ -152,14 +161,24 @@ def main() -> None:
         scores = model.probabilities_and_scores(x)[1]
         by_rule = np.array([bool(rule_warnings(info)) for info in infos])
         by_distance, by_probe = scores[:, 0] > check.distance_limit, scores[:, 1] > check.probe_limit
-        rows.append((name, len(x), f"{by_rule.mean():.1%}", f"{by_distance.mean():.1%}", f"{by_probe.mean():.1%}",
-                     f"{(by_rule | check.flags(scores)).mean():.1%}"))
-    print(table(
-        f"Input checks on {model.meta.architecture}: share of films flagged, so no verdict (distance limit {check.distance_limit:.1f}, "
-        f"probe limit {check.probe_limit:.2f})",
-        ["films", "n", "rule checks", "feature distance", "probe", "any: no verdict"],
-        rows,
-    ))
+        rows.append(
+            (
+                name,
+                len(x),
+                f"{by_rule.mean():.1%}",
+                f"{by_distance.mean():.1%}",
+                f"{by_probe.mean():.1%}",
+                f"{(by_rule | check.flags(scores)).mean():.1%}",
+            )
+        )
+    print(
+        table(
+            f"Input checks on {model.meta.architecture}: share of films flagged, so no verdict (distance limit {check.distance_limit:.1f}, "
+            f"probe limit {check.probe_limit:.2f})",
+            ["films", "n", "rule checks", "feature distance", "probe", "any: no verdict"],
+            rows,
+        )
+    )
 
     files = sorted(p for p in (DATA / "samples").rglob("*") if p.is_file())
     decoded = [read_image_with_info(p, size_hint=size) for p in files]
@@ -178,14 +197,21 @@ def main() -> None:
         )
         for p, info, prob, d, w in zip(files, infos, probs, scores, warnings)
     ]
-    print(table("Input checks per file in samples/ (adult films from other hospitals, one non-chest DICOM)",
-                ["file", "what the file says", "P(pneumonia)", "distance", "probe", "checks fired"], rows))
+    print(
+        table(
+            "Input checks per file in samples/ (adult films from other hospitals, one non-chest DICOM)",
+            ["file", "what the file says", "P(pneumonia)", "distance", "probe", "checks fired"],
+            rows,
+        )
+    )
 
     batch = x_val[:256]
     model.class_probabilities(batch[:8])  # warm-up
     costs = []
-    for name, run in (("class_probabilities", lambda: model.class_probabilities(batch)),
-                      ("probabilities_and_scores", lambda: model.probabilities_and_scores(batch))):
+    for name, run in (
+        ("class_probabilities", lambda: model.class_probabilities(batch)),
+        ("probabilities_and_scores", lambda: model.probabilities_and_scores(batch)),
+    ):
         start = time.perf_counter()
         for _ in range(3):
             run()

@@ -8,6 +8,7 @@ in batches of 32 (`OnnxModel.class_probabilities`, no input check, no HTTP). The
 in a subprocess on 127.0.0.1 (a free port): `--requests` uploads in all from `--clients`
 threads. Bounded: every request has a timeout, and the run stops after `--max-seconds`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,14 +66,20 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--cam", action="store_true", help="ask for the Grad-CAM heatmap with every request")
     parser.add_argument("--max-seconds", type=float, default=600)
-    parser.add_argument("--no-keep-alive", action="store_true", help="a new connection per request (how this benchmark's clients behaved before)")
+    parser.add_argument(
+        "--no-keep-alive", action="store_true", help="a new connection per request (how this benchmark's clients behaved before)"
+    )
     args = parser.parse_args()
     files = [r.path for r in discover(DATA).split("train")[::13]][:100]
     payloads = [(f.name, f.read_bytes()) for f in files]
     reference = onnx_reference(files)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "pneumo", "serve", "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pneumo", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_healthy(url)
         deadline = time.monotonic() + args.max_seconds
@@ -101,8 +108,11 @@ def main() -> None:
         with ThreadPoolExecutor(args.clients) as pool:
             results = list(pool.map(one, range(args.requests)))
         wall = time.perf_counter() - started
-        sizes = {line.split()[0]: float(line.split()[1]) for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines()
-                 if line.startswith("pneumo_batch_size_")}
+        sizes = {
+            line.split()[0]: float(line.split()[1])
+            for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines()
+            if line.startswith("pneumo_batch_size_")
+        }
         mean_batch = sizes.get("pneumo_batch_size_sum", 0) / max(sizes.get("pneumo_batch_size_count", 0), 1)
     finally:
         server.terminate()
@@ -111,11 +121,42 @@ def main() -> None:
     errors = sum(not ok for _, ok in results)
     pct = lambda q: round(float(np.percentile(latencies, q)), 1) if len(latencies) else "-"  # noqa: E731
     throughput = len(latencies) / wall
-    row = (args.clients, args.requests, "yes" if args.cam else "no", "no" if args.no_keep_alive else "yes", round(throughput, 1), pct(50), pct(95), pct(99), errors, round(wall, 1),
-           round(mean_batch, 1), round(reference, 1), f"{throughput / reference:.2f}")
-    print(table("pneumo serve under load (loopback, bundled model) against onnxruntime batched in the same run",
-                ["clients", "requests", "heatmap", "keep-alive", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors", "wall s",
-                 "mean batch", "onnxruntime batched images/s", "ratio"], [row]))
+    row = (
+        args.clients,
+        args.requests,
+        "yes" if args.cam else "no",
+        "no" if args.no_keep_alive else "yes",
+        round(throughput, 1),
+        pct(50),
+        pct(95),
+        pct(99),
+        errors,
+        round(wall, 1),
+        round(mean_batch, 1),
+        round(reference, 1),
+        f"{throughput / reference:.2f}",
+    )
+    print(
+        table(
+            "pneumo serve under load (loopback, bundled model) against onnxruntime batched in the same run",
+            [
+                "clients",
+                "requests",
+                "heatmap",
+                "keep-alive",
+                "requests/s",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "errors",
+                "wall s",
+                "mean batch",
+                "onnxruntime batched images/s",
+                "ratio",
+            ],
+            [row],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ after `--unlabeled` with half of the site's films (fitted on them; the other hal
 share of ood/adult_other_hospitals refused after it, each source scored by a check whose probe never
 saw it (the shipped probe refitted without the source's fold, and the site check fitted without it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -106,7 +107,9 @@ def _outside_replayed(u: np.ndarray, y: np.ndarray, u0: float, seeds: int = 3) -
     searched on a grid for the first noise draw, then kept for the draws whose figures match within 0.01 (AUC 0.002)."""
     from sklearn.metrics import roc_auc_score
 
-    keep = np.r_[np.flatnonzero(y == 0), np.flatnonzero(y == 1)[: int(round((y == 0).sum() * OUTSIDE["prevalence"] / (1 - OUTSIDE["prevalence"])))]]
+    keep = np.r_[
+        np.flatnonzero(y == 0), np.flatnonzero(y == 1)[: int(round((y == 0).sum() * OUTSIDE["prevalence"] / (1 - OUTSIDE["prevalence"])))]
+    ]
     yk = y[keep]
 
     def figures(v: np.ndarray) -> tuple[float, float, float]:
@@ -123,15 +126,26 @@ def _outside_replayed(u: np.ndarray, y: np.ndarray, u0: float, seeds: int = 3) -
     for seed in range(1, 500):
         v = u[keep] + move + spread * np.random.default_rng(seed).standard_normal(len(u))[keep]
         sens, spec, auc = figures(v)
-        if abs(sens - OUTSIDE["sensitivity"]) < 0.01 and abs(spec - OUTSIDE["specificity"]) < 0.01 and abs(auc - OUTSIDE["roc_auc"]) < 0.002:
+        if (
+            abs(sens - OUTSIDE["sensitivity"]) < 0.01
+            and abs(spec - OUTSIDE["specificity"]) < 0.01
+            and abs(auc - OUTSIDE["roc_auc"]) < 0.002
+        ):
             found.append((v, yk))
             if len(found) == seeds:
                 break
     return found
 
 
-def _check_tables(model, check: FeatureCheck, sites: dict[str, np.ndarray], train_rows: np.ndarray, val_rows: np.ndarray, adult_rows: np.ndarray,
-                  sources: list[str]) -> list[list]:
+def _check_tables(
+    model,
+    check: FeatureCheck,
+    sites: dict[str, np.ndarray],
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    adult_rows: np.ndarray,
+    sources: list[str],
+) -> list[list]:
     """Refused shares per image site before and after a site check fitted on half its films, and adults refused after it (unseen sources)."""
     width = len(check.mean)
     folds = _source_folds(sources, 5, 0)
@@ -139,7 +153,9 @@ def _check_tables(model, check: FeatureCheck, sites: dict[str, np.ndarray], trai
     for held in folds:  # the shipped check without the held-out sources: probe refitted, limit on validation
         c, s, w, b = _probe(train_rows[:, width:], adult_rows[~held, width:])
         limit = float(np.quantile(_probe_scores(val_rows[:, width:], c, s, w, b), PROBE_QUANTILE))
-        fold_checks.append(FeatureCheck(check.mean, check.precision, check.distance_limit, c, s, w, b, limit, outlier_rows=adult_rows[~held, width:]))
+        fold_checks.append(
+            FeatureCheck(check.mean, check.precision, check.distance_limit, c, s, w, b, limit, outlier_rows=adult_rows[~held, width:])
+        )
     rows = []
     for name, site_rows in sites.items():
         half = np.random.default_rng(0).permutation(len(site_rows)) < len(site_rows) // 2
@@ -165,12 +181,20 @@ def _adabn_rows(model, x_val: np.ndarray, y: np.ndarray) -> list[list]:
 
     half = np.random.default_rng(0).permutation(len(x_val)) < len(x_val) // 2
     rows = []
-    for name in ["none", "blur (sigma 1% of side)", "narrower film (sides 12% each)", "darker (gamma 1.5)", "wider film (top and bottom 12% each)"]:
+    for name in [
+        "none",
+        "blur (sigma 1% of side)",
+        "narrower film (sides 12% each)",
+        "darker (gamma 1.5)",
+        "wider film (top and bottom 12% each)",
+    ]:
         x = x_val if name == "none" else apply_shift(x_val, name)
         adapted = copy.deepcopy(model)
         recalibrate_batchnorm(adapted.net, torch.from_numpy(x[half]), model.meta.mean, model.meta.std)
         p = [pneumonia_probability(m.class_probabilities(x[~half])) for m in (model, adapted)]
-        rows.append([name, *(f"{roc_auc_score(y[~half], q):.4f}" for q in p), *(f"{((q >= model.threshold) == y[~half]).mean():.4f}" for q in p)])
+        rows.append(
+            [name, *(f"{roc_auc_score(y[~half], q):.4f}" for q in p), *(f"{((q >= model.threshold) == y[~half]).mean():.4f}" for q in p)]
+        )
     return rows
 
 
@@ -179,13 +203,19 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="run or model folder (default: the bundled model)")
     parser.add_argument("--draws", type=int, default=200, help="labelled samples drawn per site (at least 100 for the table's claims)")
     parser.add_argument("--no-check", action="store_true", help="leave out the input-check table (the slow part)")
-    parser.add_argument("--adabn", action="store_true", help="also: BatchNorm statistics re-estimated on half of a few sites' films (AdaBN)")
+    parser.add_argument(
+        "--adabn", action="store_true", help="also: BatchNorm statistics re-estimated on half of a few sites' films (AdaBN)"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     model = load_model(args.model).with_feature_check()
     meta = model.meta
     prior = CalibrationPrior.from_dict(meta.calibration_prior) if meta.calibration_prior else None
-    config = config_from_dict({**{k: v for k, v in meta.config.items() if k != "members"}, "data": str(DATA)}) if "model" in meta.config else config_from_dict({"data": str(DATA), "split_seed": 0})
+    config = (
+        config_from_dict({**{k: v for k, v in meta.config.items() if k != "members"}, "data": str(DATA)})
+        if "model" in meta.config
+        else config_from_dict({"data": str(DATA), "split_seed": 0})
+    )
     train, val = split_training_records(config)
     images, _ = cached_images(train + val, model.image_size, progress=False)
     x_train, x_val = images[: len(train)], images[len(train) :]
@@ -203,8 +233,16 @@ def main() -> None:
     for k, (v, yy) in enumerate(_outside_replayed(u["none"], y, log_odds(prior.threshold))):
         score_sites[f"outside figures, replayed {k + 1} (scores only)"] = (v, yy)
 
-    columns = ["site", "films", "keep shipped", "previous method", "labelled only (balanced)", "+ unlabelled (prevalence estimated)", "+ prevalence given",
-               "best threshold in hindsight"]
+    columns = [
+        "site",
+        "films",
+        "keep shipped",
+        "previous method",
+        "labelled only (balanced)",
+        "+ unlabelled (prevalence estimated)",
+        "+ prevalence given",
+        "best threshold in hindsight",
+    ]
     results, out_rows = {}, []
     for name, (v, yy) in score_sites.items():
         r = draws_on_site(v, yy, prior, args.draws)
@@ -214,21 +252,44 @@ def main() -> None:
             return f"{r[key].mean():.4f} / {np.quantile(r[key], 0.1):.4f}"
 
         hindsight = max(float(((v >= t) == yy).mean()) for t in np.unique(v))  # the whole site's best single threshold: a ceiling
-        out_rows.append([name, len(yy), cell("keep"), *(cell(k) for k in ("today", "labelled", "unlabeled", "prevalence")), f"{hindsight:.4f}"])
-    print(table(
-        f"pneumo calibrate on proxy sites: accuracy on the rest of each site after 20 + 20 labelled films, mean / worst tenth of "
-        f"{args.draws} draws ({meta.architecture}, prior slope {prior.slope:.2f} ± {prior.slope_sd:.2f}, offset {prior.offset:.2f} ± {prior.offset_sd:.2f})",
-        columns, out_rows,
-    ))
+        out_rows.append(
+            [name, len(yy), cell("keep"), *(cell(k) for k in ("today", "labelled", "unlabeled", "prevalence")), f"{hindsight:.4f}"]
+        )
+    print(
+        table(
+            f"pneumo calibrate on proxy sites: accuracy on the rest of each site after 20 + 20 labelled films, mean / worst tenth of "
+            f"{args.draws} draws ({meta.architecture}, prior slope {prior.slope:.2f} ± {prior.slope_sd:.2f}, offset {prior.offset:.2f} ± {prior.offset_sd:.2f})",
+            columns,
+            out_rows,
+        )
+    )
     shifts = [n for n in results if n in SHIFTS]
     lines = []
     for key in ("today", "labelled", "unlabeled", "prevalence"):
         gain = np.array([results[n][key].mean() - results[n]["keep"].mean() for n in shifts])
         worse_tail = sum(np.quantile(results[n][key], 0.1) < np.quantile(results[n]["today"], 0.1) for n in shifts)
-        lines.append([columns[2 + ["today", "labelled", "unlabeled", "prevalence"].index(key) + 1], f"{int((gain > 0).sum())} of {len(shifts)}",
-                      f"{gain.mean():+.4f}", f"{gain.min():+.4f}", f"{len(shifts) - worse_tail} of {len(shifts)}"])
-    print(table("Over the 14 shifted copies", ["method", "sites where it beats keeping the shipped point (mean of draws)", "mean gain", "worst site's mean gain",
-                                             "sites whose worst tenth is at least the previous method's"], lines))
+        lines.append(
+            [
+                columns[2 + ["today", "labelled", "unlabeled", "prevalence"].index(key) + 1],
+                f"{int((gain > 0).sum())} of {len(shifts)}",
+                f"{gain.mean():+.4f}",
+                f"{gain.min():+.4f}",
+                f"{len(shifts) - worse_tail} of {len(shifts)}",
+            ]
+        )
+    print(
+        table(
+            "Over the 14 shifted copies",
+            [
+                "method",
+                "sites where it beats keeping the shipped point (mean of draws)",
+                "mean gain",
+                "worst site's mean gain",
+                "sites whose worst tenth is at least the previous method's",
+            ],
+            lines,
+        )
+    )
 
     if not args.no_check:
         check = model.feature_check
@@ -238,16 +299,32 @@ def main() -> None:
         sample = _check_sample(x_train, len(check.mean))
         train_rows = feature_rows(model, np.concatenate([np.asarray(sample), inlier_views(sample, config.augment)]))[1]
         sites = {n: rows[n] for n in SHIFTS} | {"later patients (unshifted)": rows["none"][later]}
-        check_rows = _check_tables(model, check, sites, train_rows, rows["none"], adult_rows, [outlier_source(r.path) for r in adult.records])
-        print(table(
-            "The input check at proxy sites: children refused before, and after --unlabeled with half of the site's films; adult films refused after it "
-            "(each source scored by a check whose probe never saw it)",
-            ["site", "films", "refused before", "after: the films it was fitted on", "after: the other half", "ood/adult_other_hospitals refused after"],
-            check_rows,
-        ))
+        check_rows = _check_tables(
+            model, check, sites, train_rows, rows["none"], adult_rows, [outlier_source(r.path) for r in adult.records]
+        )
+        print(
+            table(
+                "The input check at proxy sites: children refused before, and after --unlabeled with half of the site's films; adult films refused after it "
+                "(each source scored by a check whose probe never saw it)",
+                [
+                    "site",
+                    "films",
+                    "refused before",
+                    "after: the films it was fitted on",
+                    "after: the other half",
+                    "ood/adult_other_hospitals refused after",
+                ],
+                check_rows,
+            )
+        )
     if args.adabn:
-        print(table("AdaBN: BatchNorm statistics re-estimated on half of a site's films, the other half scored (ROC AUC; accuracy at the shipped threshold)",
-                    ["site", "ROC AUC before", "after", "accuracy before", "after"], _adabn_rows(model, x_val, y)))
+        print(
+            table(
+                "AdaBN: BatchNorm statistics re-estimated on half of a site's films, the other half scored (ROC AUC; accuracy at the shipped threshold)",
+                ["site", "ROC AUC before", "after", "accuracy before", "after"],
+                _adabn_rows(model, x_val, y),
+            )
+        )
     print(f"({time.perf_counter() - started:.0f} s)")
 
 

@@ -19,6 +19,7 @@ For each model (a run or model folder; the reference first) one table row:
 With --int8, each candidate's int8 export is measured too (`pneumo export --int8`): its cost, its
 verdicts against PyTorch, and its signal recomputed through the int8 graph.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -121,7 +122,9 @@ def main() -> None:
         for name, folder in zip(names, folders):
             model = load_model(folder, backend="torch")  # the network itself, to count its arithmetic
             costs[name] = gmacs(model)
-            report = json.loads(((folder / "val_report.json") if (folder / "val_report.json").is_file() else folder.parent / "val_report.json").read_text())
+            report = json.loads(
+                ((folder / "val_report.json") if (folder / "val_report.json").is_file() else folder.parent / "val_report.json").read_text()
+            )
             signals[name] = signal(folder, report)
             export(folder, out=Path(tmp) / f"{len(graphs)}.onnx")
             graphs[name] = OnnxModel.load(Path(tmp) / f"{len(graphs)}.onnx")
@@ -134,7 +137,9 @@ def main() -> None:
 
                 run = folder.parent if (folder.parent / "split.csv").is_file() else None
                 if run is not None:
-                    evaluated = evaluate(run / "split.csv", model=graphs[name + " (int8)"], split="val", n_boot=0, shifts=True, progress=False)
+                    evaluated = evaluate(
+                        run / "split.csv", model=graphs[name + " (int8)"], split="val", n_boot=0, shifts=True, progress=False
+                    )
                     int8_report |= {"shifted": evaluated["shifted"], "roc_auc": evaluated["roc_auc"]}
                 quantization = result.int8
                 signals[name + " (int8)"] = signal(folder, int8_report) | {
@@ -146,19 +151,49 @@ def main() -> None:
     for name in graphs:
         p50, p95, per_s = times[name]
         s = signals[name]
-        rows.append([
-            name, f"{costs[name]:.3f}", f"{p50:.1f}", f"{p95:.1f}", f"{per_s:.0f}", f"{p50 / times[reference][0]:.2f}", f"{per_s / times[reference][2]:.2f}",
-            f"{s['mean shifted accuracy']:.4f}", f"{s['worst framing sensitivity']:.3f}", f"{s['worst framing specificity']:.3f}", f"{s['val ROC AUC']:.4f}",
-            f"{s['ECE under shifts']:.4f}", f"{s['val false alarms']:.2%}", f"{s['adult caught']:.1%}", "-" if name == reference else holds(s, signals[reference]),
-        ])
-    print(table(
-        f"Cost and quality against the reference (onnxruntime, file to verdict, input checks included; {args.rounds} alternating rounds, "
-        f"{args.images} single films and {len(files)} in batches of 32 per round)",
-        ["model", "GMACs", "p50 ms (1 film)", "p95 ms", "films/s (batch 32)", "p50 / reference", "films/s / reference", "mean shifted accuracy",
-         "worst framing sensitivity", "worst framing specificity", "val ROC AUC", "ECE under shifts", "val false alarms", "adult caught (unseen sources)",
-         "holds the reference's signal"],
-        rows,
-    ))
+        rows.append(
+            [
+                name,
+                f"{costs[name]:.3f}",
+                f"{p50:.1f}",
+                f"{p95:.1f}",
+                f"{per_s:.0f}",
+                f"{p50 / times[reference][0]:.2f}",
+                f"{per_s / times[reference][2]:.2f}",
+                f"{s['mean shifted accuracy']:.4f}",
+                f"{s['worst framing sensitivity']:.3f}",
+                f"{s['worst framing specificity']:.3f}",
+                f"{s['val ROC AUC']:.4f}",
+                f"{s['ECE under shifts']:.4f}",
+                f"{s['val false alarms']:.2%}",
+                f"{s['adult caught']:.1%}",
+                "-" if name == reference else holds(s, signals[reference]),
+            ]
+        )
+    print(
+        table(
+            f"Cost and quality against the reference (onnxruntime, file to verdict, input checks included; {args.rounds} alternating rounds, "
+            f"{args.images} single films and {len(files)} in batches of 32 per round)",
+            [
+                "model",
+                "GMACs",
+                "p50 ms (1 film)",
+                "p95 ms",
+                "films/s (batch 32)",
+                "p50 / reference",
+                "films/s / reference",
+                "mean shifted accuracy",
+                "worst framing sensitivity",
+                "worst framing specificity",
+                "val ROC AUC",
+                "ECE under shifts",
+                "val false alarms",
+                "adult caught (unseen sources)",
+                "holds the reference's signal",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

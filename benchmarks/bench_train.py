@@ -10,6 +10,7 @@ seconds per epoch of the shipped recipes, and the seed recipe against the notebo
 alternately, and prints the best of each with their ratio. Without TensorFlow it says how to
 install it and prints pneumo's figures alone. Run with the machine otherwise idle.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -103,8 +104,10 @@ def keras_table(python: str, rounds: int, steps: int, device: torch.device) -> s
     ]
     title = f"Seed recipe training step (seed_cnn, 180 px, batch 16), best of {rounds}"
     if why:
-        note = (f"\nKeras reference skipped: {why}. Install TensorFlow in its own environment "
-                "(python -m venv /tmp/tf && /tmp/tf/bin/pip install tensorflow-cpu) and pass --keras-python /tmp/tf/bin/python.\n")
+        note = (
+            f"\nKeras reference skipped: {why}. Install TensorFlow in its own environment "
+            "(python -m venv /tmp/tf && /tmp/tf/bin/pip install tensorflow-cpu) and pass --keras-python /tmp/tf/bin/python.\n"
+        )
         return table(title, ["pipeline", "precision", "images/s"], rows) + note
     rows += [
         [f"the notebook's Keras pipeline (TensorFlow {tf_version}), decoding JPEGs every step", "fp32", round(best["keras"], 1)],
@@ -112,7 +115,9 @@ def keras_table(python: str, rounds: int, steps: int, device: torch.device) -> s
     ]
     for row in rows:
         row += [f"{row[2] / best['keras']:.2f}x", f"{row[2] / best['keras cached']:.2f}x"]
-    return table(title + ", against Keras on the same cores", ["pipeline", "precision", "images/s", "vs Keras decoding", "vs Keras cached"], rows)
+    return table(
+        title + ", against Keras on the same cores", ["pipeline", "precision", "images/s", "vs Keras decoding", "vs Keras cached"], rows
+    )
 
 
 def main() -> None:
@@ -141,7 +146,9 @@ def main() -> None:
         rows = []
         for name in args.models:
             for size in args.sizes:
-                cfg = load_config("cpu", [f"model={name}", f"image_size={size}", f"batch_size={args.batch}"])  # AdamW and the CPU recipe's augmentation
+                cfg = load_config(
+                    "cpu", [f"model={name}", f"image_size={size}", f"batch_size={args.batch}"]
+                )  # AdamW and the CPU recipe's augmentation
                 precision = "bf16 autocast" if cfg.amp and bf16_autocast_helps(device) else "fp32"
                 for graphs in modes:
                     ips = step_throughput(cfg, args.steps, device, graphs)
@@ -160,12 +167,16 @@ def main() -> None:
             wall = time.perf_counter() - start
         per_epoch = sum(r["seconds"] for r in result.history) / len(result.history)
         projected = wall - per_epoch * args.epochs + per_epoch * full
-        rows.append((name, cfg.model, cfg.image_size, device.type, round(per_epoch, 1), args.epochs, round(wall, 1), full, round(projected)))
-    print(table(
-        "Recipes: seconds per epoch, measured; whole run projected to the recipe's epochs (data load from a warm cache included)",
-        ["config", "model", "size", "device", "s/epoch", "epochs run", "wall s", "recipe epochs", "projected run s"],
-        rows,
-    ))
+        rows.append(
+            (name, cfg.model, cfg.image_size, device.type, round(per_epoch, 1), args.epochs, round(wall, 1), full, round(projected))
+        )
+    print(
+        table(
+            "Recipes: seconds per epoch, measured; whole run projected to the recipe's epochs (data load from a warm cache included)",
+            ["config", "model", "size", "device", "s/epoch", "epochs run", "wall s", "recipe epochs", "projected run s"],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

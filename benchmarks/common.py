@@ -1,4 +1,5 @@
 """Shared by the benchmark scripts: what machine this is, and tables printed as Markdown."""
+
 from __future__ import annotations
 
 import os
@@ -32,6 +33,7 @@ def machine() -> str:
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], ran_on: str | None = None) -> str:
     """A Markdown table headed by its title and the machine it ran on (this one unless `ran_on` says)."""
+
     def cell(v: object) -> str:
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 

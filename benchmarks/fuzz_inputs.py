@@ -47,6 +47,7 @@ most the limit of bytes, or raise the module's client error (`ApiError`, a 4xx);
 is a bug. The parser runs in the calling thread here (not the service's thread pool), so a
 hang is interrupted like any other.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -246,7 +247,9 @@ def _check_config(load: Callable[[], object]) -> None:
         cfg = load()
     except PneumoError as exc:
         message = str(exc)
-        assert "\n" not in message and len(message) < 1000, f"error message of {len(message)} characters over {message.count(chr(10)) + 1} lines"
+        assert "\n" not in message and len(message) < 1000, (
+            f"error message of {len(message)} characters over {message.count(chr(10)) + 1} lines"
+        )
         raise
     assert isinstance(cfg, Config), f"load_config returned {type(cfg).__name__}"
     assert config_from_dict(config_to_dict(cfg)) == cfg, "the loaded config does not load again from its own dict"
@@ -281,8 +284,12 @@ def _config_seeds(folder: Path) -> list[_Seed]:
     seeds = [
         _Seed(str(p.relative_to(project)), ".yaml", p.read_bytes(), run_file, mutator=mutate_config, reproduce=replay_file) for p in paths
     ]
-    keys = " ".join([*(k for k in config_to_dict(Config()) if k != "augment"), *(f"augment.{k}" for k in config_to_dict(Config())["augment"])])
-    return seeds + [_Seed("overrides (set key=value)", ".override", keys.encode(), run_override, mutator=_mutate_override, reproduce=replay_override)]
+    keys = " ".join(
+        [*(k for k in config_to_dict(Config()) if k != "augment"), *(f"augment.{k}" for k in config_to_dict(Config())["augment"])]
+    )
+    return seeds + [
+        _Seed("overrides (set key=value)", ".override", keys.encode(), run_override, mutator=_mutate_override, reproduce=replay_override)
+    ]
 
 
 # --- model metadata (--target metadata) ------------------------------------------------------------
@@ -331,7 +338,9 @@ def _edit(doc: object, rng: random.Random) -> object:
     elif edit == "add":
         target = old if isinstance(old, (dict, list)) else parent
         if isinstance(target, dict):
-            target[rng.choice(("extra", "threshold ", "Threshold", "meta_sha256", "weights_sha256", "__proto__"))] = rng.choice(_HOSTILE_JSON)
+            target[rng.choice(("extra", "threshold ", "Threshold", "meta_sha256", "weights_sha256", "__proto__"))] = rng.choice(
+                _HOSTILE_JSON
+            )
         else:
             target.append(rng.choice(_HOSTILE_JSON) if rng.random() < 0.5 else (target[0] if target else 1))  # type: ignore[union-attr]
     elif edit == "nudge" and isinstance(old, (int, float)) and not isinstance(old, bool):
@@ -494,7 +503,21 @@ def _body_edit(body: bytes, boundary: bytes, rng: random.Random) -> bytes:
     """One structural edit of a multipart body: parts and header lines dropped, repeated or flooded; line ends lost; the boundary changed."""
     delimiter = b"--" + boundary
     pieces = body.split(delimiter)
-    edit = rng.choice(("drop_part", "repeat_part", "many_parts", "header_flood", "long_header", "no_crlf", "boundary", "no_end", "file_twice", "filename", "preamble"))
+    edit = rng.choice(
+        (
+            "drop_part",
+            "repeat_part",
+            "many_parts",
+            "header_flood",
+            "long_header",
+            "no_crlf",
+            "boundary",
+            "no_end",
+            "file_twice",
+            "filename",
+            "preamble",
+        )
+    )
     if edit == "drop_part" and len(pieces) > 2:
         del pieces[rng.randrange(1, len(pieces) - 1)]
     elif edit == "repeat_part" and len(pieces) > 2:
@@ -505,18 +528,45 @@ def _body_edit(body: bytes, boundary: bytes, rng: random.Random) -> bytes:
         n = rng.choice((7, 8, 9, 500))
         pieces[-2 if len(pieces) > 2 else 0] = b"\r\n" + b"X-A: b\r\n" * n + pieces[-2 if len(pieces) > 2 else 0].lstrip(b"\r\n")
     elif edit == "long_header":
-        pieces[1 if len(pieces) > 1 else 0] = b'\r\nContent-Disposition: form-data; name="file"; filename="' + b"a" * rng.choice((4000, 5000, 70000)) + b'"' + pieces[1 if len(pieces) > 1 else 0]
+        pieces[1 if len(pieces) > 1 else 0] = (
+            b'\r\nContent-Disposition: form-data; name="file"; filename="'
+            + b"a" * rng.choice((4000, 5000, 70000))
+            + b'"'
+            + pieces[1 if len(pieces) > 1 else 0]
+        )
     elif edit == "no_crlf":
         return body.replace(b"\r\n", rng.choice((b"\n", b"\r", b"")), rng.randint(1, 6))
     elif edit == "boundary":
-        return body.replace(delimiter, rng.choice((b"--" + boundary[:-1], b"-" + boundary, b"--" + boundary + b"x", b"--" + boundary.upper())), rng.randint(1, 3))
+        return body.replace(
+            delimiter,
+            rng.choice((b"--" + boundary[:-1], b"-" + boundary, b"--" + boundary + b"x", b"--" + boundary.upper())),
+            rng.randint(1, 3),
+        )
     elif edit == "no_end":
         return body[: body.rfind(delimiter)] if delimiter in body else body[:-8]
     elif edit == "file_twice":
         return body + _form(boundary, [(b'Content-Disposition: form-data; name="file"; filename="b.png"', b"\x89PNG")])
     elif edit == "filename":
-        name = rng.choice((b"", b"/", b"..", b"../../etc/passwd", b"C:\\\\x\\\\", b"\xff\xfe", b"a\x00b", b"\xe2\x80\xae" + b"gpj.exe", b"x" * 300, b'"', b"%00"))
-        return body.replace(b'filename="', b'filename="' + name, 1) if rng.random() < 0.5 else body.replace(b'; filename="', b"; filename*=UTF-8''" + name + b'; x="', 1)
+        name = rng.choice(
+            (
+                b"",
+                b"/",
+                b"..",
+                b"../../etc/passwd",
+                b"C:\\\\x\\\\",
+                b"\xff\xfe",
+                b"a\x00b",
+                b"\xe2\x80\xae" + b"gpj.exe",
+                b"x" * 300,
+                b'"',
+                b"%00",
+            )
+        )
+        return (
+            body.replace(b'filename="', b'filename="' + name, 1)
+            if rng.random() < 0.5
+            else body.replace(b'; filename="', b"; filename*=UTF-8''" + name + b'; x="', 1)
+        )
     else:
         return rng.choice((b"preamble\r\n", b"\r\n" * 100, b"--\r\n", b"\x00" * 10)) + body
     return delimiter.join(pieces)
@@ -529,7 +579,9 @@ def mutate_multipart(data: bytes, rng: random.Random) -> bytes:
     for _ in range(rng.randint(1, 3)):
         where = rng.random()
         if where < 0.2:
-            headers[b"content-type"] = rng.choice(_HOSTILE_CONTENT_TYPES) if rng.random() < 0.7 else mutate(headers.get(b"content-type", b""), rng)
+            headers[b"content-type"] = (
+                rng.choice(_HOSTILE_CONTENT_TYPES) if rng.random() < 0.7 else mutate(headers.get(b"content-type", b""), rng)
+            )
         elif where < 0.3:
             headers[b"content-length"] = rng.choice(_HOSTILE_LENGTHS)
         elif where < 0.65:
@@ -557,11 +609,18 @@ def _multipart_seeds() -> list[_Seed]:
     logging.getLogger("python_multipart").setLevel(logging.CRITICAL)
     film = _films()[0].read_bytes()
     plain = _form(b"XyZ", [(b'Content-Disposition: form-data; name="file"; filename="a.jpeg"\r\nContent-Type: image/jpeg', film)])
-    two = _form(b"----pneumo7MA4YWxkTrZu0gW", [(b'Content-Disposition: form-data; name="note"', b"hello"),
-                                               (b'Content-Disposition: form-data; name="file"; filename="C:\\\\films\\\\b.jpeg"', film)])
+    two = _form(
+        b"----pneumo7MA4YWxkTrZu0gW",
+        [
+            (b'Content-Disposition: form-data; name="note"', b"hello"),
+            (b'Content-Disposition: form-data; name="file"; filename="C:\\\\films\\\\b.jpeg"', film),
+        ],
+    )
     seeds = [
         _join_request({b"content-type": b"multipart/form-data; boundary=XyZ", b"content-length": str(len(plain)).encode()}, plain),
-        _join_request({b"content-type": b'multipart/form-data; boundary="----pneumo7MA4YWxkTrZu0gW"', b"content-length": str(len(two)).encode()}, two),
+        _join_request(
+            {b"content-type": b'multipart/form-data; boundary="----pneumo7MA4YWxkTrZu0gW"', b"content-length": str(len(two)).encode()}, two
+        ),
         _join_request({b"content-type": b"multipart/form-data; charset=utf-8; boundary=XyZ"}, plain),
     ]
 
@@ -583,11 +642,20 @@ def _multipart_seeds() -> list[_Seed]:
         async def receive() -> dict:
             return messages.pop(0) if messages else {"type": "http.disconnect"}
 
-        scope = {"type": "http", "method": "POST", "path": "/v1/predict", "query_string": b"", "headers": list(headers.items()), "http_version": "1.1"}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/predict",
+            "query_string": b"",
+            "headers": list(headers.items()),
+            "http_version": "1.1",
+        }
         try:
             name, got = asyncio.run(upload.read_upload(upload.Request(scope, receive), limit))
         except upload.ApiError as exc:
-            assert 400 <= exc.status < 500 and "\n" not in exc.message and len(exc.message) < 1000, f"ApiError {exc.status}: {exc.message[:200]!r}"
+            assert 400 <= exc.status < 500 and "\n" not in exc.message and len(exc.message) < 1000, (
+                f"ApiError {exc.status}: {exc.message[:200]!r}"
+            )
             raise PneumoError(exc.message) from None  # counted as the expected refusal
         assert isinstance(name, str) and name and "/" not in name and "\\" not in name, f"file name {name!r}"
         assert isinstance(got, bytes) and len(got) <= limit, f"{len(got)} bytes under a limit of {limit}"
@@ -616,7 +684,7 @@ def _save(out: Path, seed: _Seed, kind: str, data: bytes, detail: str) -> Path:
         if seed.suffix == ".csv"
         else f"from pneumo.data.io import decode_image_with_info; decode_image_with_info(open({str(path)!r}, 'rb').read(), 'x{seed.suffix}')"
     )
-    (out / f"{stem}.txt").write_text(f"seed {seed.name}, {kind}\n\npython -c \"{call}\"\n\n{detail}")
+    (out / f"{stem}.txt").write_text(f'seed {seed.name}, {kind}\n\npython -c "{call}"\n\n{detail}')
     return path
 
 
@@ -627,11 +695,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed of the mutations")
     parser.add_argument("--out", type=Path, default=Path("fuzz-findings"), help="folder for inputs that found a bug")
     parser.add_argument(
-        "--budget", type=float, default=None,
+        "--budget",
+        type=float,
+        default=None,
         help="seconds an input may take before it counts as a hang (default 2; 15 for metadata, where a model is loaded and run)",
     )
     parser.add_argument(
-        "--target", choices=("inputs", "configs", "metadata", "multipart"), default="inputs",
+        "--target",
+        choices=("inputs", "configs", "metadata", "multipart"),
+        default="inputs",
         help="images and manifests (default), config files and --set overrides, model metadata (meta.json, the export JSON), or upload bodies",
     )
     args = parser.parse_args()
@@ -644,7 +716,9 @@ def main() -> None:
     bugs: dict[tuple[str, str], int] = {}  # (seed, kind of bug) -> inputs that showed it
     found: list[str] = []
     with tempfile.TemporaryDirectory() as folder:
-        seeds = {"configs": _config_seeds, "metadata": _metadata_seeds, "multipart": lambda _f: _multipart_seeds()}.get(args.target, _seeds)(Path(folder))
+        seeds = {"configs": _config_seeds, "metadata": _metadata_seeds, "multipart": lambda _f: _multipart_seeds()}.get(
+            args.target, _seeds
+        )(Path(folder))
         start, i = time.perf_counter(), 0
         while (i < args.iterations) if args.iterations else (time.perf_counter() - start < args.seconds):
             seed = seeds[i % len(seeds)]
@@ -681,17 +755,27 @@ def main() -> None:
 
     rows = [
         (
-            s.name, len(s.data), sum(s.outcomes.values()), s.outcomes["ok"], s.outcomes["PneumoError"], s.outcomes["other"],
-            s.outcomes["hang"], round(1000 * statistics.median(s.times), 1), round(1000 * s.slowest[0]),
+            s.name,
+            len(s.data),
+            sum(s.outcomes.values()),
+            s.outcomes["ok"],
+            s.outcomes["PneumoError"],
+            s.outcomes["other"],
+            s.outcomes["hang"],
+            round(1000 * statistics.median(s.times), 1),
+            round(1000 * s.slowest[0]),
         )
-        for s in seeds if s.times
+        for s in seeds
+        if s.times
     ]
     totals = [sum(r[k] for r in rows) for k in range(2, 7)]
     rows.append(("**all**", "", *totals, "", round(1000 * max(s.slowest[0] for s in seeds if s.times))))
     accepted = {"configs": "loaded", "metadata": "loaded and predicted", "multipart": "parsed"}.get(args.target, "decoded / read")
     refused = "ApiError (4xx)" if args.target == "multipart" else "PneumoError"
     columns = ["seed", "bytes", "inputs", accepted, refused, "other exception", f"hang (> {args.budget:g} s)", "median ms", "slowest ms"]
-    what = {"configs": "the config reader", "metadata": "the model loaders", "multipart": "the upload reader"}.get(args.target, "decoders and the manifest reader")
+    what = {"configs": "the config reader", "metadata": "the model loaders", "multipart": "the upload reader"}.get(
+        args.target, "decoders and the manifest reader"
+    )
     print(table(f"Fuzzing {what}: {i} mutated inputs in {seconds:.0f} s (seed {args.seed})", columns, rows))
     for (seed_name, kind), count in sorted(bugs.items()):
         print(f"- {count} inputs: {kind} on {seed_name}")

@@ -8,6 +8,7 @@ each arm (run folders named ARM-sSEED), the `--keep` members with the best mean 
 only) as OUT/member-ARM-sSEED.tar (weights, metadata and input check). The rest of the members' weights stay
 behind; their reports come back.
 """
+
 from __future__ import annotations
 
 import argparse

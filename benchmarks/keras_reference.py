@@ -13,6 +13,7 @@ epoch, which reads the cache, is timed.
 
     python benchmarks/keras_reference.py --data ../shared/data --steps 60 [--cache]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,33 +33,37 @@ def build_model(size: int):
     layers = tf.keras.layers
 
     def conv_block(filters: int):
-        return tf.keras.Sequential([
-            layers.SeparableConv2D(filters, 3, activation="relu", padding="same"),
-            layers.SeparableConv2D(filters, 3, activation="relu", padding="same"),
-            layers.BatchNormalization(),
-            layers.MaxPool2D(),
-        ])
+        return tf.keras.Sequential(
+            [
+                layers.SeparableConv2D(filters, 3, activation="relu", padding="same"),
+                layers.SeparableConv2D(filters, 3, activation="relu", padding="same"),
+                layers.BatchNormalization(),
+                layers.MaxPool2D(),
+            ]
+        )
 
     def dense_block(units: int, dropout: float):
         return tf.keras.Sequential([layers.Dense(units, activation="relu"), layers.BatchNormalization(), layers.Dropout(dropout)])
 
-    return tf.keras.Sequential([
-        tf.keras.Input(shape=(size, size, 3)),
-        layers.Conv2D(16, 3, activation="relu", padding="same"),
-        layers.Conv2D(16, 3, activation="relu", padding="same"),
-        layers.MaxPool2D(),
-        conv_block(32),
-        conv_block(64),
-        conv_block(128),
-        layers.Dropout(0.2),
-        conv_block(256),
-        layers.Dropout(0.2),
-        layers.Flatten(),
-        dense_block(512, 0.7),
-        dense_block(128, 0.5),
-        dense_block(64, 0.3),
-        layers.Dense(1, activation="sigmoid"),
-    ])
+    return tf.keras.Sequential(
+        [
+            tf.keras.Input(shape=(size, size, 3)),
+            layers.Conv2D(16, 3, activation="relu", padding="same"),
+            layers.Conv2D(16, 3, activation="relu", padding="same"),
+            layers.MaxPool2D(),
+            conv_block(32),
+            conv_block(64),
+            conv_block(128),
+            layers.Dropout(0.2),
+            conv_block(256),
+            layers.Dropout(0.2),
+            layers.Flatten(),
+            dense_block(512, 0.7),
+            dense_block(128, 0.5),
+            dense_block(64, 0.3),
+            layers.Dense(1, activation="sigmoid"),
+        ]
+    )
 
 
 def main() -> None:
@@ -113,7 +118,11 @@ def main() -> None:
     # from the end of the last warm-up step (of the timed epoch) to the end of its last step
     timed = clock.times[(epochs - 1) * steps_per_epoch + warmup - 1 :]
     steps = len(timed) - 1
-    print(json.dumps({"images_per_s": steps * args.batch / (timed[-1] - timed[0]), "steps": steps, "cache": args.cache, "tensorflow": tf.__version__}))
+    print(
+        json.dumps(
+            {"images_per_s": steps * args.batch / (timed[-1] - timed[0]), "steps": steps, "cache": args.cache, "tensorflow": tf.__version__}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ flagged, and the share of adult films caught by a probe fitted without their sou
 The distance limit is the one `fit_feature_check` draws (at most 1% of every copy beyond it).
 This is how PROBE_C, the probe's inlier side and its limit in pneumo.inference.fitting were chosen.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,12 +75,25 @@ def main() -> None:
                 whole = cut(probes[0], rule)
                 copies = [float((far[name] | (F._probe_scores(s[:, w:], *probes[0]) > whole)).mean()) for name, s in shifted.items()]
                 caught = sum(int((far["ad"][h] | (F._probe_scores(ad[h, w:], *p) > cut(p, rule))).sum()) for h, p in zip(folds, probes[1:]))
-                rows.append((side, f"{c:g}", rule, f"{alarms:.2%}", f"{np.mean(copies):.2%}", f"{max(copies):.2%}", f"{caught / len(ad):.1%}"))
-    print(table(
-        f"Probe strength, inlier side and limit ({len(va)} validation children and 14 shifted copies, {len(tr)} training films, "
-        f"{len(ad)} adult films from {len(set(outliers.sources))} sources; distance limit {limit:.1f})",
-        ["probe inliers", "C", "limit", "validation flagged", "shifted copies flagged (mean)", "(largest)", "adult caught (unseen sources)"], rows,
-    ))
+                rows.append(
+                    (side, f"{c:g}", rule, f"{alarms:.2%}", f"{np.mean(copies):.2%}", f"{max(copies):.2%}", f"{caught / len(ad):.1%}")
+                )
+    print(
+        table(
+            f"Probe strength, inlier side and limit ({len(va)} validation children and 14 shifted copies, {len(tr)} training films, "
+            f"{len(ad)} adult films from {len(set(outliers.sources))} sources; distance limit {limit:.1f})",
+            [
+                "probe inliers",
+                "C",
+                "limit",
+                "validation flagged",
+                "shifted copies flagged (mean)",
+                "(largest)",
+                "adult caught (unseen sources)",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

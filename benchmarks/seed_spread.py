@@ -8,6 +8,7 @@ The columns are the development signal (README, "The development signal"): valid
 validation images under acquisition and framing shifts, calibration error under the shifts, and
 the share of Grad-CAM evidence in the image's outer frame.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -2,6 +2,7 @@
 
 No test touches the network or a GPU; the decoded-image cache goes to a temporary folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,9 @@ def pick(label: str, n: int, offset: int = 0) -> list[Path]:
         pytest.fail(f"test data not found: {folder} is missing; the tests read ../shared/data from the project root", pytrace=False)
     files = sorted(folder.glob("*.jpeg"))
     if not files:
-        pytest.fail(f"test data not found: {folder} holds no *.jpeg films; the tests read ../shared/data from the project root", pytrace=False)
+        pytest.fail(
+            f"test data not found: {folder} holds no *.jpeg films; the tests read ../shared/data from the project root", pytrace=False
+        )
     step = max(1, len(files) // n)
     return files[offset::step][:n]
 

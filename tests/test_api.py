@@ -1,4 +1,5 @@
 """The public `import pneumo` surface."""
+
 from __future__ import annotations
 
 import inspect
@@ -36,7 +37,7 @@ def test_help_pneumo_lists_the_whole_api() -> None:
     import pydoc
 
     text = pydoc.render_doc(pneumo, renderer=pydoc.plaintext)
-    functions = text[text.index("FUNCTIONS"):]
+    functions = text[text.index("FUNCTIONS") :]
     for name in ("train(", "evaluate(", "predict(", "load_model(", "discover(", "load_config("):
         assert name in functions, name
 

@@ -1,4 +1,5 @@
 """pneumo.config: shipped recipes, overrides, and loud failures for typos and bad values."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -237,23 +238,94 @@ def test_the_defaults_pass_their_own_rules() -> None:
     "override",
     [
         # the issue's examples
-        "lr=nan", "lr=.nan", "lr=-1", "lr=0", "weight_decay=-1", "adam_eps=-1", "adam_eps=0", "seed=-1",
-        "eval_batch_size=0", "dropout=2", "label_smoothing=5", "bn_recalibrate=-1", "threshold=true",
-        "image_size=1000000", "epochs=.inf",
+        "lr=nan",
+        "lr=.nan",
+        "lr=-1",
+        "lr=0",
+        "weight_decay=-1",
+        "adam_eps=-1",
+        "adam_eps=0",
+        "seed=-1",
+        "eval_batch_size=0",
+        "dropout=2",
+        "label_smoothing=5",
+        "bn_recalibrate=-1",
+        "threshold=true",
+        "image_size=1000000",
+        "epochs=.inf",
         # variants: each numeric key past either end, infinities, NaNs, bools, lists, strings
-        "lr=.inf", "lr=1e39", "lr=true", "lr=[0.1]", "weight_decay=11", "weight_decay=.nan", "adam_eps=2",
-        "momentum=1", "momentum=-0.1", "label_smoothing=1", "label_smoothing=-0.1", "ema=1", "ema=-0.5", "dropout=1",
-        "dropout=-0.1", "val_fraction=-1", "val_fraction=.nan", "warmup_epochs=-1", "warmup_epochs=.inf",
-        "warmup_epochs=26", "seed=4294967296", "seed=1.5", "seed=true", "seed=1e400", "split_seed=-2",
-        "image_size=31", "image_size=1025", "image_size=-.inf", "image_size=64.5", "batch_size=4097", "batch_size=-3",
-        "epochs=10001", "epochs=-.inf", "epochs=.nan", "epochs=false", "epochs=[3]", "epochs={a: 1}", "limit=-1",
-        "limit=1e12", "eval_batch_size=8193", "eval_batch_size=1.5", "workers=-1", "workers=257",
-        "bn_recalibrate=1e9", "bn_recalibrate=null", "threshold=-0.1", "threshold=1.01", "threshold=.nan",
-        "threshold=.inf", "threshold=false", "threshold=Youden", "threshold=[0.5]", "threshold=", "amp=yes please",
-        "amp=0", "strict=null", "compile=[]", "augment.hflip=1.5", "augment.hflip=-1", "augment.erase=2",
-        "augment.rotate_deg=181", "augment.rotate_deg=-1", "augment.rotate_deg=.nan", "augment.scale=1",
-        "augment.translate=0.6", "augment.brightness=1.5", "augment.contrast=2", "augment.gamma=3",
-        "augment.noise=-0.1", "augment.aspect=5", "augment.aspect=.inf", "augment.noise=true",
+        "lr=.inf",
+        "lr=1e39",
+        "lr=true",
+        "lr=[0.1]",
+        "weight_decay=11",
+        "weight_decay=.nan",
+        "adam_eps=2",
+        "momentum=1",
+        "momentum=-0.1",
+        "label_smoothing=1",
+        "label_smoothing=-0.1",
+        "ema=1",
+        "ema=-0.5",
+        "dropout=1",
+        "dropout=-0.1",
+        "val_fraction=-1",
+        "val_fraction=.nan",
+        "warmup_epochs=-1",
+        "warmup_epochs=.inf",
+        "warmup_epochs=26",
+        "seed=4294967296",
+        "seed=1.5",
+        "seed=true",
+        "seed=1e400",
+        "split_seed=-2",
+        "image_size=31",
+        "image_size=1025",
+        "image_size=-.inf",
+        "image_size=64.5",
+        "batch_size=4097",
+        "batch_size=-3",
+        "epochs=10001",
+        "epochs=-.inf",
+        "epochs=.nan",
+        "epochs=false",
+        "epochs=[3]",
+        "epochs={a: 1}",
+        "limit=-1",
+        "limit=1e12",
+        "eval_batch_size=8193",
+        "eval_batch_size=1.5",
+        "workers=-1",
+        "workers=257",
+        "bn_recalibrate=1e9",
+        "bn_recalibrate=null",
+        "threshold=-0.1",
+        "threshold=1.01",
+        "threshold=.nan",
+        "threshold=.inf",
+        "threshold=false",
+        "threshold=Youden",
+        "threshold=[0.5]",
+        "threshold=",
+        "amp=yes please",
+        "amp=0",
+        "strict=null",
+        "compile=[]",
+        "augment.hflip=1.5",
+        "augment.hflip=-1",
+        "augment.erase=2",
+        "augment.rotate_deg=181",
+        "augment.rotate_deg=-1",
+        "augment.rotate_deg=.nan",
+        "augment.scale=1",
+        "augment.translate=0.6",
+        "augment.brightness=1.5",
+        "augment.contrast=2",
+        "augment.gamma=3",
+        "augment.noise=-0.1",
+        "augment.aspect=5",
+        "augment.aspect=.inf",
+        "augment.noise=true",
     ],
 )
 def test_out_of_range_or_wrong_kind_is_refused(override: str) -> None:
@@ -295,7 +367,10 @@ def test_bad_value_in_a_file_names_its_key(tmp_path: Path, text: str, key: str) 
 @pytest.mark.parametrize("digits", [5000, 100_000])
 def test_a_huge_integer_is_refused_with_a_short_message(tmp_path: Path, digits: int) -> None:
     """Past Python's int-digit limit YAML's int() raises ValueError; it must come out as the key's error."""
-    for load in (lambda: load_config(_write(tmp_path, f"epochs: {'9' * digits}\n")), lambda: load_config("seed", [f"epochs={'9' * digits}"])):
+    for load in (
+        lambda: load_config(_write(tmp_path, f"epochs: {'9' * digits}\n")),
+        lambda: load_config("seed", [f"epochs={'9' * digits}"]),
+    ):
         with pytest.raises(PneumoError, match="config key 'epochs'") as err:
             load()
         assert len(str(err.value)) < 300
@@ -357,7 +432,13 @@ def test_every_shipped_config_in_either_folder_loads() -> None:
 
 @pytest.mark.parametrize(
     ("key", "suggestion"),
-    [("epoch", "epochs"), ("learning_rat", "lr_"), ("img_size", "image_size"), ("thresh", "threshold"), ("augment.rotation", "augment.rotate_deg")],
+    [
+        ("epoch", "epochs"),
+        ("learning_rat", "lr_"),
+        ("img_size", "image_size"),
+        ("thresh", "threshold"),
+        ("augment.rotation", "augment.rotate_deg"),
+    ],
 )
 def test_unknown_keys_get_the_nearest_known_key(key: str, suggestion: str) -> None:
     with pytest.raises(PneumoError, match=f"unknown config key '{key}'") as err:

@@ -4,6 +4,7 @@ The layer rule (README, "Architecture"): a module imports only from its own pack
 packages in lower layers. Every import counts, including those inside functions and under
 TYPE_CHECKING; cycles are looked for among the imports that run.
 """
+
 from __future__ import annotations
 
 import ast
@@ -172,7 +173,8 @@ def test_importing_the_package_changes_no_global_state() -> None:
 
 def test_the_package_docstring_lists_the_layers_of_this_test() -> None:
     """The architecture line a reader sees (pneumo's docstring) is this test's LAYERS, in order."""
-    listed = [line.strip().split("  ")[0] for line in (pneumo.__doc__ or "").splitlines() if line.startswith("    ") and "  " in line.strip()]
+    listed = [
+        line.strip().split("  ")[0] for line in (pneumo.__doc__ or "").splitlines() if line.startswith("    ") and "  " in line.strip()
+    ]
     rooms = [set(item.replace(" ", "").split(",")) for item in listed if not item.startswith(">>>")]
     assert rooms == LAYERS[:-1], f"pneumo/__init__.py's docstring lists {rooms}; this test's LAYERS: {LAYERS[:-1]}"
-

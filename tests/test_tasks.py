@@ -1,4 +1,5 @@
 """The Task object: classes, outputs, probabilities, loss and P(pneumonia) for both tasks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,7 +21,11 @@ def test_names_classes_and_outputs() -> None:
 
 def test_targets_from_dataset_labels() -> None:
     assert BINARY.target("PNEUMONIA", "virus") == 1 and BINARY.target("NORMAL", None) == 0
-    assert PATHOGEN.target("NORMAL", None) == 0 and PATHOGEN.target("PNEUMONIA", "bacteria") == 1 and PATHOGEN.target("PNEUMONIA", "virus") == 2
+    assert (
+        PATHOGEN.target("NORMAL", None) == 0
+        and PATHOGEN.target("PNEUMONIA", "bacteria") == 1
+        and PATHOGEN.target("PNEUMONIA", "virus") == 2
+    )
     with pytest.raises(PneumoError, match="unknown pathogen"):
         PATHOGEN.target("PNEUMONIA", None, "x.jpeg")
 

@@ -27,6 +27,7 @@ One function per command, options keyword-only after the first argument:
     >>> pneumo.ensemble(["runs/s0", "runs/s1"], out="models/pair").report["roc_auc"]
     >>> pneumo.serve("models/pair", port=8000)
 """
+
 from __future__ import annotations
 
 import importlib

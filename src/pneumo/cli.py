@@ -1,4 +1,5 @@
 """The `pneumo` command: argument parsing and printing only; the work is in the library."""
+
 from __future__ import annotations
 
 import gc
@@ -20,6 +21,7 @@ from rich.table import Table
 from pneumo.errors import PneumoError
 from pneumo.utils.files import atomic_write, output_file, output_folder
 
+
 class _Command(typer.core.TyperCommand):
     """A command whose help shows an argument by its name alone (Typer adds its Python type,
     `<list[Path]>`); set on this command's own parameters, nothing global."""
@@ -36,6 +38,8 @@ data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Look a
 app.add_typer(data_app, name="data")
 models_app = typer.Typer(rich_markup_mode=None)
 app.add_typer(models_app, name="models")
+
+
 def _width() -> int | None:
     """The width Rich takes from COLUMNS, unless COLUMNS is too small to print in (COLUMNS=0 printed
     nothing at all): then a plain 80."""
@@ -69,7 +73,7 @@ def _fmt(value: object, digits: int = 3) -> str:
 
 
 def _count(n: int, noun: str) -> str:
-    """"1 heatmap", "3 heatmaps"."""
+    """ "1 heatmap", "3 heatmaps"."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
@@ -77,7 +81,9 @@ def _report_skipped(skipped: list[tuple[str, str]], total: int) -> None:
     """The files a batch skipped, on stderr, so they are seen but do not spoil JSON or CSV output."""
     if not skipped:
         return
-    err_console.print(f"[yellow]skipped {len(skipped)} of {total} files that cannot be read (--strict makes this an error):[/]", highlight=False)
+    err_console.print(
+        f"[yellow]skipped {len(skipped)} of {total} files that cannot be read (--strict makes this an error):[/]", highlight=False
+    )
     for path, message in skipped[:20]:
         err_console.print(escape(f"  {message}" if path in message else f"  {path}: {message}"), highlight=False)
     if len(skipped) > 20:
@@ -108,7 +114,9 @@ def data_summary(
         "PNEUMONIA": lambda s: str(s["classes"]["PNEUMONIA"]),
         "  bacteria": lambda s: str(s["pathogens"].get("bacteria", 0)),
         "  virus": lambda s: str(s["pathogens"].get("virus", 0)),
-        "patients (NORMAL / PNEUMONIA)": lambda s: f"{s['patients']} ({s['patients_by_class']['NORMAL']} / {s['patients_by_class']['PNEUMONIA']})",
+        "patients (NORMAL / PNEUMONIA)": lambda s: (
+            f"{s['patients']} ({s['patients_by_class']['NORMAL']} / {s['patients_by_class']['PNEUMONIA']})"
+        ),
         "images per patient (mean, max)": lambda s: f"{s['images_per_patient']['mean']:.2f}, {s['images_per_patient']['max']}",
         "PNEUMONIA : NORMAL": lambda s: f"{s['pneumonia_to_normal']:.2f} : 1",
         "class weight NORMAL": lambda s: _fmt(s["class_weights"]["NORMAL"]),
@@ -125,13 +133,24 @@ def data_summary(
 
 @data_app.command("download", cls=_Command)
 def data_download(
-    source: str = typer.Option("mendeley", "--source", metavar="TEXT", help="mendeley (the original release, CC BY 4.0) or kaggle (needs kagglehub and an API token)."),
+    source: str = typer.Option(
+        "mendeley",
+        "--source",
+        metavar="TEXT",
+        help="mendeley (the original release, CC BY 4.0) or kaggle (needs kagglehub and an API token).",
+    ),
     to: Path = typer.Option(Path("data"), "--to", metavar="PATH", help="Folder to download and unpack into."),
-    url: Optional[str] = typer.Option(None, "--url", metavar="TEXT", help="A copy of ChestXRay2017.zip (http(s):// or file://); default $PNEUMO_DATA_URL, else Mendeley."),
-    sha256: Optional[str] = typer.Option(None, "--sha256", metavar="TEXT", help="Expected SHA-256 of the archive (default: the one recorded at the first download)."),
+    url: Optional[str] = typer.Option(
+        None, "--url", metavar="TEXT", help="A copy of ChestXRay2017.zip (http(s):// or file://); default $PNEUMO_DATA_URL, else Mendeley."
+    ),
+    sha256: Optional[str] = typer.Option(
+        None, "--sha256", metavar="TEXT", help="Expected SHA-256 of the archive (default: the one recorded at the first download)."
+    ),
     no_check: bool = typer.Option(False, "--no-check", help="Skip decoding every image after unpacking."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    max_download_gb: float = typer.Option(3.0, "--max-download-gb", metavar="NUMBER", help="Stop a download that grows past this many GB (the archive is about 1.2 GB)."),
+    max_download_gb: float = typer.Option(
+        3.0, "--max-download-gb", metavar="NUMBER", help="Stop a download that grows past this many GB (the archive is about 1.2 GB)."
+    ),
 ) -> None:
     """Fetch the dataset, resuming a partial download, verify it, unpack it safely and check it."""
     if not 0 < max_download_gb < 1e6:  # NaN fails too
@@ -140,14 +159,25 @@ def data_download(
     from pneumo.data.download import download
 
     result = download(
-        source, to, url=url, sha256=sha256, progress=not quiet, check_images=not no_check, max_download=int(max_download_gb * 1e9),
+        source,
+        to,
+        url=url,
+        sha256=sha256,
+        progress=not quiet,
+        check_images=not no_check,
+        max_download=int(max_download_gb * 1e9),
         log=lambda m: err_console.print(escape(m), highlight=False),
     )
     console.print(f"[bold]data:[/] {escape(str(result.path))}" + (" (already in place)" if result.reused else ""))
     if result.archive is not None:
         console.print(f"archive: {escape(str(result.archive))}  {result.bytes} bytes  sha256 {result.sha256}")
     splits = result.summary["splits"]
-    console.print("; ".join(f"{name}: {s['images']} images ({s['classes']['NORMAL']} NORMAL, {s['classes']['PNEUMONIA']} PNEUMONIA)" for name, s in splits.items()))
+    console.print(
+        "; ".join(
+            f"{name}: {s['images']} images ({s['classes']['NORMAL']} NORMAL, {s['classes']['PNEUMONIA']} PNEUMONIA)"
+            for name, s in splits.items()
+        )
+    )
     for warning in result.summary["warnings"]:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     console.print(f"next: {escape(result.next_command)}")
@@ -171,15 +201,23 @@ def data_preview(
 
 @app.command(cls=_Command)
 def train(
-    config: Optional[str] = typer.Option(None, "--config", metavar="TEXT", help="Recipe: a YAML file or a shipped name (seed, default, cpu); default: default."),
+    config: Optional[str] = typer.Option(
+        None, "--config", metavar="TEXT", help="Recipe: a YAML file or a shipped name (seed, default, cpu); default: default."
+    ),
     out: Optional[Path] = typer.Option(None, "--out", metavar="PATH", help="Run folder to create."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="TEXT", help="Override a config key, e.g. --set epochs=5 (repeatable)."),
+    set_: Optional[List[str]] = typer.Option(
+        None, "--set", metavar="TEXT", help="Override a config key, e.g. --set epochs=5 (repeatable)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
-    resume: Optional[Path] = typer.Option(None, "--resume", metavar="PATH", help="Continue a stopped run in this folder, with the config saved there."),
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", metavar="PATH", help="Continue a stopped run in this folder, with the config saved there."
+    ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be read instead of skipping it."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     mlflow: Optional[str] = typer.Option(
-        None, "--mlflow", metavar="[URI]",
+        None,
+        "--mlflow",
+        metavar="[URI]",
         help="Also log params, metrics per epoch, pictures and the model to MLflow (default store: sqlite:///mlflow.db here; pip install 'pneumo[track]'). TensorBoard events go to RUN/tensorboard/ whenever tensorboard is installed.",
     ),
 ) -> None:
@@ -193,12 +231,20 @@ def train(
 
     if resume is not None:
         if config is not None or set_ or out is not None or overwrite or strict:
-            raise PneumoError("--resume continues a run with the config saved in its folder; leave out --config, --set, --strict, --out and --overwrite")
+            raise PneumoError(
+                "--resume continues a run with the config saved in its folder; leave out --config, --set, --strict, --out and --overwrite"
+            )
         result = run_training(None, out=resume, progress=not quiet, resume=True, mlflow=mlflow)
     else:
         if out is None:
             raise PneumoError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue a stopped one")
-        result = run_training(load_config(config or "default", [*(set_ or []), *(["strict=true"] if strict else [])]), out=out, overwrite=overwrite, progress=not quiet, mlflow=mlflow)
+        result = run_training(
+            load_config(config or "default", [*(set_ or []), *(["strict=true"] if strict else [])]),
+            out=out,
+            overwrite=overwrite,
+            progress=not quiet,
+            mlflow=mlflow,
+        )
     from pneumo.training.distributed import is_main
 
     if not is_main():  # under torchrun every process returns the same result; one prints it
@@ -222,7 +268,9 @@ def train(
 
 @app.command(cls=_Command)
 def evaluate(
-    data: Path = typer.Argument(..., metavar="DATA", help="Class-folder directory (e.g. an official test/), Kaggle root with --split, or manifest."),
+    data: Path = typer.Argument(
+        ..., metavar="DATA", help="Class-folder directory (e.g. an official test/), Kaggle root with --split, or manifest."
+    ),
     model: Optional[Path] = typer.Option(None, "--model", metavar="PATH", help="Run folder or checkpoint (default: the bundled model)."),
     split: Optional[str] = typer.Option(None, "--split", metavar="TEXT", help="Split of a Kaggle-style root, e.g. test."),
     json_out: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help="Write the full report (with every prediction) here."),
@@ -239,7 +287,9 @@ def evaluate(
     from pneumo.evaluation.evaluate import evaluate as run_evaluation
     from pneumo.evaluation.report import write_report
 
-    report = run_evaluation(data, model=model, split=split, n_boot=bootstrap, plots_dir=plots, progress=sys.stderr.isatty(), shifts=shifts, strict=strict)
+    report = run_evaluation(
+        data, model=model, split=split, n_boot=bootstrap, plots_dir=plots, progress=sys.stderr.isatty(), shifts=shifts, strict=strict
+    )
     _report_skipped([(s["path"], s["error"]) for s in report["skipped"]], report["n"] + len(report["skipped"]))
     for warning in report["warnings"]:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
@@ -254,7 +304,10 @@ def evaluate(
     console.print(table)
     (tn, fp), (fn, tp) = report["confusion_matrix"]
     console.print(f"confusion: TN {tn}  FP {fp}  FN {fn}  TP {tp}")
-    console.print(f"calibration: ECE {_fmt(report['ece'])} (10 bins; 0 is perfect)" + (f"; reliability diagram in {escape(str(plots / 'reliability.png'))}" if plots else ""))
+    console.print(
+        f"calibration: ECE {_fmt(report['ece'])} (10 bins; 0 is perfect)"
+        + (f"; reliability diagram in {escape(str(plots / 'reliability.png'))}" if plots else "")
+    )
     held = report["abstention"]
     if held["n"]:
         judged = held["judged"]
@@ -280,11 +333,26 @@ def evaluate(
 
 @app.command(cls=_Command)
 def ensemble(
-    members: List[Path] = typer.Argument(..., metavar="MODEL", help="Run or checkpoint folders of models of one task and input size (train them with one --set split_seed=...)."),
-    out: Path = typer.Option(..., "--out", metavar="PATH", help="Model folder to write; then --model DIR in predict, evaluate, serve, export and calibrate."),
-    data: Optional[Path] = typer.Option(None, "--data", metavar="PATH", help="Where the members' training data is now, if not where their configs say."),
-    outliers: Optional[str] = typer.Option(None, "--outliers", metavar="TEXT", help="Films the ensemble must not judge, for its input check: a folder, auto or none (default: the members' config)."),
-    calibration: str = typer.Option("shift", "--calibration", metavar="TEXT", help="none, val or shift: how the ensemble's temperature is fitted."),
+    members: List[Path] = typer.Argument(
+        ...,
+        metavar="MODEL",
+        help="Run or checkpoint folders of models of one task and input size (train them with one --set split_seed=...).",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", metavar="PATH", help="Model folder to write; then --model DIR in predict, evaluate, serve, export and calibrate."
+    ),
+    data: Optional[Path] = typer.Option(
+        None, "--data", metavar="PATH", help="Where the members' training data is now, if not where their configs say."
+    ),
+    outliers: Optional[str] = typer.Option(
+        None,
+        "--outliers",
+        metavar="TEXT",
+        help="Films the ensemble must not judge, for its input check: a folder, auto or none (default: the members' config).",
+    ),
+    calibration: str = typer.Option(
+        "shift", "--calibration", metavar="TEXT", help="none, val or shift: how the ensemble's temperature is fitted."
+    ),
     threshold: str = typer.Option("shift", "--threshold", metavar="TEXT", help="A number, youden or shift: how its threshold is chosen."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
 ) -> None:
@@ -295,7 +363,17 @@ def ensemble(
         chosen: str | float = float(threshold)
     except ValueError:
         chosen = threshold
-    r = ensemble(members, out=out, data=data, outliers=outliers, calibration=calibration, threshold=chosen, overwrite=overwrite, progress=sys.stderr.isatty(), log=lambda m: err_console.print(escape(m), highlight=False)).report
+    r = ensemble(
+        members,
+        out=out,
+        data=data,
+        outliers=outliers,
+        calibration=calibration,
+        threshold=chosen,
+        overwrite=overwrite,
+        progress=sys.stderr.isatty(),
+        log=lambda m: err_console.print(escape(m), highlight=False),
+    ).report
     console.print(
         f"[bold]validation[/] (threshold {r['threshold']:.3g}, temperature {r['calibration']['temperature']:.3g}): accuracy {_fmt(r['accuracy'])} "
         f"ROC AUC {_fmt(r['roc_auc'])}  recall {_fmt(r['recall'])}  specificity {_fmt(r['specificity'])}  ECE {_fmt(r['ece'])}"
@@ -305,11 +383,29 @@ def ensemble(
 
 @app.command(cls=_Command)
 def calibrate(
-    data: Optional[Path] = typer.Argument(None, metavar="LABELLED", help="Labelled films from your site: NORMAL/ and PNEUMONIA/ folders, a Kaggle root with --split, or a manifest (at least 20 per class)."),
-    out: Path = typer.Option(..., "--out", metavar="PATH", help="Model folder to write; then --model DIR in predict, evaluate, serve and export."),
-    unlabeled: Optional[Path] = typer.Option(None, "--unlabeled", metavar="PATH", help="A folder of at least 50 of your site's films without labels: the prevalence is estimated from them and the input check learns to accept them."),
-    prevalence: Optional[float] = typer.Option(None, "--prevalence", metavar="NUMBER", help="Your site's share of pneumonia, e.g. 0.3 (default: estimated from --unlabeled, else unknown: balanced accuracy)."),
-    model: Optional[Path] = typer.Option(None, "--model", metavar="PATH", help="Run folder or checkpoint to start from (default: the bundled model)."),
+    data: Optional[Path] = typer.Argument(
+        None,
+        metavar="LABELLED",
+        help="Labelled films from your site: NORMAL/ and PNEUMONIA/ folders, a Kaggle root with --split, or a manifest (at least 20 per class).",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", metavar="PATH", help="Model folder to write; then --model DIR in predict, evaluate, serve and export."
+    ),
+    unlabeled: Optional[Path] = typer.Option(
+        None,
+        "--unlabeled",
+        metavar="PATH",
+        help="A folder of at least 50 of your site's films without labels: the prevalence is estimated from them and the input check learns to accept them.",
+    ),
+    prevalence: Optional[float] = typer.Option(
+        None,
+        "--prevalence",
+        metavar="NUMBER",
+        help="Your site's share of pneumonia, e.g. 0.3 (default: estimated from --unlabeled, else unknown: balanced accuracy).",
+    ),
+    model: Optional[Path] = typer.Option(
+        None, "--model", metavar="PATH", help="Run folder or checkpoint to start from (default: the bundled model)."
+    ),
     split: Optional[str] = typer.Option(None, "--split", metavar="TEXT", help="Split of a Kaggle-style root."),
     min_per_class: int = typer.Option(20, "--min-per-class", metavar="N", help="Fewest distinct labelled films of each class accepted."),
     bootstrap: int = typer.Option(1000, metavar="N", help="Bootstrap resamples for the 95% intervals."),
@@ -320,31 +416,63 @@ def calibrate(
     from pneumo.evaluation.calibrate import calibrate as run_calibration
 
     result = run_calibration(
-        data, out=out, model=model, unlabeled=unlabeled, prevalence=prevalence, split=split, min_per_class=min_per_class,
-        n_boot=bootstrap, overwrite=overwrite, progress=sys.stderr.isatty(),
+        data,
+        out=out,
+        model=model,
+        unlabeled=unlabeled,
+        prevalence=prevalence,
+        split=split,
+        min_per_class=min_per_class,
+        n_boot=bootstrap,
+        overwrite=overwrite,
+        progress=sys.stderr.isatty(),
     )
     site = result.report
     where = {"given": "as given", "estimated": "estimated from the unlabelled films", "unknown": "unknown"}[result.prevalence_source]
     ci = (result.report.get("site") or {}).get("prevalence", {}).get("ci95")
     shown = "" if result.prevalence is None else f"{result.prevalence:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-    console.print(f"prevalence: {shown} ({where}); the threshold is chosen for " + (
-        "the best accuracy at that prevalence" if result.prevalence is not None else "the best balanced accuracy, as the model's own was"), highlight=False)
+    console.print(
+        f"prevalence: {shown} ({where}); the threshold is chosen for "
+        + (
+            "the best accuracy at that prevalence"
+            if result.prevalence is not None
+            else "the best balanced accuracy, as the model's own was"
+        ),
+        highlight=False,
+    )
     if "before" in site:
         old = site["before"]["at_old_threshold"]
         table = Table(title=f"{site['n']} labelled films ({site['positives']} PNEUMONIA): the operating point before and after")
         for col in ("", "threshold", "sensitivity", "specificity", "accuracy", "ECE"):
             table.add_column(col, justify="left" if not col else "right")
         cio, ci = old["ci95"], site["ci95"]
-        table.add_row("before", f"{site['before']['threshold']:.3g}", _with_ci(old["recall"], cio["recall"]), _with_ci(old["specificity"], cio["specificity"]),
-                      _with_ci(old["accuracy"], cio["accuracy"]), _fmt(site["ece_before"]))
-        table.add_row("after", f"{result.threshold:.3g}", _with_ci(site["recall"], ci["recall"]), _with_ci(site["specificity"], ci["specificity"]),
-                      _with_ci(site["accuracy"], ci["accuracy"]), _fmt(site["ece"]))
+        table.add_row(
+            "before",
+            f"{site['before']['threshold']:.3g}",
+            _with_ci(old["recall"], cio["recall"]),
+            _with_ci(old["specificity"], cio["specificity"]),
+            _with_ci(old["accuracy"], cio["accuracy"]),
+            _fmt(site["ece_before"]),
+        )
+        table.add_row(
+            "after",
+            f"{result.threshold:.3g}",
+            _with_ci(site["recall"], ci["recall"]),
+            _with_ci(site["specificity"], ci["specificity"]),
+            _with_ci(site["accuracy"], ci["accuracy"]),
+            _fmt(site["ece"]),
+        )
         console.print(table)
-        console.print("measured on the films the operating point was fitted on, so optimistic; the intervals are patient-clustered 95% bootstrap intervals")
+        console.print(
+            "measured on the films the operating point was fitted on, so optimistic; the intervals are patient-clustered 95% bootstrap intervals"
+        )
     if result.refused_before is not None:
         n = result.report["site"]["unlabeled"]["n"]
-        console.print(f"input check: {result.refused_before:.1%} of the {n} unlabelled films refused before, {result.refused_after:.1%} after "
-                      "(the check now also accepts films like them; adult films and non-chest images are still refused)", highlight=False)
+        console.print(
+            f"input check: {result.refused_before:.1%} of the {n} unlabelled films refused before, {result.refused_after:.1%} after "
+            "(the check now also accepts films like them; adult films and non-chest images are still refused)",
+            highlight=False,
+        )
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     console.print(f"wrote {escape(str(result.out))}: use it with --model {escape(str(result.out))}")
@@ -356,14 +484,24 @@ def _with_ci(value: float, ci: list[float]) -> str:
 
 @app.command(cls=_Command)
 def predict(
-    paths: List[Path] = typer.Argument(..., metavar="PATH", help="Image files (JPEG, PNG, DICOM, TIFF, BMP, WebP, GIF), folders (searched recursively) or quoted glob patterns."),
+    paths: List[Path] = typer.Argument(
+        ...,
+        metavar="PATH",
+        help="Image files (JPEG, PNG, DICOM, TIFF, BMP, WebP, GIF), folders (searched recursively) or quoted glob patterns.",
+    ),
     model: Optional[Path] = typer.Option(None, "--model", metavar="PATH", help="Run folder or checkpoint (default: the bundled model)."),
     fmt: str = typer.Option("table", "--format", metavar="TEXT", help="table, json or csv."),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="PATH", help="Write json/csv here instead of printing (format from --format, else from the suffix)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", metavar="PATH", help="Write json/csv here instead of printing (format from --format, else from the suffix)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
-    cam: Optional[Path] = typer.Option(None, "--cam", metavar="PATH", help="Also write a Grad-CAM heatmap PNG per image into this folder (needs PyTorch)."),
+    cam: Optional[Path] = typer.Option(
+        None, "--cam", metavar="PATH", help="Also write a Grad-CAM heatmap PNG per image into this folder (needs PyTorch)."
+    ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first file that cannot be read instead of skipping it."),
-    no_abstain: bool = typer.Option(False, "--no-abstain", help="Label images the input checks find outside what the model was trained on too (their warnings stay)."),
+    no_abstain: bool = typer.Option(
+        False, "--no-abstain", help="Label images the input checks find outside what the model was trained on too (their warnings stay)."
+    ),
 ) -> None:
     """P(pneumonia) and the label at the model's threshold for each image (JPEG, PNG, DICOM, TIFF, BMP, WebP or GIF);
     no verdict for an image outside what the model was trained on.
@@ -426,15 +564,19 @@ def predict(
         verdicts = Counter(r.label for r in results if not r.abstain)
         no_verdict = sum(r.abstain for r in results)
         console.print(
-            f"{_count(len(results), 'film')}: " + ", ".join(f"{n} {label}" for label, n in sorted(verdicts.items()))
-            + f", {no_verdict} without a verdict" + (f"; {len(results.skipped)} skipped (unreadable)" if results.skipped else ""),
+            f"{_count(len(results), 'film')}: "
+            + ", ".join(f"{n} {label}" for label, n in sorted(verdicts.items()))
+            + f", {no_verdict} without a verdict"
+            + (f"; {len(results.skipped)} skipped (unreadable)" if results.skipped else ""),
             highlight=False,
         )
 
 
 @models_app.command("upgrade", cls=_Command)
 def models_upgrade(
-    folders: List[Path] = typer.Argument(..., metavar="FOLDER", help="Model or run folders written by an earlier pneumo (checkpoint format 1)."),
+    folders: List[Path] = typer.Argument(
+        ..., metavar="FOLDER", help="Model or run folders written by an earlier pneumo (checkpoint format 1)."
+    ),
 ) -> None:
     """Re-save old-format model folders in the current format, after checking their weights and every field."""
     from pneumo.models.checkpoint import FORMAT_VERSION, upgrade_checkpoint
@@ -456,14 +598,20 @@ def _shared_folder(paths: list[str]) -> str:
 @app.command("predict-archive", cls=_Command)
 def predict_archive(
     source: Path = typer.Argument(..., metavar="SOURCE", help="A folder (searched recursively) or a CSV manifest with a 'path' column."),
-    out: Path = typer.Option(..., "--out", metavar="PATH", help="results.csv (or .parquet with pyarrow); unreadable files go to results.skipped.csv."),
-    model: Optional[Path] = typer.Option(None, "--model", metavar="PATH", help="Run folder, checkpoint or .onnx export (default: the bundled model)."),
+    out: Path = typer.Option(
+        ..., "--out", metavar="PATH", help="results.csv (or .parquet with pyarrow); unreadable files go to results.skipped.csv."
+    ),
+    model: Optional[Path] = typer.Option(
+        None, "--model", metavar="PATH", help="Run folder, checkpoint or .onnx export (default: the bundled model)."
+    ),
     batch_size: int = typer.Option(64, "--batch-size", metavar="N", help="Images per batch."),
     workers: int = typer.Option(0, "--workers", metavar="N", help="Decoding threads (0: one per CPU, up to 4)."),
     backend: str = typer.Option("auto", "--backend", metavar="TEXT", help="auto, onnx or torch."),
     resume: bool = typer.Option(False, "--resume", help="Skip the files already in --out and append the rest."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first file that cannot be read."),
-    no_abstain: bool = typer.Option(False, "--no-abstain", help="Label images the input checks find outside what the model was trained on too."),
+    no_abstain: bool = typer.Option(
+        False, "--no-abstain", help="Label images the input checks find outside what the model was trained on too."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ray: bool = typer.Option(False, "--ray", help="Run on Ray Data (ONNX actors); needs pneumo[ray]."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="TEXT", help="A Ray cluster (default: a local instance)."),
@@ -473,15 +621,27 @@ def predict_archive(
     output_file(out, "--out")
     if ray:
         if resume or strict or no_abstain or backend == "torch":
-            raise PneumoError("--ray runs the ONNX export and has no --resume, --strict, --no-abstain or torch backend; drop those or run without --ray")
+            raise PneumoError(
+                "--ray runs the ONNX export and has no --resume, --strict, --no-abstain or torch backend; drop those or run without --ray"
+            )
         from pneumo.inference.ray_batch import predict_archive_ray
 
         summary = predict_archive_ray(source, out, model=model, batch_size=batch_size, concurrency=actors, address=ray_address)
     else:
         from pneumo.inference.batch import predict_archive as run_archive
 
-        summary = run_archive(source, out=out, model=model, batch_size=batch_size, workers=workers, resume=resume,
-                              strict=strict, progress=sys.stderr.isatty() and not quiet, backend=backend, abstain=not no_abstain)
+        summary = run_archive(
+            source,
+            out=out,
+            model=model,
+            batch_size=batch_size,
+            workers=workers,
+            resume=resume,
+            strict=strict,
+            progress=sys.stderr.isatty() and not quiet,
+            backend=backend,
+            abstain=not no_abstain,
+        )
     console.print(
         f"wrote {summary.done} predictions to {escape(str(summary.out))} ({summary.images_per_second:.0f} images/s)"
         + (f"; {summary.already_done} were already there" if summary.already_done else "")
@@ -495,10 +655,18 @@ def export(
     out: Path = typer.Option(Path("pneumo.onnx"), "--out", metavar="PATH", help="The .onnx file to write (its .json goes beside it)."),
     model: Optional[Path] = typer.Option(None, "--model", metavar="PATH", help="Run folder or checkpoint (default: the bundled model)."),
     fmt: str = typer.Option("onnx", "--format", metavar="TEXT", help="Export format; onnx is the one there is."),
-    check: Optional[List[Path]] = typer.Option(None, "--check", metavar="PATH", help="Images (files, folders, globs) for the parity check; default: 8 synthetic images."),
+    check: Optional[List[Path]] = typer.Option(
+        None, "--check", metavar="PATH", help="Images (files, folders, globs) for the parity check; default: 8 synthetic images."
+    ),
     opset: int = typer.Option(17, metavar="N", help="ONNX opset."),
-    int8: bool = typer.Option(False, "--int8", help="An int8 graph (static quantization, per channel, calibrated on the model's training films), checked by its verdicts on its validation films; its input check is refitted on its own features."),
-    data: Optional[Path] = typer.Option(None, "--data", metavar="PATH", help="With --int8: where the model's training data is now, if not where its recipe says."),
+    int8: bool = typer.Option(
+        False,
+        "--int8",
+        help="An int8 graph (static quantization, per channel, calibrated on the model's training films), checked by its verdicts on its validation films; its input check is refitted on its own features.",
+    ),
+    data: Optional[Path] = typer.Option(
+        None, "--data", metavar="PATH", help="With --int8: where the model's training data is now, if not where its recipe says."
+    ),
 ) -> None:
     """Export a model to ONNX, checked against PyTorch; `pneumo predict --model FILE.onnx` runs it without PyTorch."""
     if fmt != "onnx":
@@ -521,7 +689,8 @@ def export(
             f"wrote {escape(str(result.path))} (+ .json), int8: the same verdict as PyTorch for {q['val_same_verdict']:.2%} of "
             f"{q['val_films']} validation films (largest |dP| {q['val_max_abs_diff']:.3f}); its input check refitted on its own features: "
             f"{fit['val_flagged'] / max(1, fit['n_val']):.1%} of validation children flagged, {fit['outliers_caught']} of {fit['n_outliers']} "
-            "outlier films from unseen sources caught", highlight=False,
+            "outlier films from unseen sources caught",
+            highlight=False,
         )
         return
     console.print(
@@ -532,7 +701,9 @@ def export(
 
 @app.command(cls=_Command)
 def serve(
-    model: Optional[Path] = typer.Option(None, "--model", metavar="PATH", help="Run folder, checkpoint or .onnx export (default: the bundled model)."),
+    model: Optional[Path] = typer.Option(
+        None, "--model", metavar="PATH", help="Run folder, checkpoint or .onnx export (default: the bundled model)."
+    ),
     host: str = typer.Option("127.0.0.1", metavar="TEXT", help="Address to listen on; the default is this machine only."),
     port: int = typer.Option(8000, metavar="N", help="Port to listen on."),
     max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", metavar="NUMBER", help="Largest upload accepted."),
@@ -579,7 +750,9 @@ def _terminate(signum: int, frame: object) -> None:
 _default_showwarning = warnings.showwarning
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None, line: str | None = None) -> None:
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None, line: str | None = None
+) -> None:
     """pneumo's own warnings (e.g. an image cache that cannot be written) as one `warning:` line on stderr."""
     if category.__module__.startswith("pneumo"):
         err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
@@ -621,7 +794,10 @@ def main() -> None:
         sys.exit(2)
     except ModuleNotFoundError as exc:
         if exc.name in _SERVE_EXTRAS:
-            err_console.print(f"[bold red]error:[/] `pneumo serve` needs the serve extras ({exc.name} is not installed): pip install 'pneumo\\[serve]'", highlight=False)
+            err_console.print(
+                f"[bold red]error:[/] `pneumo serve` needs the serve extras ({exc.name} is not installed): pip install 'pneumo\\[serve]'",
+                highlight=False,
+            )
             sys.exit(2)
         if exc.name in _RAY_EXTRAS:
             err_console.print(f"[bold red]error:[/] this needs {exc.name}: pip install 'pneumo\\[ray]'", highlight=False)
@@ -637,7 +813,11 @@ def main() -> None:
     except SystemExit as exc:
         if exc.code == 130 and sys.argv[1:2] == ["train"]:
             run = _option_value(sys.argv, "--resume") or _option_value(sys.argv, "--out") or "RUN_DIR"
-            err_console.print(f"interrupted: checkpoints written so far are complete ({escape(run)}/checkpoints/last); continue with `pneumo train --resume {escape(run)}`", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"interrupted: checkpoints written so far are complete ({escape(run)}/checkpoints/last); continue with `pneumo train --resume {escape(run)}`",
+                highlight=False,
+                soft_wrap=True,
+            )
         elif exc.code == 130 and sys.argv[1:3] == ["data", "download"]:
             err_console.print("interrupted: the partial download is kept; run the same command again to resume it")
         elif exc.code == 130:

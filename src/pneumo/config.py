@@ -5,6 +5,7 @@ training with a default; every value is checked against one table of rules (`RUL
 value of the wrong kind or out of range fails in one line before any work starts, whether it
 came from a file, a `--set` or a checkpoint.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,17 @@ import yaml
 
 from pneumo.errors import PneumoError
 
-__all__ = ["RULES", "AugmentConfig", "Config", "Rule", "apply_overrides", "config_from_dict", "config_to_dict", "load_config", "named_configs"]
+__all__ = [
+    "RULES",
+    "AugmentConfig",
+    "Config",
+    "Rule",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "named_configs",
+]
 
 
 @dataclass
@@ -367,7 +378,9 @@ class _ConfigLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise _Refused(f"YAML anchors and aliases (&name, *name) are not allowed in a config (line {event.start_mark.line + 1}); write each value out")
+            raise _Refused(
+                f"YAML anchors and aliases (&name, *name) are not allowed in a config (line {event.start_mark.line + 1}); write each value out"
+            )
         if self._depth >= _MAX_DEPTH:
             raise _Refused(f"nested more than {_MAX_DEPTH} deep (line {event.start_mark.line + 1}); a config is a mapping of key: value")
         self._nodes += 1
@@ -443,7 +456,9 @@ def _read_text(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise PneumoError(f"config {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save it as UTF-8") from None
+        raise PneumoError(
+            f"config {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
+        ) from None
 
 
 def _parse_file(path: Path) -> dict[str, Any]:

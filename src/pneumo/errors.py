@@ -1,4 +1,5 @@
 """The one exception type for mistakes a user can fix (bad paths, bad data, bad config)."""
+
 from __future__ import annotations
 
 __all__ = ["PneumoError"]

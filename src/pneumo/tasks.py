@@ -14,6 +14,7 @@ Example:
     >>> pneumonia_probability(np.array([[0.9, 0.05, 0.05]]))
     array([0.1])
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -83,7 +84,9 @@ class Task:
             return logits[:, 0]
         return torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]
 
-    def distillation_loss(self, logits: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    def distillation_loss(
+        self, logits: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
         """Weighted cross-entropy to a teacher's class probabilities [B, len(classes)], both softened by
         `temperature` and the result scaled by its square (Hinton et al. 2015), averaged over the batch."""
         import torch

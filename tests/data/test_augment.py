@@ -1,4 +1,5 @@
 """pneumo.data.augment: seeded batch augmentation on real radiographs."""
+
 from __future__ import annotations
 
 import numpy as np

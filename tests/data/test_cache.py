@@ -1,4 +1,5 @@
 """pneumo.data.cache: decode once per (file contents, size), rebuild on any change or damage."""
+
 from __future__ import annotations
 
 import errno
@@ -103,9 +104,7 @@ def test_order_matters(records: list[Record], folder: Path) -> None:
     assert np.array_equal(backward, forward[::-1])
 
 
-def test_changed_file_changes_fingerprint_and_rebuilds(
-    records: list[Record], folder: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_changed_file_changes_fingerprint_and_rebuilds(records: list[Record], folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before, key = cached_images(records, SIZE, folder=folder, progress=False)
     # replace one image by another real image (a different radiograph under the same name)
     shutil.copy(records[1].path, records[0].path)
@@ -119,9 +118,7 @@ def test_changed_file_changes_fingerprint_and_rebuilds(
     assert len(_cache_files(folder)) == 2
 
 
-def test_same_bytes_elsewhere_share_the_cache(
-    records: list[Record], tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_same_bytes_elsewhere_share_the_cache(records: list[Record], tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first, key = cached_images(records, SIZE, folder=folder, progress=False)
     moved = tmp_path / "moved"
     shutil.copytree(records[0].path.parents[1], moved)
@@ -243,9 +240,14 @@ def test_a_cache_that_is_a_file_is_refused_before_any_work(records: list[Record]
     (tmp_path / "a-file").write_text("not a folder")
     monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path / "a-file"))
     _no_decoding(monkeypatch)
-    with pytest.raises(PneumoError, match=r"^the image cache .*a-file \(\$PNEUMO_CACHE\) is not usable: .*a-file is a file, not a folder; point \$PNEUMO_CACHE at a folder, or unset it$"):
+    with pytest.raises(
+        PneumoError,
+        match=r"^the image cache .*a-file \(\$PNEUMO_CACHE\) is not usable: .*a-file is a file, not a folder; point \$PNEUMO_CACHE at a folder, or unset it$",
+    ):
         decode_dataset(records, SIZE, progress=False)
-    with pytest.raises(PneumoError, match=r"\(the config's cache_dir\) is not usable: .*a-file is a file, not a folder; set cache_dir to a folder"):
+    with pytest.raises(
+        PneumoError, match=r"\(the config's cache_dir\) is not usable: .*a-file is a file, not a folder; set cache_dir to a folder"
+    ):
         data_fingerprint(records, tmp_path / "a-file" / "sub")
     with pytest.raises(PneumoError, match=r"/dev/null is a device, not a folder"):
         usable_cache("/dev/null")
@@ -266,7 +268,9 @@ def _read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
     monkeypatch.setattr(cache_module, "output_folder", refuse)
 
 
-def test_a_read_only_cache_is_read_and_warned_about_and_the_run_goes_on(records: list[Record], folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_read_only_cache_is_read_and_warned_about_and_the_run_goes_on(
+    records: list[Record], folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = decode_dataset(records[:6], SIZE, folder=folder, progress=False)  # filled while writable
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     _read_only(monkeypatch, folder)
@@ -296,7 +300,9 @@ def test_a_cache_folder_without_write_permission_is_warned_about(records: list[R
         folder.chmod(0o755)
 
 
-def test_a_full_disk_while_caching_is_a_warning_and_leaves_no_temporary(records: list[Record], folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_while_caching_is_a_warning_and_leaves_no_temporary(
+    records: list[Record], folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = cache_module._save_npy
 
     def disk_full(path: Path, images: np.ndarray) -> None:
@@ -308,7 +314,9 @@ def test_a_full_disk_while_caching_is_a_warning_and_leaves_no_temporary(records:
         warnings.simplefilter("always")
         dataset = decode_dataset(records[:4], SIZE, folder=folder, progress=False)
     assert len(dataset.images) == 4
-    assert next(str(w.message) for w in caught if w.category is CacheWarning).startswith(f"the image cache {folder} cannot be written (No space left on device)")
+    assert next(str(w.message) for w in caught if w.category is CacheWarning).startswith(
+        f"the image cache {folder} cannot be written (No space left on device)"
+    )
     assert not _cache_files(folder) and not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
     monkeypatch.undo()
     cached_images(records[:4], SIZE, folder=folder, progress=False)  # the next run with room caches it

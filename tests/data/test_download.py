@@ -4,6 +4,7 @@ The archives are built from real images of ../shared/data, laid out like ChestXR
 served by an HTTP server on 127.0.0.1 that this file starts (with Range support and a switch that
 hangs up mid-file), or read through file:// URLs. Nothing here reaches the internet or Kaggle.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -166,7 +167,9 @@ def _quiet(**kwargs: object) -> dict[str, object]:
 
 def _check_dataset(root: Path, images: dict[str, bytes]) -> None:
     """The unpacked folder holds exactly the archive's images, byte for byte, and discover finds them."""
-    expected = {name.removeprefix("chest_xray/"): data for name, data in images.items() if name.endswith(".jpeg") and name.startswith("chest_xray/")}
+    expected = {
+        name.removeprefix("chest_xray/"): data for name, data in images.items() if name.endswith(".jpeg") and name.startswith("chest_xray/")
+    }
     found = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
     assert found == expected  # __MACOSX and .DS_Store left out
     dataset = discover(root)
@@ -373,10 +376,22 @@ MALICIOUS: dict[str, tuple[str, Callable[[dict[str, bytes]], bytes], str]] = {
     "backslashes": (ARCHIVE, lambda im: _zip({**im, "chest_xray\\..\\..\\evil.txt": b"pwned"}), "outside the target folder"),
     "zip-symlink": (ARCHIVE, _symlink_zip, "symbolic link"),
     "zip-bomb": (ARCHIVE, lambda im: _bomb(), "zip bomb"),
-    "tar-symlink": ("ChestXRay2017.tar.gz", lambda im: _tar(im, _tar_entry("chest_xray/link.jpeg", tarfile.SYMTYPE, "/etc/passwd")), "is a link"),
-    "tar-hardlink": ("ChestXRay2017.tar.gz", lambda im: _tar(im, _tar_entry("chest_xray/hard.jpeg", tarfile.LNKTYPE, "/etc/passwd")), "is a link"),
+    "tar-symlink": (
+        "ChestXRay2017.tar.gz",
+        lambda im: _tar(im, _tar_entry("chest_xray/link.jpeg", tarfile.SYMTYPE, "/etc/passwd")),
+        "is a link",
+    ),
+    "tar-hardlink": (
+        "ChestXRay2017.tar.gz",
+        lambda im: _tar(im, _tar_entry("chest_xray/hard.jpeg", tarfile.LNKTYPE, "/etc/passwd")),
+        "is a link",
+    ),
     "tar-device": ("ChestXRay2017.tar.gz", lambda im: _tar(im, _tar_entry("chest_xray/dev", tarfile.CHRTYPE)), "device or special file"),
-    "tar-dot-dot": ("ChestXRay2017.tar.gz", lambda im: _tar(im, _tar_entry("../evil.txt", tarfile.REGTYPE, data=b"pwned")), "outside the target folder"),
+    "tar-dot-dot": (
+        "ChestXRay2017.tar.gz",
+        lambda im: _tar(im, _tar_entry("../evil.txt", tarfile.REGTYPE, data=b"pwned")),
+        "outside the target folder",
+    ),
     "not-an-archive": (ARCHIVE, lambda im: b"<!DOCTYPE html><title>Sign in</title>" * 20, "neither a zip nor a tar"),
     "damaged": (ARCHIVE, _crc_damaged, "damaged"),
 }
@@ -388,9 +403,7 @@ def malicious(images: dict[str, bytes]) -> dict[str, tuple[str, bytes, str]]:
 
 
 @pytest.mark.parametrize("case", list(MALICIOUS))
-def test_refused_archive_leaves_nothing(
-    case: str, mirror: Mirror, malicious: dict[str, tuple[str, bytes, str]], tmp_path: Path
-) -> None:
+def test_refused_archive_leaves_nothing(case: str, mirror: Mirror, malicious: dict[str, tuple[str, bytes, str]], tmp_path: Path) -> None:
     name, data, reason = malicious[case]
     url = mirror.serve(name, data)
     to = tmp_path / "work" / "data"
@@ -552,7 +565,10 @@ def test_endless_body_is_stopped_at_the_limit_and_the_part_deleted(chunked: bool
 def test_announced_size_over_the_limit_is_refused_before_writing(mirror: Mirror, dataset_zip: bytes, tmp_path: Path) -> None:
     url = mirror.serve(ARCHIVE, dataset_zip)
     to = tmp_path / "data"
-    with pytest.raises(PneumoError, match=rf"^{re.escape(url)} announces .*, over the download limit of 1.0 kB .*; nothing was kept\. If the file is genuine"):
+    with pytest.raises(
+        PneumoError,
+        match=rf"^{re.escape(url)} announces .*, over the download limit of 1.0 kB .*; nothing was kept\. If the file is genuine",
+    ):
         download(url=url, to=to, **_quiet(max_download=1000))
     assert not to.exists() and mirror.ranges == [None]
     source = tmp_path / ARCHIVE
@@ -573,7 +589,9 @@ def test_stale_part_over_the_limit_is_not_kept(mirror: Mirror, dataset_zip: byte
 
 
 def test_a_file_exactly_at_the_limit_downloads(mirror: Mirror, dataset_zip: bytes, tmp_path: Path) -> None:
-    result = download(url=mirror.serve(ARCHIVE, dataset_zip), to=tmp_path / "data", **_quiet(max_download=len(dataset_zip), check_images=False))
+    result = download(
+        url=mirror.serve(ARCHIVE, dataset_zip), to=tmp_path / "data", **_quiet(max_download=len(dataset_zip), check_images=False)
+    )
     assert result.sha256 == _sha(dataset_zip)
 
 

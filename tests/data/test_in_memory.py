@@ -1,4 +1,5 @@
 """Images a notebook holds become the same pixels a file would give, or a one-line PneumoError."""
+
 from __future__ import annotations
 
 import io

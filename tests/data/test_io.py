@@ -1,4 +1,5 @@
 """pneumo.data.io and pneumo.preprocess: decoding any image mode to uint8 gray, resizing, normalising."""
+
 from __future__ import annotations
 
 import copy
@@ -690,7 +691,13 @@ def test_unsupported_format_is_refused_naming_what_is_read(
 
 @pytest.mark.parametrize(
     ("fmt", "options", "mode"),
-    [("TIFF", {}, "L"), ("TIFF", {"compression": "tiff_lzw"}, "L"), ("BMP", {}, "L"), ("WEBP", {"lossless": True}, "RGB"), ("GIF", {}, "L")],
+    [
+        ("TIFF", {}, "L"),
+        ("TIFF", {"compression": "tiff_lzw"}, "L"),
+        ("BMP", {}, "L"),
+        ("WEBP", {"lossless": True}, "RGB"),
+        ("GIF", {}, "L"),
+    ],
 )
 def test_other_supported_formats_decode_exactly(tmp_path: Path, gray: np.ndarray, fmt: str, options: dict, mode: str) -> None:
     path = _save(Image.fromarray(gray).convert(mode), tmp_path / f"film.{fmt.lower()}", fmt, **options)
@@ -747,7 +754,9 @@ def test_sideways_jpeg_film_with_orientation_8_reads_as_the_upright_film(tmp_pat
     path = tmp_path / "sideways.jpeg"
     path.write_bytes(_oriented(upright, 8, "JPEG", quality=95))
     with Image.open(path) as check:
-        assert np.abs(np.asarray(check.convert("L")).astype(int) - np.rot90(upright, -1)).mean() < 2  # stored sideways (a quarter turn clockwise)
+        assert (
+            np.abs(np.asarray(check.convert("L")).astype(int) - np.rot90(upright, -1)).mean() < 2
+        )  # stored sideways (a quarter turn clockwise)
     assert np.abs(read_image(path, size_hint).astype(int) - read_image(real_jpeg, size_hint)).mean() < 2
     assert np.abs(load_image(path, 64).astype(int) - load_image(real_jpeg, 64)).max() <= 8
 
@@ -903,7 +912,15 @@ def test_image_info_to_dict_is_json() -> None:
     info = ImageInfo("DICOM", 10, 20, "MONOCHROME1", 0.0, 1, "CR", "CHEST", "AP")
     as_dict = info.to_dict()
     assert list(as_dict) == [
-        "format", "width", "height", "mode", "colourfulness", "frames", "modality", "body_part", "view_position",
+        "format",
+        "width",
+        "height",
+        "mode",
+        "colourfulness",
+        "frames",
+        "modality",
+        "body_part",
+        "view_position",
         "patient_age_years",
     ]
     assert json.loads(json.dumps(as_dict)) == as_dict
@@ -1015,7 +1032,5 @@ def test_normalise_float_matches_uint8(gray: np.ndarray) -> None:
 
 def test_preprocess_imports_on_its_own() -> None:
     """`from pneumo.data.preprocess import load_image` must work as the first import of a program."""
-    done = subprocess.run(
-        [sys.executable, "-c", "import pneumo.data.preprocess"], capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([sys.executable, "-c", "import pneumo.data.preprocess"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-500:]

@@ -1,4 +1,5 @@
 """pneumo.data.layout: file-name parsing, layout discovery and manifests, on real files."""
+
 from __future__ import annotations
 
 import csv
@@ -135,8 +136,14 @@ def _manifest_rows(tmp_path: Path) -> list[tuple[Path, str, str]]:
     normal = pick("NORMAL", 2)
     bacteria = [f for f in pick("PNEUMONIA", 40) if "bacteria" in f.name][:2]
     virus = [f for f in pick("PNEUMONIA", 40) if "virus" in f.name][:2]
-    for f, label in [(normal[0], "normal"), (normal[1], "NORMAL"), (bacteria[0], "bacteria"), (virus[0], "Virus"),
-                     (bacteria[1], "pneumonia"), (virus[1], "PNEUMONIA")]:
+    for f, label in [
+        (normal[0], "normal"),
+        (normal[1], "NORMAL"),
+        (bacteria[0], "bacteria"),
+        (virus[0], "Virus"),
+        (bacteria[1], "pneumonia"),
+        (virus[1], "PNEUMONIA"),
+    ]:
         shutil.copy(f, tmp_path / "img" / f.name)
         rows.append((Path("img") / f.name, label, f.name))
     return rows
@@ -330,7 +337,9 @@ def _manifest_bytes(draw: st.DrawFn) -> bytes:
     if clean:
         header = list(draw(st.permutations(["path", "label", "pathogen"])))
     else:
-        header = draw(st.permutations(["path", "label"]).map(list) | st.lists(st.sampled_from(_KNOWN_COLUMNS) | st.text(max_size=8), max_size=6))
+        header = draw(
+            st.permutations(["path", "label"]).map(list) | st.lists(st.sampled_from(_KNOWN_COLUMNS) | st.text(max_size=8), max_size=6)
+        )
     files = iter(draw(st.permutations(_EXISTING)))
     rows = []
     for _ in range(draw(st.integers(1 if clean else 0, len(_EXISTING) if clean else 6))):
@@ -343,7 +352,9 @@ def _manifest_bytes(draw: st.DrawFn) -> bytes:
     csv.writer(buffer, quoting=quoting, lineterminator=draw(st.sampled_from(["\n", "\r\n", "\r"]))).writerows([header, *rows])
     lines = buffer.getvalue().splitlines(keepends=True)
     for _ in range(draw(st.integers(0, 2))):  # blank lines, stray quotes and text anywhere
-        lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(["\n", "\r\n", '"', ",,\n", "\ufeff"])) + draw(st.text(max_size=6)))
+        lines.insert(
+            draw(st.integers(0, len(lines))), draw(st.sampled_from(["\n", "\r\n", '"', ",,\n", "\ufeff"])) + draw(st.text(max_size=6))
+        )
     text = ("\ufeff" if draw(st.booleans()) else "") + "".join(lines)
     return text.encode(draw(st.sampled_from(["utf-8", "utf-8", "utf-8", "utf-16", "latin-1"])), errors="replace")
 

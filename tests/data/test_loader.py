@@ -1,4 +1,5 @@
 """pneumo.data.loader.ArrayBatches: index-based batches over in-memory tensors."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The one manifest reader: column names without case or padding, blank rows skipped, one-line errors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +18,10 @@ def _rows(tmp_path: Path, data: bytes, needs: tuple[str, ...] = ("path",)) -> li
 
 def test_a_spreadsheet_header_reads_as_its_column_names(tmp_path: Path) -> None:
     data = "\ufeff\r\n Path ,LABEL,\r\na.jpeg,normal,x\r\n,,\r\nb.jpeg, pneumonia\r\n".encode()
-    assert _rows(tmp_path, data, needs=("path", "label")) == [(3, {"path": "a.jpeg", "label": "normal"}), (5, {"path": "b.jpeg", "label": " pneumonia"})]
+    assert _rows(tmp_path, data, needs=("path", "label")) == [
+        (3, {"path": "a.jpeg", "label": "normal"}),
+        (5, {"path": "b.jpeg", "label": " pneumonia"}),
+    ]
 
 
 @pytest.mark.parametrize(

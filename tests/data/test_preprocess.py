@@ -3,6 +3,7 @@
 Training, evaluation, prediction and the service all go through these functions, so these tests pin what a
 model sees: shape, dtype, range, and that a file gives the same pixels however it is reached.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -62,8 +63,12 @@ def test_load_image_with_info_says_what_the_file_was(films: list[Path]) -> None:
 
 @pytest.mark.parametrize(
     ("name", "fmt", "side"),
-    [("other/adult_rgb_2373px.jpg", "JPEG", 2373), ("other/nih_00000001_000.png", "PNG", 512),
-     ("dicom/cr_chest_pa_monochrome1.dcm", "DICOM", 1024), ("dicom/dx_chest_uncompressed.dcm", "DICOM", 1024)],
+    [
+        ("other/adult_rgb_2373px.jpg", "JPEG", 2373),
+        ("other/nih_00000001_000.png", "PNG", 512),
+        ("dicom/cr_chest_pa_monochrome1.dcm", "DICOM", 1024),
+        ("dicom/dx_chest_uncompressed.dcm", "DICOM", 1024),
+    ],
 )
 def test_other_formats_and_sizes_reach_the_same_shape(shared_data: Path, name: str, fmt: str, side: int) -> None:
     """A big JPEG may be decoded at reduced scale (size_hint); what comes out is close to resizing the full decode."""

@@ -1,4 +1,5 @@
 """pneumo.data.split: patient-grouped vs image-level validation splits on the real training set."""
+
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,5 @@
 """pneumo.data.summary.summarize: counts, class weights, and warnings about duplicates, bad files and leaks."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """pneumo.deploy and pneumo.runtime: ONNX export checked against PyTorch, and prediction without torch."""
+
 from __future__ import annotations
 
 import hashlib
@@ -71,7 +72,9 @@ def test_runtime_predicts_what_torch_predicts(exported: tuple[Path, dict], bundl
 def test_the_export_carries_the_feature_check(exported: tuple[Path, dict], bundled: TorchModel, files: list[Path]) -> None:
     model = OnnxModel.load(exported[0])
     checked = bundled.with_feature_check()
-    assert model.feature_check.arrays().keys() == checked.feature_check.arrays(scoring_only=True).keys()  # what scoring needs, not the outlier rows
+    assert (
+        model.feature_check.arrays().keys() == checked.feature_check.arrays(scoring_only=True).keys()
+    )  # what scoring needs, not the outlier rows
     images = np.stack([load_image(f, bundled.image_size) for f in files])
     _, ours = model.probabilities_and_scores(images)
     _, theirs = checked.probabilities_and_scores(images)
@@ -79,7 +82,9 @@ def test_the_export_carries_the_feature_check(exported: tuple[Path, dict], bundl
 
 
 @pytest.mark.slow
-def test_both_backends_abstain_on_the_same_films(exported: tuple[Path, dict], bundled: TorchModel, files: list[Path], shared_data: Path) -> None:
+def test_both_backends_abstain_on_the_same_films(
+    exported: tuple[Path, dict], bundled: TorchModel, files: list[Path], shared_data: Path
+) -> None:
     adult = sorted((shared_data / "ood" / "adult_other_hospitals").iterdir())[::4]  # 31 adult films
     paths = [*adult, *files, SAMPLES / "dicom" / "cr_chest_pa_monochrome1.dcm"]
     onnx_results = predict(paths, model=exported[0])
@@ -122,7 +127,9 @@ def test_a_damaged_export_is_a_user_error(exported: tuple[Path, dict], tmp_path:
     (tmp_path / "m.json").write_text(json.dumps({**info, "onnx_sha256": sha256_file(onnx)}))  # the graph's checksum recomputed by hand
     with pytest.raises(PneumoError, match="m.json was edited or damaged.*pneumo export"):
         OnnxModel.load(onnx)
-    (tmp_path / "m.json").write_text(json.dumps(seal({**info, "onnx_sha256": sha256_file(onnx)})))  # and the JSON's: onnxruntime refuses the graph
+    (tmp_path / "m.json").write_text(
+        json.dumps(seal({**info, "onnx_sha256": sha256_file(onnx)}))
+    )  # and the JSON's: onnxruntime refuses the graph
     with pytest.raises(PneumoError, match="onnxruntime cannot load .*damaged"):
         OnnxModel.load(onnx)
     (tmp_path / "m.json").unlink()
@@ -176,7 +183,10 @@ EDITED_EXPORT = r"m\.json was edited or damaged: its fields no longer match thei
         ({"temperature": 0.5}, EDITED_EXPORT),
         ({"drop": ("onnx_sha256",)}, EDITED_EXPORT),
         ({"drop": (CHECKSUM,)}, r"m\.json has no metadata checksum \(meta_sha256\).*export the model again"),
-        ({"format_version": 1}, r"export format 1, which has no metadata checksum, is not supported \(expected 2\); .*export the model again"),
+        (
+            {"format_version": 1},
+            r"export format 1, which has no metadata checksum, is not supported \(expected 2\); .*export the model again",
+        ),
         ({"format": "other"}, "is not a pneumo export's JSON"),
     ],
     ids=lambda v: repr(v)[:30],
@@ -198,9 +208,15 @@ def test_an_edited_export_json_is_refused(shipped: Path, changes: dict, message:
         ({"drop": ("onnx_sha256",)}, r"has no graph checksum \(onnx_sha256\)"),
         ({"input": {"name": "x", "dtype": "float32", "shape": ["batch", 1, 224, 224]}}, "input and output names are not a pneumo export's"),
         ({"input": {"name": "pixels", "dtype": "float32", "shape": ["batch", 1, 180, 180]}}, "its input shape is"),
-        ({"output": {"name": "probabilities", "dtype": "float32", "shape": ["batch", 2], "order": ["PNEUMONIA", "NORMAL"]}}, "its output order is"),
+        (
+            {"output": {"name": "probabilities", "dtype": "float32", "shape": ["batch", 2], "order": ["PNEUMONIA", "NORMAL"]}},
+            "its output order is",
+        ),
         ({"drop": ("features_output",)}, "its features_output name is None"),
-        ({"feature_check": {"encoding": "float32-le-base64", "arrays": {"mean": {"shape": [3], "data": "!!"}}}}, "feature_check is damaged"),
+        (
+            {"feature_check": {"encoding": "float32-le-base64", "arrays": {"mean": {"shape": [3], "data": "!!"}}}},
+            "feature_check is damaged",
+        ),
     ],
     ids=lambda v: repr(v)[:30],
 )
@@ -220,8 +236,15 @@ def test_a_fully_forged_export_still_meets_the_field_checks(shipped: Path) -> No
 
 
 def _tiny_graph(
-    path: Path, size: int = 16, input_name: str = "pixels", outputs: tuple[str, ...] = ("probabilities", "features"),
-    batch: str | int = "batch", n_classes: int = 2, scale: float = 1.0, feature_check: dict | None = None, nan_unless_blank: bool = False,
+    path: Path,
+    size: int = 16,
+    input_name: str = "pixels",
+    outputs: tuple[str, ...] = ("probabilities", "features"),
+    batch: str | int = "batch",
+    n_classes: int = 2,
+    scale: float = 1.0,
+    feature_check: dict | None = None,
+    nan_unless_blank: bool = False,
 ) -> Path:
     """A pneumo-shaped ONNX graph built by hand (P(pneumonia) = sigmoid(mean pixel / 255)), with a
     sealed JSON that describes a pneumo export of it: only the graph varies between tests.
@@ -236,8 +259,12 @@ def _tiny_graph(
         helper.make_node("Sigmoid", ["z"], ["s"]),
     ]
     if nan_unless_blank:
-        nodes += [helper.make_node("Neg", ["m"], ["neg"]), helper.make_node("Sqrt", ["neg"], ["root"]),
-                  helper.make_node("Mul", ["root", "zero"], ["nothing"]), helper.make_node("Add", ["s", "nothing"], ["p"])]
+        nodes += [
+            helper.make_node("Neg", ["m"], ["neg"]),
+            helper.make_node("Sqrt", ["neg"], ["root"]),
+            helper.make_node("Mul", ["root", "zero"], ["nothing"]),
+            helper.make_node("Add", ["s", "nothing"], ["p"]),
+        ]
     else:
         nodes.append(helper.make_node("Identity", ["s"], ["p"]))
     nodes += [
@@ -246,11 +273,16 @@ def _tiny_graph(
         helper.make_node("Mul", ["cat", "scale"], [outputs[0]]),
     ]
     nodes += [helper.make_node("Identity", ["m"], [name]) for name in outputs[1:]]
-    constants = [helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in (("c255", 255.0), ("one", 1.0), ("scale", scale), ("zero", 0.0))]
+    constants = [
+        helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in (("c255", 255.0), ("one", 1.0), ("scale", scale), ("zero", 0.0))
+    ]
     shapes = [[batch, n_classes]] + [[batch, 1]] * (len(outputs) - 1)
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, 1, size, size])],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in zip(outputs, shapes)], constants,
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, 1, size, size])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in zip(outputs, shapes)],
+        constants,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -279,8 +311,10 @@ def test_a_hand_built_graph_that_fits_loads_and_predicts(tmp_path: Path) -> None
         ({"n_classes": 3}, r"probabilities of shape \[2, 3\] for 2 images, not \[2, 2\]"),
         ({"scale": 5.0}, "are not probabilities that sum to 1"),
         ({"scale": float("nan")}, "are not probabilities that sum to 1"),
-        ({"feature_check": encode_arrays({"mean": np.zeros(4), "precision": np.eye(4), "threshold": np.array(1.0)})},
-         r"its features are \[2, 1\] for 2 images, not \[2, 4\] the input check needs"),
+        (
+            {"feature_check": encode_arrays({"mean": np.zeros(4), "precision": np.eye(4), "threshold": np.array(1.0)})},
+            r"its features are \[2, 1\] for 2 images, not \[2, 4\] the input check needs",
+        ),
     ],
     ids=lambda v: repr(v)[:30],
 )
@@ -292,7 +326,10 @@ def test_a_graph_that_does_not_fit_is_refused_at_load(tmp_path: Path, graph: dic
 
 def test_a_graph_that_gives_nan_on_real_films_is_an_error_not_a_label(tmp_path: Path, files: list[Path]) -> None:
     model = OnnxModel.load(_tiny_graph(tmp_path / "tiny.onnx", nan_unless_blank=True))  # a blank image passes the load check
-    with pytest.raises(PneumoError, match=f"the model produced a non-finite probability for {files[0]} \\(\\[nan, nan\\]\\); the model or the input is damaged"):
+    with pytest.raises(
+        PneumoError,
+        match=f"the model produced a non-finite probability for {files[0]} \\(\\[nan, nan\\]\\); the model or the input is damaged",
+    ):
         predict(files[:2], model=model, abstain=False)
 
 
@@ -314,8 +351,16 @@ def test_a_failed_parity_check_writes_nothing(bundled: TorchModel, tmp_path: Pat
 
 def test_a_pathogen_seed_cnn_exports_its_softmax(tmp_path: Path, files: list[Path]) -> None:
     classes = list(PATHOGEN_CLASSES)
-    meta = {"architecture": "seed_cnn", "task": "pathogen", "classes": classes, "num_outputs": 3,
-            "image_size": 180, "mean": 0.0, "std": 1.0, "threshold": 0.5}
+    meta = {
+        "architecture": "seed_cnn",
+        "task": "pathogen",
+        "classes": classes,
+        "num_outputs": 3,
+        "image_size": 180,
+        "mean": 0.0,
+        "std": 1.0,
+        "threshold": 0.5,
+    }
     ckpt = save_checkpoint(tmp_path / "ckpt", create_model("seed_cnn", num_outputs=3, image_size=180), CheckpointMeta(**meta))
     result = export(ckpt, out=tmp_path / "seed.onnx", opset=18)  # no images given: seeded synthetic ones
     assert result.n_images == 8 and result.max_abs_diff <= 1e-4
@@ -330,7 +375,9 @@ def test_a_content_crop_is_part_of_the_graph(tmp_path: Path, files: list[Path]) 
     from pneumo.evaluation.robustness import apply_shift
 
     torch.manual_seed(0)
-    meta = CheckpointMeta("resnet18_half", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=224, mean=0.5, std=0.25, threshold=0.5, crop="content")
+    meta = CheckpointMeta(
+        "resnet18_half", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=224, mean=0.5, std=0.25, threshold=0.5, crop="content"
+    )
     ckpt = save_checkpoint(tmp_path / "ckpt", create_model("resnet18_half", image_size=224, crop="content"), meta)
     result = export(ckpt, out=tmp_path / "crop.onnx")
     assert result.max_abs_diff <= 1e-4
@@ -353,8 +400,11 @@ def test_an_output_that_is_a_folder_or_a_device_is_refused_before_any_work(tmp_p
     (tmp_path / "folder.onnx" / "keep").write_text("mine")
     (tmp_path / "null.onnx").symlink_to("/dev/null")
     (tmp_path / "json.json").mkdir()
-    for out, message in ((tmp_path / "folder.onnx", "is a folder, not a file"), (tmp_path / "null.onnx", "is a device, not a regular file"),
-                         (tmp_path / "json.onnx", r"metadata file .*json\.json is a folder")):
+    for out, message in (
+        (tmp_path / "folder.onnx", "is a folder, not a file"),
+        (tmp_path / "null.onnx", "is a device, not a regular file"),
+        (tmp_path / "json.onnx", r"metadata file .*json\.json is a folder"),
+    ):
         with pytest.raises(PneumoError, match=message):
             export(None, out=out)
     assert (tmp_path / "folder.onnx" / "keep").read_text() == "mine" and (tmp_path / "json.json").is_dir()

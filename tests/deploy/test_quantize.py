@@ -1,4 +1,5 @@
 """`pneumo export --int8`: an int8 graph judged by its verdicts, its input check fitted on its own features."""
+
 from __future__ import annotations
 
 import json
@@ -14,6 +15,8 @@ from pneumo.deploy.onnx import export
 from pneumo.inference.loading import load_model
 from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.predict import predict
+
+pytestmark = pytest.mark.slow  # quantizes or fits whole models: the full suite runs them, the fast loop leaves them out
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ decoding path is the one the PyTorch backend uses, without paying for importing 
 every subprocess. Batch behaviour (a bad file among good ones: skipped and counted, or an
 error with --strict) is tested beside prediction, evaluation and training.
 """
+
 from __future__ import annotations
 
 import csv
@@ -145,10 +146,18 @@ BAD: dict[str, tuple[str, Callable[[], bytes], str]] = {
     "truncated PNG": ("cut.png", lambda: (d := encoded(Image.fromarray(gray()), "PNG"))[: len(d) // 2], "damaged or truncated"),
     "bytes that are not an image": ("noise.jpeg", lambda: np.random.default_rng(0).bytes(4096), "not a readable JPEG, PNG or DICOM image"),
     "text file named .png": ("notes.png", lambda: "Patient 12: follow-up in 2 weeks.\n".encode() * 20, "holds text, not pixels"),
-    "PDF named .jpeg": ("scan.jpeg", lambda: b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n" + bytes(200), "not a readable JPEG, PNG or DICOM image"),
+    "PDF named .jpeg": (
+        "scan.jpeg",
+        lambda: b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n" + bytes(200),
+        "not a readable JPEG, PNG or DICOM image",
+    ),
     "decompression bomb (PNG claiming 30000x30000)": ("bomb.png", lambda: png_claiming(30000, 30000), "too many pixels to decode safely"),
     "DICOM without pixel data": ("report.dcm", lambda: dicom_bytes(_drop_pixels), "no Pixel Data element"),
-    "DICOM with an undecodable transfer syntax (JPEG-LS)": ("jpegls.dcm", lambda: dicom_bytes(_jpeg_ls), "cannot be decoded with the installed packages"),
+    "DICOM with an undecodable transfer syntax (JPEG-LS)": (
+        "jpegls.dcm",
+        lambda: dicom_bytes(_jpeg_ls),
+        "cannot be decoded with the installed packages",
+    ),
 }
 bad_cases = pytest.mark.parametrize("case", list(BAD))
 
@@ -291,7 +300,9 @@ def test_dataset_and_manifest_with_accented_paths(tmp_path: Path) -> None:
     first.rename(first.with_name("radiographie ü.jpeg"))
     assert len(discover(root).split(None)) == 4
     manifest = tmp_path / "liste é.csv"
-    manifest.write_text("path,label\n" + "".join(f"{p.relative_to(tmp_path)},{p.parent.name}\n" for p in sorted(root.rglob("*.jpeg"))), encoding="utf-8")
+    manifest.write_text(
+        "path,label\n" + "".join(f"{p.relative_to(tmp_path)},{p.parent.name}\n" for p in sorted(root.rglob("*.jpeg"))), encoding="utf-8"
+    )
     assert {r.path.name for r in discover(manifest).split(None)} >= {"radiographie ü.jpeg"}
     proc = pneumo("data", "summary", manifest, "--json")
     assert_cli_ok(proc)
@@ -439,11 +450,15 @@ def test_single_class_dataset_is_warned_about(single_class_manifest: Path) -> No
 @pytest.fixture(scope="module")
 def single_class_training(single_class_manifest: Path) -> subprocess.CompletedProcess:
     """`pneumo train` on the single-class manifest, run once for the tests that read its answer."""
-    return pneumo("train", "--config", "cpu", "--set", f"data={single_class_manifest}", "--out", single_class_manifest.parent / "run", "--quiet")
+    return pneumo(
+        "train", "--config", "cpu", "--set", f"data={single_class_manifest}", "--out", single_class_manifest.parent / "run", "--quiet"
+    )
 
 
 @pytest.mark.slow
-def test_training_refuses_a_single_class(single_class_manifest: Path, single_class_training: subprocess.CompletedProcess, tmp_path: Path) -> None:
+def test_training_refuses_a_single_class(
+    single_class_manifest: Path, single_class_training: subprocess.CompletedProcess, tmp_path: Path
+) -> None:
     from pneumo.config import load_config
     from pneumo.training.loop import train
 
@@ -488,11 +503,23 @@ def _duplicates(folder: Path) -> bytes:
 MANIFESTS: dict[str, tuple[Callable[[Path], bytes], list[str]]] = {
     "files that do not exist": (
         _missing_files,
-        ["7 of the listed files do not exist", "line 4: gone/0.jpeg", "line 8: gone/4.jpeg", "and 2 more", "read from the manifest's folder"],
+        [
+            "7 of the listed files do not exist",
+            "line 4: gone/0.jpeg",
+            "line 8: gone/4.jpeg",
+            "and 2 more",
+            "read from the manifest's folder",
+        ],
     ),
-    "wrong header": (lambda d: _manifest([[n, "normal"] for n in _films(d, 2)], "file,class").encode(), ["needs a header with at least 'path' and 'label'", "'file,class'"]),
+    "wrong header": (
+        lambda d: _manifest([[n, "normal"] for n in _films(d, 2)], "file,class").encode(),
+        ["needs a header with at least 'path' and 'label'", "'file,class'"],
+    ),
     "semicolons": (lambda d: _manifest([], "path;label").encode(), ["'path;label'", "save it with commas"]),
-    "unknown label": (lambda d: _manifest([[n, lab] for n, lab in zip(_films(d, 2), ["normal", "covid"])]).encode(), ["line 3", "label 'covid' is not NORMAL or PNEUMONIA"]),
+    "unknown label": (
+        lambda d: _manifest([[n, lab] for n, lab in zip(_films(d, 2), ["normal", "covid"])]).encode(),
+        ["line 3", "label 'covid' is not NORMAL or PNEUMONIA"],
+    ),
     "duplicate rows": (
         _duplicates,
         ["2 repeated rows", "line 4 repeats line 2", "line 5 repeats line 3 with another label", "keep one row per image"],
@@ -519,7 +546,9 @@ def test_bad_manifest(case: str, tmp_path: Path) -> None:
 def test_manifest_from_a_spreadsheet_reads(tmp_path: Path) -> None:
     """BOM, CRLF, padded cells, a trailing row of empty cells and a blank line: all fine."""
     names = _films(tmp_path, 4)
-    text = "\ufeff Path , Label ,patient_id\r\n" + "".join(f'"{n}" , {lab} ,\r\n' for n, lab in zip(names, ["normal", "NORMAL", "1", "Virus"]))
+    text = "\ufeff Path , Label ,patient_id\r\n" + "".join(
+        f'"{n}" , {lab} ,\r\n' for n, lab in zip(names, ["normal", "NORMAL", "1", "Virus"])
+    )
     (tmp_path / "sheet.csv").write_text(text + ",,\r\n\r\n", encoding="utf-8")
     records = discover(tmp_path / "sheet.csv").split(None)
     assert [r.path.name for r in records] == names and [r.label for r in records] == ["NORMAL", "NORMAL", "PNEUMONIA", "PNEUMONIA"]

@@ -1,4 +1,5 @@
 """The `pneumo` command as a user runs it: real subprocesses, real data, exit codes and messages."""
+
 from __future__ import annotations
 
 import json
@@ -56,12 +57,27 @@ def test_preview_writes_a_grid(kaggle_root: Path, tmp_path: Path) -> None:
 
 def test_train_then_evaluate_from_the_command_line(kaggle_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    out = pneumo("train", "--config", "cpu", "--set", f"data={kaggle_root}", "--set", "epochs=2", "--set", "image_size=64", "--out", run, "--quiet").stdout
+    out = pneumo(
+        "train", "--config", "cpu", "--set", f"data={kaggle_root}", "--set", "epochs=2", "--set", "image_size=64", "--out", run, "--quiet"
+    ).stdout
     assert "validation" in out and "ROC AUC" in out
     report_path = tmp_path / "report.json"
-    table = pneumo("evaluate", kaggle_root / "chest_xray" / "test", "--model", run, "--json", report_path, "--bootstrap", "100", "--plots", tmp_path / "plots").stdout
+    table = pneumo(
+        "evaluate",
+        kaggle_root / "chest_xray" / "test",
+        "--model",
+        run,
+        "--json",
+        report_path,
+        "--bootstrap",
+        "100",
+        "--plots",
+        tmp_path / "plots",
+    ).stdout
     assert "accuracy" in table and "95% CI" in table
-    assert f"wrote roc.png, confusion.png and reliability.png to {tmp_path / 'plots'}" in table and (tmp_path / "plots" / "roc.png").is_file()
+    assert (
+        f"wrote roc.png, confusion.png and reliability.png to {tmp_path / 'plots'}" in table and (tmp_path / "plots" / "roc.png").is_file()
+    )
     report = json.loads(report_path.read_text())
     for key in ("n", "threshold", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "predictions"):
         assert key in report
@@ -98,7 +114,9 @@ def test_unreadable_image_is_named(trained_run: Path, small_folder: Path, tmp_pa
 
 
 def test_unknown_config_key(tmp_path: Path) -> None:
-    assert_user_error(pneumo("train", "--config", "seed", "--set", "epohcs=3", "--out", tmp_path / "r", check=False), "unknown config key 'epohcs'")
+    assert_user_error(
+        pneumo("train", "--config", "seed", "--set", "epohcs=3", "--out", tmp_path / "r", check=False), "unknown config key 'epohcs'"
+    )
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: seed_cnn\nlearning_rate: 0.1\n")
     assert_user_error(pneumo("train", "--config", bad, "--out", tmp_path / "r", check=False), "unknown config key 'learning_rate'")
@@ -113,18 +131,25 @@ def test_predict_works_right_after_install_with_the_bundled_model(small_folder: 
     assert 0.0 <= report["probability"] <= 1.0 and report["threshold"] == pytest.approx(stored)
 
 
+@pytest.mark.slow  # whole commands in new processes
 @pytest.mark.parametrize("columns", ["0", "3"])
 def test_a_terminal_width_too_small_to_print_in_is_ignored(small_folder: Path, columns: str) -> None:
     """COLUMNS=0 made every table and error line vanish, exit 0; a long message is one line in a pipe."""
     film = sorted((small_folder / "NORMAL").glob("*.jpeg"))[0]
     env = {**os.environ, "COLUMNS": columns}
-    run = lambda *args: subprocess.run([sys.executable, "-m", "pneumo", *map(str, args)], capture_output=True, text=True, env=env, timeout=300)  # noqa: E731
+
+    def run(*args: object) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pneumo", *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+
     table = run("predict", film)
-    assert table.returncode == 0 and "bundled model, threshold" in table.stdout and ("NORMAL" in table.stdout or "PNEUMONIA" in table.stdout)
+    assert (
+        table.returncode == 0 and "bundled model, threshold" in table.stdout and ("NORMAL" in table.stdout or "PNEUMONIA" in table.stdout)
+    )
     missing = run("predict", small_folder / ("a-long-name-" * 12 + ".jpeg"))
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1 and "does not exist" in missing.stderr
 
 
+@pytest.mark.slow  # whole commands in new processes
 def test_a_folder_of_films_ends_with_its_count(small_folder: Path, tmp_path: Path) -> None:
     """Hundreds of rows and their warnings push the table's title off the screen: the count comes last."""
     folder = tmp_path / "films"
@@ -148,8 +173,27 @@ def _ctrl_c_reaches_python() -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupted_training_keeps_a_complete_checkpoint(small_folder: Path, tmp_path: Path, sig: int) -> None:
     run = tmp_path / "run"
-    args = ["train", "--config", "seed", "--set", f"data={small_folder}", "--set", "image_size=64", "--set", "epochs=10000", "--out", run, "--quiet"]
-    proc = subprocess.Popen([sys.executable, "-m", "pneumo", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_reaches_python)
+    args = [
+        "train",
+        "--config",
+        "seed",
+        "--set",
+        f"data={small_folder}",
+        "--set",
+        "image_size=64",
+        "--set",
+        "epochs=10000",
+        "--out",
+        run,
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pneumo", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ctrl_c_reaches_python,
+    )
     meta = run / "checkpoints" / "last" / "meta.json"
     deadline = time.monotonic() + 300
     while not meta.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -167,8 +211,26 @@ def test_interrupted_training_keeps_a_complete_checkpoint(small_folder: Path, tm
 def test_resume_from_the_command_line(small_folder: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pneumo", "train", "--config", "seed", "--set", f"data={small_folder}", "--set", "image_size=64",
-         "--set", "epochs=6", "--out", str(run), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pneumo",
+            "train",
+            "--config",
+            "seed",
+            "--set",
+            f"data={small_folder}",
+            "--set",
+            "image_size=64",
+            "--set",
+            "epochs=6",
+            "--out",
+            str(run),
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=_ctrl_c_reaches_python,
     )
     meta = run / "checkpoints" / "last" / "meta.json"
@@ -266,7 +328,12 @@ def test_a_bad_file_in_a_folder_is_skipped_and_counted_unless_strict(small_folde
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )
 def test_an_output_that_cannot_be_written_is_refused_up_front(small_folder: Path, tmp_path: Path, args: list[str], message: str) -> None:
-    where = {"image": str(min((small_folder / "NORMAL").glob("*.jpeg"))), "data": str(small_folder), "folder": str(tmp_path / "dir.json"), "file": str(tmp_path / "plain")}
+    where = {
+        "image": str(min((small_folder / "NORMAL").glob("*.jpeg"))),
+        "data": str(small_folder),
+        "folder": str(tmp_path / "dir.json"),
+        "file": str(tmp_path / "plain"),
+    }
     (tmp_path / "dir.json").mkdir()
     (tmp_path / "plain").write_text("keep")
     started = time.monotonic()
@@ -282,8 +349,14 @@ def test_an_output_that_cannot_be_written_is_refused_up_front(small_folder: Path
 def test_a_cache_path_that_is_a_file_is_a_clear_error(small_folder: Path, tmp_path: Path) -> None:
     (tmp_path / "cache").write_text("not a folder")
     env = {**os.environ, "COLUMNS": "200", "PNEUMO_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "pneumo", "train", "--config", "seed", "--set", f"data={small_folder}", "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pneumo", "train", "--config", "seed", "--set", f"data={small_folder}", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
     assert_user_error(proc, "the image cache", "($PNEUMO_CACHE) is not usable", "is a file, not a folder")
     assert (tmp_path / "cache").read_text() == "not a folder"
 
@@ -321,8 +394,30 @@ _FAILING_DISK = (
 
 def test_a_full_disk_during_training_is_exit_2_and_the_run_resumes(small_folder: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    args = ["train", "--config", "seed", "--set", f"data={small_folder}", "--set", "image_size=64", "--set", "epochs=2", "--set", "limit=40", "--out", str(run), "--quiet"]
-    proc = subprocess.run([sys.executable, "-c", _FAILING_DISK, *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=600, check=False)
+    args = [
+        "train",
+        "--config",
+        "seed",
+        "--set",
+        f"data={small_folder}",
+        "--set",
+        "image_size=64",
+        "--set",
+        "epochs=2",
+        "--set",
+        "limit=40",
+        "--out",
+        str(run),
+        "--quiet",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", _FAILING_DISK, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=600,
+        check=False,
+    )
     assert_user_error(proc, "checkpoints/last", "No space left on device")
     assert not [p for p in run.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp")]  # no temporary file left
     orphan = run / "checkpoints" / "last" / ".weights.safetensors.abcd1234.tmp"  # as a kill -9 mid-write leaves one
@@ -346,11 +441,14 @@ def test_the_conventions_a_user_brings(small_folder: Path) -> None:
 
 def test_unknown_keys_suggest_the_nearest_and_errors_stay_on_one_line(small_folder: Path) -> None:
     args = ["train", "--config", "cpu", "--set", "epoch=3", "--out", "/tmp/never"]
-    done = subprocess.run([sys.executable, "-m", "pneumo", *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"}, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "pneumo", *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"}, timeout=120
+    )
     assert done.returncode == 2 and "did you mean 'epochs'?" in done.stderr and len(done.stderr) > 120
     assert done.stderr.count("\n") == 1  # one line, however long: not wrapped at the terminal's width
 
 
+@pytest.mark.slow  # whole commands in new processes
 def test_models_lists_the_architectures_and_upgrade_is_beside_it() -> None:
     shown = pneumo("models").stdout
     assert all(name in shown for name in ("seed_cnn", "resnet18_half", "densenet121"))

@@ -3,6 +3,7 @@
 Uses Debian's system Chromium (/usr/bin/chromium) through Playwright; nothing is downloaded.
 CI installs it (.ci/run), so there a missing browser is a failure; elsewhere the test skips.
 """
+
 from __future__ import annotations
 
 import base64

@@ -1,4 +1,5 @@
 """The README's examples work as written: its Python runs, and every command and option it names exists."""
+
 from __future__ import annotations
 
 import os
@@ -77,7 +78,14 @@ def test_the_readme_python_runs_as_written(tmp_path: Path) -> None:
     blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     assert blocks
     for code in blocks:
-        done = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         assert "Traceback" not in done.stderr
     assert (project / "runs" / "quick" / "val_report.json").is_file()

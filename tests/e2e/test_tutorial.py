@@ -1,4 +1,5 @@
 """docs/tutorial.ipynb runs top to bottom on the real data, in its quick settings."""
+
 from __future__ import annotations
 
 import shutil

@@ -4,6 +4,7 @@ The site's films are real training films under a simulated acquisition shift, sa
 their content is the model's own no longer (as a new site's would not be), and the shift is one
 the model's input check and operating point were not chosen on unshifted.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,9 @@ def test_labelled_films_move_the_operating_point_and_the_folder_works_everywhere
     result = calibrate(site / "labelled", out=tmp_path / "m", n_boot=200, progress=False)
     meta = load_model(tmp_path / "m").meta
     bundled = load_model(None).meta
-    assert (meta.threshold, meta.temperature, meta.logit_offset) == pytest.approx((result.threshold, result.temperature, result.logit_offset))
+    assert (meta.threshold, meta.temperature, meta.logit_offset) == pytest.approx(
+        (result.threshold, result.temperature, result.logit_offset)
+    )
     assert meta.threshold_method == "site" and meta.weights_sha256 == bundled.weights_sha256  # the weights are the bundled ones
     record = meta.site_calibration
     assert record["labelled"]["n_normal"] == 20 and record["labelled"]["n_pneumonia"] == 20 and len(record["labelled"]["fingerprint"]) == 32
@@ -67,7 +70,9 @@ def test_labelled_films_move_the_operating_point_and_the_folder_works_everywhere
     assert {p.threshold for p in predict([site / "labelled" / "NORMAL"], model=tmp_path / "m")} == {result.threshold}
 
 
-def test_unlabelled_films_estimate_the_prevalence_and_widen_the_check_only_to_the_site(site: Path, tmp_path: Path, shared_data: Path) -> None:
+def test_unlabelled_films_estimate_the_prevalence_and_widen_the_check_only_to_the_site(
+    site: Path, tmp_path: Path, shared_data: Path
+) -> None:
     result = calibrate(site / "labelled", out=tmp_path / "m", unlabeled=site / "unlabeled", n_boot=100, progress=False)
     assert result.prevalence_source == "estimated" and 0.3 < result.prevalence < 0.7  # half of the 70 films are pneumonia
     assert result.threshold == 0.5  # at a known prevalence, P >= 1/2 is the best accuracy
@@ -148,7 +153,9 @@ def test_copies_and_unreadable_films_do_not_count_as_films(site: Path, tmp_path:
 
 
 def test_an_uncertain_operating_point_is_warned_about(site: Path, tmp_path: Path) -> None:
-    untrained = CheckpointMeta("seed_cnn", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=64, mean=0.0, std=1.0, threshold=0.5)
+    untrained = CheckpointMeta(
+        "seed_cnn", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=64, mean=0.0, std=1.0, threshold=0.5
+    )
     ckpt = save_checkpoint(tmp_path / "untrained", create_model("seed_cnn", image_size=64), untrained)
     result = calibrate(site / "labelled", out=tmp_path / "out", model=ckpt, n_boot=200, progress=False)
     assert result.warnings and any("does not separate" in w or "label more films" in w for w in result.warnings)
@@ -177,8 +184,22 @@ def test_overwrite_replaces_only_a_pneumo_model_folder_and_never_the_source(site
 @pytest.mark.slow  # a new process loading torch
 def test_the_command_prints_before_and_after_and_refuses_in_one_line(site: Path, tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "pneumo", "calibrate", str(site / "labelled"), "--unlabeled", str(site / "unlabeled"), "--out", str(tmp_path / "m"), "--bootstrap", "100"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pneumo",
+            "calibrate",
+            str(site / "labelled"),
+            "--unlabeled",
+            str(site / "unlabeled"),
+            "--out",
+            str(tmp_path / "m"),
+            "--bootstrap",
+            "100",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
     assert "before" in done.stdout and "after" in done.stdout and "--model" in done.stdout
@@ -188,7 +209,14 @@ def test_the_command_prints_before_and_after_and_refuses_in_one_line(site: Path,
         ([str(site / "labelled"), "--prevalence", "1.5"], "--prevalence must be"),
         (["--unlabeled", str(site / "labelled")], "holds labelled class folders"),
     ):
-        refused = subprocess.run([sys.executable, "-m", "pneumo", "calibrate", *args, "--out", str(tmp_path / "n")], capture_output=True, text=True, timeout=300)
-        assert refused.returncode == 2 and refused.stderr.startswith("error:") and words in refused.stderr and "Traceback" not in refused.stderr
+        refused = subprocess.run(
+            [sys.executable, "-m", "pneumo", "calibrate", *args, "--out", str(tmp_path / "n")], capture_output=True, text=True, timeout=300
+        )
+        assert (
+            refused.returncode == 2
+            and refused.stderr.startswith("error:")
+            and words in refused.stderr
+            and "Traceback" not in refused.stderr
+        )
         assert not (tmp_path / "n").exists()
     assert SHARED.is_dir()

@@ -1,4 +1,5 @@
 """Temperature scaling, the calibration error and a site's operating point, against cases worked by hand and simulated sites."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -111,7 +112,9 @@ def test_forty_films_move_the_point_part_way_and_four_hundred_further() -> None:
     prior = _prior()
     truth = site_point(prior, *_site(np.random.default_rng(1), 100_000, 2.0))  # the site's films all read 2 higher
     boundary = lambda point: float(np.linspace(-10, 10, 20001)[np.argmax(point.decide(np.linspace(-10, 10, 20001)))])  # noqa: E731
-    moved = {n: np.median([boundary(site_point(prior, *_site(np.random.default_rng(seed), n, 2.0))) for seed in range(2, 42)]) for n in (40, 400)}
+    moved = {
+        n: np.median([boundary(site_point(prior, *_site(np.random.default_rng(seed), n, 2.0))) for seed in range(2, 42)]) for n in (40, 400)
+    }
     assert 0.0 < moved[40] < moved[400] <= boundary(truth) + 0.2 and boundary(truth) > 1.0
 
 

@@ -1,4 +1,5 @@
 """pneumo.metrics: confusion counts by hand, AUCs against scikit-learn and pair counting, bootstrap."""
+
 from __future__ import annotations
 
 import math
@@ -192,8 +193,11 @@ def test_a_non_finite_probability_is_an_error_never_a_normal_verdict(bad: float)
     from pneumo.errors import PneumoError
 
     p = [*P[:3], bad, *P[4:]]
-    for call in (lambda: binary_metrics(Y, p, 0.5), lambda: summary_metrics(np.array(Y), np.array(p), 0.5),
-                 lambda: bootstrap_intervals(Y, p, 0.5, n_boot=10)):
+    for call in (
+        lambda: binary_metrics(Y, p, 0.5),
+        lambda: summary_metrics(np.array(Y), np.array(p), 0.5),
+        lambda: bootstrap_intervals(Y, p, 0.5, n_boot=10),
+    ):
         with pytest.raises(PneumoError, match=r"non-finite probability for film 4 of 10"):
             call()
     probs = np.array([[0.7, 0.2, 0.1], [bad, 0.5, 0.5]])

@@ -1,4 +1,5 @@
 """pneumo.evaluation.overlap: a model knows its training films by content and evaluate warns on them."""
+
 from __future__ import annotations
 
 import shutil
@@ -20,7 +21,9 @@ def test_evaluating_on_the_training_films_warns_and_names_the_honest_command(tra
     assert f"pneumo evaluate {trained_run}/split.csv --split val --model {trained_run}" in warning
 
 
-def test_the_runs_own_validation_films_read_back_from_split_csv_carry_no_warning(trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_runs_own_validation_films_read_back_from_split_csv_carry_no_warning(
+    trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # read from another folder than the one it was written from
     report = evaluate(trained_run / "split.csv", model=trained_run, split="val", n_boot=20, progress=False)
     assert report["training_overlap"]["train"] == 0 and report["training_overlap"]["val"] == report["n"] > 0

@@ -3,6 +3,7 @@
 The records are real ones (file names, patients and pathogens of the small real folder); the
 probabilities are made up, so each test knows what the report must say about them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -138,13 +139,24 @@ def test_a_report_of_one_class_is_written_with_null_where_a_metric_has_no_value(
 
 def test_nan_becomes_null_at_any_depth_and_nothing_else_changes(tmp_path: Path) -> None:
     report: dict[str, Any] = {
-        "a": float("nan"), "b": [1.5, float("nan"), {"c": np.float64("nan"), "d": "text"}], "e": {"f": {"g": float("nan")}},
-        "n": 3, "ok": True, "none": None, "x": 0.1,
+        "a": float("nan"),
+        "b": [1.5, float("nan"), {"c": np.float64("nan"), "d": "text"}],
+        "e": {"f": {"g": float("nan")}},
+        "n": 3,
+        "ok": True,
+        "none": None,
+        "x": 0.1,
     }
     path = write_report(report, str(tmp_path / "r.json"))
     assert isinstance(path, Path) and path == tmp_path / "r.json"
     assert json.loads(path.read_text()) == {
-        "a": None, "b": [1.5, None, {"c": None, "d": "text"}], "e": {"f": {"g": None}}, "n": 3, "ok": True, "none": None, "x": 0.1,
+        "a": None,
+        "b": [1.5, None, {"c": None, "d": "text"}],
+        "e": {"f": {"g": None}},
+        "n": 3,
+        "ok": True,
+        "none": None,
+        "x": 0.1,
     }
     assert math.isnan(report["a"]) and math.isnan(report["e"]["f"]["g"])  # the caller's report is not changed
 
@@ -154,7 +166,11 @@ def test_a_report_is_strict_json_whatever_numbers_it_holds(tmp_path: Path) -> No
     report = {"ci95": (float("nan"), 0.5), "inf": float("inf"), "n": np.int64(3), "p": np.float32(0.25), "bad": np.float64("-inf")}
     path = write_report(report, tmp_path / "r.json")
     assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON")) == {
-        "ci95": [None, 0.5], "inf": None, "n": 3, "p": 0.25, "bad": None,
+        "ci95": [None, 0.5],
+        "inf": None,
+        "n": 3,
+        "p": 0.25,
+        "bad": None,
     }
 
 

@@ -1,4 +1,5 @@
 """Where the decision threshold goes: Youden's J, the shift method, or a number."""
+
 from __future__ import annotations
 
 import numpy as np

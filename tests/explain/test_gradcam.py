@@ -1,4 +1,5 @@
 """pneumo.explain and plots.cam_figure: Grad-CAM heatmaps on real images, and the user's model left as it was."""
+
 from __future__ import annotations
 
 import shutil
@@ -56,7 +57,9 @@ def test_heatmaps_are_maps_of_evidence(bundled: TorchModel, xrays: dict[str, lis
 def resnet(tmp_path_factory: pytest.TempPathFactory) -> TorchModel:
     """A ResNet-18 at half width with seeded fresh weights: Grad-CAM's arithmetic does not need a trained one."""
     torch.manual_seed(0)
-    meta = CheckpointMeta("resnet18_half", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=224, mean=0.5, std=0.25, threshold=0.5)
+    meta = CheckpointMeta(
+        "resnet18_half", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=224, mean=0.5, std=0.25, threshold=0.5
+    )
     return load_checkpoint(save_checkpoint(tmp_path_factory.mktemp("resnet"), create_model("resnet18_half", image_size=224), meta))
 
 
@@ -109,9 +112,19 @@ def test_a_fresh_seed_cnn_checkpoint(task: str, tmp_path: Path, xrays: dict[str,
     torch.manual_seed(0)
     classes = list(get_task(task).classes)
     outputs = 1 if task == "binary" else len(classes)
-    meta = {"architecture": "seed_cnn", "task": task, "classes": classes, "num_outputs": outputs,
-            "image_size": 180, "mean": 0.0, "std": 1.0, "threshold": 0.5}
-    model = load_checkpoint(save_checkpoint(tmp_path / "ckpt", create_model("seed_cnn", num_outputs=outputs, image_size=180), CheckpointMeta(**meta)))
+    meta = {
+        "architecture": "seed_cnn",
+        "task": task,
+        "classes": classes,
+        "num_outputs": outputs,
+        "image_size": 180,
+        "mean": 0.0,
+        "std": 1.0,
+        "threshold": 0.5,
+    }
+    model = load_checkpoint(
+        save_checkpoint(tmp_path / "ckpt", create_model("seed_cnn", num_outputs=outputs, image_size=180), CheckpointMeta(**meta))
+    )
     maps = grad_cam(model, _images(xrays["PNEUMONIA"][:2] + xrays["NORMAL"][:1], 180))
     assert maps.shape == (3, 180, 180) and maps.dtype == np.float32
     assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
@@ -154,12 +167,16 @@ def test_a_cropping_models_heatmap_lies_on_the_film_not_on_its_margin(tmp_path: 
     from pneumo.evaluation.robustness import apply_shift
 
     torch.manual_seed(0)
-    meta = CheckpointMeta("resnet18_half", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=224, mean=0.5, std=0.25, threshold=0.5, crop="content")
+    meta = CheckpointMeta(
+        "resnet18_half", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=224, mean=0.5, std=0.25, threshold=0.5, crop="content"
+    )
     model = load_checkpoint(save_checkpoint(tmp_path, create_model("resnet18_half", image_size=224, crop="content"), meta))
     framed = apply_shift(_images(xrays["PNEUMONIA"][:2], 224), "looser (15% black margin)")  # a black frame of 26 px each side
     maps = grad_cam(model, framed)
     margin = 24
-    assert maps[:, :margin].max() == 0 and maps[:, -margin:].max() == 0 and maps[:, :, :margin].max() == 0 and maps[:, :, -margin:].max() == 0
+    assert (
+        maps[:, :margin].max() == 0 and maps[:, -margin:].max() == 0 and maps[:, :, :margin].max() == 0 and maps[:, :, -margin:].max() == 0
+    )
     assert all(m.max() == pytest.approx(1.0) for m in maps)  # the evidence is on the film
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as the service draws heatmaps on CPUs with native bf16
         in_bf16 = grad_cam(model, framed)

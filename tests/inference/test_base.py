@@ -1,5 +1,6 @@
 """pneumo.inference.base: what a prediction is (its dict, its verdict), what a batch of them carries,
 and the `Model` contract every backend shares (the label at the stored threshold, refusals of damaged numbers)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,7 +42,13 @@ def pathogen_meta() -> CheckpointMeta:
 
 
 def prediction(**changes: object) -> Prediction:
-    values: dict = {"path": "a.jpeg", "probability": 0.7, "label": "PNEUMONIA", "threshold": 0.5, "class_probabilities": {"NORMAL": 0.3, "PNEUMONIA": 0.7}}
+    values: dict = {
+        "path": "a.jpeg",
+        "probability": 0.7,
+        "label": "PNEUMONIA",
+        "threshold": 0.5,
+        "class_probabilities": {"NORMAL": 0.3, "PNEUMONIA": 0.7},
+    }
     values.update(changes)
     return Prediction(**values)
 

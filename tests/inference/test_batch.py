@@ -203,8 +203,13 @@ def test_the_command_line_streams_resumes_and_refuses_to_overwrite(tmp_path: Pat
     out = tmp_path / "results.csv"
 
     def pneumo(*args: object) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "pneumo", "predict-archive", *map(str, args)], capture_output=True, text=True,
-                              env={**os.environ, "COLUMNS": "200"}, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "pneumo", "predict-archive", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+            timeout=300,
+        )
 
     first = pneumo(folder, "--out", out, "--quiet")
     assert first.returncode == 0 and "wrote 10 predictions" in first.stdout, first.stderr
@@ -217,8 +222,18 @@ def test_the_command_line_streams_resumes_and_refuses_to_overwrite(tmp_path: Pat
 
 # File names a Linux disk allows and a naive CSV breaks on: CR/LF split the record, quotes and
 # commas shift the columns, and = + - @ make a spreadsheet run the name as a formula.
-HOSTILE = ["new\nline.jpeg", "carriage\rreturn.jpeg", "crlf\r\n.jpeg", "comma,name.jpeg", 'quote"name.jpeg',
-           "=cmd|' /C calc'!A0.jpeg", "+1.jpeg", "-1.jpeg", "@x.jpeg", "'apostrophe.jpeg"]
+HOSTILE = [
+    "new\nline.jpeg",
+    "carriage\rreturn.jpeg",
+    "crlf\r\n.jpeg",
+    "comma,name.jpeg",
+    'quote"name.jpeg',
+    "=cmd|' /C calc'!A0.jpeg",
+    "+1.jpeg",
+    "-1.jpeg",
+    "@x.jpeg",
+    "'apostrophe.jpeg",
+]
 
 
 def parsed(path: Path, text_columns: frozenset[str] | set[str] | None = None) -> list[dict[str, str]]:
@@ -258,7 +273,10 @@ def bundled_onnx() -> object:
 def hostile(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     """Three real films copied under the hostile names, and an unreadable file with one."""
     root = tmp_path_factory.mktemp("hostile")
-    films = [min((shared_data / "chest_xray" / "train" / label).glob("*.jpeg"), key=lambda f: f.stat().st_size) for label in ("NORMAL", "PNEUMONIA")]
+    films = [
+        min((shared_data / "chest_xray" / "train" / label).glob("*.jpeg"), key=lambda f: f.stat().st_size)
+        for label in ("NORMAL", "PNEUMONIA")
+    ]
     films.append(pick("PNEUMONIA", 1)[0])
     for i, name in enumerate(HOSTILE):
         (root / name).parent.mkdir(exist_ok=True)  # "=cmd|' /C calc'!A0.jpeg" is a file in the folder "=cmd|' "
@@ -299,9 +317,9 @@ def test_hostile_file_names_stay_in_their_row_and_are_no_formulas(hostile: Path,
     assert {r["path"] for r in raw} >= {"'=cmd|' /C calc'!A0.jpeg", "'+1.jpeg", "'-1.jpeg", "'@x.jpeg", "''apostrophe.jpeg"}
 
 
-def test_the_skipped_list_quotes_and_escapes_too_and_works_as_a_manifest(hostile: Path, hostile_run: Path,
-                                                                         bundled_onnx: object, tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_skipped_list_quotes_and_escapes_too_and_works_as_a_manifest(
+    hostile: Path, hostile_run: Path, bundled_onnx: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     listing = hostile_run.with_suffix(".skipped.csv")
     skipped = parsed(listing, {"path", "error"})
     assert [r["path"] for r in skipped] == ["=bad\n.jpeg"] and "=bad" in skipped[0]["error"]
@@ -315,24 +333,29 @@ def test_the_skipped_list_quotes_and_escapes_too_and_works_as_a_manifest(hostile
     assert [r["path"] for r in parsed(tmp_path / "retry.csv")] == ["=bad\n.jpeg"]
 
 
-@pytest.mark.parametrize("name, where", [
-    ("new\nline.jpeg", "after the newline inside the name"),
-    ("new\nline.jpeg", "before the record's own newline"),
-    ("carriage\rreturn.jpeg", "after the carriage return inside the name"),
-    ("=cmd|' /C calc'!A0.jpeg", "inside the probability"),
-])
-def test_a_kill_inside_any_record_resumes_to_the_uninterrupted_file(name: str, where: str, hostile: Path, hostile_results: bytes,
-                                                                    bundled_onnx: object, tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "name, where",
+    [
+        ("new\nline.jpeg", "after the newline inside the name"),
+        ("new\nline.jpeg", "before the record's own newline"),
+        ("carriage\rreturn.jpeg", "after the carriage return inside the name"),
+        ("=cmd|' /C calc'!A0.jpeg", "inside the probability"),
+    ],
+)
+def test_a_kill_inside_any_record_resumes_to_the_uninterrupted_file(
+    name: str, where: str, hostile: Path, hostile_results: bytes, bundled_onnx: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ends = record_ends(hostile_results)
     raw_names = [r["path"] for r in parsed_bytes(hostile_results)]
     k = raw_names.index(name) + 1  # its record, after the header
     start, end = ends[k - 1], ends[k]
     record = hostile_results[start:end]
-    offset = {"after the newline inside the name": record.find(b"\n") + 1,
-              "before the record's own newline": len(record) - 1,
-              "after the carriage return inside the name": record.find(b"\r") + 1,
-              "inside the probability": record.find(b"0.") + 3}[where]
+    offset = {
+        "after the newline inside the name": record.find(b"\n") + 1,
+        "before the record's own newline": len(record) - 1,
+        "after the carriage return inside the name": record.find(b"\r") + 1,
+        "inside the probability": record.find(b"0.") + 3,
+    }[where]
     assert 0 < offset < len(record)
     out = tmp_path / "results.csv"
     out.write_bytes(hostile_results[: start + offset])  # killed while writing that record
@@ -352,8 +375,19 @@ def test_resume_after_a_cut_at_every_byte_writes_each_file_once(tmp_path: Path) 
 
     names = [*HOSTILE, "caf\udce9.jpeg"]  # b"caf\xe9.jpeg" on disk, a Latin-1 name
 
-    predictions = [Prediction(name, i / 10, "NORMAL" if i % 2 else None, 0.5, {"NORMAL": 1 - i / 10, "PNEUMONIA": i / 10},
-                              ("-warned", "=x"), not i % 2, None if i % 2 else "@reason, with\nnewline") for i, name in enumerate(names)]
+    predictions = [
+        Prediction(
+            name,
+            i / 10,
+            "NORMAL" if i % 2 else None,
+            0.5,
+            {"NORMAL": 1 - i / 10, "PNEUMONIA": i / 10},
+            ("-warned", "=x"),
+            not i % 2,
+            None if i % 2 else "@reason, with\nnewline",
+        )
+        for i, name in enumerate(names)
+    ]
     full = tmp_path / "full.csv"
     with ResultWriter.open(full) as writer:
         writer.write(predictions[:4], [])
@@ -372,7 +406,9 @@ def test_resume_after_a_cut_at_every_byte_writes_each_file_once(tmp_path: Path) 
     assert parsed(out)[0]["abstain_reason"] == "@reason, with\nnewline" and parsed(out)[0]["warnings"] == "-warned; =x"
 
 
-def test_an_output_that_is_a_folder_or_a_device_is_refused_before_any_work(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_output_that_is_a_folder_or_a_device_is_refused_before_any_work(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import os
     import stat
 
@@ -386,8 +422,12 @@ def test_an_output_that_is_a_folder_or_a_device_is_refused_before_any_work(archi
     (tmp_path / "folder.csv" / "keep").write_text("mine")
     (tmp_path / "null.csv").symlink_to("/dev/null")
     (tmp_path / "side.skipped.csv").mkdir()
-    cases = ((tmp_path / "folder.csv", "is a folder, not a file"), (tmp_path / "null.csv", "is a device, not a regular file"),
-             (Path("/dev/null"), "is a device, not a regular file"), (tmp_path / "side.csv", r"unreadable files .*side\.skipped\.csv is a folder"))
+    cases = (
+        (tmp_path / "folder.csv", "is a folder, not a file"),
+        (tmp_path / "null.csv", "is a device, not a regular file"),
+        (Path("/dev/null"), "is a device, not a regular file"),
+        (tmp_path / "side.csv", r"unreadable files .*side\.skipped\.csv is a folder"),
+    )
     for out, message in cases:
         for resume in (False, True):
             with pytest.raises(PneumoError, match=message):

@@ -1,4 +1,5 @@
 """Input checks: rule warnings from what a file says about itself, and how check_inputs adds the feature distance."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -21,8 +22,18 @@ from tests.conftest import SAMPLES, TRAIN
 
 def info(**overrides: object) -> SimpleNamespace:
     """An ImageInfo-like description of a plain 1024x1024 CR chest PA film, with overrides."""
-    fields = dict(format="DICOM", width=1024, height=1024, mode="MONOCHROME2", colourfulness=0.0, frames=1,
-                  modality="CR", body_part="CHEST", view_position="PA", patient_age_years=None)
+    fields = dict(
+        format="DICOM",
+        width=1024,
+        height=1024,
+        mode="MONOCHROME2",
+        colourfulness=0.0,
+        frames=1,
+        modality="CR",
+        body_part="CHEST",
+        view_position="PA",
+        patient_age_years=None,
+    )
     return SimpleNamespace(**{**fields, **overrides})
 
 
@@ -48,8 +59,14 @@ def test_rule_warnings_name_what_is_odd(overrides: dict, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"modality": "DX", "body_part": None, "view_position": None}, {"body_part": "Thorax", "view_position": "AP"},
-     {"body_part": "PORT CHEST", "modality": "dx"}, {"width": 2000, "height": 2500}, {"colourfulness": 9.0}],
+    [
+        {},
+        {"modality": "DX", "body_part": None, "view_position": None},
+        {"body_part": "Thorax", "view_position": "AP"},
+        {"body_part": "PORT CHEST", "modality": "dx"},
+        {"width": 2000, "height": 2500},
+        {"colourfulness": 9.0},
+    ],
 )
 def test_frontal_chest_films_pass(overrides: dict) -> None:
     assert rule_warnings(info(**overrides)) == []

@@ -4,6 +4,7 @@ Real films run through the bundled model's ONNX export (the fast backend); the l
 (batching, skipping, abstaining, refusing damaged numbers) run with small stand-in models whose
 probabilities are set by the test, on real files at 64 px.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -41,7 +42,9 @@ class MeanModel(Model):
         p = np.asarray(images, dtype=np.float64).mean(axis=(1, 2)) / 255
         return np.stack([1 - p, p], axis=1).astype(np.float32)
 
-    def probabilities_and_scores(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def probabilities_and_scores(
+        self, images: np.ndarray, batch_size: int = 256, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         probs = self.class_probabilities(images, batch_size, progress)
         if self.check is None:
             return probs, None
@@ -169,7 +172,9 @@ def test_a_non_finite_probability_is_an_error_not_a_label(rows: list) -> None:
 
 @pytest.mark.parametrize("rows", [np.zeros((1, 2)), np.zeros((3, 2)), np.full((2, 3), 1 / 3), np.zeros((2,))])
 def test_probabilities_of_the_wrong_shape_are_a_damaged_model(rows: np.ndarray) -> None:
-    with pytest.raises(PneumoError, match=r"the model returned probabilities of shape .* for 2 image\(s\) and 2 classes; the model is damaged"):
+    with pytest.raises(
+        PneumoError, match=r"the model returned probabilities of shape .* for 2 image\(s\) and 2 classes; the model is damaged"
+    ):
         classify_images(np.zeros((2, 64, 64), np.uint8), [None, None], ["a", "b"], FixedModel(rows))
 
 

@@ -1,4 +1,5 @@
 """The input check on real data: the bundled model's features, the fitted distance and probe, their file, and what they leave untouched."""
+
 from __future__ import annotations
 
 import json
@@ -30,6 +31,8 @@ from pneumo.models.meta import CheckpointMeta
 from pneumo.training.data import outlier_source
 from pneumo.utils.walk import image_files
 from tests.conftest import BUNDLED_SIZE
+
+pytestmark = pytest.mark.slow  # fits input checks on hundreds of real films: the full suite runs them, the fast loop leaves them out
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +127,11 @@ def test_the_distance_limit_keeps_every_shifted_copy_inside_it(model: TorchModel
     shifted = fit_feature_check(model, train, val, shifted_val_rows={"noise (sigma 0.05)": noisy})
     assert shifted.check.distance_limit >= plain.check.distance_limit
     flagged = shifted.check.flags(shifted.check.scores(noisy)).mean()
-    assert flagged <= 0.01 and shifted.copy_flagged["noise (sigma 0.05)"] == flagged and set(shifted.copy_flagged) == {"none", "noise (sigma 0.05)"}
+    assert (
+        flagged <= 0.01
+        and shifted.copy_flagged["noise (sigma 0.05)"] == flagged
+        and set(shifted.copy_flagged) == {"none", "noise (sigma 0.05)"}
+    )
 
 
 def test_a_site_check_accepts_the_sites_children_and_not_adults_from_unseen_sources(

@@ -6,6 +6,7 @@ check's shapes, what it flags, the site check on real films, the file); these te
 functions' own contract: their refusals, the distance-only fallback and its note, where each limit is
 drawn, what is counted in a `CheckFit`, determinism, and `fit_feature_check`'s reuse of given rows.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,6 +29,8 @@ from pneumo.inference.torch_backend import TorchModel, feature_rows
 from pneumo.models import create_model
 from pneumo.models.meta import CheckpointMeta
 from tests.conftest import pick
+
+pytestmark = pytest.mark.slow  # whole-network passes over many cases: the full suite runs them, the fast loop leaves them out
 
 P, Q = 6, 8  # penultimate features, multi-depth statistics
 

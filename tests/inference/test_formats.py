@@ -4,6 +4,7 @@ round trips that give back exactly what was written, whatever the file names hol
 (`tests/inference/test_predict.py` already checks CR/LF/quote/formula names in a CSV through `predict`;
 these tests hold the module's own contract: columns per task, numbers, empty lists, JSON, refusals.)
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,7 +24,10 @@ BINARY = ("NORMAL", "PNEUMONIA")
 
 def binary(path: str, p: float, threshold: float = 0.5, **changes: object) -> Prediction:
     values: dict = {
-        "path": path, "probability": p, "label": "PNEUMONIA" if p >= threshold else "NORMAL", "threshold": threshold,
+        "path": path,
+        "probability": p,
+        "label": "PNEUMONIA" if p >= threshold else "NORMAL",
+        "threshold": threshold,
         "class_probabilities": {"NORMAL": 1 - p, "PNEUMONIA": p},
     }
     values.update(changes)
@@ -62,7 +66,17 @@ def test_rows_are_plain_strings_with_an_abstention_shown_as_such() -> None:
     judged = binary("=judged.png", 0.123456789, threshold=0.65, warnings=("=one", "two"))
     held = abstained("held.png", 0.9, ("first reason", "second reason"))
     _, rows = prediction_rows([judged, held])
-    assert rows[0] == ["=judged.png", "0.123457", "NORMAL", "false", "0.65", "0.876543", "0.123457", "=one; two", ""]  # nothing neutralised here
+    assert rows[0] == [
+        "=judged.png",
+        "0.123457",
+        "NORMAL",
+        "false",
+        "0.65",
+        "0.876543",
+        "0.123457",
+        "=one; two",
+        "",
+    ]  # nothing neutralised here
     assert rows[1][2:4] == ["", "true"] and rows[1][-2:] == ["first reason; second reason", "first reason"]
     assert all(isinstance(cell, str) for row in rows for cell in row)
 
@@ -115,6 +129,6 @@ def test_the_csv_and_json_say_the_same_thing() -> None:
 
 @pytest.mark.parametrize("fmt", ["table", "JSON", "Csv", "xml", "", " json"])
 def test_an_unknown_format_is_refused_by_name(fmt: str) -> None:
-    """"table" is the command's own rendering, not this module's."""
+    """ "table" is the command's own rendering, not this module's."""
     with pytest.raises(PneumoError, match=rf"unknown format {fmt!r}; use json or csv"):
         format_predictions([binary("a", 0.5)], fmt)

@@ -1,4 +1,5 @@
 """`load_model`: one rule for which backend answers, the input check attached, and the mistakes it refuses."""
+
 from __future__ import annotations
 
 import shutil

@@ -5,6 +5,7 @@ loaded as it is and checked against the PyTorch checkpoint it was made from, on 
 and a fresh export's agreement with PyTorch; here: the shipped pair itself, how `load` finds its files,
 the arrays' encoding, and the backend's methods (features, scores, batches, refusals of bad images).
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,6 +21,8 @@ from pneumo.inference.loading import BUNDLED_ONNX, bundled_model_dir
 from pneumo.inference.onnx_backend import ENCODING, OnnxModel, encode_arrays
 from pneumo.inference.torch_backend import TorchModel, feature_rows
 from tests.conftest import BUNDLED_SIZE, pick
+
+pytestmark = pytest.mark.slow  # whole-network passes over many cases: the full suite runs them, the fast loop leaves them out
 
 SHIPPED = bundled_model_dir() / BUNDLED_ONNX
 
@@ -48,7 +51,11 @@ def torch_pass(torch_model: TorchModel, films: np.ndarray) -> tuple[np.ndarray, 
 
 def test_the_shipped_export_describes_the_bundled_checkpoint(onnx_model: OnnxModel, torch_model: TorchModel) -> None:
     assert onnx_model.meta == torch_model.meta  # the very same metadata record, checksum included
-    assert (onnx_model.image_size, onnx_model.classes, onnx_model.threshold) == (BUNDLED_SIZE, ["NORMAL", "PNEUMONIA"], torch_model.threshold)
+    assert (onnx_model.image_size, onnx_model.classes, onnx_model.threshold) == (
+        BUNDLED_SIZE,
+        ["NORMAL", "PNEUMONIA"],
+        torch_model.threshold,
+    )
     assert onnx_model.checkpoint is None  # an export alone knows no checkpoint folder (load_model sets it when it finds one)
     assert onnx_model.with_feature_check() is onnx_model  # its check came with the JSON
     assert onnx_model.feature_check.width == torch_model.check.width
@@ -63,7 +70,9 @@ def test_the_shipped_export_agrees_with_its_checkpoint_on_real_films(onnx_model:
     assert probs[3:, 1].min() > probs[:3, 1].max()  # training films of each class, read as their folders say
 
 
-def test_features_and_scores_agree_with_the_checkpoints(onnx_model: OnnxModel, torch_model: TorchModel, torch_pass: tuple, films: np.ndarray) -> None:
+def test_features_and_scores_agree_with_the_checkpoints(
+    onnx_model: OnnxModel, torch_model: TorchModel, torch_pass: tuple, films: np.ndarray
+) -> None:
     torch_probs, torch_rows = torch_pass
     probs, rows = onnx_model.class_probabilities_and_features(films)
     assert rows.dtype == np.float64 and rows.shape == torch_rows.shape and rows.shape[1] >= onnx_model.feature_check.width
@@ -85,7 +94,12 @@ def test_the_batch_size_changes_nothing(onnx_model: OnnxModel, films: np.ndarray
 
 @pytest.mark.parametrize(
     "bad",
-    [np.zeros((2, BUNDLED_SIZE + 20, BUNDLED_SIZE + 20), np.uint8), np.zeros((2, BUNDLED_SIZE, BUNDLED_SIZE), np.float32), np.zeros((BUNDLED_SIZE, BUNDLED_SIZE), np.uint8), np.zeros((1, 1, BUNDLED_SIZE, BUNDLED_SIZE), np.uint8)],
+    [
+        np.zeros((2, BUNDLED_SIZE + 20, BUNDLED_SIZE + 20), np.uint8),
+        np.zeros((2, BUNDLED_SIZE, BUNDLED_SIZE), np.float32),
+        np.zeros((BUNDLED_SIZE, BUNDLED_SIZE), np.uint8),
+        np.zeros((1, 1, BUNDLED_SIZE, BUNDLED_SIZE), np.uint8),
+    ],
     ids=["wrong size", "floats", "no batch axis", "channel axis"],
 )
 def test_images_that_are_not_uint8_at_its_size_are_refused_before_the_graph(onnx_model: OnnxModel, bad: np.ndarray) -> None:
@@ -99,11 +113,16 @@ def test_an_export_without_both_files_is_refused_with_how_to_make_them(tmp_path:
     for suffix in (".onnx", ".json"):
         if suffix != missing:
             shutil.copy(SHIPPED.with_suffix(suffix), tmp_path / f"m{suffix}")
-    with pytest.raises(PneumoError, match=rf"m\{missing} not found: an exported model is a \.onnx file with its \.json beside it; make both with `pneumo export`"):
+    with pytest.raises(
+        PneumoError,
+        match=rf"m\{missing} not found: an exported model is a \.onnx file with its \.json beside it; make both with `pneumo export`",
+    ):
         OnnxModel.load(tmp_path / f"m{given}")
 
 
-def test_an_export_is_found_by_either_file_its_stem_or_a_home_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, films: np.ndarray) -> None:
+def test_an_export_is_found_by_either_file_its_stem_or_a_home_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, films: np.ndarray
+) -> None:
     for suffix in (".onnx", ".json"):
         (tmp_path / f"m{suffix}").symlink_to(SHIPPED.with_suffix(suffix))
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -145,9 +145,17 @@ def test_the_command_says_no_verdict_and_no_abstain_forces_one(tmp_path: Path) -
     from tests.conftest import SAMPLES
 
     ot = str(SAMPLES / "dicom" / "not_a_chest_ot.dcm")
-    table = subprocess.run([sys.executable, "-m", "pneumo", "predict", ot], capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "COLUMNS": "200"})
+    table = subprocess.run(
+        [sys.executable, "-m", "pneumo", "predict", ot],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "COLUMNS": "200"},
+    )
     assert table.returncode == 0 and "no verdict" in table.stdout and "PNEUMONIA" not in table.stdout.split("warning")[0]
-    forced = subprocess.run([sys.executable, "-m", "pneumo", "predict", ot, "--no-abstain", "--format", "csv"], capture_output=True, text=True, timeout=300)
+    forced = subprocess.run(
+        [sys.executable, "-m", "pneumo", "predict", ot, "--no-abstain", "--format", "csv"], capture_output=True, text=True, timeout=300
+    )
     assert forced.returncode == 0 and ",false," in forced.stdout
 
 
@@ -214,7 +222,10 @@ def test_a_nan_from_the_network_is_an_error_never_a_label(small_folder: Path) ->
     with torch.no_grad():
         model.net.classifier[-1].bias.fill_(float("nan"))  # damaged weights: every logit is NaN
     for abstain in (True, False):
-        with pytest.raises(PneumoError, match=rf"the model produced a non-finite probability for {files[0]} \(\[nan, nan\]\); the model or the input is damaged"):
+        with pytest.raises(
+            PneumoError,
+            match=rf"the model produced a non-finite probability for {files[0]} \(\[nan, nan\]\); the model or the input is damaged",
+        ):
             predict(files, model=model, abstain=abstain)
 
 
@@ -243,6 +254,7 @@ def test_model_label_refuses_what_is_not_a_probability(p: float) -> None:
     assert model.label(0.5) == "PNEUMONIA" and model.label(0.49) == "NORMAL"
 
 
+@pytest.mark.slow  # the command in a new process too
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
 def test_what_cannot_be_read_is_refused_before_the_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A FIFO, a missing file and a folder with no images: refused from the paths alone, so the
@@ -313,6 +325,7 @@ def test_mistakes_in_the_arguments_are_one_line_errors(call: object, message: st
     assert message in str(err.value)
 
 
+@pytest.mark.slow  # 32 jobs of 9 films through 16 threads
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_one_model_shared_by_16_threads_answers_as_it_does_alone(shared_data: Path, backend: str) -> None:
     """A web app or a thread pool shares one loaded model: every thread gets the answers, warnings

@@ -1,6 +1,7 @@
 """pneumo.inference.torch_backend: the bundled PyTorch checkpoint loaded and run on real films, and the
 module's own pieces (`class_probabilities` with calibration, the CPU batch size, feature rows, the
 input check attached on demand) on a small untrained network where a real one is not needed."""
+
 from __future__ import annotations
 
 import json
@@ -27,6 +28,8 @@ from pneumo.models import create_model
 from pneumo.models.checkpoint import save_checkpoint
 from pneumo.models.meta import CheckpointMeta
 from tests.conftest import pick
+
+pytestmark = pytest.mark.slow  # whole-network passes over many cases: the full suite runs them, the fast loop leaves them out
 
 
 @pytest.fixture(scope="module")

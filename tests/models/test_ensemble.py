@@ -1,4 +1,5 @@
 """The ensemble network: the members' probabilities averaged, their features side by side."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ pneumo's files; everything else is refused whole, before anything is deleted, wi
 The model-folder cases use the bundled model's real meta.json, so a pneumo-written record of today's format is
 what is recognised.
 """
+
 from __future__ import annotations
 
 import json
@@ -136,8 +137,13 @@ def test_an_older_runs_config_is_still_recognised(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("intruder", "named"),
-    [("notes.txt", "notes.txt"), ("src/main.py", "src/"), ("checkpoints/best/thesis.tex", "checkpoints/best/thesis.tex"),
-     ("model/pneumo.onnx", "model/pneumo.onnx"), ("meta.json", "meta.json")],
+    [
+        ("notes.txt", "notes.txt"),
+        ("src/main.py", "src/"),
+        ("checkpoints/best/thesis.tex", "checkpoints/best/thesis.tex"),
+        ("model/pneumo.onnx", "model/pneumo.onnx"),
+        ("meta.json", "meta.json"),
+    ],
 )
 def test_a_run_folder_with_anything_else_is_refused_and_left_alone(tmp_path: Path, intruder: str, named: str) -> None:
     run = _run(tmp_path / "run")
@@ -208,8 +214,11 @@ def test_a_folder_that_is_not_pneumos_is_refused(tmp_path: Path) -> None:
     folder = tmp_path / "home"
     (folder / "photos").mkdir(parents=True)
     (folder / "thesis.tex").write_text("years of work")
-    with pytest.raises(PneumoError, match=r"does not look like a pneumo run folder \(it has no config\.yaml or meta\.json of pneumo's\); "
-                                          r"refusing to overwrite it: choose another --out$"):
+    with pytest.raises(
+        PneumoError,
+        match=r"does not look like a pneumo run folder \(it has no config\.yaml or meta\.json of pneumo's\); "
+        r"refusing to overwrite it: choose another --out$",
+    ):
         prepare_output_folder(folder, overwrite=True, log=pytest.fail)
     assert (folder / "thesis.tex").read_text() == "years of work"
 

@@ -51,12 +51,12 @@ def test_uncrop_puts_a_map_back_where_it_came_from(films: np.ndarray) -> None:
     boxes = crop.raw_boxes(looser)
     back = crop.uncrop(crop(looser.unsqueeze(1))[:, 0], boxes)
     inside = torch.zeros_like(looser, dtype=torch.bool)
-    for i, (t, b, l, r) in enumerate(boxes.long().tolist()):
-        inside[i, t + 2 : b - 2, l + 2 : r - 2] = True
+    for i, (top, bottom, left, right) in enumerate(boxes.long().tolist()):
+        inside[i, top + 2 : bottom - 2, left + 2 : right - 2] = True
     assert (back - looser)[inside].abs().mean() < 0.02  # the round trip only blurs by resampling
     outside = torch.ones_like(inside)
-    for i, (t, b, l, r) in enumerate(boxes.long().tolist()):
-        outside[i, t:b, l:r] = False
+    for i, (top, bottom, left, right) in enumerate(boxes.long().tolist()):
+        outside[i, top:bottom, left:right] = False
     assert back[outside].abs().max() < 1e-6  # nothing lands in the margin
 
 

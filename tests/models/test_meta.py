@@ -3,6 +3,7 @@
 `CheckpointMeta.load` is the one validator every reader uses (a model folder's meta.json, an
 export's checkpoint record, ensembles, calibrated copies); these tests feed it dicts directly.
 """
+
 from __future__ import annotations
 
 import copy
@@ -14,8 +15,16 @@ import pytest
 from pneumo.errors import PneumoError
 from pneumo.models.meta import CHECKSUM, FORMAT_VERSION, CheckpointMeta, metadata_sha256, seal
 
-BASE = {"architecture": "seed_cnn", "task": "binary", "classes": ["NORMAL", "PNEUMONIA"], "num_outputs": 1,
-        "image_size": 64, "mean": 0, "std": 1.0, "threshold": 0.4}
+BASE = {
+    "architecture": "seed_cnn",
+    "task": "binary",
+    "classes": ["NORMAL", "PNEUMONIA"],
+    "num_outputs": 1,
+    "image_size": 64,
+    "mean": 0,
+    "std": 1.0,
+    "threshold": 0.4,
+}
 SHA = "ab" * 32
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "src" / "pneumo" / "weights"
 SHIPPED = json.loads((WEIGHTS_DIR / "meta.json").read_text())  # the bundled model's record, as pneumo wrote it
@@ -54,9 +63,21 @@ def test_the_shipped_records_are_sealed_and_agree() -> None:
 @pytest.mark.parametrize(
     "edit",
     [
-        {"threshold": 2.0}, {"threshold": float("nan")}, {"threshold": -1}, {"threshold": "0.5"}, {"threshold": True},
-        {"threshold": 0.41}, {"task": "pathogen"}, {"classes": ["PNEUMONIA", "NORMAL"]}, {"std": 0}, {"std": -0.25},
-        {"mean": 0.5}, {"temperature": 3.0}, {"weights_sha256": "cd" * 32}, {"architecture": "resnet18"}, {"epoch": 1},
+        {"threshold": 2.0},
+        {"threshold": float("nan")},
+        {"threshold": -1},
+        {"threshold": "0.5"},
+        {"threshold": True},
+        {"threshold": 0.41},
+        {"task": "pathogen"},
+        {"classes": ["PNEUMONIA", "NORMAL"]},
+        {"std": 0},
+        {"std": -0.25},
+        {"mean": 0.5},
+        {"temperature": 3.0},
+        {"weights_sha256": "cd" * 32},
+        {"architecture": "resnet18"},
+        {"epoch": 1},
     ],
     ids=lambda e: ",".join(f"{k}={v!r}" for k, v in e.items()),
 )
@@ -92,8 +113,12 @@ def test_without_a_weights_checksum_the_check_is_not_off() -> None:
 
 @pytest.mark.parametrize(
     "version, message",
-    [(1, r"format 1, which has no metadata checksum.*pneumo models upgrade"), (3, "newer pneumo"),
-     ("2", "format '2' is not supported"), (None, "format None is not supported")],
+    [
+        (1, r"format 1, which has no metadata checksum.*pneumo models upgrade"),
+        (3, "newer pneumo"),
+        ("2", "format '2' is not supported"),
+        (None, "format None is not supported"),
+    ],
 )
 def test_other_formats_are_refused_with_what_to_do(version: object, message: str) -> None:
     with pytest.raises(PneumoError, match=message):

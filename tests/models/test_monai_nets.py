@@ -4,6 +4,7 @@ The builders are called as the registry calls them (`build(in_chans=, num_output
 at small input sizes so the whole file runs in seconds on a CPU; one test feeds real films through the
 project's preprocessing.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,6 +17,8 @@ from torch import nn
 from pneumo.data.preprocess import load_image, normalise
 from pneumo.models.monai_nets import monai_densenet121, monai_resnet
 from tests.conftest import pick
+
+pytestmark = pytest.mark.slow  # whole-network passes over many cases: the full suite runs them, the fast loop leaves them out
 
 
 def _count(net: nn.Module) -> int:
@@ -129,9 +132,14 @@ def test_densenet121_dropout_is_inside_its_dense_layers() -> None:
     """MONAI puts `dropout_prob` after every dense layer as channel dropout, not before the classifier as for the ResNets."""
     plain = monai_densenet121(in_chans=1, num_outputs=1, image_size=224, dropout=0.0)
     assert not any(isinstance(m, nn.modules.dropout._DropoutNd) for m in plain.modules())
-    dropped = [m for m in monai_densenet121(in_chans=1, num_outputs=1, image_size=224, dropout=0.25).modules()
-               if isinstance(m, nn.modules.dropout._DropoutNd)]
-    assert len(dropped) == 58 and {type(m) for m in dropped} == {nn.Dropout2d} and {m.p for m in dropped} == {0.25}  # 6+12+24+16 dense layers
+    dropped = [
+        m
+        for m in monai_densenet121(in_chans=1, num_outputs=1, image_size=224, dropout=0.25).modules()
+        if isinstance(m, nn.modules.dropout._DropoutNd)
+    ]
+    assert (
+        len(dropped) == 58 and {type(m) for m in dropped} == {nn.Dropout2d} and {m.p for m in dropped} == {0.25}
+    )  # 6+12+24+16 dense layers
 
 
 def test_real_films_through_the_preprocessing_give_finite_logits_and_gradients(films: np.ndarray) -> None:

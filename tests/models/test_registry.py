@@ -20,8 +20,17 @@ def keras_trainable_params(in_ch: int, size: int) -> int:
     dense = lambda i, o: i * o + o + 2 * o  # noqa: E731  Dense + BatchNorm
     side = size // 2 // 2 // 2 // 2 // 2
     return (
-        conv(in_ch, 16) + conv(16, 16) + block(16, 32) + block(32, 64) + block(64, 128) + block(128, 256)
-        + dense(256 * side * side, 512) + dense(512, 128) + dense(128, 64) + 64 + 1
+        conv(in_ch, 16)
+        + conv(16, 16)
+        + block(16, 32)
+        + block(32, 64)
+        + block(64, 128)
+        + block(128, 256)
+        + dense(256 * side * side, 512)
+        + dense(512, 128)
+        + dense(128, 64)
+        + 64
+        + 1
     )
 
 

@@ -3,6 +3,7 @@
 Nothing here needs the data: the network is checked against its own definition (the Keras model of the
 notebook), so a layer added, dropped or resized shows up as a changed structure or parameter count.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,6 +13,8 @@ import torch
 from torch import nn
 
 from pneumo.models.seed_cnn import SeedCNN, SeparableConv2d, conv_block, dense_block
+
+pytestmark = pytest.mark.slow  # whole-network passes over many cases: the full suite runs them, the fast loop leaves them out
 
 BLOCKS = [(16, 32), (32, 64), (64, 128), (128, 256)]  # (in, out) channels of the four separable blocks
 DENSE = [(512, 0.7), (128, 0.5), (64, 0.3)]  # units and dropout of the three dense blocks
@@ -108,8 +111,11 @@ def test_separable_convolution_is_depthwise_then_pointwise_with_relu_after() -> 
     torch.manual_seed(1)
     nn.init.normal_(layer.pointwise.bias)
     x = torch.randn(2, 4, 9, 9)
-    expected = torch.relu(nn.functional.conv2d(nn.functional.conv2d(x, layer.depthwise.weight, padding=1, groups=4),
-                                               layer.pointwise.weight, layer.pointwise.bias))
+    expected = torch.relu(
+        nn.functional.conv2d(
+            nn.functional.conv2d(x, layer.depthwise.weight, padding=1, groups=4), layer.pointwise.weight, layer.pointwise.bias
+        )
+    )
     out = layer(x)
     assert out.shape == (2, 6, 9, 9) and torch.allclose(out, expected, atol=1e-6)
     assert (out == 0).any() and (out > 0).any()  # the ReLU is there, and not everything is clipped
@@ -117,8 +123,11 @@ def test_separable_convolution_is_depthwise_then_pointwise_with_relu_after() -> 
 
 def test_blocks_use_keras_batchnorm_defaults() -> None:
     """Keras's momentum 0.99 is PyTorch's 0.01; its epsilon is 1e-3, not PyTorch's 1e-5."""
-    norms = [m for m in (*conv_block(8, 16), *dense_block(8, 16, 0.5), *SeedCNN(image_size=32).modules())
-             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    norms = [
+        m
+        for m in (*conv_block(8, 16), *dense_block(8, 16, 0.5), *SeedCNN(image_size=32).modules())
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))
+    ]
     assert len(norms) == 2 + 4 + 3
     assert {(m.momentum, m.eps) for m in norms} == {(0.01, 1e-3)}
 

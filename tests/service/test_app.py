@@ -1,4 +1,5 @@
 """The HTTP API over real files: answers, heatmaps, warnings, and every way an upload can be wrong."""
+
 from __future__ import annotations
 
 import base64

@@ -1,4 +1,5 @@
 """Micro-batching: concurrent jobs share one call, a failing job fails alone, a full queue says so."""
+
 from __future__ import annotations
 
 import asyncio

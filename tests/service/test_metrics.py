@@ -3,6 +3,7 @@
 The rendered text is parsed back with prometheus_client's own parser, so the tests check the numbers a
 Prometheus server would scrape, not the layout of the lines.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -31,8 +32,11 @@ def test_render_is_prometheus_text_with_every_family_declared() -> None:
     assert "# HELP pneumo_requests_total Requests answered" in text and "# TYPE pneumo_requests_total counter" in text
     assert "# TYPE pneumo_request_seconds histogram" in text and "# TYPE pneumo_batch_size histogram" in text
     assert _families(metrics) == {
-        "pneumo_requests": "counter", "pneumo_request_seconds": "histogram", "pneumo_batch_size": "histogram",
-        "pneumo_predictions": "counter", "pneumo_errors": "counter",
+        "pneumo_requests": "counter",
+        "pneumo_request_seconds": "histogram",
+        "pneumo_batch_size": "histogram",
+        "pneumo_predictions": "counter",
+        "pneumo_errors": "counter",
     }
     assert CONTENT_TYPE_LATEST.startswith("text/plain") and "version=" in CONTENT_TYPE_LATEST
 
@@ -74,7 +78,9 @@ def test_latency_lands_in_the_right_buckets_per_path() -> None:
     assert bucket("0.005", "/healthz") == 1 and samples[("pneumo_request_seconds_count", (("path", "/healthz"),))] == 1
 
 
-@pytest.mark.parametrize(("status", "is_error"), [(200, False), (304, False), (399, False), (400, True), (413, True), (500, True), (503, True)])
+@pytest.mark.parametrize(
+    ("status", "is_error"), [(200, False), (304, False), (399, False), (400, True), (413, True), (500, True), (503, True)]
+)
 def test_only_4xx_and_5xx_answers_count_as_errors(status: int, is_error: bool) -> None:
     metrics = ServiceMetrics()
     metrics.request("POST", "/v1/predict", status, 0.01)
@@ -102,7 +108,14 @@ def test_batch_sizes_and_verdicts_are_counted() -> None:
     for outcome in ("PNEUMONIA", "PNEUMONIA", "NORMAL", "abstain"):
         metrics.predictions.labels(outcome).inc()
     samples = _samples(metrics)
-    assert [samples[("pneumo_batch_size_bucket", (("le", le),))] for le in ("1.0", "2.0", "4.0", "32.0", "64.0", "+Inf")] == [1, 1, 3, 3, 4, 5]
+    assert [samples[("pneumo_batch_size_bucket", (("le", le),))] for le in ("1.0", "2.0", "4.0", "32.0", "64.0", "+Inf")] == [
+        1,
+        1,
+        3,
+        3,
+        4,
+        5,
+    ]
     assert samples[("pneumo_batch_size_sum", ())] == 171
     predictions = {dict(labels)["outcome"]: v for (name, labels), v in samples.items() if name == "pneumo_predictions_total"}
     assert predictions == {"PNEUMONIA": 2, "NORMAL": 1, "abstain": 1}

@@ -1,4 +1,5 @@
 """Reading uploads: floods, odd bodies and slow clients each get their own 4xx, quickly."""
+
 from __future__ import annotations
 
 import asyncio
@@ -39,18 +40,25 @@ def _post(client: TestClient, body: bytes, content_type: str = "multipart/form-d
 
 
 def test_the_file_field_among_others_is_found(client: TestClient, film: Path) -> None:
-    body = _multipart([(b'Content-Disposition: form-data; name="note"', b"hello"),
-                       (b'Content-Disposition: form-data; name="file"; filename="C:\\\\films\\\\a.jpeg"', film.read_bytes())])
+    body = _multipart(
+        [
+            (b'Content-Disposition: form-data; name="note"', b"hello"),
+            (b'Content-Disposition: form-data; name="file"; filename="C:\\\\films\\\\a.jpeg"', film.read_bytes()),
+        ]
+    )
     answer = _post(client, body)
     assert answer.status_code == 200 and answer.json()["filename"] == "a.jpeg"  # path parts dropped
 
 
-@pytest.mark.parametrize("content_type, status, fragment", [
-    ("multipart/form-data; boundary=XyZ" + "; a=b" * 200_000, 400, "longer than"),
-    ("multipart/form-data", 400, "no valid boundary"),
-    ("multipart/form-data; boundary=" + "x" * 71, 400, "no valid boundary"),
-    ("application/json", 415, "multipart/form-data"),
-])
+@pytest.mark.parametrize(
+    "content_type, status, fragment",
+    [
+        ("multipart/form-data; boundary=XyZ" + "; a=b" * 200_000, 400, "longer than"),
+        ("multipart/form-data", 400, "no valid boundary"),
+        ("multipart/form-data; boundary=" + "x" * 71, 400, "no valid boundary"),
+        ("application/json", 415, "multipart/form-data"),
+    ],
+)
 def test_bad_content_types(client: TestClient, content_type: str, status: int, fragment: str) -> None:
     start = time.perf_counter()
     answer = _post(client, _multipart([(b'Content-Disposition: form-data; name="file"', b"x")]), content_type)
@@ -68,7 +76,9 @@ def test_floods_and_odd_bodies(client: TestClient, film: Path) -> None:
     many_headers = b"\r\n".join([b'Content-Disposition: form-data; name="file"'] + [b"X-A: b"] * 50)
     assert _post(client, _multipart([(many_headers, b"x")])).status_code == 400
     inner = _multipart([(b'Content-Disposition: form-data; name="file"', b"x")], b"inner") * 50
-    nested = _post(client, _multipart([(b'Content-Disposition: form-data; name="outer"\r\nContent-Type: multipart/mixed; boundary=inner', inner)]))
+    nested = _post(
+        client, _multipart([(b'Content-Disposition: form-data; name="outer"\r\nContent-Type: multipart/mixed; boundary=inner', inner)])
+    )
     assert nested.status_code == 422 and "no form field named 'file'" in nested.json()["error"]
     assert _post(client, b"garbage without boundaries").status_code in (400, 422)
 
@@ -112,8 +122,11 @@ def test_health_answers_while_a_big_upload_trickles_in() -> None:
             time.sleep(0.05)
         with socket.create_connection(("127.0.0.1", port)) as slow:
             body_size = 20 * 2**20
-            slow.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n"
-                         + f"Content-Length: {body_size}\r\n\r\n".encode() + b'--XyZ\r\nContent-Disposition: form-data; name="file"\r\n\r\n')
+            slow.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n"
+                + f"Content-Length: {body_size}\r\n\r\n".encode()
+                + b'--XyZ\r\nContent-Disposition: form-data; name="file"\r\n\r\n'
+            )
             for _ in range(20):
                 slow.sendall(b"\0" * 2**18)  # 5 MB of the 20 MB, then it stalls
             times = []
@@ -128,9 +141,16 @@ def test_health_answers_while_a_big_upload_trickles_in() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, fragment", [(["--port", "99999"], "--port must be 1-65535"), (["--port", "0"], "--port must be 1-65535"),
-                                             (["--max-upload-mb", "0"], "positive number"), (["--max-upload-mb", "-1"], "positive number"),
-                                             (["--max-upload-mb", "nan"], "positive number")])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--port", "99999"], "--port must be 1-65535"),
+        (["--port", "0"], "--port must be 1-65535"),
+        (["--max-upload-mb", "0"], "positive number"),
+        (["--max-upload-mb", "-1"], "positive number"),
+        (["--max-upload-mb", "nan"], "positive number"),
+    ],
+)
 def test_serve_refuses_nonsense_settings_before_listening(args: list[str], fragment: str) -> None:
     import subprocess
     import sys

@@ -1,4 +1,5 @@
 """Assembling trained runs into one model, judged on the images none of them trained on."""
+
 from __future__ import annotations
 
 import json
@@ -57,13 +58,21 @@ def test_an_ensemble_is_one_calibrated_model_that_exports_to_one_graph(members: 
     np.testing.assert_allclose(model.class_probabilities(images), apply_temperature(members_p, model.meta.temperature), atol=1e-4)
     exported = export(model, out=tmp_path / "ens.onnx", check_images=images)
     assert exported.max_abs_diff <= 1e-4
-    np.testing.assert_allclose(pneumonia_probability(OnnxModel.load(tmp_path / "ens.onnx").class_probabilities(images)), model.pneumonia_probability(images), atol=1e-4)
+    np.testing.assert_allclose(
+        pneumonia_probability(OnnxModel.load(tmp_path / "ens.onnx").class_probabilities(images)),
+        model.pneumonia_probability(images),
+        atol=1e-4,
+    )
 
 
 def test_what_cannot_be_an_ensemble_is_refused(members: list[Path], small_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(PneumoError, match="at least one"):
         ensemble([], out=tmp_path / "none", progress=False, log=lambda _: None)
-    other = train(load_config("cpu", [f"data={small_folder}", "image_size=96", "epochs=1", "batch_size=16", "split_seed=0"]), out=tmp_path / "big", **_quiet())
+    other = train(
+        load_config("cpu", [f"data={small_folder}", "image_size=96", "epochs=1", "batch_size=16", "split_seed=0"]),
+        out=tmp_path / "big",
+        **_quiet(),
+    )
     with pytest.raises(PneumoError, match="share task and input size"):
         ensemble([members[0], other.run_dir], out=tmp_path / "mixed", progress=False, log=lambda _: None)
     with pytest.raises(PneumoError, match="calibration 'platt'"):
@@ -75,7 +84,9 @@ def test_one_model_is_recalibrated_on_its_own_validation_images(members: list[Pa
     before, after = load_model(members[0]), load_model(tmp_path / "again")
     assert after.meta.architecture == before.meta.architecture and after.meta.weights_sha256 == before.meta.weights_sha256
     assert after.meta.temperature == report["calibration"]["temperature"] and after.meta.config == before.meta.config
-    assert report["roc_auc"] == pytest.approx(json.loads((members[0] / "val_report.json").read_text())["roc_auc"], abs=1e-6)  # same images, same ranking
+    assert report["roc_auc"] == pytest.approx(
+        json.loads((members[0] / "val_report.json").read_text())["roc_auc"], abs=1e-6
+    )  # same images, same ranking
 
 
 def test_data_other_than_the_members_was_trained_on_is_refused(members: list[Path], small_folder: Path, tmp_path: Path) -> None:
@@ -87,10 +98,20 @@ def test_the_command_assembles_and_says_where(members: list[Path], tmp_path: Pat
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "pneumo", "ensemble", *map(str, members), "--out", str(tmp_path / "e")], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "pneumo", "ensemble", *map(str, members), "--out", str(tmp_path / "e")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert "validation" in done.stdout and "--model" in done.stdout and load_model(tmp_path / "e").meta.architecture == "ensemble"
-    again = subprocess.run([sys.executable, "-m", "pneumo", "ensemble", *map(str, members), "--out", str(tmp_path / "e")], capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        [sys.executable, "-m", "pneumo", "ensemble", *map(str, members), "--out", str(tmp_path / "e")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 2 and again.stderr.startswith("error:") and "--overwrite" in again.stderr
 
 

@@ -4,6 +4,7 @@ there, and leaving the network as it was found otherwise.
 test_loop.py checks the statistics of a single BatchNorm over uniform images with dropout; these use
 real films through convolutions, EMA weights and the bundled architecture.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,7 +33,9 @@ def films(shared_data: Path) -> torch.Tensor:
 
 def _conv_bn() -> torch.nn.Sequential:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3, momentum=0.01), torch.nn.ReLU(), torch.nn.Conv2d(3, 2, 3), torch.nn.BatchNorm2d(2))
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3, momentum=0.01), torch.nn.ReLU(), torch.nn.Conv2d(3, 2, 3), torch.nn.BatchNorm2d(2)
+    )
 
 
 def _first_layer_outputs(net: torch.nn.Sequential, images: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@ given back as it was (its content crop, statistics and gradients) whether record
 
 On a machine with CUDA the last test checks that the replayed step computes what eager PyTorch does.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,8 +53,15 @@ def test_recording_without_cuda_fails_and_leaves_the_model_as_it_was() -> None:
 def _plain_net() -> torch.nn.Module:
     """Convolutions, BatchNorm and a head, no dropout: eager and replayed steps can be compared number for number."""
     return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, stride=2), torch.nn.BatchNorm2d(8),
-        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 1),
+        torch.nn.Conv2d(1, 8, 3),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, stride=2),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 1),
     )
 
 

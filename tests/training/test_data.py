@@ -1,4 +1,5 @@
 """A run's outlier films: where the config finds them, how they are grouped by source, and what it refuses."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,5 +42,7 @@ def test_sources_group_a_papers_figures() -> None:
 def test_the_log_line_says_what_was_measured() -> None:
     assert "too few" in input_check_line(None)
     assert "distance only" in input_check_line({"notes": ["no outlier films were given"]})
-    line = input_check_line({"val_false_alarm_rate": 0.01, "val_false_alarm_ci95": (0.005, 0.018), "outlier_catch_rate": 0.95, "n_outliers": 124})
+    line = input_check_line(
+        {"val_false_alarm_rate": 0.01, "val_false_alarm_ci95": (0.005, 0.018), "outlier_catch_rate": 0.95, "n_outliers": 124}
+    )
     assert "1.0% of validation children" in line and "95% of 124" in line

@@ -1,4 +1,5 @@
 """Distillation: the teacher's answers on fixed views of the training films, cached, and the loss that learns from them."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,11 +29,15 @@ def test_the_distillation_loss_is_the_soft_cross_entropy_to_the_teacher() -> Non
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     loss.backward()
     # the gradient moves each logit towards the teacher's: w (sigmoid(z) - p_teacher) / N, up for the first (0.88 < 0.9), down for the others
-    np.testing.assert_allclose(logits.grad[:, 0].numpy(), (weights * (torch.sigmoid(logits[:, 0]) - teacher[:, 1]) / 3).detach().numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        logits.grad[:, 0].numpy(), (weights * (torch.sigmoid(logits[:, 0]) - teacher[:, 1]) / 3).detach().numpy(), rtol=1e-5
+    )
     assert logits.grad[0, 0] < 0 < logits.grad[1, 0]
     # a softened teacher (T = 4) asks for a softened student; the T^2 keeps the gradients' scale
     at_t4 = BINARY.distillation_loss(torch.tensor([[8.0]]), torch.tensor([[0.12, 0.88]]), torch.ones(1), temperature=4.0)
-    assert at_t4.item() == pytest.approx(16 * F.binary_cross_entropy_with_logits(torch.tensor(2.0), torch.sigmoid(torch.logit(torch.tensor(0.88)) / 4)).item(), rel=1e-4)
+    assert at_t4.item() == pytest.approx(
+        16 * F.binary_cross_entropy_with_logits(torch.tensor(2.0), torch.sigmoid(torch.logit(torch.tensor(0.88)) / 4)).item(), rel=1e-4
+    )
     three = PATHOGEN.distillation_loss(torch.zeros(2, 3), torch.tensor([[0.2, 0.5, 0.3], [1.0, 0.0, 0.0]]), torch.ones(2))
     assert three.item() == pytest.approx(np.log(3), rel=1e-4)  # a uniform student against any teacher: log 3 per film
 
@@ -40,7 +45,10 @@ def test_the_distillation_loss_is_the_soft_cross_entropy_to_the_teacher() -> Non
 @pytest.fixture(scope="module")
 def config(small_folder: Path, tmp_path_factory: pytest.TempPathFactory):
     cache = tmp_path_factory.mktemp("cache")
-    return load_config("cpu", [f"data={small_folder}", "image_size=64", "epochs=3", "teacher=bundled", "distill_views=2", f"cache_dir={cache}", "outliers=none"])
+    return load_config(
+        "cpu",
+        [f"data={small_folder}", "image_size=64", "epochs=3", "teacher=bundled", "distill_views=2", f"cache_dir={cache}", "outliers=none"],
+    )
 
 
 def test_the_teachers_answers_are_made_once_for_fixed_views_and_then_read_back(config) -> None:
@@ -50,7 +58,9 @@ def test_the_teachers_answers_are_made_once_for_fixed_views_and_then_read_back(c
     first = distillation_data(config, data, torch.device("cpu"), False, said.append)
     assert "answering for 2 fixed views" in said[-1]
     assert first.views.shape == (2, data.n_train, 64, 64) and first.views.dtype == torch.uint8
-    assert first.probabilities.shape == (2, data.n_train, 2) and torch.allclose(first.probabilities.sum(-1), torch.ones(2, data.n_train), atol=1e-5)
+    assert first.probabilities.shape == (2, data.n_train, 2) and torch.allclose(
+        first.probabilities.sum(-1), torch.ones(2, data.n_train), atol=1e-5
+    )
     assert not torch.equal(first.views[0], first.views[1])  # two different augmentations
     # the teacher tells the classes apart on its views
     y = data.y_train.numpy()
@@ -61,12 +71,20 @@ def test_the_teachers_answers_are_made_once_for_fixed_views_and_then_read_back(c
     # epoch e shows film i its view (e + i) mod V
     idx = torch.tensor([0, 1, 2])
     views, probs = first.batch(1, idx)
-    assert torch.equal(views[0], first.views[1, 0]) and torch.equal(views[1], first.views[0, 1]) and torch.equal(probs[2], first.probabilities[1, 2])
-    assert distillation_data(load_config("cpu", [f"data={config.data}"]), data, torch.device("cpu"), False, said.append) is None  # teacher: none
+    assert (
+        torch.equal(views[0], first.views[1, 0])
+        and torch.equal(views[1], first.views[0, 1])
+        and torch.equal(probs[2], first.probabilities[1, 2])
+    )
+    assert (
+        distillation_data(load_config("cpu", [f"data={config.data}"]), data, torch.device("cpu"), False, said.append) is None
+    )  # teacher: none
 
 
 def test_a_teacher_of_another_task_or_no_teacher_at_all_is_refused(config, tmp_path: Path) -> None:
-    meta = CheckpointMeta("seed_cnn", "pathogen", ["normal", "bacteria", "virus"], num_outputs=3, image_size=64, mean=0.0, std=1.0, threshold=0.5)
+    meta = CheckpointMeta(
+        "seed_cnn", "pathogen", ["normal", "bacteria", "virus"], num_outputs=3, image_size=64, mean=0.0, std=1.0, threshold=0.5
+    )
     other = save_checkpoint(tmp_path / "pathogen", create_model("seed_cnn", num_outputs=3, image_size=64), meta)
     from pneumo.training.distill import load_teacher
 

@@ -10,6 +10,7 @@ a gradient by a few units in the last place: after 12 SGD steps the weights diff
 leaves room for other CPUs' kernels, and is far below what a real fault makes (a summed instead
 of averaged gradient, a wrong shard or a missing all-reduce move the weights by 1e-3 or more).
 """
+
 from __future__ import annotations
 
 import csv
@@ -40,16 +41,32 @@ METRIC_TOLERANCE = 1e-5  # relative, on losses and ROC AUC
 
 def _net_without_batchnorm(in_chans: int, num_outputs: int, image_size: int, dropout: float) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(in_chans, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_outputs),
+        nn.Conv2d(in_chans, 8, 3, stride=2),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, num_outputs),
     )
 
 
 PLAIN_NET = ModelSpec("ddp_test_net", _net_without_batchnorm, 32, 0.5, 0.25, "a test network: no BatchNorm, no dropout")
 # the seed recipe has no augmentation, EMA or dropout; SGD, unlike Adam, shows a wrongly scaled gradient
 # fp32 (amp=false): bf16 autocast rounds a half batch differently from a whole one
-EXACT = ["model=ddp_test_net", "image_size=32", "epochs=2", "batch_size=16", "optimizer=sgd", "lr=0.01",
-         "schedule=cosine", "warmup_epochs=0.5", "select=last", "threshold=0.5", "amp=false"]
+EXACT = [
+    "model=ddp_test_net",
+    "image_size=32",
+    "epochs=2",
+    "batch_size=16",
+    "optimizer=sgd",
+    "lr=0.01",
+    "schedule=cosine",
+    "warmup_epochs=0.5",
+    "select=last",
+    "threshold=0.5",
+    "amp=false",
+]
 
 
 def _quiet(**kwargs: object) -> dict:
@@ -62,7 +79,19 @@ def _torchrun(tmp_path: Path, *args: str, entry: list[str]) -> subprocess.Comple
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", **({"GLOO_SOCKET_IFNAME": "lo"} if sys.platform == "linux" else {})}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(port), *entry, *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        *entry,
+        *args,
+    ]
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -89,7 +118,17 @@ def test_two_processes_train_as_one_with_the_same_global_batch(small_folder: Pat
         "from pneumo.cli import main\nfrom pneumo.models.registry import register_model\nfrom test_distributed import PLAIN_NET\n"
         "register_model(PLAIN_NET)\nmain()\n"
     )
-    _torchrun(tmp_path, "train", "--config", "seed", *_set([f"data={small_folder}", *EXACT]), "--out", str(tmp_path / "two"), "--quiet", entry=[str(entry)])
+    _torchrun(
+        tmp_path,
+        "train",
+        "--config",
+        "seed",
+        *_set([f"data={small_folder}", *EXACT]),
+        "--out",
+        str(tmp_path / "two"),
+        "--quiet",
+        entry=[str(entry)],
+    )
 
     a = load_file(str(tmp_path / "one" / "model" / "weights.safetensors"))
     b = load_file(str(tmp_path / "two" / "model" / "weights.safetensors"))
@@ -110,12 +149,16 @@ def test_two_processes_train_as_one_with_the_same_global_batch(small_folder: Pat
 def test_torchrun_runs_the_pneumo_command_with_rank_0_alone_writing_and_logging(small_folder: Path, tmp_path: Path) -> None:
     # the CPU recipe: BatchNorm, dropout, augmentation, EMA and BatchNorm recalibration, all under DDP
     overrides = [f"data={small_folder}", "image_size=32", "epochs=2", "batch_size=16", "limit=64", "bn_recalibrate=32"]
-    done = _torchrun(tmp_path, "train", "--config", "cpu", *_set(overrides), "--out", str(tmp_path / "run"), "--quiet", entry=["-m", "pneumo"])
+    done = _torchrun(
+        tmp_path, "train", "--config", "cpu", *_set(overrides), "--out", str(tmp_path / "run"), "--quiet", entry=["-m", "pneumo"]
+    )
 
     assert done.stdout.count("torchrun: 2 processes, 8 images each per step") == 1
     assert done.stdout.count("epoch   2/2") == 1  # one log, rank 0's
     run = tmp_path / "run"
-    assert {"config.yaml", "split.csv", "history.csv", "history.png", "val_report.json", "model", "checkpoints"} <= {p.name for p in run.iterdir()}
+    assert {"config.yaml", "split.csv", "history.csv", "history.png", "val_report.json", "model", "checkpoints"} <= {
+        p.name for p in run.iterdir()
+    }
     assert [r["epoch"] for r in _history(run)] == ["1", "2"]
     assert load_checkpoint(run).meta.config["batch_size"] == 16  # the global batch
     assert json.loads((run / "val_report.json").read_text())["machine"].endswith("x 2 processes")
@@ -148,5 +191,7 @@ def test_what_torchrun_refuses_before_any_work(small_folder: Path, tmp_path: Pat
     with pytest.raises(PneumoError, match=r"cannot be continued under torchrun.*pneumo train --resume RUN_DIR"):
         train(None, out=tmp_path / "odd", **_quiet(resume=True))
     with pytest.raises(PneumoError, match="WORLD_SIZE=2 is set but RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT not"):
-        train(load_config("seed", [f"data={small_folder}", "image_size=32", "epochs=1", "batch_size=16"]), out=tmp_path / "bare", **_quiet())
+        train(
+            load_config("seed", [f"data={small_folder}", "image_size=32", "epochs=1", "batch_size=16"]), out=tmp_path / "bare", **_quiet()
+        )
     assert not (tmp_path / "odd").exists() and not (tmp_path / "bare").exists()

@@ -24,7 +24,17 @@ def _quiet(**kwargs: object) -> dict:
 
 def test_run_folder_holds_everything_about_the_run(trained_run: Path, kaggle_root: Path) -> None:
     names = {p.name for p in trained_run.iterdir()}
-    assert {"config.yaml", "split.csv", "history.csv", "history.png", "roc.png", "confusion.png", "val_report.json", "model", "checkpoints"} <= names
+    assert {
+        "config.yaml",
+        "split.csv",
+        "history.csv",
+        "history.png",
+        "roc.png",
+        "confusion.png",
+        "val_report.json",
+        "model",
+        "checkpoints",
+    } <= names
     assert {p.name for p in (trained_run / "checkpoints").iterdir()} == {"best", "last"}
     config = yaml.safe_load((trained_run / "config.yaml").read_text())
     assert config["model"] == "resnet18" and config["image_size"] == 64 and config["epochs"] == 3
@@ -39,7 +49,18 @@ def test_run_folder_holds_everything_about_the_run(trained_run: Path, kaggle_roo
     with (trained_run / "history.csv").open() as fh:
         history = list(csv.DictReader(fh))
     assert [int(h["epoch"]) for h in history] == [1, 2, 3]
-    for column in ("train_loss", "train_accuracy", "train_precision", "train_recall", "train_roc_auc", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_roc_auc"):
+    for column in (
+        "train_loss",
+        "train_accuracy",
+        "train_precision",
+        "train_recall",
+        "train_roc_auc",
+        "val_loss",
+        "val_accuracy",
+        "val_precision",
+        "val_recall",
+        "val_roc_auc",
+    ):
         assert column in history[0]
 
 
@@ -70,7 +91,9 @@ def test_same_seed_same_run_on_cpu(small_folder: Path, tmp_path: Path) -> None:
     a = train(cfg, out=tmp_path / "a", **_quiet())
     b = train(cfg, out=tmp_path / "b", **_quiet())
     assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
-    assert (tmp_path / "a" / "model" / "weights.safetensors").read_bytes() == (tmp_path / "b" / "model" / "weights.safetensors").read_bytes()
+    assert (tmp_path / "a" / "model" / "weights.safetensors").read_bytes() == (
+        tmp_path / "b" / "model" / "weights.safetensors"
+    ).read_bytes()
 
 
 def test_seed_recipe_judges_the_last_epoch_at_half(small_folder: Path, tmp_path: Path) -> None:
@@ -84,7 +107,9 @@ def test_seed_recipe_judges_the_last_epoch_at_half(small_folder: Path, tmp_path:
     from pneumo.evaluation.evaluate import evaluate
 
     again = evaluate(tmp_path / "run" / "split.csv", model=tmp_path / "run", split="val", n_boot=50)
-    assert again["roc_auc"] == pytest.approx(result.report["roc_auc"], abs=1e-9) == pytest.approx(result.history[-1]["val_roc_auc"], abs=1e-9)
+    assert (
+        again["roc_auc"] == pytest.approx(result.report["roc_auc"], abs=1e-9) == pytest.approx(result.history[-1]["val_roc_auc"], abs=1e-9)
+    )
     assert again["confusion_matrix"] == result.report["confusion_matrix"]
 
 
@@ -111,7 +136,11 @@ def test_a_run_fits_its_temperature_and_every_prediction_uses_it(small_folder: P
 def test_a_run_gives_back_the_global_random_state_and_cudnn_settings(small_folder: Path, tmp_path: Path) -> None:
     torch.manual_seed(1234)
     before, benchmark = torch.get_rng_state(), torch.backends.cudnn.benchmark
-    train(load_config("seed", [f"data={small_folder}", "image_size=32", "epochs=1", "batch_size=16", "limit=60"]), out=tmp_path / "run", **_quiet())
+    train(
+        load_config("seed", [f"data={small_folder}", "image_size=32", "epochs=1", "batch_size=16", "limit=60"]),
+        out=tmp_path / "run",
+        **_quiet(),
+    )
     assert torch.equal(torch.get_rng_state(), before) and torch.backends.cudnn.benchmark == benchmark
     with pytest.raises(PneumoError):  # and on the way out of a failed run
         train(load_config("seed", [f"data={tmp_path / 'missing'}"]), out=tmp_path / "failed", **_quiet())
@@ -152,7 +181,12 @@ def test_bf16_autocast_only_where_the_hardware_has_it(monkeypatch: pytest.Monkey
     from pneumo.training import optim
 
     assert optim.bf16_autocast_helps(torch.device("cuda"))
-    for flags, native in (("fpu avx2 avx512f avx512_bf16", True), ("fpu avx2 amx_tile amx_bf16", True), ("fpu avx2 avx512f", False), (None, False)):
+    for flags, native in (
+        ("fpu avx2 avx512f avx512_bf16", True),
+        ("fpu avx2 amx_tile amx_bf16", True),
+        ("fpu avx2 avx512f", False),
+        (None, False),
+    ):
         monkeypatch.setattr(optim, "_cpu_flags", lambda flags=flags: None if flags is None else set(flags.split()))
         assert optim.bf16_autocast_helps(torch.device("cpu")) is native, flags
 
@@ -253,7 +287,9 @@ def _same_tensors(a: Path, b: Path) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["cpu", "seed"])  # cpu: EMA, BatchNorm recalibration, augmentation, dropout
-def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_run(recipe: str, small_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_run(
+    recipe: str, small_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pneumo.training.state import saved_epoch
 
     cfg = load_config(recipe, [f"data={small_folder}", "image_size=64", "epochs=3", "batch_size=16", "limit=64"])

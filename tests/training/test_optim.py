@@ -4,6 +4,7 @@ config names, the learning-rate schedule over a whole run, and the EMA step.
 tests/training/test_loop.py already checks the notebook's two-class weights, four points of the
 schedule, the EMA warm-up and the bf16 decision per CPU flag; these check the rest of the contract.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,12 @@ from pneumo.training.optim import (
 def _net() -> torch.nn.Module:
     """Convolution, BatchNorm and a linear head: parameters with and without weight decay's usual exceptions."""
     return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 1),
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 1),
     )
 
 
@@ -80,7 +86,8 @@ def test_a_class_absent_from_the_training_split_gets_a_finite_weight() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "kind"), [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)],
+    ("name", "kind"),
+    [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)],
 )
 def test_the_config_names_the_optimiser_and_every_knob_reaches_it(name: str, kind: type) -> None:
     config = load_config("cpu", [f"optimizer={name}", "lr=0.02", "weight_decay=0.03", "adam_eps=1e-6", "momentum=0.8"])

@@ -1,5 +1,6 @@
 """The live objects of a run, built from its config and real (decoded) training films: what each knob
 of the config turns into, and what comes from the config's seed."""
+
 from __future__ import annotations
 
 from itertools import pairwise
@@ -18,6 +19,8 @@ from pneumo.training.data import (
 )
 from pneumo.training.optim import bf16_autocast_helps, class_weights
 from pneumo.training.parts import RunParts, build_parts
+
+pytestmark = pytest.mark.slow  # whole-network passes over many cases: the full suite runs them, the fast loop leaves them out
 
 CPU = torch.device("cpu")
 SIZE = 32

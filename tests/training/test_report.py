@@ -4,6 +4,7 @@ point chosen on validation, the saved model, the figures and the input check's l
 A freshly initialised notebook network at 32 px on the small folder's real films stands in for a
 trained one: each test checks how the report is put together, not how good the model is.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,6 +44,8 @@ from pneumo.training.report import (
     write_model,
 )
 
+pytestmark = pytest.mark.slow  # fits whole models: the full suite runs them, the fast loop leaves them out
+
 SIZE = 32
 
 
@@ -67,7 +70,9 @@ def net() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def meta() -> CheckpointMeta:
     spec = model_spec("seed_cnn")
-    return CheckpointMeta("seed_cnn", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=SIZE, mean=spec.mean, std=spec.std, threshold=0.5)
+    return CheckpointMeta(
+        "seed_cnn", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=SIZE, mean=spec.mean, std=spec.std, threshold=0.5
+    )
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +138,9 @@ def test_the_operating_point_carries_its_temperature_and_threshold_into_the_meta
     assert chosen.threshold == report["threshold"] and 0 <= chosen.threshold <= 1
     assert chosen.temperature == report["calibration"]["temperature"] > 0 and report["calibration"]["method"] == "val"
     assert chosen.threshold_method == report["threshold_method"] == "youden" and chosen.logit_offset == 0.0
-    assert chosen.val_metrics == {k: report[k] for k in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "loss")}
+    assert chosen.val_metrics == {
+        k: report[k] for k in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "loss")
+    }
     assert chosen.val_ci95 == report["ci95"] and chosen.calibration_prior == report["calibration_prior"] and chosen.created
     assert meta.threshold == 0.5 and meta.temperature == 1.0 and not meta.val_metrics  # the given metadata is not changed
 
@@ -168,7 +175,9 @@ def test_a_validation_pass_already_made_is_reused_not_made_again(net: torch.nn.M
 # --- what is saved -------------------------------------------------------------------------------
 
 
-def test_too_few_training_films_save_the_model_without_an_input_check(point: OperatingPoint, net: torch.nn.Module, data: TrainingData, tmp_path: Path) -> None:
+def test_too_few_training_films_save_the_model_without_an_input_check(
+    point: OperatingPoint, net: torch.nn.Module, data: TrainingData, tmp_path: Path
+) -> None:
     assert data.n_train < FEATURE_STATS_MIN_IMAGES
     assert write_model(tmp_path / "model", net, point, data) is None
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["meta.json", "training_films.json", "weights.safetensors"]
@@ -193,7 +202,9 @@ def test_inlier_views_are_one_shifted_copy_per_film_and_one_augmented_copy_where
     plain = inlier_views(films, None)
     assert plain.shape == (12, SIZE, SIZE) and plain.dtype == np.uint8
     assert not np.array_equal(plain, films.numpy())  # every film is under some shift
-    np.testing.assert_array_equal(plain, inlier_views(films.numpy(), AugmentConfig()))  # augmentation off: the same; a tensor or an array alike
+    np.testing.assert_array_equal(
+        plain, inlier_views(films.numpy(), AugmentConfig())
+    )  # augmentation off: the same; a tensor or an array alike
     augmented = inlier_views(films, AugmentConfig(rotate_deg=10, contrast=0.2))
     assert augmented.shape == (24, SIZE, SIZE) and augmented.dtype == np.uint8
     np.testing.assert_array_equal(augmented[12:], plain)  # the shifted copies come after the augmented ones

@@ -4,6 +4,7 @@ a run is resumed, cleared of interrupted writes, and its history file.
 test_state.py covers --overwrite on a full run and model folder, what it refuses to delete, folders
 that are files or devices, and clearing temporary files on resume; these cover the rest.
 """
+
 from __future__ import annotations
 
 import csv
@@ -92,7 +93,10 @@ def test_overwrite_recognises_a_run_by_its_config_keys_not_a_full_load(tmp_path:
 @pytest.mark.parametrize(
     ("meta", "message"),
     [
-        ({"architecture": "resnet18"}, r"holds a meta\.json that is not a pneumo checkpoint's; refusing to overwrite it: choose another --out"),
+        (
+            {"architecture": "resnet18"},
+            r"holds a meta\.json that is not a pneumo checkpoint's; refusing to overwrite it: choose another --out",
+        ),
         ("not json at all", r"holds a meta\.json that is not a pneumo checkpoint's"),
     ],
 )
@@ -151,13 +155,18 @@ def test_a_resumed_run_keeps_the_config_it_started_with(tmp_path: Path) -> None:
     run = _started_run(tmp_path / "run", epochs=4, done=1)
     assert resume_run_dir(run, None) == (run, _config(4))
     assert resume_run_dir(str(run), _config(4))[1] == _config(4)  # the same config again is fine
-    with pytest.raises(PneumoError, match=r"in epochs \(run: 4, given: 5\), lr \(run: 0\.001, given: 0\.5\); a resumed run keeps its config: give no other$"):
+    with pytest.raises(
+        PneumoError,
+        match=r"in epochs \(run: 4, given: 5\), lr \(run: 0\.001, given: 0\.5\); a resumed run keeps its config: give no other$",
+    ):
         resume_run_dir(run, _config(5, lr=0.5))
 
 
 def test_only_a_pneumo_run_folder_can_be_resumed(tmp_path: Path) -> None:
     for folder in (tmp_path / "missing", tmp_path):
-        with pytest.raises(PneumoError, match=r"is not a pneumo run folder \(it has no config\.yaml\); give the folder of the run to continue"):
+        with pytest.raises(
+            PneumoError, match=r"is not a pneumo run folder \(it has no config\.yaml\); give the folder of the run to continue"
+        ):
             resume_run_dir(folder, None)
 
 

@@ -1,4 +1,5 @@
 """The training state saved at each epoch's end: a faithful round trip, and writes that never break it."""
+
 from __future__ import annotations
 
 import errno
@@ -28,8 +29,14 @@ FINGERPRINT = "f" * 32
 def _net(width: int = 4) -> torch.nn.Module:
     """A tiny network with what matters here: convolutions, BatchNorm buffers, dropout."""
     return torch.nn.Sequential(
-        torch.nn.Conv2d(1, width, 3), torch.nn.BatchNorm2d(width), torch.nn.ReLU(), torch.nn.Conv2d(width, width, 3, stride=2),
-        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(width, 1),
+        torch.nn.Conv2d(1, width, 3),
+        torch.nn.BatchNorm2d(width),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(width, width, 3, stride=2),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Dropout(0.5),
+        torch.nn.Linear(width, 1),
     )
 
 
@@ -145,7 +152,9 @@ def test_a_failed_write_leaves_the_previous_state_intact(tmp_path: Path, monkeyp
         monkeypatch.setattr("pneumo.training.state.save_file", _disk_full)
     else:
         monkeypatch.setattr("os.replace", _fail_nth_replace(1 if failing == "renaming-tensors" else 2))
-    with pytest.raises(PneumoError, match=r"could not save the training state of epoch 2 .*No space left on device.*state saved before it is intact"):
+    with pytest.raises(
+        PneumoError, match=r"could not save the training state of epoch 2 .*No space left on device.*state saved before it is intact"
+    ):
         save_train_state(tmp_path, parts, RunSoFar(2), FINGERPRINT)
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no half-written or orphaned files
@@ -157,7 +166,16 @@ def test_a_failed_write_leaves_the_previous_state_intact(tmp_path: Path, monkeyp
 
 def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     net = create_model("seed_cnn", image_size=32)
-    meta = {"architecture": "seed_cnn", "task": "binary", "classes": ["NORMAL", "PNEUMONIA"], "num_outputs": 1, "image_size": 32, "mean": 0.0, "std": 1.0, "threshold": 0.5}
+    meta = {
+        "architecture": "seed_cnn",
+        "task": "binary",
+        "classes": ["NORMAL", "PNEUMONIA"],
+        "num_outputs": 1,
+        "image_size": 32,
+        "mean": 0.0,
+        "std": 1.0,
+        "threshold": 0.5,
+    }
     folder = save_checkpoint(tmp_path / "last", net, CheckpointMeta(**meta, epoch=1))
     before = {name: (folder / name).read_bytes() for name in ("weights.safetensors", "meta.json")}
     monkeypatch.setattr("pneumo.models.checkpoint.save_file", _disk_full)
@@ -205,7 +223,16 @@ def test_a_state_that_does_not_hold_together_is_refused(tmp_path: Path) -> None:
 
 def test_a_stop_before_copying_a_new_best_is_completed(tmp_path: Path) -> None:
     net = create_model("seed_cnn", image_size=32)
-    meta = {"architecture": "seed_cnn", "task": "binary", "classes": ["NORMAL", "PNEUMONIA"], "num_outputs": 1, "image_size": 32, "mean": 0.0, "std": 1.0, "threshold": 0.5}
+    meta = {
+        "architecture": "seed_cnn",
+        "task": "binary",
+        "classes": ["NORMAL", "PNEUMONIA"],
+        "num_outputs": 1,
+        "image_size": 32,
+        "mean": 0.0,
+        "std": 1.0,
+        "threshold": 0.5,
+    }
     save_checkpoint(tmp_path / "best", net, CheckpointMeta(**meta, epoch=1))
     save_checkpoint(tmp_path / "last", net, CheckpointMeta(**meta, epoch=2))
     complete_best_copy(tmp_path, RunSoFar(epoch=2, best_epoch=1))  # best/ is right: nothing to do
@@ -231,7 +258,9 @@ def test_safetensors_own_disk_full_error_keeps_the_previous_state(tmp_path: Path
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     _steps(parts, 1)
     monkeypatch.setattr("pneumo.training.state.save_file", _safetensors_disk_full)
-    with pytest.raises(PneumoError, match=r"could not save the training state of epoch 2 .*No space left on device.*state saved before it is intact") as err:
+    with pytest.raises(
+        PneumoError, match=r"could not save the training state of epoch 2 .*No space left on device.*state saved before it is intact"
+    ) as err:
         save_train_state(tmp_path, parts, RunSoFar(2), FINGERPRINT)
     assert "\n" not in str(err.value)
     monkeypatch.undo()
@@ -241,7 +270,16 @@ def test_safetensors_own_disk_full_error_keeps_the_previous_state(tmp_path: Path
 
 def test_safetensors_own_disk_full_error_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     net = create_model("seed_cnn", image_size=32)
-    meta = {"architecture": "seed_cnn", "task": "binary", "classes": ["NORMAL", "PNEUMONIA"], "num_outputs": 1, "image_size": 32, "mean": 0.0, "std": 1.0, "threshold": 0.5}
+    meta = {
+        "architecture": "seed_cnn",
+        "task": "binary",
+        "classes": ["NORMAL", "PNEUMONIA"],
+        "num_outputs": 1,
+        "image_size": 32,
+        "mean": 0.0,
+        "std": 1.0,
+        "threshold": 0.5,
+    }
     folder = save_checkpoint(tmp_path / "last", net, CheckpointMeta(**meta, epoch=1))
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     monkeypatch.setattr("pneumo.models.checkpoint.save_file", _safetensors_disk_full)
@@ -277,7 +315,13 @@ def _fake_run(folder: Path) -> Path:
     for name in ("split.csv", "history.csv", "history.png", "roc.png", "confusion.png", "reliability.png", "val_report.json", ".DS_Store"):
         (folder / name).write_bytes(b"x" * 100)
     for sub, names in {
-        "checkpoints/last": ("weights.safetensors", "meta.json", "state.json", "state-0002-0123456789ab.safetensors", ".meta.json.abcd1234.tmp"),
+        "checkpoints/last": (
+            "weights.safetensors",
+            "meta.json",
+            "state.json",
+            "state-0002-0123456789ab.safetensors",
+            ".meta.json.abcd1234.tmp",
+        ),
         "checkpoints/best": ("weights.safetensors", "meta.json"),
         "model": ("weights.safetensors", "meta.json", "features.safetensors", "training_films.json", ".tmpAb12Cd"),
     }.items():
@@ -300,7 +344,14 @@ def test_overwrite_removes_a_previous_model_folder(tmp_path: Path) -> None:
     model = tmp_path / "ensemble"
     model.mkdir()
     (model / "meta.json").write_text(json.dumps({"format_version": 1, "architecture": "ensemble", "weights_sha256": "0" * 64}))
-    for name in ("weights.safetensors", "features.safetensors", "training_films.json", "val_report.json", "site_calibration.json", "roc.png"):
+    for name in (
+        "weights.safetensors",
+        "features.safetensors",
+        "training_films.json",
+        "val_report.json",
+        "site_calibration.json",
+        "roc.png",
+    ):
         (model / name).write_bytes(b"m" * 10)
     logged: list[str] = []
     prepare_run_dir(model, overwrite=True, log=logged.append)

@@ -1,4 +1,5 @@
 """pneumo.training.tracking: a run's epochs, report, pictures and model reach TensorBoard and MLflow, for real."""
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,9 @@ def test_tensorboard_has_every_epoch_and_the_pictures(tracked_run: tuple[Path, s
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0}).Reload()
     assert [e.step for e in events.Scalars("val/loss")] == [1, 2]
     assert [e.step for e in events.Scalars("lr")] == [1, 2] and "train/accuracy" in events.Tags()["scalars"]
-    assert events.Scalars("final/roc_auc")[0].value == pytest.approx(__import__("json").loads((run / "val_report.json").read_text())["roc_auc"])
+    assert events.Scalars("final/roc_auc")[0].value == pytest.approx(
+        __import__("json").loads((run / "val_report.json").read_text())["roc_auc"]
+    )
     assert {"history", "roc", "confusion", "reliability"} <= set(events.Tags()["images"])
 
 

@@ -1,4 +1,5 @@
 """The one CSV writer/reader: any text stays in its record, text cells are no formulas, torn records are cut."""
+
 from __future__ import annotations
 
 import csv
@@ -11,9 +12,30 @@ from pneumo.errors import PneumoError
 from pneumo.utils.csvfile import format_csv, format_record, neutralise, parse_csv, read_csv, repair_csv, restore
 
 HOSTILE = [
-    "plain.jpeg", "new\nline.jpeg", "carriage\rreturn.jpeg", "crlf\r\n.jpeg", "\n", "\r", "comma,name.jpeg", 'quote"name.jpeg',
-    '"', "=cmd|' /C calc'!A0", "+1", "-1", "@x", "\t=tab", "\r=cr", " =blank first", "\uff1dfull-width", "'apostrophe",
-    "''two", "'", "", "ünïcødé", "bad byte \udcff", "end\n",
+    "plain.jpeg",
+    "new\nline.jpeg",
+    "carriage\rreturn.jpeg",
+    "crlf\r\n.jpeg",
+    "\n",
+    "\r",
+    "comma,name.jpeg",
+    'quote"name.jpeg',
+    '"',
+    "=cmd|' /C calc'!A0",
+    "+1",
+    "-1",
+    "@x",
+    "\t=tab",
+    "\r=cr",
+    " =blank first",
+    "\uff1dfull-width",
+    "'apostrophe",
+    "''two",
+    "'",
+    "",
+    "ünïcødé",
+    "bad byte \udcff",
+    "end\n",
 ]
 COLUMNS = ["path", "probability", "note"]
 
@@ -32,7 +54,9 @@ def test_every_text_round_trips_and_numbers_are_left_alone() -> None:
     assert float(raw[2][1]) < 0
 
 
-@pytest.mark.parametrize("value", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "\nx", " =x", "\uff1dx", "\uff0bx", "\uff0dx", "\uff20x", "'x"])
+@pytest.mark.parametrize(
+    "value", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "\nx", " =x", "\uff1dx", "\uff0bx", "\uff0dx", "\uff20x", "'x"]
+)
 def test_a_cell_a_spreadsheet_would_run_is_written_as_text(value: str) -> None:
     assert neutralise(value) == "'" + value and restore(neutralise(value)) == value
     cell = next(csv.reader(io.StringIO(format_record([value, "-1"], text={0}), newline="")))

@@ -1,4 +1,5 @@
 """Atomic writes and file hashing."""
+
 from __future__ import annotations
 
 import errno
@@ -148,11 +149,17 @@ class _RustError(Exception):
         (OSError(errno.EROFS, "Read-only file system"), "", "write somewhere else"),
         (PermissionError(errno.EACCES, "Permission denied"), "", "choose a folder you can write to"),
         (OSError(errno.EDQUOT, "Disk quota exceeded"), "Disk quota exceeded", "quota"),
-        (_RustError("Error while serializing: I/O error: No space left on device (os error 28)"), "No space left on device", "free some disk space"),
+        (
+            _RustError("Error while serializing: I/O error: No space left on device (os error 28)"),
+            "No space left on device",
+            "free some disk space",
+        ),
     ],
     ids=["disk full", "read-only file system", "permission denied", "quota", "safetensors' own error"],
 )
-def test_a_failed_write_is_one_line_naming_the_file_and_leaves_nothing(tmp_path: Path, fault: BaseException, reason: str, hint: str) -> None:
+def test_a_failed_write_is_one_line_naming_the_file_and_leaves_nothing(
+    tmp_path: Path, fault: BaseException, reason: str, hint: str
+) -> None:
     target = tmp_path / "weights.safetensors"
     target.write_bytes(b"old")
 
@@ -222,7 +229,11 @@ def test_a_failed_rename_or_folder_creation_leaves_no_temporary(tmp_path: Path, 
 
 def test_a_write_error_survives_pickling() -> None:
     error = pickle.loads(pickle.dumps(WriteError(errno.ENOSPC, "No space left on device", "f", "cannot write f (No space left on device)")))
-    assert str(error) == "cannot write f (No space left on device)" and error.errno == errno.ENOSPC and error.strerror == "No space left on device"
+    assert (
+        str(error) == "cannot write f (No space left on device)"
+        and error.errno == errno.ENOSPC
+        and error.strerror == "No space left on device"
+    )
 
 
 def test_temporary_names_are_recognised_exactly(tmp_path: Path) -> None:
@@ -250,7 +261,14 @@ def test_stale_temporary_files_are_removed_and_nothing_else(tmp_path: Path) -> N
     assert remove_stale_temps(run) == (1, 100)  # the top folder only
     assert remove_stale_temps(run, recursive=True) == (2, 1010)
     left = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
-    assert left == [".linked.abcd1234.tmp", "checkpoints", "checkpoints/last", "checkpoints/last/weights.safetensors", "elsewhere", "notes.tmp"]
+    assert left == [
+        ".linked.abcd1234.tmp",
+        "checkpoints",
+        "checkpoints/last",
+        "checkpoints/last/weights.safetensors",
+        "elsewhere",
+        "notes.tmp",
+    ]
     assert (outside / ".keep.abcd1234.tmp").exists()
     # a file another process may be writing now is spared
     fresh, old = run / ".a.json.abcd1234.tmp", run / ".b.json.abcd1234.tmp"
@@ -292,7 +310,12 @@ def test_known_contents_are_listed_and_removed_keeping_the_folder(tmp_path: Path
 
 @pytest.mark.parametrize(
     ("intruder", "named"),
-    [("src/main.py", "src/"), ("notes.txt", "notes.txt"), ("checkpoints/last/thesis.tex", "checkpoints/last/thesis.tex"), ("config.yaml/x", "config.yaml/")],
+    [
+        ("src/main.py", "src/"),
+        ("notes.txt", "notes.txt"),
+        ("checkpoints/last/thesis.tex", "checkpoints/last/thesis.tex"),
+        ("config.yaml/x", "config.yaml/"),
+    ],
 )
 def test_a_folder_with_anything_unknown_is_refused_whole(tmp_path: Path, intruder: str, named: str) -> None:
     run = _run_like(tmp_path / "run")
@@ -314,7 +337,9 @@ def test_a_symlink_inside_is_refused_and_never_followed(tmp_path: Path) -> None:
     run = _run_like(tmp_path / "run")
     (run / "checkpoints" / "best").symlink_to(precious, target_is_directory=True)
     with pytest.raises(PneumoError, match=r"holds checkpoints/best, a symlink, which a run folder never has"):
-        known_contents(run, {**LAYOUT, "checkpoints": {"last": LAYOUT["checkpoints"]["last"], "best": LAYOUT["checkpoints"]["last"]}}, "a run folder")
+        known_contents(
+            run, {**LAYOUT, "checkpoints": {"last": LAYOUT["checkpoints"]["last"], "best": LAYOUT["checkpoints"]["last"]}}, "a run folder"
+        )
     assert (precious / "weights.safetensors").read_text() == "not yours" and (run / "config.yaml").exists()
 
 

@@ -1,4 +1,5 @@
 """One writer per output: a second is refused at once, naming the first; nothing is left behind."""
+
 from __future__ import annotations
 
 import os

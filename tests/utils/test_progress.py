@@ -4,6 +4,7 @@ hands every item through in order, counting each only once it has been handled.
 Rows are rendered into a string console rather than a terminal, so nothing here depends on timing or on
 whether the test run has a TTY.
 """
+
 from __future__ import annotations
 
 import io

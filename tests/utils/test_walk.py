@@ -1,4 +1,5 @@
 """The one folder walker: every command lists the same files for the same folder."""
+
 from __future__ import annotations
 
 import os

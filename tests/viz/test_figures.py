@@ -1,4 +1,5 @@
 """pneumo.plots: every figure is written as a valid PNG of a sensible size."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """pneumo.data.preview: a PNG grid of random images of a split, with their classes as titles."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Batch augmentation with plain torch ops, so it runs wherever the batch is (CPU or GPU)."""
+
 from __future__ import annotations
 
 import math

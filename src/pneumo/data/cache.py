@@ -3,6 +3,7 @@
 The key hashes every file's bytes, so an edited, added or removed image makes a new
 cache instead of a stale one; a warm load is one stat per image and one file read.
 """
+
 from __future__ import annotations
 
 import errno
@@ -30,8 +31,17 @@ from pneumo.utils.files import (
 from pneumo.utils.progress import progress_bar
 
 __all__ = [
-    "cache_dir", "fingerprint", "data_fingerprint", "file_digests", "cached_images", "decode_dataset", "DecodedDataset",
-    "CacheWarning", "usable_cache", "remove_stale_cache_temps", "STALE_TEMP_AGE_S",
+    "cache_dir",
+    "fingerprint",
+    "data_fingerprint",
+    "file_digests",
+    "cached_images",
+    "decode_dataset",
+    "DecodedDataset",
+    "CacheWarning",
+    "usable_cache",
+    "remove_stale_cache_temps",
+    "STALE_TEMP_AGE_S",
 ]
 
 # a temporary file in the cache this long untouched is an orphan of a killed process, not another
@@ -88,7 +98,8 @@ def _cache_warning(folder: Path, why: str) -> None:
     warnings.warn(
         f"the image cache {folder} cannot be written ({why}); decoding without caching, so the next run decodes again: "
         "set PNEUMO_CACHE (or the config's cache_dir) to a writable folder",
-        CacheWarning, stacklevel=3,
+        CacheWarning,
+        stacklevel=3,
     )
 
 
@@ -148,9 +159,7 @@ def file_digests(paths: Sequence[Path], workers: int = 0, index_folder: str | Pa
             index = {}  # a damaged index only costs a re-hash
     keys = [os.path.abspath(p) for p in paths]
     stats = [_stat(p) for p in paths]
-    digests = [
-        entry[2] if (entry := index.get(key)) and entry[:2] == list(stat) else None for key, stat in zip(keys, stats)
-    ]
+    digests = [entry[2] if (entry := index.get(key)) and entry[:2] == list(stat) else None for key, stat in zip(keys, stats)]
     todo = [i for i, d in enumerate(digests) if d is None]
     if todo:
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
@@ -258,7 +267,11 @@ def decode_dataset(
                     decoded.append(result[0])
                     infos.append(result[1])
         images = np.stack(decoded) if decoded else np.zeros((0, size, size), dtype=np.uint8)
-        entry = [(skipped_file, json.dumps(bad)), (infos_file, json.dumps([info.to_dict() for info in infos])), (target, lambda tmp: _save_npy(tmp, images))]
+        entry = [
+            (skipped_file, json.dumps(bad)),
+            (infos_file, json.dumps([info.to_dict() for info in infos])),
+            (target, lambda tmp: _save_npy(tmp, images)),
+        ]
         for path, content in entry if writable else []:  # the array last: its presence says the entry is whole
             if not _store(path, content):
                 break

@@ -19,6 +19,7 @@ links and special files, and sizes no real dataset has; it works in a temporary 
 and moves the result into place only when everything succeeded, so a refused archive leaves
 nothing behind.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,10 +66,7 @@ __all__ = [
 ]
 
 SOURCES = ("mendeley", "kaggle")
-MENDELEY_URL = (
-    "https://data.mendeley.com/public-files/datasets/rscbjbr9sj/files/"
-    "f12eaf6d-6023-432f-acc9-80c9d7393433/file_downloaded"
-)
+MENDELEY_URL = "https://data.mendeley.com/public-files/datasets/rscbjbr9sj/files/f12eaf6d-6023-432f-acc9-80c9d7393433/file_downloaded"
 MENDELEY_ARCHIVE = "ChestXRay2017.zip"
 KAGGLE_HANDLE = "paultimothymooney/chest-xray-pneumonia"
 URL_ENV = "PNEUMO_DATA_URL"
@@ -82,8 +80,7 @@ _ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
 _TEMP_PREFIX = ".pneumo-unpack-"
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)")
 _KAGGLE_TOKEN_HELP = (
-    "create an API token at kaggle.com → Settings → API and put it in ~/.kaggle/kaggle.json, "
-    "or set KAGGLE_USERNAME and KAGGLE_KEY"
+    "create an API token at kaggle.com → Settings → API and put it in ~/.kaggle/kaggle.json, or set KAGGLE_USERNAME and KAGGLE_KEY"
 )
 
 
@@ -148,12 +145,22 @@ def download(
     folder = Path(to).expanduser()
     if source == "kaggle":
         if url is not None:
-            raise PneumoError("a URL names a copy of the Mendeley archive: leave out the URL to use Kaggle, or the kaggle source to use the URL")
+            raise PneumoError(
+                "a URL names a copy of the Mendeley archive: leave out the URL to use Kaggle, or the kaggle source to use the URL"
+            )
         return _from_kaggle(folder, progress, check_images, log)
     if max_download <= 0:
         raise PneumoError(f"max_download must be a positive number of bytes, not {max_download}")
     return _from_archive(
-        folder, url or os.environ.get(URL_ENV) or MENDELEY_URL, _given_hash(sha256), progress, max_bytes, check_images, timeout, retries, log,
+        folder,
+        url or os.environ.get(URL_ENV) or MENDELEY_URL,
+        _given_hash(sha256),
+        progress,
+        max_bytes,
+        check_images,
+        timeout,
+        retries,
+        log,
         max_download,
     )
 
@@ -489,9 +496,13 @@ def _unpack(archive: Path, folder: Path, max_bytes: int, progress: bool, log: Ca
     except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as exc:
         raise _Refused(f"it is damaged ({exc})") from None
     except NotImplementedError as exc:  # e.g. Deflate64, which Python's zipfile cannot read
-        raise PneumoError(f"cannot unpack {archive}: {exc}; unpack it with another tool and run `pneumo data summary` on the folder") from None
+        raise PneumoError(
+            f"cannot unpack {archive}: {exc}; unpack it with another tool and run `pneumo data summary` on the folder"
+        ) from None
     except OSError as exc:
-        raise PneumoError(f"cannot unpack {archive} into {folder}: {exc.strerror or exc}; free some space or choose another folder") from None
+        raise PneumoError(
+            f"cannot unpack {archive} into {folder}: {exc.strerror or exc}; free some space or choose another folder"
+        ) from None
     finally:
         shutil.rmtree(temp, ignore_errors=True)
 
@@ -594,7 +605,9 @@ def _from_kaggle(folder: Path, progress: bool, check_images: bool, log: Callable
     try:
         import kagglehub
     except ImportError:
-        raise PneumoError("the kaggle source needs the kagglehub package: pip install kagglehub (the mendeley source needs nothing more)") from None
+        raise PneumoError(
+            "the kaggle source needs the kagglehub package: pip install kagglehub (the mendeley source needs nothing more)"
+        ) from None
     try:
         from kagglehub.config import get_kaggle_credentials
     except ImportError:

@@ -9,6 +9,7 @@ deep files are. Colour is reduced with ITU-R 601 luma; an alpha channel is dropp
 values, empty or one-value images and anything else are refused with a PneumoError that names
 what was given and what is accepted.
 """
+
 from __future__ import annotations
 
 from typing import Any

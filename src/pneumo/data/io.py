@@ -13,6 +13,7 @@ few non-finite pixels left out of that range and shown black; blank images are r
 The record (`ImageInfo`) keeps what decoding to gray throws away (colour, original size, DICOM
 modality and body part), so callers can warn about inputs the model cannot judge.
 """
+
 from __future__ import annotations
 
 import io
@@ -152,9 +153,7 @@ def _stretch_to_uint8(pixels: np.ndarray, name: str = "<image>", exclude: np.nda
     kept = values if all_kept else values[keep]
     lo, hi = float(kept.min()), float(kept.max())
     if hi <= lo:
-        raise PneumoError(
-            f"{name}: image is blank: every pixel has the value {lo:g}; check that the right image was exported"
-        )
+        raise PneumoError(f"{name}: image is blank: every pixel has the value {lo:g}; check that the right image was exported")
     with np.errstate(invalid="ignore", over="ignore"):
         scaled = np.round((values - lo) / (hi - lo) * 255.0)
     if not all_kept:
@@ -415,9 +414,7 @@ def _check_rescale(ds: Any, name: str) -> None:
     slope = _number(ds, "RescaleSlope", name)
     _number(ds, "RescaleIntercept", name)
     if slope == 0:
-        raise PneumoError(
-            f"{name}: DICOM RescaleSlope is 0: the image would be blank; fix the file's RescaleSlope (usually 1)"
-        )
+        raise PneumoError(f"{name}: DICOM RescaleSlope is 0: the image would be blank; fix the file's RescaleSlope (usually 1)")
 
 
 def _padding_mask(ds: Any, stored: np.ndarray, name: str) -> np.ndarray | None:
@@ -474,7 +471,9 @@ def _decode_dicom(data: bytes, name: str, max_pixels: int | None = None) -> tupl
             if not all_finite:
                 values[~finite] = np.nan  # counted, and left out, by the stretch
         except Exception as exc:  # a malformed LUT or window
-            raise PneumoError(f"{name}: cannot apply the DICOM file's rescale or window ({type(exc).__name__}: {exc}); fix or remove them") from None
+            raise PneumoError(
+                f"{name}: cannot apply the DICOM file's rescale or window ({type(exc).__name__}: {exc}); fix or remove them"
+            ) from None
         if header.photometric == "MONOCHROME1":
             values = -values
         return _stretch_to_uint8(values, name, padding), header.info

@@ -10,6 +10,7 @@ Accepted layouts:
 Folders are searched recursively by `pneumo.utils.walk.image_files`, the walker every command
 shares (junk folders and symlink loops left out).
 """
+
 from __future__ import annotations
 
 import os
@@ -154,7 +155,9 @@ def _read_manifest(path: Path) -> dict[str, list[Record]]:
             )
         label = "PNEUMONIA" if raw_label in ("pneumonia", "1") else "NORMAL"
         if pathogen not in (None, "bacteria", "virus"):
-            raise PneumoError(f"manifest {path} line {lineno}: pathogen {pathogen!r} is not bacteria or virus (leave it empty when unknown)")
+            raise PneumoError(
+                f"manifest {path} line {lineno}: pathogen {pathogen!r} is not bacteria or virus (leave it empty when unknown)"
+            )
         if not get("path"):
             raise PneumoError(f"manifest {path} line {lineno}: empty path")
         file = Path(get("path"))

@@ -1,4 +1,5 @@
 """Batches drawn by index from an in-memory uint8 array: no per-sample Python work."""
+
 from __future__ import annotations
 
 from typing import Iterator

@@ -5,6 +5,7 @@ padding (`Path,Label` and ` path ` are `path`), a spreadsheet's byte-order mark 
 of empty cells (which spreadsheets leave at the end) are skipped. The rows are read lazily, so a
 manifest of millions of files is never held in memory; what each column means is the caller's.
 """
+
 from __future__ import annotations
 
 import csv

@@ -5,6 +5,7 @@ Stage 2, `normalise`: a uint8 batch on any device -> float [B, 1, S, S] with the
 
 torch is imported inside `normalise` only, so stage 1 serves the torch-free ONNX runtime too.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 `patient` (default): no child appears on both sides, and class proportions are kept.
 `image`: the notebook's seeded random split of images, which leaks patients into validation.
 """
+
 from __future__ import annotations
 
 import os

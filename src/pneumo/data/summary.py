@@ -1,4 +1,5 @@
 """What a dataset holds, and what is wrong with it, before anyone trains on it."""
+
 from __future__ import annotations
 
 import os
@@ -102,9 +103,7 @@ def summarize(source: str | Path, check_images: bool = True, progress: bool = Tr
     if check_images:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             errors += [
-                e
-                for e in progress_bar(pool.map(_unreadable, [r.path for r in records]), len(records), "checking images", progress)
-                if e
+                e for e in progress_bar(pool.map(_unreadable, [r.path for r in records]), len(records), "checking images", progress) if e
             ]
     if check_images or errors:  # without the decode check, only files that cannot be opened are known
         summary["unreadable"] = errors

@@ -11,6 +11,7 @@ Example:
     >>> export(None, out="pneumo.onnx", check_images=images)   # the bundled model
     {'path': 'pneumo.onnx', 'max_abs_diff': 2.4e-07, 'n_images': 16}
 """
+
 from __future__ import annotations
 
 import copy
@@ -57,7 +58,9 @@ class _PixelsToProbabilities(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._tap.rows.clear()
-        probabilities = self.task.probabilities(self.net(normalise(pixels / 255.0, self.mean, self.std)), self.temperature, self.logit_offset)
+        probabilities = self.task.probabilities(
+            self.net(normalise(pixels / 255.0, self.mean, self.std)), self.temperature, self.logit_offset
+        )
         return probabilities, self._tap.rows[-1]
 
 
@@ -92,11 +95,28 @@ def export_info(
     """
     size, classes = meta.image_size, list(meta.classes)
     info = {
-        "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "opset": opset,
-        "architecture": meta.architecture, "task": meta.task, "classes": classes, "image_size": size, "threshold": meta.threshold, "temperature": meta.temperature,
-        "input": {"name": "pixels", "dtype": "float32", "shape": ["batch", 1, size, size], "values": "raw pixels 0..255; normalisation is in the graph"},
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_FORMAT_VERSION,
+        "opset": opset,
+        "architecture": meta.architecture,
+        "task": meta.task,
+        "classes": classes,
+        "image_size": size,
+        "threshold": meta.threshold,
+        "temperature": meta.temperature,
+        "input": {
+            "name": "pixels",
+            "dtype": "float32",
+            "shape": ["batch", 1, size, size],
+            "values": "raw pixels 0..255; normalisation is in the graph",
+        },
         "output": {"name": "probabilities", "dtype": "float32", "shape": ["batch", len(classes)], "order": classes},
-        "features_output": {"name": "features", "dtype": "float32", "shape": ["batch", "width"], "values": "penultimate features, then channel means and standard deviations at each resolution: what the input check scores"},
+        "features_output": {
+            "name": "features",
+            "dtype": "float32",
+            "shape": ["batch", "width"],
+            "values": "penultimate features, then channel means and standard deviations at each resolution: what the input check scores",
+        },
         "feature_check": feature_check,
         "onnx_sha256": onnx_sha256,
         "checkpoint": meta.record("the checkpoint's metadata"),
@@ -112,11 +132,15 @@ def _parity(exported: OnnxModel, checked: TorchModel, reference: TorchModel, ima
     probs, scores = exported.probabilities_and_scores(images)
     diff = float(np.abs(probs - reference.class_probabilities(images)).max())
     if not diff <= PARITY_TOLERANCE:
-        raise PneumoError(f"the ONNX export of {checked.meta.architecture} differs from PyTorch by {diff:.2g} (> {PARITY_TOLERANCE:g}) in probability; nothing was written; try another --opset")
+        raise PneumoError(
+            f"the ONNX export of {checked.meta.architecture} differs from PyTorch by {diff:.2g} (> {PARITY_TOLERANCE:g}) in probability; nothing was written; try another --opset"
+        )
     if scores is not None:
         expected = checked.probabilities_and_scores(images)[1]
         if not np.allclose(scores, expected, rtol=1e-3, atol=1e-3, equal_nan=True):
-            raise PneumoError(f"the ONNX export's input-check scores differ from PyTorch's (up to {np.nanmax(np.abs(scores - expected)):.2g}); nothing was written; try another --opset")
+            raise PneumoError(
+                f"the ONNX export's input-check scores differ from PyTorch's (up to {np.nanmax(np.abs(scores - expected)):.2g}); nothing was written; try another --opset"
+            )
     return diff
 
 
@@ -139,8 +163,14 @@ class ExportResult:
 
 
 def export(
-    model: str | Path | Model | None = None, *, out: str | Path, opset: int = 17, check_images: np.ndarray | None = None, int8: bool = False,
-    data: str | Path | None = None, progress: bool = False,
+    model: str | Path | Model | None = None,
+    *,
+    out: str | Path,
+    opset: int = 17,
+    check_images: np.ndarray | None = None,
+    int8: bool = False,
+    data: str | Path | None = None,
+    progress: bool = False,
 ) -> ExportResult:
     """Write `out` (.onnx) and its .json, after checking that onnxruntime agrees with PyTorch.
 
@@ -172,7 +202,9 @@ def export(
     if out.suffix != ".onnx":
         raise PneumoError(f"{out}: the export must be a .onnx file path, e.g. model.onnx")
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
-        raise PneumoError(f"the ONNX opset must be a whole number from {MIN_OPSET} to {MAX_OPSET} (what this PyTorch exports); got {opset!r}")
+        raise PneumoError(
+            f"the ONNX opset must be a whole number from {MIN_OPSET} to {MAX_OPSET} (what this PyTorch exports); got {opset!r}"
+        )
     output_file(out, "the export")  # before any work: not a folder, device or pipe; a folder that can be written
     output_file(out.with_suffix(".json"), "the export's metadata file")
     loaded = load_model(model, backend="torch")
@@ -180,7 +212,9 @@ def export(
         raise PneumoError("export needs a PyTorch checkpoint (a run or checkpoint folder), not an ONNX export")
     meta = loaded.meta
     if not meta.weights_sha256:
-        raise PneumoError("export needs a model saved as a checkpoint (its metadata has no weights checksum): save it with save_checkpoint and export that folder")
+        raise PneumoError(
+            "export needs a model saved as a checkpoint (its metadata has no weights checksum): save it with save_checkpoint and export that folder"
+        )
     reference = TorchModel(copy.deepcopy(loaded.net).cpu().float().eval(), meta)
     images = _check_images(check_images, loaded.image_size)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -195,8 +229,13 @@ def export(
             # the feature tap reads feature-map sizes as Python ints: constants of the network at its fixed input size
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
-                _PixelsToProbabilities(reference.net, meta).eval(), (example,), str(onnx_tmp), dynamo=False, opset_version=opset,
-                input_names=["pixels"], output_names=["probabilities", "features"],
+                _PixelsToProbabilities(reference.net, meta).eval(),
+                (example,),
+                str(onnx_tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=["pixels"],
+                output_names=["probabilities", "features"],
                 dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}, "features": {0: "batch"}},
             )
         info = export_info(meta, opset, _feature_check(loaded), sha256_file(onnx_tmp))

@@ -11,6 +11,7 @@ shifted copies, the outlier films), and measured as at the end of a run.
 Example:
     >>> export("runs/student", out="student-int8.onnx", int8=True)
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -51,10 +52,21 @@ class Int8Result:
     def summary(self) -> dict[str, Any]:
         fit = self.fit
         return {
-            "weights": "int8, per output channel", "activations": "uint8", "format": "QDQ", "calibration_films": CALIBRATION_FILMS,
-            "val_films": self.n_val, "val_same_verdict": self.agreement, "val_max_abs_diff": self.max_abs_diff,
-            "input_check": {"val_flagged": fit.val_flagged, "n_val": fit.n_val, "outliers_caught": fit.outliers_caught, "n_outliers": fit.n_outliers,
-                            "copy_flagged": fit.copy_flagged, "notes": fit.notes},
+            "weights": "int8, per output channel",
+            "activations": "uint8",
+            "format": "QDQ",
+            "calibration_films": CALIBRATION_FILMS,
+            "val_films": self.n_val,
+            "val_same_verdict": self.agreement,
+            "val_max_abs_diff": self.max_abs_diff,
+            "input_check": {
+                "val_flagged": fit.val_flagged,
+                "n_val": fit.n_val,
+                "outliers_caught": fit.outliers_caught,
+                "n_outliers": fit.n_outliers,
+                "copy_flagged": fit.copy_flagged,
+                "notes": fit.notes,
+            },
         }
 
 
@@ -81,8 +93,14 @@ def quantize_graph(float_graph: Path, out: Path, calibration: np.ndarray) -> Non
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(float_graph), str(prepared), skip_symbolic_shape=True)
         quantize_static(
-            str(prepared), str(out), _reader(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv", "Gemm", "MatMul"],
+            str(prepared),
+            str(out),
+            _reader(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Conv", "Gemm", "MatMul"],
         )
 
 
@@ -95,7 +113,9 @@ def int8_evidence(
     train, val = split_training_records(config)
     films = decode_dataset(train + val, model.image_size, config.cache_dir or None, config.workers, progress=progress)
     if films.skipped:
-        raise PneumoError(f"{len(films.skipped)} of the model's training and validation films cannot be read; int8 calibration needs them all")
+        raise PneumoError(
+            f"{len(films.skipped)} of the model's training and validation films cannot be read; int8 calibration needs them all"
+        )
     x_train, x_val = films.images[: len(train)], films.images[len(train) :]
     width = feature_width(model.net)
     sample = np.asarray(_check_sample(x_train, width))
@@ -113,11 +133,18 @@ def int8_evidence(
                 f"(at most {1 - MIN_AGREEMENT:.1%} allowed); nothing was written; export without --int8"
             )
         rows = lambda images: graph.class_probabilities_and_features(images)[1]  # noqa: E731
-        shifted = {name: rows(apply_shift(x_val, name)) for name in progress_bar(SHIFTS, len(SHIFTS), "int8 graph on shifted copies", progress)}
+        shifted = {
+            name: rows(apply_shift(x_val, name)) for name in progress_bar(SHIFTS, len(SHIFTS), "int8 graph on shifted copies", progress)
+        }
         fit = fit_check(
-            rows(sample), width, val_rows,
-            rows(outliers.images) if outliers is not None else None, outliers.sources if outliers is not None else None,
-            rows(inlier_views(sample, config.augment)), shifted, progress=progress,
+            rows(sample),
+            width,
+            val_rows,
+            rows(outliers.images) if outliers is not None else None,
+            outliers.sources if outliers is not None else None,
+            rows(inlier_views(sample, config.augment)),
+            shifted,
+            progress=progress,
         )
         return Int8Result(same, len(x_val), float(np.abs(p - reference).max()), fit)
 

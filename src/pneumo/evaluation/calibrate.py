@@ -21,6 +21,7 @@ Example:
     >>> result = calibrate("site/labelled", unlabeled="site/archive", out="models/site")
     >>> result.threshold, result.prevalence, result.refused_after
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -112,24 +113,34 @@ def _distinct(dataset: DecodedDataset) -> tuple[DecodedDataset, int]:
     if len(keep) == len(dataset.records):
         return dataset, 0
     return dataclasses.replace(
-        dataset, records=[dataset.records[i] for i in keep], images=dataset.images[keep],
+        dataset,
+        records=[dataset.records[i] for i in keep],
+        images=dataset.images[keep],
         infos=[dataset.infos[i] for i in keep] if dataset.infos else [],
     ), len(dataset.records) - len(keep)
 
 
-def _labelled_films(data: str | Path, split: str | None, size: int, min_per_class: int, progress: bool) -> tuple[DecodedDataset, dict[str, Any]]:
+def _labelled_films(
+    data: str | Path, split: str | None, size: int, min_per_class: int, progress: bool
+) -> tuple[DecodedDataset, dict[str, Any]]:
     """The site's labelled films, decoded, each content once; refused unless both classes have `min_per_class` distinct readable films."""
     records = discover(data).split(split)
     counts = Counter(r.label for r in records)
     if len(counts) < 2:
         only = next(iter(counts), "no")
-        raise PneumoError(f"{data} holds {only} films only; calibrating to a site needs labelled films of both classes (NORMAL and PNEUMONIA)")
+        raise PneumoError(
+            f"{data} holds {only} films only; calibrating to a site needs labelled films of both classes (NORMAL and PNEUMONIA)"
+        )
     _enough(counts, min_per_class, data, "")
     dataset = decode_dataset(records, size, progress=progress)
     dataset, copies = _distinct(dataset)
     counts = Counter(r.label for r in dataset.records)
     if dataset.skipped or copies:
-        why = ", ".join(filter(None, [f"{len(dataset.skipped)} unreadable" if dataset.skipped else "", f"{copies} copies of other films" if copies else ""]))
+        why = ", ".join(
+            filter(
+                None, [f"{len(dataset.skipped)} unreadable" if dataset.skipped else "", f"{copies} copies of other films" if copies else ""]
+            )
+        )
         _enough(counts, min_per_class, data, f" distinct readable ({why} left out)")
     return dataset, {"skipped": len(dataset.skipped), "duplicates": copies}
 
@@ -178,11 +189,23 @@ def _unlabeled_films(folder: str | Path, size: int, model_folder: Path | None, p
                 "they teach nothing about a site: give films from the site"
             )
         keep = [i for i, m in enumerate(mine) if not m]
-        dataset = dataclasses.replace(dataset, records=[dataset.records[i] for i in keep], images=dataset.images[keep],
-                                      infos=[dataset.infos[i] for i in keep] if dataset.infos else [])
+        dataset = dataclasses.replace(
+            dataset,
+            records=[dataset.records[i] for i in keep],
+            images=dataset.images[keep],
+            infos=[dataset.infos[i] for i in keep] if dataset.infos else [],
+        )
         notes["own_films"] = sum(mine)
     if len(dataset.records) < MIN_UNLABELED:
-        left_out = ", ".join(f"{n} {what}" for what, n in (("unreadable", notes["skipped"]), ("copies of other films", copies), ("the model's own films", notes["own_films"])) if n)
+        left_out = ", ".join(
+            f"{n} {what}"
+            for what, n in (
+                ("unreadable", notes["skipped"]),
+                ("copies of other films", copies),
+                ("the model's own films", notes["own_films"]),
+            )
+            if n
+        )
         raise PneumoError(
             f"--unlabeled {folder} has {len(dataset.records)} distinct readable films of the site ({left_out} left out); at least {MIN_UNLABELED} are needed"
         )
@@ -200,7 +223,9 @@ def _warnings(report: dict[str, Any]) -> list[str]:
                 "films well; check that they are frontal chest films of children, or do not use the model here"
             )
         elif not hi - lo <= WIDE_INTERVAL:
-            out.append(f"the 95% interval of {what} is {lo:.2f}-{hi:.2f}, wider than {WIDE_INTERVAL}: the new operating point is uncertain; label more films")
+            out.append(
+                f"the 95% interval of {what} is {lo:.2f}-{hi:.2f}, wider than {WIDE_INTERVAL}: the new operating point is uncertain; label more films"
+            )
     return out
 
 
@@ -215,10 +240,14 @@ def _prevalence_interval(llr: np.ndarray, n_boot: int, seed: int = 0) -> list[fl
 
 def _check_arguments(labelled: Any, unlabeled: Any, prevalence: Any, min_per_class: Any, n_boot: Any) -> None:
     if labelled is None and unlabeled is None and prevalence is None:
-        raise PneumoError("give the site's labelled films, --unlabeled FOLDER of its films without labels, or --prevalence; nothing was given to calibrate on")
+        raise PneumoError(
+            "give the site's labelled films, --unlabeled FOLDER of its films without labels, or --prevalence; nothing was given to calibrate on"
+        )
     if prevalence is not None:
         if isinstance(prevalence, bool) or not isinstance(prevalence, (int, float)) or not 0 < float(prevalence) < 1:
-            raise PneumoError(f"--prevalence must be the share of pneumonia among the site's films, a number between 0 and 1 (exclusive); got {prevalence!r}")
+            raise PneumoError(
+                f"--prevalence must be the share of pneumonia among the site's films, a number between 0 and 1 (exclusive); got {prevalence!r}"
+            )
     for name, value, low in (("--min-per-class", min_per_class, 1), ("--bootstrap", n_boot, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise PneumoError(f"{name} must be a whole number of at least {low}; got {value!r}")
@@ -255,19 +284,29 @@ def calibrate(
     _check_arguments(labelled, unlabeled, prevalence, min_per_class, n_boot)
     loaded = load_model(model, backend="torch")
     if not isinstance(loaded, TorchModel) or loaded.folder is None:
-        raise PneumoError("calibrate writes a PyTorch checkpoint and needs one to start from: give --model a run or checkpoint folder (pip install 'pneumo[train]' for the bundled one)")
+        raise PneumoError(
+            "calibrate writes a PyTorch checkpoint and needs one to start from: give --model a run or checkpoint folder (pip install 'pneumo[train]' for the bundled one)"
+        )
     if Path(out).expanduser().resolve() == loaded.folder.resolve():
         raise PneumoError(f"--out {out} is the model being calibrated; write the calibrated model to another folder")
     meta = loaded.meta
     prior = CalibrationPrior.from_dict(meta.calibration_prior) if meta.calibration_prior else _default_prior(meta)
     check = loaded.feature_check
     if unlabeled is not None and (check is None or check.outlier_rows is None):
-        raise PneumoError("this model's input check keeps no outlier films' statistics, so it cannot be widened to a site's films; refit it first with `pneumo ensemble MODEL --out DIR`")
-    labelled_set, labelled_notes = _labelled_films(labelled, split, loaded.image_size, min_per_class, progress) if labelled is not None else (None, {})
-    unlabeled_set, unlabeled_notes = _unlabeled_films(unlabeled, loaded.image_size, loaded.folder, progress) if unlabeled is not None else (None, {})
+        raise PneumoError(
+            "this model's input check keeps no outlier films' statistics, so it cannot be widened to a site's films; refit it first with `pneumo ensemble MODEL --out DIR`"
+        )
+    labelled_set, labelled_notes = (
+        _labelled_films(labelled, split, loaded.image_size, min_per_class, progress) if labelled is not None else (None, {})
+    )
+    unlabeled_set, unlabeled_notes = (
+        _unlabeled_films(unlabeled, loaded.image_size, loaded.folder, progress) if unlabeled is not None else (None, {})
+    )
     out = prepare_output_folder(out, overwrite)  # an old output is replaced only if it is pneumo's, and says so
 
-    base = dataclasses.replace(loaded, check=check.with_site(None) if check is not None else None)  # the model's own check, without a previous site's
+    base = dataclasses.replace(
+        loaded, check=check.with_site(None) if check is not None else None
+    )  # the model's own check, without a previous site's
     report: dict[str, Any] = {"prior": prior.to_dict()}
     u_labelled = y = probs_before = rows_unl = u_unlabeled = None
     if labelled_set is not None:
@@ -281,7 +320,9 @@ def calibrate(
         refused_before = float(check.own_flags(check.scores(rows_unl)).mean())
     point = site_point(prior, u_labelled, y, u_unlabeled, prevalence)
     prevalence_ci = _prevalence_interval(point.log_likelihood_ratio(u_unlabeled), n_boot) if point.source == "estimated" else None
-    new_meta = meta.replace(temperature=point.temperature, logit_offset=point.logit_offset, threshold=round(point.threshold, 6), threshold_method="site")
+    new_meta = meta.replace(
+        temperature=point.temperature, logit_offset=point.logit_offset, threshold=round(point.threshold, 6), threshold_method="site"
+    )
     warnings: list[str] = []
 
     new_check, refused_after = check, None
@@ -295,19 +336,40 @@ def calibrate(
         probs_after = recalibrate(probs_before, meta.temperature, meta.logit_offset, new_meta.temperature, new_meta.logit_offset)
         report |= metrics_report(records, probs_after, loaded.task, new_meta.threshold, n_boot, seed=0)
         report["ece_before"] = expected_calibration_error(y, pneumonia_probability(probs_before))
-        report["before"] = {"threshold": meta.threshold, "temperature": meta.temperature, "logit_offset": meta.logit_offset,
-                            "at_old_threshold": metrics_report(records, probs_before, loaded.task, meta.threshold, n_boot, seed=0)}
+        report["before"] = {
+            "threshold": meta.threshold,
+            "temperature": meta.temperature,
+            "logit_offset": meta.logit_offset,
+            "at_old_threshold": metrics_report(records, probs_before, loaded.task, meta.threshold, n_boot, seed=0),
+        }
         warnings = _warnings(report)
-    decision = f"accuracy at a prevalence of {point.prevalence:.3g}" if point.prevalence is not None else "balanced accuracy (the site's prevalence is unknown)"
+    decision = (
+        f"accuracy at a prevalence of {point.prevalence:.3g}"
+        if point.prevalence is not None
+        else "balanced accuracy (the site's prevalence is unknown)"
+    )
     site = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "labelled": None if labelled_set is None else {
-            "data": str(labelled), "split": split, "fingerprint": labelled_set.fingerprint, "n": len(labelled_set.records),
-            "n_normal": int((y == 0).sum()), "n_pneumonia": int((y == 1).sum()), **labelled_notes,
+        "labelled": None
+        if labelled_set is None
+        else {
+            "data": str(labelled),
+            "split": split,
+            "fingerprint": labelled_set.fingerprint,
+            "n": len(labelled_set.records),
+            "n_normal": int((y == 0).sum()),
+            "n_pneumonia": int((y == 1).sum()),
+            **labelled_notes,
         },
-        "unlabeled": None if unlabeled_set is None else {
-            "data": str(unlabeled), "fingerprint": unlabeled_set.fingerprint, "n": len(unlabeled_set.records), **unlabeled_notes,
-            "refused_before": refused_before, "refused_after": refused_after,
+        "unlabeled": None
+        if unlabeled_set is None
+        else {
+            "data": str(unlabeled),
+            "fingerprint": unlabeled_set.fingerprint,
+            "n": len(unlabeled_set.records),
+            **unlabeled_notes,
+            "refused_before": refused_before,
+            "refused_after": refused_after,
         },
         "prevalence": {"value": point.prevalence, "source": point.source, "ci95": prevalence_ci},
         "decision": decision,
@@ -326,11 +388,26 @@ def calibrate(
     copy_training_films(loaded.folder, out)
     if new_check is not None:
         save_feature_check(new_check, out)  # the site's check beside the weights, sealed into the metadata below
-    write_meta(out, read_meta(out).replace(**{f: getattr(new_meta, f) for f in ("temperature", "logit_offset", "threshold", "threshold_method", "site_calibration")}))
+    write_meta(
+        out,
+        read_meta(out).replace(
+            **{f: getattr(new_meta, f) for f in ("temperature", "logit_offset", "threshold", "threshold_method", "site_calibration")}
+        ),
+    )
     write_report(report, out / "site_calibration.json")
     if labelled_set is not None:
-        reliability_plot(report["reliability"], report["ece"], out / "reliability.png", title=f"{Path(str(labelled)).name}: after calibration")
+        reliability_plot(
+            report["reliability"], report["ece"], out / "reliability.png", title=f"{Path(str(labelled)).name}: after calibration"
+        )
     return SiteCalibration(
-        out, new_meta.temperature, new_meta.logit_offset, new_meta.threshold, point.prevalence, point.source, report, warnings, refused_before, refused_after,
+        out,
+        new_meta.temperature,
+        new_meta.logit_offset,
+        new_meta.threshold,
+        point.prevalence,
+        point.source,
+        report,
+        warnings,
+        refused_before,
+        refused_after,
     )
-

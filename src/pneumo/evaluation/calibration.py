@@ -17,6 +17,7 @@ site's labelled films under that prior: 40 films move it as far as they can just
 `estimate_prevalence` finds a site's share of pneumonia from unlabelled films (EM; Saerens et al.,
 Neural Computation 2002).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -28,9 +29,21 @@ from scipy.optimize import minimize, minimize_scalar
 from pneumo.errors import PneumoError
 
 __all__ = [
-    "CALIBRATION_METHODS", "TEMPERATURE_RANGE", "CalibrationPrior", "apply_temperature", "choose_temperature", "estimate_prevalence",
-    "expected_calibration_error", "fit_calibration_prior", "fit_site_line", "fit_temperature", "log_odds", "recalibrate", "reliability_bins",
-    "SitePoint", "site_point",
+    "CALIBRATION_METHODS",
+    "TEMPERATURE_RANGE",
+    "CalibrationPrior",
+    "apply_temperature",
+    "choose_temperature",
+    "estimate_prevalence",
+    "expected_calibration_error",
+    "fit_calibration_prior",
+    "fit_site_line",
+    "fit_temperature",
+    "log_odds",
+    "recalibrate",
+    "reliability_bins",
+    "SitePoint",
+    "site_point",
 ]
 
 TEMPERATURE_RANGE = (0.05, 20.0)
@@ -66,7 +79,9 @@ def fit_temperature(probs: np.ndarray, targets: Sequence[int], prior_sd: float |
         raise PneumoError("fitting a temperature needs labelled images of at least two classes")
     penalty = (lambda log_t: log_t**2 / (2 * prior_sd**2 * len(y))) if prior_sd else (lambda log_t: 0.0)
     lo, hi = np.log(TEMPERATURE_RANGE[0]), np.log(TEMPERATURE_RANGE[1])
-    result = minimize_scalar(lambda log_t: _nll(probs, y, float(np.exp(log_t))) + penalty(log_t), bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
+    result = minimize_scalar(
+        lambda log_t: _nll(probs, y, float(np.exp(log_t))) + penalty(log_t), bounds=(lo, hi), method="bounded", options={"xatol": 1e-4}
+    )
     return float(np.exp(result.x))
 
 
@@ -78,11 +93,15 @@ def reliability_bins(y_true: Sequence[int], prob: Sequence[float], bins: int = 1
     for k in range(bins):
         inside = index == k
         n = int(inside.sum())
-        rows.append({
-            "low": k / bins, "high": (k + 1) / bins, "n": n,
-            "mean_probability": float(p[inside].mean()) if n else float("nan"),
-            "observed": float(y[inside].mean()) if n else float("nan"),
-        })
+        rows.append(
+            {
+                "low": k / bins,
+                "high": (k + 1) / bins,
+                "n": n,
+                "mean_probability": float(p[inside].mean()) if n else float("nan"),
+                "observed": float(y[inside].mean()) if n else float("nan"),
+            }
+        )
     return rows
 
 
@@ -285,8 +304,11 @@ class SitePoint:
 
 
 def site_point(
-    prior: CalibrationPrior, u_labelled: np.ndarray | None = None, y: Sequence[int] | None = None,
-    u_unlabeled: np.ndarray | None = None, prevalence: float | None = None,
+    prior: CalibrationPrior,
+    u_labelled: np.ndarray | None = None,
+    y: Sequence[int] | None = None,
+    u_unlabeled: np.ndarray | None = None,
+    prevalence: float | None = None,
 ) -> SitePoint:
     """The operating point for a site from what it gives: labelled films' log-odds and labels (the line,
     `fit_site_line`), unlabelled films' log-odds (the prevalence, `estimate_prevalence`, unless `prevalence` is given)."""

@@ -1,4 +1,5 @@
 """Judge a model on a labelled set: metrics at its stored threshold (and at 0.5), with 95% CIs."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -26,7 +27,11 @@ def _abstention(records: list, probs: np.ndarray, warnings: list[list[str]], mod
     held = np.array([bool(w) for w in warnings])
     reasons = Counter(warning_kind(w[0]) for w in warnings if w)
     judged = [r for r, h in zip(records, held) if not h]
-    out: dict[str, Any] = {"n": int(held.sum()), "share": float(held.mean()) if len(held) else float("nan"), "reasons": dict(reasons.most_common())}
+    out: dict[str, Any] = {
+        "n": int(held.sum()),
+        "share": float(held.mean()) if len(held) else float("nan"),
+        "reasons": dict(reasons.most_common()),
+    }
     out["judged"] = metrics_report(judged, probs[~held], model.task, model.threshold, n_boot, seed) if judged else None
     return out
 
@@ -73,8 +78,13 @@ def evaluate(
         report["shifted"] = shift_report(shifted_probabilities(loaded.pneumonia_probability, images, unshifted=p), y, threshold)
     meta = loaded.meta
     report["model"] = {
-        "architecture": meta.architecture, "task": meta.task, "image_size": meta.image_size, "threshold": meta.threshold,
-        "epoch": meta.epoch, "data_fingerprint": meta.data_fingerprint, "pneumo_version": meta.pneumo_version,
+        "architecture": meta.architecture,
+        "task": meta.task,
+        "image_size": meta.image_size,
+        "threshold": meta.threshold,
+        "epoch": meta.epoch,
+        "data_fingerprint": meta.data_fingerprint,
+        "pneumo_version": meta.pneumo_version,
     }
     report["data"] = {"source": str(data), "split": split, "fingerprint": dataset.fingerprint}
     folder = model_folder(model)
@@ -84,7 +94,8 @@ def evaluate(
     report["warnings"] = [warning] if warning else []
     report["skipped"] = [{"path": path, "error": message} for path, message in dataset.skipped]
     report["predictions"] = [
-        {"path": str(r.path), "label": r.label, "probability": float(prob), "abstain": bool(w), "warnings": w} for r, prob, w in zip(records, p, warnings)
+        {"path": str(r.path), "label": r.label, "probability": float(prob), "abstain": bool(w), "warnings": w}
+        for r, prob, w in zip(records, p, warnings)
     ]
     if plots_dir is not None:
         plots_dir = Path(plots_dir)
@@ -92,4 +103,3 @@ def evaluate(
         confusion_plot(report["confusion_matrix"], ["NORMAL", "PNEUMONIA"], plots_dir / "confusion.png", title=f"threshold {threshold:.3g}")
         reliability_plot(report["reliability"], report["ece"], plots_dir / "reliability.png", title=f"Calibration, n={len(records)}")
     return report
-

@@ -4,6 +4,7 @@ A NaN or infinite probability is an error (`pneumo.inference.base.non_finite_err
 score: `NaN >= threshold` is False, so it would count as a NORMAL verdict and quietly move every
 metric. `finite_probabilities` names the film where the caller knows it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -5,6 +5,7 @@ model folder keeps short content digests of its training and validation films
 (`training_films.json`), and `evaluate` counts the overlap by content, whatever the paths
 or file names, and warns.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,15 @@ from pneumo.models.checkpoint import resolve_checkpoint
 from pneumo.models.folders import TRAINING_FILMS
 from pneumo.utils.files import atomic_write
 
-__all__ = ["TRAINING_FILMS", "copy_training_films", "model_folder", "overlap_warning", "own_films", "save_training_films", "training_overlap"]
+__all__ = [
+    "TRAINING_FILMS",
+    "copy_training_films",
+    "model_folder",
+    "overlap_warning",
+    "own_films",
+    "save_training_films",
+    "training_overlap",
+]
 
 DIGEST_CHARS = 16  # 64 bits of SHA-256 per film: no accidental collisions over any dataset, 100 kB for 5216 films
 
@@ -92,6 +101,7 @@ def overlap_warning(overlap: dict[str, Any] | None, run_hint: str | None = None)
     n, k = overlap["n"], overlap["train"]
     how = (
         f"evaluate on its validation films instead: pneumo evaluate {run_hint}/split.csv --split val --model {run_hint}"
-        if run_hint else "evaluate on films it never saw (its validation films, or another set)"
+        if run_hint
+        else "evaluate on films it never saw (its validation films, or another set)"
     )
     return f"{k} of {n} films ({k / n:.0%}) are films this model was trained on, so these metrics are optimistic; {how}"

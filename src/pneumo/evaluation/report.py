@@ -1,6 +1,7 @@
 """The metrics block every report shares (evaluation of a model, a run's validation report):
 metrics at the threshold and at 0.5, patient-clustered bootstrap intervals, and the
 pathogen task's three-class metrics where the labels allow."""
+
 from __future__ import annotations
 
 import json

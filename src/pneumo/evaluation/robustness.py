@@ -11,6 +11,7 @@ film cut tighter or looser, or of another aspect ratio, shows the lungs at anoth
 scale; and a side marker or a label in a corner is not anatomy. A model that learned the
 frame instead of the lungs moves under these shifts.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -55,7 +56,9 @@ def _zoom(keep: float) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor
         side = x.shape[-1]
         crop = int(round(side * keep))
         start = (side - crop) // 2
-        return F.interpolate(x[..., start : start + crop, start : start + crop], size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+        return F.interpolate(
+            x[..., start : start + crop, start : start + crop], size=(side, side), mode="bilinear", align_corners=False, antialias=True
+        )
 
     return zoom
 
@@ -65,8 +68,9 @@ def _crop(top: float, bottom: float, left: float, right: float) -> Callable[[tor
 
     def crop(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         side = x.shape[-1]
-        t, b, l, r = (int(round(f * side)) for f in (top, bottom, left, right))
-        return F.interpolate(x[..., t : side - b, l : side - r], size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+        cut_top, cut_bottom, cut_left, cut_right = (int(round(f * side)) for f in (top, bottom, left, right))
+        kept = x[..., cut_top : side - cut_bottom, cut_left : side - cut_right]
+        return F.interpolate(kept, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
 
     return crop
 

@@ -1,5 +1,6 @@
 """Where the decision threshold goes: a fixed number, Youden's J on validation, or the best
 mean balanced accuracy over validation under simulated acquisition shifts (`shift`)."""
+
 from __future__ import annotations
 
 from typing import Sequence

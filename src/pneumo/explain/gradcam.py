@@ -10,6 +10,7 @@ Example:
     >>> heatmaps = grad_cam(load_model(None, backend="torch"), images)        # images: uint8 [N, 224, 224]
     >>> explain_files(["xray.jpeg"], out_dir="cams")         # -> [PosixPath('cams/xray_cam.png')]
 """
+
 from __future__ import annotations
 
 from pathlib import Path

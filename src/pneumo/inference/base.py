@@ -6,6 +6,7 @@ export (`OnnxModel`) are its two kinds. A model with an input check fitted on it
 films (`pneumo.inference.checks.FeatureCheck`) also scores each input against it on the same
 forward pass (`probabilities_and_scores`); the others return no scores, and only the rule checks warn.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -99,7 +100,9 @@ class Model:
         """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes] in `classes` order."""
         raise NotImplementedError
 
-    def probabilities_and_scores(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def probabilities_and_scores(
+        self, images: np.ndarray, batch_size: int = 256, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Class probabilities and, where the model has its input check attached, each image's scores
         ([N, 2]: distance and probe, see `FeatureCheck.scores`), from one pass."""
         return self.class_probabilities(images, batch_size, progress), None
@@ -113,8 +116,10 @@ class Model:
         probability, or one outside [0, 1]: a damaged model or input gets no label."""
         p = float(probability)
         if not math.isfinite(p) or not 0.0 <= p <= 1.0:
-            raise non_finite_error(where, p) if not math.isfinite(p) else PneumoError(
-                f"the model produced a probability of {p} for {where}, outside [0, 1]; the model or the input is damaged"
+            raise (
+                non_finite_error(where, p)
+                if not math.isfinite(p)
+                else PneumoError(f"the model produced a probability of {p} for {where}, outside [0, 1]; the model or the input is damaged")
             )
         return "PNEUMONIA" if p >= self.threshold else "NORMAL"
 

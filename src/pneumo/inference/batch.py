@@ -10,6 +10,7 @@ Example:
     >>> summary.done, round(summary.images_per_second)
     (50000, 150)
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -96,7 +97,9 @@ def iter_source(source: str | Path) -> Callable[[], Iterator[str]]:
         return lambda: _read_manifest(source)
     if not source.exists():
         raise PneumoError(f"{source} does not exist")
-    raise PneumoError(f"{source} is neither a folder of images nor a CSV manifest (.csv with a path column); for single files use `pneumo predict`")
+    raise PneumoError(
+        f"{source} is neither a folder of images nor a CSV manifest (.csv with a path column); for single files use `pneumo predict`"
+    )
 
 
 def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -187,9 +190,13 @@ class ResultWriter:
         try:
             if out.exists():
                 if not resume:
-                    raise PneumoError(f"{out} already exists: pass --resume to skip the files it lists and append the rest, or choose another file")
+                    raise PneumoError(
+                        f"{out} already exists: pass --resume to skip the files it lists and append the rest, or choose another file"
+                    )
                 if parquet:
-                    raise PneumoError(f"--resume needs CSV output ({out} is Parquet, which a killed run leaves unreadable); write a .csv and convert it at the end")
+                    raise PneumoError(
+                        f"--resume needs CSV output ({out} is Parquet, which a killed run leaves unreadable); write a .csv and convert it at the end"
+                    )
                 done, header = _repair_and_read(out)
             skipped_path(out).unlink(missing_ok=True)  # listed again below if still unreadable: nothing in it is in `out`
         except BaseException:
@@ -268,7 +275,9 @@ def _load_classifier(model: str | Path | Model | None, backend: str) -> Model:
     return load_model(model, backend=backend)
 
 
-def _count_in_background(paths: Callable[[], Iterator[str]], done: set[str], progress: Any, task: Any, stop: threading.Event) -> threading.Thread:
+def _count_in_background(
+    paths: Callable[[], Iterator[str]], done: set[str], progress: Any, task: Any, stop: threading.Event
+) -> threading.Thread:
     """Count the files to do while the predictions start, then give the bar its total (and an ETA)."""
 
     def count() -> None:
@@ -355,4 +364,6 @@ def predict_archive(
         raise PneumoError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {source}")
     if writer.n_skipped and not (writer.n_done or writer.done):
         raise PneumoError(f"none of the {writer.n_skipped} files could be read; {writer.skipped_out} says why for each")
-    return BatchSummary(writer.out, writer.n_done, writer.n_skipped, len(writer.done), seconds, writer.skipped_out if writer.n_skipped else None)
+    return BatchSummary(
+        writer.out, writer.n_done, writer.n_skipped, len(writer.done), seconds, writer.skipped_out if writer.n_skipped else None
+    )

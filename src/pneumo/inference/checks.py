@@ -16,6 +16,7 @@ Example:
     >>> check_inputs([info])
     [['the patient is 61 years old; the model was trained on children aged 1-5: ...']]
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,7 +28,19 @@ import numpy as np
 from pneumo.data.io import ImageInfo
 from pneumo.errors import PneumoError
 
-__all__ = ["ASPECT_RANGE", "MAX_AGE_YEARS", "MAX_COLOURFULNESS", "MIN_SIDE", "RADIOGRAPHY_MODALITIES", "FeatureCheck", "SiteCheck", "check_inputs", "mahalanobis_distance", "rule_warnings", "warning_kind"]
+__all__ = [
+    "ASPECT_RANGE",
+    "MAX_AGE_YEARS",
+    "MAX_COLOURFULNESS",
+    "MIN_SIDE",
+    "RADIOGRAPHY_MODALITIES",
+    "FeatureCheck",
+    "SiteCheck",
+    "check_inputs",
+    "mahalanobis_distance",
+    "rule_warnings",
+    "warning_kind",
+]
 
 _MEANINGLESS = "the result may be meaningless"
 
@@ -256,8 +269,13 @@ class FeatureCheck:
         outlier rows, which only a later site calibration needs (an export's JSON)."""
         out = {"mean": self.mean, "precision": self.precision, "threshold": np.array(self.distance_limit)}
         if self.has_probe:
-            out |= {"probe_center": self.probe_center, "probe_scale": self.probe_scale, "probe_weight": self.probe_weight,
-                    "probe_bias": np.array(self.probe_bias), "probe_limit": np.array(self.probe_limit)}
+            out |= {
+                "probe_center": self.probe_center,
+                "probe_scale": self.probe_scale,
+                "probe_weight": self.probe_weight,
+                "probe_bias": np.array(self.probe_bias),
+                "probe_limit": np.array(self.probe_limit),
+            }
         if self.site is not None:
             out |= {f"site_{name}": np.asarray(getattr(self.site, name)) for name in (f.name for f in dataclasses.fields(SiteCheck))}
         if self.outlier_rows is not None and not scoring_only:
@@ -297,17 +315,33 @@ class FeatureCheck:
         scalar = lambda name: float(a[name].reshape(-1)[0])  # noqa: E731
         site_check = None
         if site:
-            site_check = SiteCheck(a["site_mean"], a["site_precision"], scalar("site_distance_limit"), a["site_probe_center"], a["site_probe_scale"],
-                                   a["site_probe_weight"], scalar("site_probe_bias"), scalar("site_probe_limit"))
+            site_check = SiteCheck(
+                a["site_mean"],
+                a["site_precision"],
+                scalar("site_distance_limit"),
+                a["site_probe_center"],
+                a["site_probe_scale"],
+                a["site_probe_weight"],
+                scalar("site_probe_bias"),
+                scalar("site_probe_limit"),
+            )
         if not probe:
             return cls(a["mean"], a["precision"], scalar("threshold"))
-        return cls(a["mean"], a["precision"], scalar("threshold"), a["probe_center"], a["probe_scale"], a["probe_weight"],
-                   scalar("probe_bias"), scalar("probe_limit"), site_check, a.get(_OUTLIER_ROWS))
+        return cls(
+            a["mean"],
+            a["precision"],
+            scalar("threshold"),
+            a["probe_center"],
+            a["probe_scale"],
+            a["probe_weight"],
+            scalar("probe_bias"),
+            scalar("probe_limit"),
+            site_check,
+            a.get(_OUTLIER_ROWS),
+        )
 
 
-def check_inputs(
-    infos: Sequence[ImageInfo | None], scores: np.ndarray | None = None, check: FeatureCheck | None = None
-) -> list[list[str]]:
+def check_inputs(infos: Sequence[ImageInfo | None], scores: np.ndarray | None = None, check: FeatureCheck | None = None) -> list[list[str]]:
     """Every image's warnings: rule checks on its info (None: no file to describe) and, given
     the model's feature-check scores and the check itself (`Model.probabilities_and_scores`), its warnings.
 

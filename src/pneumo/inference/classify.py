@@ -1,5 +1,6 @@
 """The one loop from images to verdicts, shared by every backend, command and the service:
 P(pneumonia) = 1 - P(normal), the label at the model's threshold, and the input checks' warnings."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -56,7 +57,9 @@ def classify_images(
     probs = np.asarray(probs)
     classes = model.classes
     if probs.shape != (len(names), len(classes)):
-        raise PneumoError(f"the model returned probabilities of shape {list(probs.shape)} for {len(names)} image(s) and {len(classes)} classes; the model is damaged")
+        raise PneumoError(
+            f"the model returned probabilities of shape {list(probs.shape)} for {len(names)} image(s) and {len(classes)} classes; the model is damaged"
+        )
     for name, row in zip(names, probs):  # before any label: NaN >= threshold is False, which would read NORMAL
         if not np.isfinite(row).all():
             raise non_finite_error(name, row.tolist())

@@ -12,6 +12,7 @@ Example:
     >>> probs, scores = model.probabilities_and_scores(images)
     >>> model.feature_check.flags(scores)
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,11 @@ from pneumo.utils.files import write_temp
 __all__ = ["FEATURES", "FeatureTap", "feature_module", "feature_width", "load_feature_check", "save_feature_check"]
 
 _FORMAT = "pneumo-feature-stats/3"
-_READABLE_FORMATS = ("pneumo-feature-stats/1", "pneumo-feature-stats/2", _FORMAT)  # /1: the distance alone; /3: a site check and outlier rows
+_READABLE_FORMATS = (
+    "pneumo-feature-stats/1",
+    "pneumo-feature-stats/2",
+    _FORMAT,
+)  # /1: the distance alone; /3: a site check and outlier rows
 
 
 def _head(net: nn.Module) -> nn.Linear:
@@ -94,6 +99,7 @@ class FeatureTap:
             if isinstance(output, torch.Tensor) and output.dim() == 4 and min(output.shape[-2:]) > 1:
                 key = (root, (int(output.shape[-2]), int(output.shape[-1])))
                 self._maps[key] = output  # the last map at this resolution wins; the key keeps its first place
+
         return hook
 
     def _finish(self, _module: nn.Module, _args: object, _output: object) -> None:

@@ -13,6 +13,7 @@ Example:
     >>> fit = fit_check(train_rows, width, val_rows, outlier_rows, sources)
     >>> fit.check.flags(fit.check.scores(rows))
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -101,7 +102,9 @@ def _source_folds(groups: Sequence[str], folds: int, seed: int) -> list[np.ndarr
     return [np.isin(np.asarray(groups), part) for part in np.array_split(names, min(folds, len(names)))]
 
 
-def _distance_limit(train: np.ndarray, copies: Sequence[np.ndarray], mean: np.ndarray, precision: np.ndarray, quantile: float, folds: int) -> float:
+def _distance_limit(
+    train: np.ndarray, copies: Sequence[np.ndarray], mean: np.ndarray, precision: np.ndarray, quantile: float, folds: int
+) -> float:
     """The distance's limit: the `quantile` of out-of-fold training distances, raised where needed so that
     at most 1 - COPY_QUANTILE of every validation copy (unshifted and shifted) is beyond it. The distance
     is for gross outliers (photographs, documents, noise), far beyond any copy; the probe is the fine judge."""
@@ -156,11 +159,23 @@ def fit_check(
         return CheckFit(distance_only, copy_flagged=_copy_flagged(distance_only, copies), notes=[f"distance check only: {why}"])
     val, outliers = np.asarray(val, dtype=np.float64), np.asarray(outliers, dtype=np.float64)
     sources = list(outlier_sources) if outlier_sources is not None else [str(i) for i in range(len(outliers))]
-    inliers = train[:, width:] if views is None or not len(views) else np.vstack([train[:, width:], np.asarray(views, dtype=np.float64)[:, width:]])
+    inliers = (
+        train[:, width:]
+        if views is None or not len(views)
+        else np.vstack([train[:, width:], np.asarray(views, dtype=np.float64)[:, width:]])
+    )
     center, scale, weight, bias = _probe(inliers, outliers[:, width:])
     val_scores = _probe_scores(val[:, width:], center, scale, weight, bias)
     check = FeatureCheck(
-        mean, precision, limit, center, scale, weight, bias, float(np.quantile(val_scores, probe_quantile)), outlier_rows=outliers[:, width:].astype(np.float32)
+        mean,
+        precision,
+        limit,
+        center,
+        scale,
+        weight,
+        bias,
+        float(np.quantile(val_scores, probe_quantile)),
+        outlier_rows=outliers[:, width:].astype(np.float32),
     )
     # false alarms on held-out children: the probe's limit from one half of validation, counted on the other
     half = np.random.default_rng(seed).permutation(len(val)) < len(val) // 2
@@ -175,7 +190,9 @@ def fit_check(
     for held in progress_bar(source_folds, len(source_folds), "probe on unseen sources", progress):
         c, s, w, b = _probe(inliers, outliers[~held, width:])
         cut = np.quantile(_probe_scores(val[:, width:], c, s, w, b), probe_quantile)
-        held_scores = np.c_[mahalanobis_distance(outliers[held, :width], mean, precision), _probe_scores(outliers[held, width:], c, s, w, b)]
+        held_scores = np.c_[
+            mahalanobis_distance(outliers[held, :width], mean, precision), _probe_scores(outliers[held, width:], c, s, w, b)
+        ]
         caught += int(((held_scores[:, 0] > limit) | (held_scores[:, 1] > cut)).sum())
     return CheckFit(check, val_flagged, len(val), caught, len(outliers), len(set(sources)), _copy_flagged(check, copies))
 
@@ -211,9 +228,18 @@ def fit_feature_check(
         return None if images is None else feature_rows(model, images, batch_size, progress)[1]
 
     return fit_check(
-        rows(train_images), feature_width(model.net), val_rows if val_rows is not None else rows(val_images), rows(outlier_images),
-        outlier_sources, rows(train_views) if train_views is not None and len(train_views) else None, shifted_val_rows,
-        quantile, probe_quantile, folds, seed, progress,
+        rows(train_images),
+        feature_width(model.net),
+        val_rows if val_rows is not None else rows(val_images),
+        rows(outlier_images),
+        outlier_sources,
+        rows(train_views) if train_views is not None and len(train_views) else None,
+        shifted_val_rows,
+        quantile,
+        probe_quantile,
+        folds,
+        seed,
+        progress,
     )
 
 
@@ -227,7 +253,9 @@ def fit_site_check(check: FeatureCheck, site_rows: np.ndarray, quantile: float =
     features and a probe telling them from the check's outlier films, each limit at `quantile` of the
     site films' out-of-fold scores (so the limit is not drawn on scores the films fitted themselves)."""
     if check.outlier_rows is None or not check.has_probe:
-        raise PneumoError("this model's input check keeps no outlier films' statistics, so a site's films cannot be told from them; refit its check with pneumo ensemble MODEL --out DIR")
+        raise PneumoError(
+            "this model's input check keeps no outlier films' statistics, so a site's films cannot be told from them; refit its check with pneumo ensemble MODEL --out DIR"
+        )
     width = len(check.mean)
     rows = np.asarray(site_rows, dtype=np.float64)
     penultimate, stats, outliers = rows[:, :width], rows[:, width : check.width], np.asarray(check.outlier_rows, dtype=np.float64)
@@ -240,4 +268,6 @@ def fit_site_check(check: FeatureCheck, site_rows: np.ndarray, quantile: float =
         probe_scores[~inside] = _probe_scores(stats[~inside], *_probe(stats[inside], outliers, SITE_PROBE_C))
     mean, precision = _gaussian(penultimate)
     center, scale, weight, bias = _probe(stats, outliers, SITE_PROBE_C)
-    return SiteCheck(mean, precision, float(np.quantile(distances, quantile)), center, scale, weight, bias, float(np.quantile(probe_scores, quantile)))
+    return SiteCheck(
+        mean, precision, float(np.quantile(distances, quantile)), center, scale, weight, bias, float(np.quantile(probe_scores, quantile))
+    )

@@ -6,6 +6,7 @@ columns (`TEXT_COLUMNS`) are neutralised against spreadsheet formulas (a `'` in 
 starting with `= + - @`, a tab, CR, LF or `'`); `pneumo.utils.csvfile.parse_csv(text, TEXT_COLUMNS)`
 reads the rows back with the names as they were. Numbers are written as they are.
 """
+
 from __future__ import annotations
 
 import json

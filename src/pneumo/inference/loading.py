@@ -18,6 +18,7 @@ Example:
     >>> model = load_model()                       # the bundled model, through onnxruntime
     >>> model = load_model("runs/cpu", backend="torch")
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -68,7 +69,9 @@ def _own_export(folder: Path) -> Model | None:
     meta = CheckpointMeta.load(read_json(folder / META, WRITTEN_BY_PNEUMO), str(folder / META))  # an edited meta.json is refused here too
     export = OnnxModel.load(folder / BUNDLED_ONNX)
     if export.meta.meta_sha256 != meta.meta_sha256:
-        log.warning("not using %s: it was exported from other metadata than %s holds (export the model again)", folder / BUNDLED_ONNX, folder / META)
+        log.warning(
+            "not using %s: it was exported from other metadata than %s holds (export the model again)", folder / BUNDLED_ONNX, folder / META
+        )
         return None
     return export
 
@@ -93,11 +96,15 @@ def load_model(path: str | Path | Model | None = None, *, backend: str = "auto",
     if isinstance(path, Model):
         if backend == "torch" and not _is_torch(path):
             if path.checkpoint is None:
-                raise PneumoError("this needs the PyTorch checkpoint of the model (a run or checkpoint folder); the model given was loaded from an ONNX export alone")
+                raise PneumoError(
+                    "this needs the PyTorch checkpoint of the model (a run or checkpoint folder); the model given was loaded from an ONNX export alone"
+                )
             return load_model(path.checkpoint, backend="torch", checks=checks, device=device)
         return path.with_feature_check() if checks else path
     if path is not None and not isinstance(path, (str, Path)):
-        raise PneumoError(f"a model is a run or checkpoint folder, an exported .onnx, a loaded model or None for the bundled one; got {type(path).__name__}")
+        raise PneumoError(
+            f"a model is a run or checkpoint folder, an exported .onnx, a loaded model or None for the bundled one; got {type(path).__name__}"
+        )
     target = bundled_model_dir() if path is None else Path(path).expanduser()
     if path is None and not (target / META).is_file():
         raise PneumoError("this pneumo has no bundled model; train one (`pneumo train`) and pass --model RUN_DIR")
@@ -105,21 +112,27 @@ def load_model(path: str | Path | Model | None = None, *, backend: str = "auto",
         raise PneumoError(f"{path} does not exist: give a run folder, a checkpoint folder or an exported .onnx")
     if _is_export(target):
         if backend == "torch":
-            raise PneumoError(f"{path} is an ONNX export; this needs the PyTorch checkpoint it was exported from (a run or checkpoint folder)")
+            raise PneumoError(
+                f"{path} is an ONNX export; this needs the PyTorch checkpoint it was exported from (a run or checkpoint folder)"
+            )
         from pneumo.inference.onnx_backend import OnnxModel
 
         model: Model = OnnxModel.load(target)
         return model.with_feature_check() if checks else model
     folder = _checkpoint_folder(target)
     if folder is None:
-        raise PneumoError(f"{path} is not a pneumo model: expected a run folder, a folder with weights.safetensors and meta.json, or an exported .onnx (`pneumo export`)")
+        raise PneumoError(
+            f"{path} is not a pneumo model: expected a run folder, a folder with weights.safetensors and meta.json, or an exported .onnx (`pneumo export`)"
+        )
     if backend in ("auto", "onnx"):
         export = _own_export(folder)
         if export is not None:
             export.checkpoint = folder
             return export.with_feature_check() if checks else export
         if backend == "onnx":
-            raise PneumoError(f"{folder} has no export of its own ({BUNDLED_ONNX} made from this checkpoint): `pneumo export --model {folder} --out {folder / BUNDLED_ONNX}`")
+            raise PneumoError(
+                f"{folder} has no export of its own ({BUNDLED_ONNX} made from this checkpoint): `pneumo export --model {folder} --out {folder / BUNDLED_ONNX}`"
+            )
     if importlib.util.find_spec("torch") is None:
         raise PneumoError(
             f"{folder} is a PyTorch checkpoint and PyTorch is not installed: run its export instead (`pneumo export --model {folder} "

@@ -16,6 +16,7 @@ Example:
     >>> model = OnnxModel.load("model.onnx")
     >>> model.pneumonia_probability(images)
 """
+
 from __future__ import annotations
 
 import base64
@@ -49,10 +50,21 @@ def encode_arrays(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """The export JSON's form of an input check's arrays (what `_feature_check` reads back)."""
     return {
         "encoding": ENCODING,
-        "arrays": {k: {"shape": list(v.shape), "data": base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii")} for k, v in arrays.items()},
+        "arrays": {
+            k: {"shape": list(v.shape), "data": base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii")}
+            for k, v in arrays.items()
+        },
     }
 
-_ORT_ERRORS = (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NoSuchFile, ort_errors.RuntimeException)
+
+_ORT_ERRORS = (
+    ort_errors.Fail,
+    ort_errors.InvalidArgument,
+    ort_errors.InvalidGraph,
+    ort_errors.InvalidProtobuf,
+    ort_errors.NoSuchFile,
+    ort_errors.RuntimeException,
+)
 
 
 class OnnxModel(Model):
@@ -86,30 +98,40 @@ class OnnxModel(Model):
         onnx_path, json_path = path.with_suffix(".onnx"), path.with_suffix(".json")
         for needed in (onnx_path, json_path):
             if not needed.is_file():
-                raise PneumoError(f"{needed} not found: an exported model is a .onnx file with its .json beside it; make both with `pneumo export`")
+                raise PneumoError(
+                    f"{needed} not found: an exported model is a .onnx file with its .json beside it; make both with `pneumo export`"
+                )
         export = read_json(json_path, "export the model again")
         _export_meta(export, str(json_path))  # checked before the graph is opened
         if sha256_file(onnx_path) != export["onnx_sha256"]:
-            raise PneumoError(f"{onnx_path} does not match the checksum in {json_path.name}: the file is damaged or was replaced; export the model again")
+            raise PneumoError(
+                f"{onnx_path} does not match the checksum in {json_path.name}: the file is damaged or was replaced; export the model again"
+            )
         try:
             session = ort.InferenceSession(str(onnx_path), _session_options(), providers=["CPUExecutionProvider"])
         except _ORT_ERRORS as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise PneumoError(f"onnxruntime cannot load {onnx_path} ({first}): the file is damaged or not a pneumo export; export the model again") from None
+            raise PneumoError(
+                f"onnxruntime cannot load {onnx_path} ({first}): the file is damaged or not a pneumo export; export the model again"
+            ) from None
         return cls(session, export, str(json_path))
 
     def class_probabilities(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
         """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes] in `classes` order."""
         return self._run(images, batch_size, progress, [self._outputs[0]])[0]
 
-    def probabilities_and_scores(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def probabilities_and_scores(
+        self, images: np.ndarray, batch_size: int = 256, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Class probabilities and, where the export carries the input check, each image's scores (one pass)."""
         if self._feature_check is None:
             return self.class_probabilities(images, batch_size, progress), None
         probs, features = self._run(images, batch_size, progress, self._outputs[:2])
         return probs, self._feature_check.scores(features)
 
-    def class_probabilities_and_features(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def class_probabilities_and_features(
+        self, images: np.ndarray, batch_size: int = 256, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities and each image's feature row (what the input check scores), from one pass."""
         probs, features = self._run(images, batch_size, progress, self._outputs[:2])
         return probs, features.astype(np.float64)
@@ -156,7 +178,7 @@ def _export_meta(export: Any, where: str) -> CheckpointMeta:
     checksum (`meta_sha256` over every field), the checkpoint's record through `CheckpointMeta.load`,
     and the fields it repeats at the top level and in its input/output blocks agreeing with that record."""
     if not isinstance(export, dict) or export.get("format") != EXPORT_FORMAT:
-        raise PneumoError(f"{where} is not a pneumo export's JSON (no \"format\": \"{EXPORT_FORMAT}\"); {_AGAIN}")
+        raise PneumoError(f'{where} is not a pneumo export\'s JSON (no "format": "{EXPORT_FORMAT}"); {_AGAIN}')
     version = export.get("format_version")
     if version != EXPORT_FORMAT_VERSION or isinstance(version, bool):
         old = ", which has no metadata checksum," if version == 1 else ""

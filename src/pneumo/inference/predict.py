@@ -4,6 +4,7 @@ Both backends share one path (`pneumo.inference.classify`); which one runs is `l
 rule (`pneumo.inference.loading`): the bundled model, and any checkpoint with its own export beside
 it, through onnxruntime, without importing PyTorch. The files are checked before the model loads.
 """
+
 from __future__ import annotations
 
 import os
@@ -71,7 +72,9 @@ def _check_options(batch_size: object, strict: object, abstain: object) -> None:
             raise PneumoError(f"{name} must be True or False; got {value!r}")
 
 
-def _predict_in_memory(images: list[Any], model: str | Path | Model | None, batch_size: int, strict: bool, abstain: bool) -> PredictionBatch:
+def _predict_in_memory(
+    images: list[Any], model: str | Path | Model | None, batch_size: int, strict: bool, abstain: bool
+) -> PredictionBatch:
     decoded, names, skipped = [], [], []
     for i, item in enumerate(images):
         name = f"<image {i}>"

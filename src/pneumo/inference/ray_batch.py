@@ -11,6 +11,7 @@ already called `ray.init`, that connection is used and left open. Every node nee
 installed and the files readable at the same paths (a shared filesystem); the model itself is
 sent from the driver, so nodes need neither its file nor PyTorch.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,7 +65,12 @@ def _prediction(row: str) -> Prediction:
 
 
 def predict_archive_ray(
-    source: str | Path, out: str | Path, model: str | Path | None = None, batch_size: int = 64, concurrency: int = 2, address: str | None = None
+    source: str | Path,
+    out: str | Path,
+    model: str | Path | None = None,
+    batch_size: int = 64,
+    concurrency: int = 2,
+    address: str | None = None,
 ) -> BatchSummary:
     """Classify every image under a folder or in a CSV manifest on `concurrency` Ray actors
     (one CPU each), writing the same CSV as `predict_archive` with the rows in the order they finish.

@@ -5,6 +5,7 @@ Example:
     >>> model = TorchModel.load("runs/seed")          # a run folder, or runs/seed/model
     >>> model.pneumonia_probability(images)           # uint8 [N, S, S] at model.image_size
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -85,10 +86,20 @@ class TorchModel(Model):
             images = check_image_batch(images, self.image_size)
         with net_lock(self.net):  # eval mode is set and restored around the pass: one thread at a time
             return class_probabilities(
-                self.net, images, self.task, self.meta.mean, self.meta.std, batch_size, progress, self.meta.temperature, self.meta.logit_offset
+                self.net,
+                images,
+                self.task,
+                self.meta.mean,
+                self.meta.std,
+                batch_size,
+                progress,
+                self.meta.temperature,
+                self.meta.logit_offset,
             )
 
-    def probabilities_and_scores(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def probabilities_and_scores(
+        self, images: np.ndarray, batch_size: int = 256, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         if self.check is None:
             return self.class_probabilities(images, batch_size, progress), None
         probs, rows = feature_rows(self, images, batch_size, progress)
@@ -154,7 +165,9 @@ def class_probabilities(
     return torch.cat(out).numpy() if out else np.zeros((0, len(task.classes)), dtype=np.float32)
 
 
-def feature_rows(model: TorchModel, images: np.ndarray | torch.Tensor, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def feature_rows(
+    model: TorchModel, images: np.ndarray | torch.Tensor, batch_size: int = 256, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """One pass through `TorchModel.class_probabilities`: its probabilities and every image's feature row ([N, D] float64)."""
     with net_lock(model.net), FeatureTap(model.net) as tap:
         probs = model.class_probabilities(images, batch_size, progress)

@@ -8,6 +8,7 @@ Example:
     >>> from pneumo.models import create_model, list_models
     >>> net = create_model("resnet18_half", num_outputs=1, image_size=224)
 """
+
 from __future__ import annotations
 
 from importlib import import_module

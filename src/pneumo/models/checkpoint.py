@@ -12,6 +12,7 @@ writers here make a folder (`save_checkpoint`, `write_meta`, `copy_checkpoint`);
 A folder in the first format (no metadata checksum) is refused with the way to re-save it:
 `pneumo models upgrade FOLDER` (`upgrade_checkpoint`).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,15 @@ from pneumo.models.registry import create_model, list_models
 from pneumo.utils.files import atomic_write, read_json, sha256_file, write_temp
 
 __all__ = [
-    "save_checkpoint", "write_meta", "copy_checkpoint", "resolve_checkpoint", "read_meta", "read_checkpoint", "checkpoint_epoch",
-    "upgrade_checkpoint", "known_architectures",
+    "save_checkpoint",
+    "write_meta",
+    "copy_checkpoint",
+    "resolve_checkpoint",
+    "read_meta",
+    "read_checkpoint",
+    "checkpoint_epoch",
+    "upgrade_checkpoint",
+    "known_architectures",
 ]
 
 
@@ -61,7 +69,9 @@ def save_checkpoint(folder: str | Path, net: nn.Module, meta: CheckpointMeta) ->
                 tmp.unlink(missing_ok=True)
         if isinstance(exc, PneumoError):
             raise
-        raise PneumoError(f"could not write a checkpoint to {folder} ({exc.strerror or exc}); the checkpoint already there is intact") from None
+        raise PneumoError(
+            f"could not write a checkpoint to {folder} ({exc.strerror or exc}); the checkpoint already there is intact"
+        ) from None
     (folder / FEATURES).unlink(missing_ok=True)  # statistics of the weights about to be replaced
     os.replace(weights_tmp, folder / WEIGHTS)
     os.replace(meta_tmp, folder / META)
@@ -81,7 +91,9 @@ def write_meta(folder: str | Path, meta: CheckpointMeta) -> Path:
     folder = Path(folder)
     where = f"the metadata for {folder}"
     if meta.weights_sha256 != sha256_file(folder / WEIGHTS):
-        raise PneumoError(f"the metadata for {folder} names other weights than {folder / WEIGHTS}; write the checkpoint whole with save_checkpoint")
+        raise PneumoError(
+            f"the metadata for {folder} names other weights than {folder / WEIGHTS}; write the checkpoint whole with save_checkpoint"
+        )
     features = ""
     if (folder / FEATURES).exists():
         tied = _features_weights_sha256(folder / FEATURES)
@@ -196,12 +208,16 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     folder = resolve_checkpoint(path)
     meta = read_meta(folder)
     if sha256_file(folder / WEIGHTS) != meta.weights_sha256:
-        raise PneumoError(f"{folder / WEIGHTS} does not match the checksum in {META}: the file is damaged or was replaced; {WRITTEN_BY_PNEUMO}")
+        raise PneumoError(
+            f"{folder / WEIGHTS} does not match the checksum in {META}: the file is damaged or was replaced; {WRITTEN_BY_PNEUMO}"
+        )
     if meta.features_sha256:
         if not (folder / FEATURES).exists():
             raise PneumoError(f"{folder / FEATURES}, the input check {META} records, is missing; restore it or make the model folder again")
         if sha256_file(folder / FEATURES) != meta.features_sha256:
-            raise PneumoError(f"{folder / FEATURES} does not match the checksum in {META}: the file is damaged or was replaced; refit it or restore it")
+            raise PneumoError(
+                f"{folder / FEATURES} does not match the checksum in {META}: the file is damaged or was replaced; refit it or restore it"
+            )
     net = _load_weights(folder, meta)
     return net.to(device, memory_format=torch.channels_last).eval(), meta, folder
 
@@ -223,10 +239,14 @@ def upgrade_checkpoint(path: str | Path) -> Path:
         found = values.get("format_version") if isinstance(values, dict) else None
         raise PneumoError(f"{where}: checkpoint format {found!r} cannot be upgraded (only format 1 can)")
     if not values.get("weights_sha256"):
-        raise PneumoError(f"{where} has no weights checksum, so its weights cannot be shown to be the ones it describes: train the model again")
+        raise PneumoError(
+            f"{where} has no weights checksum, so its weights cannot be shown to be the ones it describes: train the model again"
+        )
     meta = CheckpointMeta.from_dict({k: v for k, v in values.items() if k != "format_version"}, where, known_architectures())
     if sha256_file(folder / WEIGHTS) != meta.weights_sha256:
-        raise PneumoError(f"{folder / WEIGHTS} does not match the checksum in {META}: the file is damaged or was replaced; train the model again")
+        raise PneumoError(
+            f"{folder / WEIGHTS} does not match the checksum in {META}: the file is damaged or was replaced; train the model again"
+        )
     _load_weights(folder, meta)
     write_meta(folder, meta)
     return folder

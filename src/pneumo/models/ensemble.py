@@ -9,6 +9,7 @@ the input checks (`pneumo.inference.features`) read them.
 
 Grad-CAM explains the last member's feature map (the last spatial map the forward pass makes).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -99,5 +100,8 @@ class Ensemble(nn.Module):
 def build_ensemble(members: list[dict[str, Any]], task: str, image_size: int) -> Ensemble:
     """A freshly built ensemble of the described members (weights loaded afterwards)."""
     described = [EnsembleMember.from_dict(m) for m in members]
-    parts = [split_head(create_model(m.architecture, num_outputs=m.num_outputs, image_size=image_size, dropout=m.dropout, crop=m.crop)) for m in described]
+    parts = [
+        split_head(create_model(m.architecture, num_outputs=m.num_outputs, image_size=image_size, dropout=m.dropout, crop=m.crop))
+        for m in described
+    ]
     return Ensemble([b for b, _ in parts], [h for _, h in parts], described, get_task(task))

@@ -5,6 +5,7 @@ pneumo's (its config.yaml or meta.json) and holds nothing but the files pneumo w
 (`RUN_LAYOUT`, `MODEL_LAYOUT`), and says so. Shared by `pneumo train` (a run folder),
 `pneumo ensemble` and `pneumo calibrate` (model folders).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,11 +24,24 @@ TRAINING_FILMS = "training_films.json"  # which films a model trained and valida
 REPORT = "val_report.json"  # written last: its presence says the run finished
 
 _FIGURES = ("roc.png", "confusion.png", "reliability.png")
-CHECKPOINT_LAYOUT: Layout = {WEIGHTS: None, META: None, FEATURES: None, TRAINING_FILMS: None, "state.json": None, "state-*.safetensors": None}  # state files: pneumo.training.state
+CHECKPOINT_LAYOUT: Layout = {
+    WEIGHTS: None,
+    META: None,
+    FEATURES: None,
+    TRAINING_FILMS: None,
+    "state.json": None,
+    "state-*.safetensors": None,
+}  # state files: pneumo.training.state
 # everything pneumo writes into a run folder (train) and a model folder (ensemble, calibrate): nothing else is deleted
 RUN_LAYOUT: Layout = {
-    "config.yaml": None, "split.csv": None, "history.csv": None, "history.png": None, REPORT: None, **dict.fromkeys(_FIGURES),
-    "checkpoints": {"last": CHECKPOINT_LAYOUT, "best": CHECKPOINT_LAYOUT}, "model": CHECKPOINT_LAYOUT,
+    "config.yaml": None,
+    "split.csv": None,
+    "history.csv": None,
+    "history.png": None,
+    REPORT: None,
+    **dict.fromkeys(_FIGURES),
+    "checkpoints": {"last": CHECKPOINT_LAYOUT, "best": CHECKPOINT_LAYOUT},
+    "model": CHECKPOINT_LAYOUT,
     "tensorboard": {"events.out.tfevents.*": None},  # pneumo.training.tracking
 }
 MODEL_LAYOUT: Layout = {**CHECKPOINT_LAYOUT, REPORT: None, "site_calibration.json": None, **dict.fromkeys(_FIGURES)}
@@ -51,7 +65,9 @@ def _previous_output(folder: Path) -> tuple[str, str, Layout]:
     model folder: ensemble, calibrate); refused otherwise."""
     if (folder / "config.yaml").is_file():
         if not _holds_keys(folder / "config.yaml", _CONFIG_KEYS):
-            raise PneumoError(f"{folder} holds a config.yaml that is not a pneumo run's config; refusing to overwrite it: choose another --out")
+            raise PneumoError(
+                f"{folder} holds a config.yaml that is not a pneumo run's config; refusing to overwrite it: choose another --out"
+            )
         return "run", "a pneumo run folder", RUN_LAYOUT
     if (folder / META).is_file():
         if not _holds_keys(folder / META, _META_KEYS):
@@ -81,5 +97,3 @@ def prepare_output_folder(out: str | Path, overwrite: bool, log: Callable[[str],
         previous.remove()
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
-
-

@@ -12,6 +12,7 @@ It runs as a forward pre-hook on the network (`with_content_crop`), so training,
 the input checks, Grad-CAM and the export all see the cropped input without knowing of it,
 and the weights' keys stay those of the bare network.
 """
+
 from __future__ import annotations
 
 import torch

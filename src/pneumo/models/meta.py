@@ -13,6 +13,7 @@ Example:
     >>> meta = CheckpointMeta.load(json.loads(Path("model/meta.json").read_text()), "model/meta.json")
     >>> Path("copy/meta.json").write_text(json.dumps(meta.replace(threshold=0.4).record(), indent=2))
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,8 +32,17 @@ from pneumo.errors import PneumoError
 from pneumo.tasks import TASKS, Task, get_task
 
 __all__ = [
-    "FORMAT_VERSION", "WEIGHTS", "META", "FEATURES", "CHECKSUM", "IMAGE_SIZES", "CheckpointMeta",
-    "metadata_sha256", "seal", "check_seal", "jsonable",
+    "FORMAT_VERSION",
+    "WEIGHTS",
+    "META",
+    "FEATURES",
+    "CHECKSUM",
+    "IMAGE_SIZES",
+    "CheckpointMeta",
+    "metadata_sha256",
+    "seal",
+    "check_seal",
+    "jsonable",
 ]
 
 FORMAT_VERSION = 2  # 2: the record carries meta_sha256; 1 had only the weights' checksum
@@ -141,7 +151,9 @@ class CheckpointMeta:
 
     def record(self, where: str = "the metadata to write", architectures: Collection[str] | None = None) -> dict[str, Any]:
         """The validated record with its checksum (`meta_sha256`), as written to disk: what `load` accepts."""
-        typed = CheckpointMeta.from_dict(self.replace(format_version=FORMAT_VERSION).to_dict(), where, architectures)  # 1 -> 1.0, numpy -> plain
+        typed = CheckpointMeta.from_dict(
+            self.replace(format_version=FORMAT_VERSION).to_dict(), where, architectures
+        )  # 1 -> 1.0, numpy -> plain
         return seal(typed.to_dict())
 
     @classmethod
@@ -166,7 +178,11 @@ class CheckpointMeta:
                 "(which checks its weights and every field), or train it again"
             )
         if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
-            newer = " (written by a newer pneumo: upgrade pneumo)" if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION else ""
+            newer = (
+                " (written by a newer pneumo: upgrade pneumo)"
+                if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+                else ""
+            )
             raise PneumoError(f"{where}: checkpoint format {version!r} is not supported (expected {FORMAT_VERSION}){newer}")
         check_seal(values, where, remedy)
         meta = cls.from_dict(values, where, architectures)
@@ -203,11 +219,32 @@ class CheckpointMeta:
 
 _INT_FIELDS = {"num_outputs", "image_size", "in_chans", "n_train", "n_val", "format_version"}
 _FLOAT_FIELDS = {"mean", "std", "threshold", "dropout", "temperature", "logit_offset"}
-_STR_FIELDS = {"architecture", "task", "crop", "threshold_method", "data_source", "data_fingerprint", "pneumo_version", "torch_version", "created",
-               "weights_sha256", "features_sha256", "meta_sha256"}
+_STR_FIELDS = {
+    "architecture",
+    "task",
+    "crop",
+    "threshold_method",
+    "data_source",
+    "data_fingerprint",
+    "pneumo_version",
+    "torch_version",
+    "created",
+    "weights_sha256",
+    "features_sha256",
+    "meta_sha256",
+}
 _DICT_FIELDS = {"config", "val_metrics", "val_ci95", "site_calibration", "calibration_prior"}
-_MEMBER_FIELDS = {"architecture": str, "num_outputs": int, "mean": float, "std": float, "temperature": float, "dropout": float,
-                  "crop": str, "source": str, "weights_sha256": str}
+_MEMBER_FIELDS = {
+    "architecture": str,
+    "num_outputs": int,
+    "mean": float,
+    "std": float,
+    "temperature": float,
+    "dropout": float,
+    "crop": str,
+    "source": str,
+    "weights_sha256": str,
+}
 _MEMBER_REQUIRED = ("architecture", "num_outputs", "mean", "std")
 
 
@@ -321,8 +358,15 @@ def _field_problem(meta: CheckpointMeta, architectures: Collection[str] | None) 
 _MAX_LOGIT_OFFSET = 50.0
 # calibration_prior's fields (`pneumo.evaluation.calibration.CalibrationPrior`) and the range each must lie in
 _PRIOR_FIELDS = {
-    "threshold": (0.0, 1.0), "temperature": (1e-3, 1e3), "slope": (1e-3, 1e3), "offset": (-50.0, 50.0), "slope_sd": (1e-6, 1e3), "offset_sd": (1e-6, 1e3),
-    "prevalence": (1e-6, 1 - 1e-6), "n_films": (0, 1e9), "n_sites": (0, 1e6),
+    "threshold": (0.0, 1.0),
+    "temperature": (1e-3, 1e3),
+    "slope": (1e-3, 1e3),
+    "offset": (-50.0, 50.0),
+    "slope_sd": (1e-6, 1e3),
+    "offset_sd": (1e-6, 1e3),
+    "prevalence": (1e-6, 1 - 1e-6),
+    "n_films": (0, 1e9),
+    "n_sites": (0, 1e6),
 }
 
 

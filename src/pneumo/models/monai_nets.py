@@ -1,4 +1,5 @@
 """MONAI's ResNets and DenseNet-121 for single-channel 2-D films, registered by name."""
+
 from __future__ import annotations
 
 from typing import Callable

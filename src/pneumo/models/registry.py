@@ -4,6 +4,7 @@ Every entry is a `ModelSpec`: how to build the network and its defaults (input s
 normalisation), which training records in the checkpoint and inference reads back. A new
 architecture is one `register_model(ModelSpec(...))` call.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -89,8 +90,12 @@ def _register_builtins() -> None:
         ModelSpec("seed_cnn", _seed_cnn, 180, 0.0, 1.0, "the notebook's separable-convolution CNN (3.5M parameters at 180 px)"),
         ModelSpec("resnet18", monai_resnet(18), 224, 0.5, 0.25, "ResNet-18 (MONAI), single-channel input"),
         ModelSpec("resnet18_half", monai_resnet(18, 0.5), 224, 0.5, 0.25, "ResNet-18 at half width (MONAI): 2.8M parameters, ~4x cheaper"),
-        ModelSpec("resnet18_quarter", monai_resnet(18, 0.25), 224, 0.5, 0.25, "ResNet-18 at a quarter of its width (MONAI): 0.7M parameters"),
-        ModelSpec("resnet10_half", monai_resnet(10, 0.5), 224, 0.5, 0.25, "ResNet-10 (one block a stage) at half width (MONAI): 1.2M parameters"),
+        ModelSpec(
+            "resnet18_quarter", monai_resnet(18, 0.25), 224, 0.5, 0.25, "ResNet-18 at a quarter of its width (MONAI): 0.7M parameters"
+        ),
+        ModelSpec(
+            "resnet10_half", monai_resnet(10, 0.5), 224, 0.5, 0.25, "ResNet-10 (one block a stage) at half width (MONAI): 1.2M parameters"
+        ),
         ModelSpec("resnet34", monai_resnet(34), 224, 0.5, 0.25, "ResNet-34 (MONAI), single-channel input"),
         ModelSpec("densenet121", monai_densenet121, 224, 0.5, 0.25, "DenseNet-121 (MONAI), single-channel input"),
     ):

@@ -5,6 +5,7 @@ momentum 0.99 (PyTorch momentum 0.01) and epsilon 1e-3; SeparableConv2D = depthw
 then pointwise 1x1 with the bias and ReLU after the pointwise step. The final sigmoid is
 folded into the loss (BCE with logits), which is the same function, computed stably.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,9 +30,7 @@ class SeparableConv2d(nn.Module):
 
 def conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
     """SeparableConv2D x2 -> BatchNorm -> MaxPool."""
-    return nn.Sequential(
-        SeparableConv2d(in_ch, out_ch), SeparableConv2d(out_ch, out_ch), nn.BatchNorm2d(out_ch, **_BN), nn.MaxPool2d(2)
-    )
+    return nn.Sequential(SeparableConv2d(in_ch, out_ch), SeparableConv2d(out_ch, out_ch), nn.BatchNorm2d(out_ch, **_BN), nn.MaxPool2d(2))
 
 
 def dense_block(in_features: int, units: int, dropout: float) -> nn.Sequential:

@@ -21,6 +21,7 @@ Example:
     >>> import uvicorn
     >>> uvicorn.run(create_app(), host="127.0.0.1", port=8000)
 """
+
 from __future__ import annotations
 
 import base64
@@ -85,12 +86,16 @@ def _site_summary(meta: CheckpointMeta) -> dict[str, Any] | None:
     labelled, unlabeled, prevalence = site.get("labelled") or {}, site.get("unlabeled") or {}, site.get("prevalence") or {}
     return {
         "created": site.get("created"),
-        "labelled_films": labelled.get("n", 0), "labelled_normal": labelled.get("n_normal", 0), "labelled_pneumonia": labelled.get("n_pneumonia", 0),
+        "labelled_films": labelled.get("n", 0),
+        "labelled_normal": labelled.get("n_normal", 0),
+        "labelled_pneumonia": labelled.get("n_pneumonia", 0),
         "unlabeled_films": unlabeled.get("n", 0),
-        "prevalence": prevalence.get("value"), "prevalence_source": prevalence.get("source"),
+        "prevalence": prevalence.get("value"),
+        "prevalence_source": prevalence.get("source"),
         "decision": site.get("decision"),
         "previous_threshold": (site.get("previous") or {}).get("threshold"),
-        "refused_before": unlabeled.get("refused_before"), "refused_after": unlabeled.get("refused_after"),
+        "refused_before": unlabeled.get("refused_before"),
+        "refused_after": unlabeled.get("refused_after"),
     }
 
 
@@ -224,12 +229,14 @@ class _Service:
             return answer
         from pneumo.viz.figures import cam_overlay, heatmap_rgba
 
-        return answer | {"cam": {
-            "image_png": _png_base64(job.image),
-            "heatmap_png": _png_base64(heatmap_rgba(heatmap)),
-            "overlay_png": _png_base64(cam_overlay(job.image, heatmap)),
-            "scale": "Grad-CAM x P(pneumonia): as bright as the model is sure",
-        }}
+        return answer | {
+            "cam": {
+                "image_png": _png_base64(job.image),
+                "heatmap_png": _png_base64(heatmap_rgba(heatmap)),
+                "overlay_png": _png_base64(cam_overlay(job.image, heatmap)),
+                "scale": "Grad-CAM x P(pneumonia): as bright as the model is sure",
+            }
+        }
 
     def _heatmaps(self, images: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
         """Grad-CAM x P(pneumonia). The verdicts come from the fp32 pass; a heatmap is a picture, drawn
@@ -246,14 +253,22 @@ class _Service:
 
 
 def _check_limits(max_upload_mb: float, max_pixels: int) -> None:
-    if isinstance(max_upload_mb, bool) or not isinstance(max_upload_mb, (int, float)) or not (math.isfinite(max_upload_mb) and max_upload_mb > 0):
+    if (
+        isinstance(max_upload_mb, bool)
+        or not isinstance(max_upload_mb, (int, float))
+        or not (math.isfinite(max_upload_mb) and max_upload_mb > 0)
+    ):
         raise PneumoError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb!r}")
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels <= 0:
         raise PneumoError(f"max_pixels must be a positive whole number, got {max_pixels!r}")
 
 
 def serve(
-    model: str | Path | None = None, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    model: str | Path | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Serve the page and the HTTP API for `model` until interrupted (`pneumo serve`); every setting
@@ -323,21 +338,25 @@ def create_app(
             answer = await run_in_threadpool(service.pictures, answer, job)
         return JSONResponse(answer)  # plain JSON types already: no re-encoding pass
 
-    @app.api_route("/v1/model", methods=["GET", "HEAD"])  # HEAD: what monitors ask
+    @app.get("/v1/model")
+    @app.head("/v1/model", include_in_schema=False)  # what monitors ask
     async def model_info() -> dict[str, Any]:
         """The served model: architecture, classes, input size, threshold, validation metrics, and whether
         (when, on how many films, at what prevalence) it was calibrated to a site (`site_calibration`, null if not)."""
         return summary
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"])  # HEAD: what monitors ask
+    @app.get("/healthz")
+    @app.head("/healthz", include_in_schema=False)  # what monitors ask
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "model": summary["id"]}
 
-    @app.api_route("/metrics", methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: what monitors ask
+    @app.get("/metrics", include_in_schema=False)
+    @app.head("/metrics", include_in_schema=False)  # what monitors ask
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: what monitors ask
+    @app.get("/", include_in_schema=False)
+    @app.head("/", include_in_schema=False)  # what monitors ask
     async def page() -> FileResponse:
         return FileResponse(static / "index.html")
 

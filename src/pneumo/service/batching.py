@@ -9,6 +9,7 @@ Example:
     >>> batcher = MicroBatcher(run_batch, max_batch=32)
     >>> answer = await batcher.submit(job)
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,7 +34,11 @@ class MicroBatcher:
     """
 
     def __init__(
-        self, run: Callable[[Sequence[Any]], list[Any]], max_batch: int = 32, max_wait: float = 0.002, max_queue: int = 256,
+        self,
+        run: Callable[[Sequence[Any]], list[Any]],
+        max_batch: int = 32,
+        max_wait: float = 0.002,
+        max_queue: int = 256,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.run, self.max_batch, self.max_wait, self.max_queue = run, max_batch, max_wait, max_queue

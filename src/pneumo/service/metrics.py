@@ -1,11 +1,12 @@
 """The service's counters in the Prometheus text format (`GET /metrics`), one registry per app.
 
-    pneumo_requests_total{method, path, status}   requests answered
-    pneumo_request_seconds{path}                   latency histogram
-    pneumo_batch_size                              images per forward pass (micro-batching at work)
-    pneumo_predictions_total{outcome}              verdicts given: NORMAL, PNEUMONIA, or abstain
-    pneumo_errors_total{status}                    4xx and 5xx answers
+pneumo_requests_total{method, path, status}   requests answered
+pneumo_request_seconds{path}                   latency histogram
+pneumo_batch_size                              images per forward pass (micro-batching at work)
+pneumo_predictions_total{outcome}              verdicts given: NORMAL, PNEUMONIA, or abstain
+pneumo_errors_total{status}                    4xx and 5xx answers
 """
+
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -23,7 +24,9 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("pneumo_requests", "Requests answered", ["method", "path", "status"], registry=self.registry)
-        self.latency = Histogram("pneumo_request_seconds", "Time to answer a request", ["path"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.latency = Histogram(
+            "pneumo_request_seconds", "Time to answer a request", ["path"], buckets=_LATENCY_BUCKETS, registry=self.registry
+        )
         self.batch_size = Histogram("pneumo_batch_size", "Images per forward pass", buckets=_BATCH_BUCKETS, registry=self.registry)
         self.predictions = Counter("pneumo_predictions", "Verdicts given, or abstentions", ["outcome"], registry=self.registry)
         self.errors = Counter("pneumo_errors", "Answers with a 4xx or 5xx status", ["status"], registry=self.registry)

@@ -8,6 +8,7 @@ client that stops sending are each refused with their own 4xx, as soon as they s
 Example:
     >>> name, data = await read_upload(request, limit=25 * 2**20)
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -88,7 +89,9 @@ class _FileField:
 
 def _boundary(content_type: str) -> bytes:
     if len(content_type) > MAX_CONTENT_TYPE:
-        raise ApiError(400, f"the Content-Type header is longer than {MAX_CONTENT_TYPE} characters; send multipart/form-data with a boundary")
+        raise ApiError(
+            400, f"the Content-Type header is longer than {MAX_CONTENT_TYPE} characters; send multipart/form-data with a boundary"
+        )
     kind, params = parse_options_header(content_type)
     if kind.lower() != b"multipart/form-data":
         raise ApiError(415, "send the image as multipart/form-data with a field named 'file'")

@@ -6,6 +6,7 @@ Example:
     >>> from pneumo.training import train
     >>> result = train(load_config("seed", ["epochs=1"]), out="runs/seed")
 """
+
 from __future__ import annotations
 
 from pneumo.training.loop import TrainResult, train

@@ -10,6 +10,7 @@ input checks are fitted on the images that are training for every member.
 Example:
     >>> ensemble(["runs/s0", "runs/s1", "runs/s2"], out="models/ensemble").report["roc_auc"]
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -70,7 +71,17 @@ def _check_members(models: list[TorchModel]) -> None:
 
 def _ensemble_net(models: list[TorchModel]) -> tuple[Ensemble, list[EnsembleMember]]:
     members = [
-        EnsembleMember(m.meta.architecture, m.meta.num_outputs, m.meta.mean, m.meta.std, m.meta.temperature, m.meta.dropout, m.meta.crop, str(m.folder), m.meta.weights_sha256)
+        EnsembleMember(
+            m.meta.architecture,
+            m.meta.num_outputs,
+            m.meta.mean,
+            m.meta.std,
+            m.meta.temperature,
+            m.meta.dropout,
+            m.meta.crop,
+            str(m.folder),
+            m.meta.weights_sha256,
+        )
         for m in models
     ]
     parts = [split_head(m.net) for m in models]
@@ -82,14 +93,28 @@ def _single(model: TorchModel) -> tuple[torch.nn.Module, CheckpointMeta]:
     return model.net, model.meta.replace(temperature=1.0, logit_offset=0.0, site_calibration={}, calibration_prior={})
 
 
-def _ensemble(models: list[TorchModel], sources: Sequence[str | Path], config: Config, data: TrainingData) -> tuple[torch.nn.Module, CheckpointMeta]:
+def _ensemble(
+    models: list[TorchModel], sources: Sequence[str | Path], config: Config, data: TrainingData
+) -> tuple[torch.nn.Module, CheckpointMeta]:
     net, described = _ensemble_net(models)
     task = models[0].task
     meta = CheckpointMeta(
-        architecture=ENSEMBLE, task=task.name, classes=list(task.classes), num_outputs=task.num_outputs, image_size=models[0].image_size,
-        mean=0.0, std=1.0, threshold=0.5, members=[dataclasses.asdict(d) for d in described], config={**config_to_dict(config), "members": [str(m) for m in sources]},
-        data_source=str(config.data), data_fingerprint=data.fingerprint, n_train=data.n_train, n_val=len(data.val),
-        pneumo_version=__version__, torch_version=torch.__version__,
+        architecture=ENSEMBLE,
+        task=task.name,
+        classes=list(task.classes),
+        num_outputs=task.num_outputs,
+        image_size=models[0].image_size,
+        mean=0.0,
+        std=1.0,
+        threshold=0.5,
+        members=[dataclasses.asdict(d) for d in described],
+        config={**config_to_dict(config), "members": [str(m) for m in sources]},
+        data_source=str(config.data),
+        data_fingerprint=data.fingerprint,
+        n_train=data.n_train,
+        n_val=len(data.val),
+        pneumo_version=__version__,
+        torch_version=torch.__version__,
     )
     return net, meta
 

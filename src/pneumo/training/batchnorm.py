@@ -1,4 +1,5 @@
 """Exact BatchNorm statistics for the weights being validated."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Replaying a small network's training step from CUDA graphs, where launching kernels is the bottleneck."""
+
 from __future__ import annotations
 
 import warnings

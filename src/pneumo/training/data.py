@@ -1,4 +1,5 @@
 """A run's data: records -> train/val split -> decoded once into the cache -> tensors on the training device."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -18,7 +19,14 @@ from pneumo.training import distributed as dist
 from pneumo.utils.walk import image_files
 
 __all__ = [
-    "OutlierFilms", "TrainingData", "load_training_data", "model_recipe", "outlier_films", "outlier_source", "split_seed", "split_training_records",
+    "OutlierFilms",
+    "TrainingData",
+    "load_training_data",
+    "model_recipe",
+    "outlier_films",
+    "outlier_source",
+    "split_seed",
+    "split_training_records",
     "training_records",
 ]
 
@@ -73,7 +81,9 @@ def training_records(config: Config) -> list[Record]:
     if config.task == "pathogen":
         unknown = [r for r in records if r.label == "PNEUMONIA" and r.pathogen is None]
         if unknown:
-            raise PneumoError(f"{len(unknown)} pneumonia images have no bacteria/virus in their name or manifest (e.g. {unknown[0].path}); the pathogen task needs it")
+            raise PneumoError(
+                f"{len(unknown)} pneumonia images have no bacteria/virus in their name or manifest (e.g. {unknown[0].path}); the pathogen task needs it"
+            )
     labels = sorted({r.label for r in records})
     if len(labels) == 1:
         raise PneumoError(f"{config.data} holds a single class (only {labels[0]} images); training needs both NORMAL and PNEUMONIA images")
@@ -95,7 +105,10 @@ def decode_training_data(
         unreadable = {path for path, _ in dataset.skipped}
         train = [r for r in train if str(r.path) not in unreadable]
         val = [r for r in val if str(r.path) not in unreadable]
-        log(f"skipped {len(dataset.skipped)} unreadable images (strict=true makes this an error): " + "; ".join(m for _, m in dataset.skipped[:5]))
+        log(
+            f"skipped {len(dataset.skipped)} unreadable images (strict=true makes this an error): "
+            + "; ".join(m for _, m in dataset.skipped[:5])
+        )
     if not train or not val:
         raise PneumoError("after skipping unreadable images, the training or validation split is empty; check the data")
     task = get_task(config.task)
@@ -112,7 +125,9 @@ def decode_training_data(
     )
 
 
-def load_training_data(config: Config, run_dir: Path, device: torch.device, write: bool, progress: bool, log: Callable[[str], None]) -> TrainingData:
+def load_training_data(
+    config: Config, run_dir: Path, device: torch.device, write: bool, progress: bool, log: Callable[[str], None]
+) -> TrainingData:
     """Split, decode (once per machine under torchrun) and move to `device`; with `write`, record the split in split.csv."""
     train, val = split_training_records(config)
     data = decode_training_data(config, train, val, device, progress, log)

@@ -13,6 +13,7 @@ Example:
     >>> cfg = load_config("cpu", ["teacher=bundled"])
     >>> train(cfg, out="runs/cpu-distilled")
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -72,8 +73,13 @@ def load_teacher(name: str, task: str) -> TorchModel:
 
 
 def _key(teacher: TorchModel, fingerprint: str, config: Config) -> str:
-    recipe = {"format": _FORMAT, "teacher": teacher.meta.meta_sha256 or teacher.meta.weights_sha256, "films": fingerprint,
-              "augment": asdict(config.augment), "views": config.distill_views}
+    recipe = {
+        "format": _FORMAT,
+        "teacher": teacher.meta.meta_sha256 or teacher.meta.weights_sha256,
+        "films": fingerprint,
+        "augment": asdict(config.augment),
+        "views": config.distill_views,
+    }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -111,7 +117,9 @@ def _save(path: Path, array: np.ndarray) -> None:
         np.save(fh, array)
 
 
-def distillation_data(config: Config, data: TrainingData, device: torch.device, progress: bool, log: Callable[[str], None]) -> Distillation | None:
+def distillation_data(
+    config: Config, data: TrainingData, device: torch.device, progress: bool, log: Callable[[str], None]
+) -> Distillation | None:
     """The teacher's answers for the run's training films (None when the config names no teacher), from the cache when there."""
     if config.teacher == "none":
         return None
@@ -126,13 +134,18 @@ def distillation_data(config: Config, data: TrainingData, device: torch.device, 
         views, probs = np.load(views_path, mmap_mode="r"), np.load(probs_path)
         log(f"teacher {config.teacher}: its answers on {views.shape[0]} fixed views of {views.shape[1]} films from the cache")
     except (OSError, ValueError):
-        log(f"teacher {config.teacher}: answering for {config.distill_views if config.augment.enabled else 1} fixed views of {len(films.records)} training films (once; cached)")
+        log(
+            f"teacher {config.teacher}: answering for {config.distill_views if config.augment.enabled else 1} fixed views of {len(films.records)} training films (once; cached)"
+        )
         views, probs = _views_and_answers(teacher, films.images, config, progress)
         if usable_cache(config.cache_dir or None):
             for path, array in ((views_path, views), (probs_path, probs)):
                 os.replace(write_temp(path, lambda tmp, a=array: _save(tmp, a)), path)
     name = config.teacher if config.teacher == "bundled" else str(Path(config.teacher))
     return Distillation(
-        torch.from_numpy(_resized(views, config.image_size)).to(device), torch.from_numpy(np.asarray(probs)).to(device),
-        config.distill_weight, config.distill_temperature, f"{name} ({teacher.meta.architecture}, meta {teacher.meta.meta_sha256[:12]})",
+        torch.from_numpy(_resized(views, config.image_size)).to(device),
+        torch.from_numpy(np.asarray(probs)).to(device),
+        config.distill_weight,
+        config.distill_temperature,
+        f"{name} ({teacher.meta.architecture}, meta {teacher.meta.meta_sha256[:12]})",
     )

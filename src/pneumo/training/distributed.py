@@ -4,6 +4,7 @@ torchrun starts one process per device and tells each its place in the environme
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). Without it (WORLD_SIZE unset or 1) every helper
 here is the single-process identity, so training keeps one code path.
 """
+
 from __future__ import annotations
 
 import os
@@ -71,10 +72,14 @@ def process_group(device: torch.device) -> Iterator[None]:
     """
     missing = [k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
-        raise PneumoError(f"WORLD_SIZE={world_size()} is set but {', '.join(missing)} not: start multi-process training with torchrun (see the README, 'Scaling out')")
+        raise PneumoError(
+            f"WORLD_SIZE={world_size()} is set but {', '.join(missing)} not: start multi-process training with torchrun (see the README, 'Scaling out')"
+        )
     if device.type == "cuda":
         if local_rank() >= torch.cuda.device_count():
-            raise PneumoError(f"torchrun started more processes on this machine than it has GPUs ({torch.cuda.device_count()}); give --nproc-per-node {torch.cuda.device_count()} or fewer")
+            raise PneumoError(
+                f"torchrun started more processes on this machine than it has GPUs ({torch.cuda.device_count()}); give --nproc-per-node {torch.cuda.device_count()} or fewer"
+            )
         torch.cuda.set_device(local_rank())
         dist.init_process_group("nccl", timeout=TIMEOUT, device_id=torch.device("cuda", local_rank()))
     else:

@@ -10,6 +10,7 @@ Under torchrun (`torchrun --nproc-per-node N -m pneumo train ...`) every process
 loop on its share of each batch (`pneumo.training.distributed`); rank 0 alone validates, logs and
 writes the run folder (`end_epoch`, `finish_run`), while the others wait for it.
 """
+
 from __future__ import annotations
 
 import json
@@ -139,8 +140,15 @@ def _stopped_in_first_epoch(last: Path) -> bool:
 
 
 def _train(
-    config: Config | None, out: str | Path, overwrite: bool, progress: bool, log: Callable[[str], None], n_boot: int, resume: bool,
-    mlflow: str | None = None, tensorboard: bool | None = None,
+    config: Config | None,
+    out: str | Path,
+    overwrite: bool,
+    progress: bool,
+    log: Callable[[str], None],
+    n_boot: int,
+    resume: bool,
+    mlflow: str | None = None,
+    tensorboard: bool | None = None,
 ) -> TrainResult:
     """`train` in one process: the whole run, or under torchrun this process's part of it."""
     # rank 0 makes (or checks) the run folder; under torchrun resume is refused and config given
@@ -170,7 +178,9 @@ def _train(
     last_pass: ValidationPass | None = None  # the last epoch's pass over validation, which the end of the run reuses
     try:
         with make_progress(progress) as bar:
-            bar_task = bar.add_task("training", total=config.epochs * len(parts.batches), completed=so_far.epoch * len(parts.batches), info="")
+            bar_task = bar.add_task(
+                "training", total=config.epochs * len(parts.batches), completed=so_far.epoch * len(parts.batches), info=""
+            )
             for epoch in range(so_far.epoch + 1, config.epochs + 1):
                 epoch_start = time.perf_counter()
                 parts.model.train()
@@ -183,7 +193,9 @@ def _train(
                         views, teacher = parts.distillation.batch(epoch, idx)
                         x = views.unsqueeze(1).float().div_(255)
                     x = normalise(x, parts.spec.mean, parts.spec.std).contiguous(memory_format=torch.channels_last)
-                    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=parts.use_amp, cache_enabled=False):  # graphs need no cache
+                    with torch.autocast(
+                        x.device.type, dtype=torch.bfloat16, enabled=parts.use_amp, cache_enabled=False
+                    ):  # graphs need no cache
                         logits = parts.step_model(x)
                     loss = parts.task.loss(logits.float(), y, parts.class_weights, config.label_smoothing)
                     if parts.distillation is not None:
@@ -226,16 +238,32 @@ def _remove_cache_temps(config: Config, log: Callable[[str], None]) -> None:
     """Delete the temporary files killed processes left in the image cache, saying how much."""
     n_files, n_bytes = remove_stale_cache_temps(config.cache_dir or None)
     if n_files:
-        log(f"removed {n_files} temporary file{'s' if n_files > 1 else ''} ({describe_size(n_bytes)}) that interrupted writes left in the image cache")
+        log(
+            f"removed {n_files} temporary file{'s' if n_files > 1 else ''} ({describe_size(n_bytes)}) that interrupted writes left in the image cache"
+        )
 
 
 def _checkpoint_meta(config: Config, data: TrainingData, parts: RunParts) -> CheckpointMeta:
     """What every checkpoint of the run records (each epoch's adds its epoch and metrics)."""
     return CheckpointMeta(
-        architecture=config.model, task=config.task, classes=list(parts.task.classes), num_outputs=parts.task.num_outputs,
-        image_size=config.image_size, in_chans=1, mean=parts.spec.mean, std=parts.spec.std, dropout=config.dropout, crop=config.crop,
-        threshold=0.5, config=config_to_dict(config), data_source=str(config.data), data_fingerprint=data.fingerprint,
-        n_train=data.n_train, n_val=len(data.val), pneumo_version=__version__, torch_version=torch.__version__,
+        architecture=config.model,
+        task=config.task,
+        classes=list(parts.task.classes),
+        num_outputs=parts.task.num_outputs,
+        image_size=config.image_size,
+        in_chans=1,
+        mean=parts.spec.mean,
+        std=parts.spec.std,
+        dropout=config.dropout,
+        crop=config.crop,
+        threshold=0.5,
+        config=config_to_dict(config),
+        data_source=str(config.data),
+        data_fingerprint=data.fingerprint,
+        n_train=data.n_train,
+        n_val=len(data.val),
+        pneumo_version=__version__,
+        torch_version=torch.__version__,
     )
 
 
@@ -249,7 +277,9 @@ def _train_row(
         bad = int((~torch.isfinite(step_losses)).nonzero()[0])
         kept = f"; epoch {epoch - 1}'s checkpoint is in {checkpoints / 'last'}" if epoch > 1 else ""
         lr = parts.optimizer.defaults["lr"]
-        raise PneumoError(f"loss became {step_losses[bad].item()} at epoch {epoch}, step {bad + 1}; try a lower lr (now {lr}), amp=false, or check the data{kept}")
+        raise PneumoError(
+            f"loss became {step_losses[bad].item()} at epoch {epoch}, step {bad + 1}; try a lower lr (now {lr}), amp=false, or check the data{kept}"
+        )
     train_probs = torch.cat(dist.all_gather(torch.cat(probs).cpu()))
     train_targets = torch.cat(dist.all_gather(torch.cat(targets).cpu()))
     row = {"epoch": epoch, "lr": parts.optimizer.param_groups[0]["lr"], "train_loss": float(step_losses.mean())}
@@ -257,8 +287,16 @@ def _train_row(
 
 
 def end_epoch(
-    config: Config, run_dir: Path, parts: RunParts, data: TrainingData, so_far: RunSoFar, meta: CheckpointMeta,
-    row: dict[str, float], epoch_start: float, bar: Progress | None, log: Callable[[str], None],
+    config: Config,
+    run_dir: Path,
+    parts: RunParts,
+    data: TrainingData,
+    so_far: RunSoFar,
+    meta: CheckpointMeta,
+    row: dict[str, float],
+    epoch_start: float,
+    bar: Progress | None,
+    log: Callable[[str], None],
 ) -> ValidationPass | None:
     """Rank 0's end of an epoch: validate, append to history.csv, save last/ (weights and full
     state) and best/ when it improved, print the epoch's line. The last epoch's validation pass
@@ -279,7 +317,9 @@ def end_epoch(
 
     checkpoints = run_dir / "checkpoints"
     score = -row["val_loss"] if config.select_metric == "loss" else row[f"val_{config.select_metric}"]
-    save_checkpoint(checkpoints / "last", model, meta.replace(epoch=epoch, val_metrics={k: v for k, v in row.items() if k.startswith("val_")}))
+    save_checkpoint(
+        checkpoints / "last", model, meta.replace(epoch=epoch, val_metrics={k: v for k, v in row.items() if k.startswith("val_")})
+    )
     improved = not math.isnan(score) and score > so_far.best_score
     if improved:
         so_far.best_score, so_far.best_epoch = score, epoch

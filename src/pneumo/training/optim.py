@@ -1,4 +1,5 @@
 """The parts of a training step besides the network: device, class weights, optimiser, learning-rate schedule, EMA."""
+
 from __future__ import annotations
 
 import math

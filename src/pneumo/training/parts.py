@@ -1,4 +1,5 @@
 """The live objects of one training run, built from its config and data."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,13 +48,17 @@ class RunParts:
     @property
     def state(self) -> TrainingParts:
         """What a resumed run must get back bit for bit."""
-        return TrainingParts(self.model, self.optimizer, self.scheduler, self.ema, {"batches": self.batches.generator, "augment": self.augment_rng})
+        return TrainingParts(
+            self.model, self.optimizer, self.scheduler, self.ema, {"batches": self.batches.generator, "augment": self.augment_rng}
+        )
 
 
 def build_parts(config: Config, data: TrainingData, device: torch.device, log: Callable[[str], None], progress: bool = False) -> RunParts:
     """Everything a run's steps need, freshly initialised from the config's seed."""
     task, spec = get_task(config.task), model_spec(config.model)
-    model = create_model(config.model, num_outputs=task.num_outputs, image_size=config.image_size, dropout=config.dropout, crop=config.crop).to(device)
+    model = create_model(
+        config.model, num_outputs=task.num_outputs, image_size=config.image_size, dropout=config.dropout, crop=config.crop
+    ).to(device)
     model = model.to(memory_format=torch.channels_last)  # faster convolutions on CPU (oneDNN) and GPU
     # rank 0 validates, so it alone keeps the averaged weights
     ema = AveragedModel(model, multi_avg_fn=ema_update(config.ema), use_buffers=True) if config.ema and dist.is_main() else None
@@ -61,13 +66,21 @@ def build_parts(config: Config, data: TrainingData, device: torch.device, log: C
     step_model = _step_model(config, model, data.n_train, use_amp, device, log)
     weights = class_weights(data.y_train.cpu().numpy(), len(task.classes), config.balance).to(device)
     precision = "bf16 autocast" if use_amp else "fp32"
-    log(f"model: {config.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {precision} on {device.type}); class weights {[round(w, 3) for w in weights.tolist()]}")
+    log(
+        f"model: {config.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {precision} on {device.type}); class weights {[round(w, 3) for w in weights.tolist()]}"
+    )
     optimizer = make_optimizer(config, model)
     # each process takes its share of every batch: the batch over all of them is config.batch_size
     per_rank_batch = dist.per_rank_batch_size(config.batch_size)
     batches = ArrayBatches(
-        data.x_train, data.y_train, per_rank_batch, shuffle=True, seed=config.seed,
-        drop_last=data.n_train > config.batch_size, rank=dist.rank(), world_size=dist.world_size(),
+        data.x_train,
+        data.y_train,
+        per_rank_batch,
+        shuffle=True,
+        seed=config.seed,
+        drop_last=data.n_train > config.batch_size,
+        rank=dist.rank(),
+        world_size=dist.world_size(),
     )
     if dist.launched():
         log(f"torchrun: {dist.world_size()} processes, {per_rank_batch} images each per step; rank 0 validates and writes")
@@ -77,10 +90,14 @@ def build_parts(config: Config, data: TrainingData, device: torch.device, log: C
     calibrate_idx = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(config.seed))[: config.bn_recalibrate]
     x_calibrate = data.x_train[calibrate_idx.to(device)]
     distillation = distillation_data(config, data, device, progress, log)
-    return RunParts(task, spec, model, step_model, ema, optimizer, scheduler, batches, augment_rng, weights, x_calibrate, use_amp, distillation)
+    return RunParts(
+        task, spec, model, step_model, ema, optimizer, scheduler, batches, augment_rng, weights, x_calibrate, use_amp, distillation
+    )
 
 
-def _step_model(config: Config, model: torch.nn.Module, n_train: int, use_amp: bool, device: torch.device, log: Callable[[str], None]) -> torch.nn.Module:
+def _step_model(
+    config: Config, model: torch.nn.Module, n_train: int, use_amp: bool, device: torch.device, log: Callable[[str], None]
+) -> torch.nn.Module:
     """The model as a training step runs it: under torchrun DDP (BatchNorm stays per process,
     gradients are averaged), compiled with `compile`, or replayed from CUDA graphs on a GPU."""
     graphs = config.cuda_graphs and device.type == "cuda" and not config.compile

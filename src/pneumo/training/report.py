@@ -1,5 +1,6 @@
 """What a run reports: each epoch's history row, and at the end the chosen model with its
 threshold, the validation report, the feature statistics for the input checks and the plots."""
+
 from __future__ import annotations
 
 import platform
@@ -49,7 +50,19 @@ from pneumo.viz.figures import (
     roc_plot,
 )
 
-__all__ = ["FEATURE_STATS_MIN_IMAGES", "OperatingPoint", "ValidationPass", "epoch_metrics", "finish_run", "input_check_line", "operating_point", "validation_report", "validation_row", "write_figures", "write_model"]
+__all__ = [
+    "FEATURE_STATS_MIN_IMAGES",
+    "OperatingPoint",
+    "ValidationPass",
+    "epoch_metrics",
+    "finish_run",
+    "input_check_line",
+    "operating_point",
+    "validation_report",
+    "validation_row",
+    "write_figures",
+    "write_model",
+]
 
 FEATURE_STATS_MIN_IMAGES = 100  # fewer training images give no usable feature distribution
 INPUT_CHECK_FILMS = 600  # training films the input check is fitted on: at most this, or twice its feature width (see _check_sample)
@@ -70,7 +83,9 @@ def validation_row(val_probs: np.ndarray, y_val: np.ndarray, task: Task) -> dict
     return row | epoch_metrics("val", y_val, val_probs, task)
 
 
-def validation_report(val: list[Record], probs: np.ndarray, threshold: float, task: Task, train: list[Record], n_boot: int, seed: int) -> dict[str, Any]:
+def validation_report(
+    val: list[Record], probs: np.ndarray, threshold: float, task: Task, train: list[Record], n_boot: int, seed: int
+) -> dict[str, Any]:
     """Metrics of the chosen model on validation, with patient-clustered 95% CIs and the leak check."""
     report = metrics_report(val, probs, task, threshold, n_boot, seed)
     y, p = np.array([r.target(BINARY) for r in val]), pneumonia_probability(probs)
@@ -85,7 +100,9 @@ def validation_report(val: list[Record], probs: np.ndarray, threshold: float, ta
     return report
 
 
-def _calibration_summary(method: str, temperature: float, raw: dict[str, np.ndarray], calibrated: dict[str, np.ndarray], y: np.ndarray) -> dict[str, Any]:
+def _calibration_summary(
+    method: str, temperature: float, raw: dict[str, np.ndarray], calibrated: dict[str, np.ndarray], y: np.ndarray
+) -> dict[str, Any]:
     """ECE before and after the temperature, on validation and pooled over its shifted copies."""
 
     def ece(probs: dict[str, np.ndarray], names: list[str]) -> float:
@@ -94,9 +111,12 @@ def _calibration_summary(method: str, temperature: float, raw: dict[str, np.ndar
     every = list(raw)
     shifted = len(every) > 1  # without shifted copies there is nothing pooled to report
     return {
-        "method": method, "temperature": temperature,
-        "ece_before": ece(raw, ["none"]), "ece_after": ece(calibrated, ["none"]),
-        "ece_shifted_before": ece(raw, every) if shifted else None, "ece_shifted_after": ece(calibrated, every) if shifted else None,
+        "method": method,
+        "temperature": temperature,
+        "ece_before": ece(raw, ["none"]),
+        "ece_after": ece(calibrated, ["none"]),
+        "ece_shifted_before": ece(raw, every) if shifted else None,
+        "ece_shifted_after": ece(calibrated, every) if shifted else None,
     }
 
 
@@ -134,8 +154,16 @@ class OperatingPoint:
 
 
 def operating_point(
-    model: torch.nn.Module, meta: CheckpointMeta, data: TrainingData, calibration: str, threshold_method: Any, n_boot: int, seed: int,
-    batch_size: int = 256, progress: bool = False, done: ValidationPass | None = None,
+    model: torch.nn.Module,
+    meta: CheckpointMeta,
+    data: TrainingData,
+    calibration: str,
+    threshold_method: Any,
+    n_boot: int,
+    seed: int,
+    batch_size: int = 256,
+    progress: bool = False,
+    done: ValidationPass | None = None,
 ) -> OperatingPoint:
     """Calibrate a network on validation and its shifted copies, choose its threshold, and measure it there.
     `done`: a pass these weights just made over validation (the last epoch's), so it is not made again."""
@@ -159,7 +187,9 @@ def operating_point(
     # recipe chooses by them; `pneumo evaluate RUN/split.csv --split val --model RUN --shifts` gives them for any run
     uses_shifts = calibration == "shift" or threshold_method == "shift"
     x_val = data.x_val.cpu().numpy()
-    raw = shifted_probabilities(predict, x_val, progress=progress, unshifted=unshifted) if uses_shifts else {"none": unshifted}  # class probabilities, per shift
+    raw = (
+        shifted_probabilities(predict, x_val, progress=progress, unshifted=unshifted) if uses_shifts else {"none": unshifted}
+    )  # class probabilities, per shift
     temperature = choose_temperature(calibration, raw, data.y_val)
     calibrated = {name: apply_temperature(probs, temperature) for name, probs in raw.items()}
     shifted = {name: pneumonia_probability(probs) for name, probs in calibrated.items()}
@@ -186,15 +216,25 @@ def operating_point(
 
 def input_check_report(fit: CheckFit, outliers: OutlierFilms | None) -> dict[str, Any]:
     """What the input check is and what it was measured to do, for the validation report."""
-    out: dict[str, Any] = {"probe": fit.check.has_probe, "distance_limit": fit.check.distance_limit, "notes": fit.notes, "copy_flagged": fit.copy_flagged}
+    out: dict[str, Any] = {
+        "probe": fit.check.has_probe,
+        "distance_limit": fit.check.distance_limit,
+        "notes": fit.notes,
+        "copy_flagged": fit.copy_flagged,
+    }
     if fit.check.has_probe and outliers is not None:
         out |= {
             "probe_limit": fit.check.probe_limit,
             "outliers": str(outliers.folder),
-            "val_false_alarms": fit.val_flagged, "n_val": fit.n_val,
-            "val_false_alarm_rate": fit.val_flagged / fit.n_val, "val_false_alarm_ci95": wilson_interval(fit.val_flagged, fit.n_val),
-            "outliers_caught": fit.outliers_caught, "n_outliers": fit.n_outliers, "n_outlier_sources": fit.n_sources,
-            "outlier_catch_rate": fit.outliers_caught / fit.n_outliers, "outlier_catch_ci95": wilson_interval(fit.outliers_caught, fit.n_outliers),
+            "val_false_alarms": fit.val_flagged,
+            "n_val": fit.n_val,
+            "val_false_alarm_rate": fit.val_flagged / fit.n_val,
+            "val_false_alarm_ci95": wilson_interval(fit.val_flagged, fit.n_val),
+            "outliers_caught": fit.outliers_caught,
+            "n_outliers": fit.n_outliers,
+            "n_outlier_sources": fit.n_sources,
+            "outlier_catch_rate": fit.outliers_caught / fit.n_outliers,
+            "outlier_catch_ci95": wilson_interval(fit.outliers_caught, fit.n_outliers),
             "how": "false alarms: validation children, the probe's limit fitted on the other half; caught: outlier films scored by a probe fitted without their source (5 folds)",
         }
     return out
@@ -207,13 +247,21 @@ def input_check_line(check: dict[str, Any] | None) -> str:
     if "val_false_alarm_rate" not in check:
         return "input check: the feature distance only (" + "; ".join(check["notes"]) + ")"
     lo, hi = check["val_false_alarm_ci95"]
-    return (f"input check: {check['val_false_alarm_rate']:.1%} of validation children flagged (95% CI {lo:.1%}-{hi:.1%}), "
-            f"{check['outlier_catch_rate']:.0%} of {check['n_outliers']} outlier films from unseen sources caught")
+    return (
+        f"input check: {check['val_false_alarm_rate']:.1%} of validation children flagged (95% CI {lo:.1%}-{hi:.1%}), "
+        f"{check['outlier_catch_rate']:.0%} of {check['n_outliers']} outlier films from unseen sources caught"
+    )
 
 
 def write_model(
-    folder: Path, model: torch.nn.Module, point: OperatingPoint, data: TrainingData, outliers: OutlierFilms | None = None,
-    batch_size: int = 256, progress: bool = False, augment: AugmentConfig | None = None,
+    folder: Path,
+    model: torch.nn.Module,
+    point: OperatingPoint,
+    data: TrainingData,
+    outliers: OutlierFilms | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+    augment: AugmentConfig | None = None,
 ) -> dict[str, Any] | None:
     """Save the chosen model at its operating point with its input check, fitted on (a sample of) its
     training films, their augmented (`augment`, the recipe's) and shifted copies and, given outlier films,
@@ -225,9 +273,16 @@ def write_model(
         return None
     sample = _check_sample(data.x_train, feature_width(model))
     fit = fit_feature_check(
-        TorchModel(model, meta), sample, data.x_val, outliers.images if outliers is not None else None,
-        outliers.sources if outliers is not None else None, batch_size=batch_size, progress=progress, val_rows=point.val_rows,
-        train_views=inlier_views(sample, augment), shifted_val_rows=point.shifted_rows,
+        TorchModel(model, meta),
+        sample,
+        data.x_val,
+        outliers.images if outliers is not None else None,
+        outliers.sources if outliers is not None else None,
+        batch_size=batch_size,
+        progress=progress,
+        val_rows=point.val_rows,
+        train_views=inlier_views(sample, augment),
+        shifted_val_rows=point.shifted_rows,
     )
     save_feature_check(fit.check, folder)
     return input_check_report(fit, outliers)
@@ -274,13 +329,25 @@ def write_figures(folder: Path, point: OperatingPoint, data: TrainingData, title
     """roc.png, confusion.png and reliability.png of a model on validation."""
     report, meta = point.report, point.meta
     roc_plot((data.y_val > 0).astype(int), point.probability, folder / "roc.png", meta.threshold, title=f"Validation ROC ({title})")
-    confusion_plot(report["confusion_matrix"], ["NORMAL", "PNEUMONIA"], folder / "confusion.png", title=f"Validation, threshold {meta.threshold:.3g}")
-    reliability_plot(report["reliability"], report["ece"], folder / "reliability.png", title=f"Validation, temperature {meta.temperature:.3g}")
+    confusion_plot(
+        report["confusion_matrix"], ["NORMAL", "PNEUMONIA"], folder / "confusion.png", title=f"Validation, threshold {meta.threshold:.3g}"
+    )
+    reliability_plot(
+        report["reliability"], report["ece"], folder / "reliability.png", title=f"Validation, temperature {meta.temperature:.3g}"
+    )
 
 
 def finish_run(
-    config: Config, run_dir: Path, parts: RunParts, data: TrainingData, so_far: RunSoFar, meta: CheckpointMeta, started: float, n_boot: int,
-    progress: bool = False, last_pass: ValidationPass | None = None,
+    config: Config,
+    run_dir: Path,
+    parts: RunParts,
+    data: TrainingData,
+    so_far: RunSoFar,
+    meta: CheckpointMeta,
+    started: float,
+    n_boot: int,
+    progress: bool = False,
+    last_pass: ValidationPass | None = None,
 ) -> dict[str, Any]:
     """The run's model (best or last epoch) with a temperature and threshold chosen on validation,
     saved to `model/` with its feature statistics; the validation report, plots, and val_report.json last.
@@ -291,7 +358,16 @@ def finish_run(
         model.load_state_dict(load_file(str(run_dir / "checkpoints" / "best" / WEIGHTS)))
     done = last_pass if last_pass is not None and last_pass.epoch == chosen_epoch else None
     point = operating_point(
-        model, meta.replace(epoch=chosen_epoch), data, config.calibration, config.threshold, n_boot, config.seed, config.eval_batch_size, progress, done
+        model,
+        meta.replace(epoch=chosen_epoch),
+        data,
+        config.calibration,
+        config.threshold,
+        n_boot,
+        config.seed,
+        config.eval_batch_size,
+        progress,
+        done,
     )
     report = point.report
     report |= {"epoch": chosen_epoch, "seconds_total": time.perf_counter() - started}

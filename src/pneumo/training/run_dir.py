@@ -5,6 +5,7 @@ val_report.json, checkpoints/{last,best}/, model/) and is never overwritten sile
 `--overwrite` empties only a folder that is recognisably pneumo's (its config.yaml or meta.json)
 and holds nothing but the files pneumo writes (`RUN_LAYOUT`, `MODEL_LAYOUT`), and says so.
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,8 +23,15 @@ from pneumo.training.state import STATE, RunSoFar, saved_epoch
 from pneumo.utils.files import atomic_write, describe_size, output_folder, remove_stale_temps
 
 __all__ = [
-    "open_run", "prepare_run_dir", "resume_run_dir", "complete_best_copy", "write_history", "remove_leftover_temps",
-    "REPORT", "RUN_LAYOUT", "MODEL_LAYOUT",
+    "open_run",
+    "prepare_run_dir",
+    "resume_run_dir",
+    "complete_best_copy",
+    "write_history",
+    "remove_leftover_temps",
+    "REPORT",
+    "RUN_LAYOUT",
+    "MODEL_LAYOUT",
 ]
 
 prepare_run_dir = prepare_output_folder  # the run folder of `pneumo train` is one such output folder
@@ -41,7 +49,9 @@ def resume_run_dir(out: str | Path, config: Config | None) -> tuple[Path, Config
     if config is not None and config != saved:
         given, started = config_to_dict(config), config_to_dict(saved)
         changed = ", ".join(f"{k} (run: {started[k]!r}, given: {given[k]!r})" for k in started if given[k] != started[k])
-        raise PneumoError(f"the config differs from the one run {run_dir} started with in {changed}; a resumed run keeps its config: give no other")
+        raise PneumoError(
+            f"the config differs from the one run {run_dir} started with in {changed}; a resumed run keeps its config: give no other"
+        )
     last = run_dir / "checkpoints" / "last"
     done = saved_epoch(last) if (last / STATE).exists() else 0  # no state: the training loop says what it does
     if done >= saved.epochs and (run_dir / REPORT).exists():
@@ -73,7 +83,9 @@ def remove_leftover_temps(folder: Path, log: Callable[[str], None] = print) -> i
     (pneumo's names only, no symlink followed), saying how much in `log`; returns the bytes freed."""
     n_files, n_bytes = remove_stale_temps(folder, recursive=True)
     if n_files:
-        log(f"removed {n_files} temporary file{'s' if n_files > 1 else ''} ({describe_size(n_bytes)}) that interrupted writes left in {folder}")
+        log(
+            f"removed {n_files} temporary file{'s' if n_files > 1 else ''} ({describe_size(n_bytes)}) that interrupted writes left in {folder}"
+        )
     return n_bytes
 
 

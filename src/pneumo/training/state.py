@@ -15,6 +15,7 @@ generator and the history so far. They are stored beside the checkpoint in
 goes to a temporary file renamed into place, so a crash or a full disk at any moment leaves
 `state.json` naming a complete tensor file of the same epoch.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,7 +77,9 @@ def save_train_state(folder: str | Path, parts: TrainingParts, so_far: RunSoFar,
     name = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tensors_tmp = write_temp(folder / "state.safetensors", lambda path: save_file(_tensors(parts), str(path), metadata={"epoch": str(so_far.epoch)}))
+        tensors_tmp = write_temp(
+            folder / "state.safetensors", lambda path: save_file(_tensors(parts), str(path), metadata={"epoch": str(so_far.epoch)})
+        )
         sha = sha256_file(tensors_tmp)
         # named by content: rewriting the file state.json points at could only put the same bytes there
         name = f"state-{so_far.epoch:04d}-{sha[:12]}.safetensors"
@@ -102,7 +105,11 @@ def save_train_state(folder: str | Path, parts: TrainingParts, so_far: RunSoFar,
         for path in leftovers:  # a renamed tensor file is left by a failed commit; the temporaries by a failed rename
             if path is not None:
                 path.unlink(missing_ok=True)
-        then = "the state saved before it is intact: fix that (e.g. free disk space) and resume the run" if previous else "fix that (e.g. free disk space) and train again"
+        then = (
+            "the state saved before it is intact: fix that (e.g. free disk space) and resume the run"
+            if previous
+            else "fix that (e.g. free disk space) and train again"
+        )
         raise PneumoError(f"could not save the training state of epoch {so_far.epoch} in {folder} ({exc.strerror or exc}); {then}") from exc
     for stale in folder.glob("state-*.safetensors"):
         if stale.name != name:
@@ -138,7 +145,9 @@ def load_train_state(folder: str | Path, parts: TrainingParts, data_fingerprint:
         _restore(parts, record, tensors)
     except (KeyError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0]
-        raise PneumoError(f"the training state in {folder} does not fit this model and recipe ({first}); it was saved by another version of pneumo or another config") from None
+        raise PneumoError(
+            f"the training state in {folder} does not fit this model and recipe ({first}); it was saved by another version of pneumo or another config"
+        ) from None
     return RunSoFar(int(record["epoch"]), record["history"], float(record["best_score"]), int(record["best_epoch"]))
 
 
@@ -199,7 +208,9 @@ def _read_record(folder: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise PneumoError(f"{path} is not readable JSON ({exc}); train the run again from the start (--overwrite)") from None
     if record.get("format_version") != STATE_FORMAT_VERSION:
-        raise PneumoError(f"{path}: training state format {record.get('format_version')!r} is not supported (expected {STATE_FORMAT_VERSION}); resume with the pneumo version that started the run")
+        raise PneumoError(
+            f"{path}: training state format {record.get('format_version')!r} is not supported (expected {STATE_FORMAT_VERSION}); resume with the pneumo version that started the run"
+        )
     return record
 
 
@@ -218,7 +229,9 @@ def _read_tensors(folder: Path, record: dict[str, Any]) -> dict[str, torch.Tenso
     except (SafetensorError, OSError) as exc:
         raise PneumoError(f"{broken}: {path.name} is unreadable ({exc})") from None
     if epoch != str(record["epoch"]):
-        raise PneumoError(f"{broken}: {path.name} holds epoch {epoch} but {STATE} says epoch {record['epoch']}; train the run again from the start (--overwrite)")
+        raise PneumoError(
+            f"{broken}: {path.name} holds epoch {epoch} but {STATE} says epoch {record['epoch']}; train the run again from the start (--overwrite)"
+        )
     return tensors
 
 
@@ -228,4 +241,3 @@ def _committed_tensor_file(folder: Path) -> str | None:
         return str(json.loads((folder / STATE).read_text())["tensors"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-

@@ -7,6 +7,7 @@ final metrics, the pictures, the report and the model folder when asked (`pneumo
 `mlflow ui` opens. Both are in the `pneumo[track]` extra. A tracker failing mid-run never stops
 training: it says so once and goes quiet.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -23,7 +24,20 @@ __all__ = ["DEFAULT_MLFLOW_URI", "PICTURES", "Tracker", "open_trackers"]
 
 DEFAULT_MLFLOW_URI = "sqlite:///mlflow.db"
 PICTURES = ("history.png", "roc.png", "confusion.png", "reliability.png")  # what a finished run folder shows
-_FINAL_KEYS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "loss", "ece", "threshold", "epoch", "seconds_total")
+_FINAL_KEYS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "specificity",
+    "f1",
+    "roc_auc",
+    "pr_auc",
+    "loss",
+    "ece",
+    "threshold",
+    "epoch",
+    "seconds_total",
+)
 
 
 def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

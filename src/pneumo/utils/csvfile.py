@@ -25,6 +25,7 @@ Example:
     >>> text
     "path,p\\n'=1+1,-0.5\\n"
 """
+
 from __future__ import annotations
 
 import csv

@@ -6,6 +6,7 @@ Every failure to write is a `WriteError`: a `PneumoError` whose one line names t
 reason (the CLI prints it and exits 2), and an `OSError` with the errno, so code that cleans up
 after an `OSError` still does.
 """
+
 from __future__ import annotations
 
 import errno
@@ -24,8 +25,19 @@ from typing import Callable, Mapping, Optional
 from pneumo.errors import PneumoError
 
 __all__ = [
-    "atomic_write", "write_temp", "sha256_file", "shared_file_mode", "WriteError",
-    "output_file", "output_folder", "is_temp_name", "remove_stale_temps", "Layout", "KnownContents", "known_contents", "describe_size",
+    "atomic_write",
+    "write_temp",
+    "sha256_file",
+    "shared_file_mode",
+    "WriteError",
+    "output_file",
+    "output_folder",
+    "is_temp_name",
+    "remove_stale_temps",
+    "Layout",
+    "KnownContents",
+    "known_contents",
+    "describe_size",
 ]
 
 Writer = Callable[[Path], object]
@@ -165,9 +177,13 @@ def _refuse_non_regular(target: Path, what: str | None = None) -> None:
     label = f"{what} {target}" if what else str(target)
     kind = _kind(mode)
     if stat.S_ISDIR(mode):
-        raise WriteError(errno.EISDIR, f"{target} is a folder, not a file", str(target), f"{label} is a folder, not a file: give a file path")
+        raise WriteError(
+            errno.EISDIR, f"{target} is a folder, not a file", str(target), f"{label} is a folder, not a file: give a file path"
+        )
     raise WriteError(
-        errno.EINVAL, f"{target} is {kind}, not a regular file", str(target),
+        errno.EINVAL,
+        f"{target} is {kind}, not a regular file",
+        str(target),
         f"{label} is {kind}, not a regular file: pneumo writes a new file and renames it into place, which would replace it; give a file path",
     )
 
@@ -205,11 +221,21 @@ def output_folder(path: str | Path, what: str = "output folder") -> Path:
     path = Path(path)
     if os.path.lexists(path):
         if path.is_symlink() and not path.exists():
-            raise WriteError(errno.ENOENT, f"{path} is a symlink that leads nowhere", str(path), f"{what} {path} is a symlink that leads nowhere: give a folder")
+            raise WriteError(
+                errno.ENOENT,
+                f"{path} is a symlink that leads nowhere",
+                str(path),
+                f"{what} {path} is a symlink that leads nowhere: give a folder",
+            )
         mode = os.stat(path).st_mode
         if not stat.S_ISDIR(mode):
             kind = _kind(mode)
-            raise WriteError(errno.ENOTDIR, f"{path} is {kind}, not a folder", str(path), f"{what} {path} is {kind}, not a folder: give a folder to write into")
+            raise WriteError(
+                errno.ENOTDIR,
+                f"{path} is {kind}, not a folder",
+                str(path),
+                f"{what} {path} is {kind}, not a folder: give a folder to write into",
+            )
     problem = _unwritable_folder(path)
     if problem:
         raise WriteError(problem[0], problem[1], str(path), f"cannot write into {what} {path}: {problem[1]}" + _folder_hint(problem[0]))
@@ -316,7 +342,10 @@ def remove_stale_temps(
             dirs.clear()
         for name in files:
             ours = _TEMP.fullmatch(name)
-            if not ((ours and any(fnmatch.fnmatchcase(ours.group(1), t) for t in targets)) or (safetensors and _SAFETENSORS_TEMP.fullmatch(name))):
+            if not (
+                (ours and any(fnmatch.fnmatchcase(ours.group(1), t) for t in targets))
+                or (safetensors and _SAFETENSORS_TEMP.fullmatch(name))
+            ):
                 continue
             path = Path(here) / name
             try:
@@ -347,7 +376,9 @@ def _plan_removal(folder: Path, layout: Layout, what: str, top: Path, files: lis
         shown = path.relative_to(top)
         st = entry.stat(follow_symlinks=False)
         if entry.is_symlink():
-            raise PneumoError(f"{top} holds {shown}, a symlink, which {what} never has; refusing to delete it (move it out, or delete the folder yourself)")
+            raise PneumoError(
+                f"{top} holds {shown}, a symlink, which {what} never has; refusing to delete it (move it out, or delete the folder yourself)"
+            )
         if stat.S_ISREG(st.st_mode) and (is_temp_name(entry.name) or entry.name in _OS_JUNK):
             files.append((path, st.st_size))
             continue
@@ -359,7 +390,9 @@ def _plan_removal(folder: Path, layout: Layout, what: str, top: Path, files: lis
             dirs.append(path)
         else:
             kind = "/" if stat.S_ISDIR(st.st_mode) else ""
-            raise PneumoError(f"{top} holds {shown}{kind}, which {what} never has; refusing to delete it (move it out, or delete the folder yourself)")
+            raise PneumoError(
+                f"{top} holds {shown}{kind}, which {what} never has; refusing to delete it (move it out, or delete the folder yourself)"
+            )
 
 
 @dataclass
@@ -384,8 +417,12 @@ class KnownContents:
                 path.rmdir()
         except OSError as exc:
             where = exc.filename or self.folder
-            raise WriteError(exc.errno or errno.EIO, exc.strerror or str(exc), str(where),
-                             f"could not delete {where} ({exc.strerror or exc}) while emptying {self.folder}; delete it yourself") from exc
+            raise WriteError(
+                exc.errno or errno.EIO,
+                exc.strerror or str(exc),
+                str(where),
+                f"could not delete {where} ({exc.strerror or exc}) while emptying {self.folder}; delete it yourself",
+            ) from exc
 
 
 def known_contents(folder: str | Path, layout: Layout, what: str) -> KnownContents:
@@ -429,7 +466,9 @@ def read_json(path: str | Path, hint: str, max_bytes: int = MAX_JSON_BYTES) -> o
         if not stat.S_ISREG(info.st_mode):
             raise PneumoError(f"{path} is {_kind(info.st_mode)}, not a JSON file; {hint}")
         if info.st_size > max_bytes:
-            raise PneumoError(f"{path} is {describe_size(info.st_size)}, over the {describe_size(max_bytes)} a JSON file of pneumo's can be; {hint}")
+            raise PneumoError(
+                f"{path} is {describe_size(info.st_size)}, over the {describe_size(max_bytes)} a JSON file of pneumo's can be; {hint}"
+            )
         with path.open("rb") as fh:
             data = fh.read(max_bytes + 1)
     except OSError as exc:

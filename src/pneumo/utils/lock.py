@@ -4,6 +4,7 @@ Two `predict-archive` runs with the same `--out` would otherwise both append to 
 films). The lock is the kernel's (`flock`), so a killed process never leaves it held; the small
 `.NAME.lock` file it lives in is removed when the writer finishes.
 """
+
 from __future__ import annotations
 
 import os

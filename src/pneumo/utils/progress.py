@@ -1,4 +1,5 @@
 """The one progress display: quiet when asked to (tests, --quiet) or when output is not a terminal."""
+
 from __future__ import annotations
 
 from typing import Iterable, Iterator, TypeVar

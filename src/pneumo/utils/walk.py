@@ -7,6 +7,7 @@ inside it (or to a folder above it, or one already walked) is not, so a link loo
 walk nor list an image twice. A link that leads nowhere (dangling, or a loop) but has an image's
 name is listed, so that decoding reports it by name.
 """
+
 from __future__ import annotations
 
 import os

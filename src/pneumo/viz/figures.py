@@ -3,6 +3,7 @@
 Figures are `matplotlib.figure.Figure` objects drawn straight to PNG files, never through
 pyplot: importing this module leaves a notebook's matplotlib backend and open figures alone.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -114,8 +115,15 @@ def reliability_plot(bins: Sequence[dict], ece: float, path: str | Path, title: 
     centres = [(b["low"] + b["high"]) / 2 for b in bins]
     width = bins[0]["high"] - bins[0]["low"] if bins else 0.1
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
-    ax.bar([b["mean_probability"] for b in used], [b["observed"] - b["mean_probability"] for b in used], bottom=[b["mean_probability"] for b in used],
-           width=width * 0.8, color="C3", alpha=0.25, label="gap")
+    ax.bar(
+        [b["mean_probability"] for b in used],
+        [b["observed"] - b["mean_probability"] for b in used],
+        bottom=[b["mean_probability"] for b in used],
+        width=width * 0.8,
+        color="C3",
+        alpha=0.25,
+        label="gap",
+    )
     ax.plot([b["mean_probability"] for b in used], [b["observed"] for b in used], "o-", color="C0", label="observed")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -133,7 +141,13 @@ def reliability_plot(bins: Sequence[dict], ece: float, path: str | Path, title: 
 
 
 def cam_figure(
-    image: np.ndarray, heatmap: np.ndarray, probability: float, label: str, threshold: float, out: str | Path, title: str | None = None,
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    probability: float,
+    label: str,
+    threshold: float,
+    out: str | Path,
+    title: str | None = None,
     scale: str = "Grad-CAM x P(pneumonia)",
 ) -> Path:
     """The image beside its Grad-CAM overlay, with a colour bar and the verdict in the title.

@@ -1,4 +1,5 @@
 """The notebook's first look at the data: a 4x4 grid of a shuffled batch with class titles."""
+
 from __future__ import annotations
 
 from pathlib import Path
