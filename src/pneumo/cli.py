@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import importlib.util
 import json
@@ -783,15 +784,35 @@ def _fill_optional_values(argv: list[str]) -> list[str]:
     return out
 
 
+# an output that cannot take what is written (stdout on a full disk or /dev/full, a failing device)
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
+def _output_failed(exc: OSError) -> None:
+    """One line on stderr and exit 2; stdout is pointed at /dev/null first, so the interpreter's
+    own flush at exit does not fail again on what is still buffered."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    err_console.print(f"[bold red]error:[/] cannot write the output: {escape(exc.strerror or str(exc))}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2; Ctrl-C/SIGTERM exit 130."""
     signal.signal(signal.SIGTERM, _terminate)
     warnings.showwarning = _show_warning
     try:
         app(args=_fill_optional_values(sys.argv[1:]))  # Typer handles usage errors and turns Ctrl-C into exit code 130
-    except PneumoError as exc:
+    except PneumoError as exc:  # before OSError: a WriteError is both
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # one line, as it was written
         sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS:
+            raise
+        _output_failed(exc)
     except ModuleNotFoundError as exc:
         if exc.name in _SERVE_EXTRAS:
             err_console.print(
@@ -822,6 +843,13 @@ def main() -> None:
             err_console.print("interrupted: the partial download is kept; run the same command again to resume it")
         elif exc.code == 130:
             err_console.print("interrupted")
+        elif exc.code in (0, None):  # done: what is still buffered must reach stdout, or say why not
+            try:
+                sys.stdout.flush()
+            except OSError as failed:
+                if failed.errno not in _OUTPUT_ERRNOS:
+                    raise
+                _output_failed(failed)
         raise
     finally:
         # the command is done: exempt what it built from the collections the interpreter runs as it

@@ -453,3 +453,15 @@ def test_models_lists_the_architectures_and_upgrade_is_beside_it() -> None:
     shown = pneumo("models").stdout
     assert all(name in shown for name in ("seed_cnn", "resnet18_half", "densenet121"))
     assert "upgrade" in pneumo("models", "--help").stdout
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+@pytest.mark.parametrize("args", [["predict", "FILM"], ["predict", "FILM", "--json"], ["models"]], ids=["table", "json", "models"])
+def test_an_output_that_cannot_be_written_is_one_line(small_folder: Path, args: list[str]) -> None:
+    """stdout on /dev/full (a full disk): `error: cannot write the output: No space left on device`, exit 2, no traceback."""
+    film = sorted((small_folder / "NORMAL").glob("*.jpeg"))[0]
+    command = [sys.executable, "-m", "pneumo", *(str(film) if a == "FILM" else a for a in args)]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    assert proc.stderr.strip() == "error: cannot write the output: No space left on device"
