@@ -5,9 +5,10 @@ Accepted: a PIL image in any mode (through the file path's own conversion); enco
 format pneumo reads; an array or tensor 2-D grey [H, W], or 3-D colour [H, W, C] (numpy's order)
 or [C, H, W] (torch's), C = 1, 3 or 4, of bool, integers or floats. uint8 is taken as it is;
 floats within [0, 1] are scaled by 255; other numbers are stretched from their own min..max, as
-deep files are. Colour is reduced with ITU-R 601 luma; an alpha channel is dropped. Non-finite
-values, empty or one-value images and anything else are refused with a PneumoError that names
-what was given and what is accepted.
+deep files are. From there an image goes the way a file of its mode goes
+(`pneumo.data.io.to_uint8_gray`: ITU-R 601 luma, alpha dropped). Non-finite values, empty or
+one-value images and anything else are refused with a PneumoError that names what was given and
+what is accepted.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pneumo.data.io import ImageInfo, decode_image_with_info, rgb_colourfulness, to_uint8_gray
+from pneumo.data.io import ImageInfo, decode_image_with_info, pil_colourfulness, to_uint8_gray
 from pneumo.errors import PneumoError
 
 __all__ = ["ACCEPTED", "image_from_object", "is_in_memory_image"]
@@ -26,7 +27,6 @@ ACCEPTED = (
     "image files, folders or glob patterns (str or Path), or images in memory: numpy arrays or torch tensors "
     "[H, W] grey or [H, W, C] / [C, H, W] colour, PIL images, or encoded bytes"
 )
-_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def _max_pixels() -> int:
@@ -79,17 +79,10 @@ def _from_array(pixels: np.ndarray, name: str, tensor: bool) -> tuple[np.ndarray
     if height * width > _max_pixels():
         raise PneumoError(f"{name}: {width} x {height} pixels is more than pneumo decodes ({_max_pixels():,}); downscale it first")
     pixels = _to_uint8(pixels, name)
-    colourfulness, mode = 0.0, "L"
-    if pixels.ndim == 3:
-        colour = pixels[..., :3].astype(np.float64)
-        if colour.shape[-1] == 3:
-            colourfulness = rgb_colourfulness(pixels[..., :3])
-            mode = "RGBA" if pixels.shape[-1] == 4 else "RGB"
-            grey = np.rint(colour @ _LUMA).clip(0, 255).astype(np.uint8)
-        else:
-            grey = pixels[..., 0]
-        pixels = grey
-    return np.ascontiguousarray(pixels), ImageInfo("array", int(width), int(height), mode, colourfulness)
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    image = Image.fromarray(np.ascontiguousarray(pixels))  # L, RGB or RGBA: then the way a file of that mode goes
+    return to_uint8_gray(image, name), ImageInfo("array", int(width), int(height), image.mode, pil_colourfulness(image))
 
 
 def image_from_object(obj: Any, name: str) -> tuple[np.ndarray, ImageInfo]:
@@ -100,9 +93,7 @@ def image_from_object(obj: Any, name: str) -> tuple[np.ndarray, ImageInfo]:
         width, height = obj.size
         if width * height > _max_pixels():
             raise PneumoError(f"{name}: {width} x {height} pixels is more than pneumo decodes ({_max_pixels():,}); downscale it first")
-        grey_modes = obj.mode in ("1", "L", "LA", "I", "F") or obj.mode.startswith("I;")
-        colourfulness = 0.0 if grey_modes else rgb_colourfulness(np.asarray(obj.convert("RGB")))
-        return to_uint8_gray(obj, name), ImageInfo("PIL", width, height, obj.mode, colourfulness)
+        return to_uint8_gray(obj, name), ImageInfo("PIL", width, height, obj.mode, pil_colourfulness(obj))
     if _is_tensor(obj):
         return _from_array(obj.detach().cpu().numpy(), name, tensor=True)
     if isinstance(obj, np.ndarray):

@@ -190,7 +190,7 @@ def rgb_colourfulness(rgb: np.ndarray) -> float:
     return float((np.abs(r - g) + np.abs(g - b) + np.abs(r - b)).mean() / 3.0)
 
 
-def _pil_colourfulness(image: Image.Image) -> float:
+def pil_colourfulness(image: Image.Image) -> float:
     """Colourfulness of a loaded PIL image; 0.0 for modes without colour channels."""
     if image.mode not in _COLOUR_MODES:
         return 0.0
@@ -206,7 +206,7 @@ def _jpeg_colourfulness(data: bytes) -> float:
     with Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as image:
         image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
         image.load()
-        return _pil_colourfulness(image)
+        return pil_colourfulness(image)
 
 
 def _check_pixels(name: str, width: int, height: int, max_pixels: int | None) -> None:
@@ -270,7 +270,7 @@ def _decode_pil(data: bytes, name: str, size_hint: int | None, max_pixels: int |
             if mode in _COLOUR_MODES and image.mode not in _COLOUR_MODES:
                 colourfulness = _jpeg_colourfulness(data)  # the draft decoded luma only
             else:
-                colourfulness = _pil_colourfulness(image)
+                colourfulness = pil_colourfulness(image)
             orientation = _exif_orientation(image)
             if orientation != 1:  # a film stored sideways or mirrored, shown upright by any viewer
                 image = image.transpose(_ORIENT[orientation])

@@ -3,8 +3,8 @@ P(pneumonia) = 1 - P(normal), the label at the model's threshold, and the input 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,28 +18,49 @@ from pneumo.tasks import pneumonia_probability
 __all__ = ["classify", "classify_images"]
 
 
-def classify(files: list[Path], model: Model, batch_size: int = 32, strict: bool = False, abstain: bool = True) -> PredictionBatch:
+# reads one input as the model sees it: (the input, its name for messages, the model's size) -> (uint8 [S, S], what it was)
+Reader = Callable[[Any, str, int], tuple[np.ndarray, ImageInfo]]
+
+
+def _read_file(path: Any, name: str, size: int) -> tuple[np.ndarray, ImageInfo]:
+    return load_image_with_info(path, size)
+
+
+def classify(
+    files: Sequence[Any],
+    model: Model,
+    batch_size: int = 32,
+    strict: bool = False,
+    abstain: bool = True,
+    *,
+    names: Sequence[str] | None = None,
+    read: Reader = _read_file,
+    what: str = "files",
+) -> PredictionBatch:
     """Predictions for image files with any backend, in batches; see `classify_images` for `abstain`.
 
     A file that cannot be read is skipped and listed in `.skipped` (one bad file in an archive
     does not stop the batch); with `strict` it is an error. So is a batch with no readable file.
+    Other inputs (images in memory) take their own `read`, `names` and the `what` of messages;
+    each batch is read only when its turn comes, so at most one batch is held decoded.
     """
+    names = [str(f) for f in files] if names is None else list(names)
     results = PredictionBatch()
     for start in range(0, len(files), batch_size):
-        decoded, names = [], []
-        for f in files[start : start + batch_size]:
+        decoded, judged = [], []
+        for item, name in zip(files[start : start + batch_size], names[start : start + batch_size]):
             try:
-                decoded.append(load_image_with_info(f, model.image_size))
-                names.append(str(f))
+                decoded.append(read(item, name, model.image_size))
+                judged.append(name)
             except PneumoError as exc:
                 if strict:
                     raise PneumoError(f"{exc} (--strict stops at the first unreadable file)") from None
-                results.skipped.append((str(f), str(exc)))
+                results.skipped.append((name, str(exc)))
         if decoded:
-            results += classify_images(np.stack([image for image, _ in decoded]), [info for _, info in decoded], names, model, abstain)
+            results += classify_images(np.stack([image for image, _ in decoded]), [info for _, info in decoded], judged, model, abstain)
     if not results and results.skipped:
         first = "; ".join(message for _, message in results.skipped[:3])
-        raise PneumoError(f"none of the {len(results.skipped)} files could be read: {first}")
+        raise PneumoError(f"none of the {len(results.skipped)} {what} could be read: {first}")
     return results
 
 

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from pneumo.data.in_memory import ACCEPTED, image_from_object, is_in_memory_image
-from pneumo.data.io import check_image_file
+from pneumo.data.io import ImageInfo, check_image_file
 from pneumo.data.preprocess import resize_image
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model, PredictionBatch
-from pneumo.inference.classify import classify, classify_images
+from pneumo.inference.classify import classify
 from pneumo.inference.loading import BUNDLED_ONNX, bundled_model_dir, load_model
 from pneumo.utils.walk import expand_paths
 
@@ -72,28 +72,9 @@ def _check_options(batch_size: object, strict: object, abstain: object) -> None:
             raise PneumoError(f"{name} must be True or False; got {value!r}")
 
 
-def _predict_in_memory(
-    images: list[Any], model: str | Path | Model | None, batch_size: int, strict: bool, abstain: bool
-) -> PredictionBatch:
-    decoded, names, skipped = [], [], []
-    for i, item in enumerate(images):
-        name = f"<image {i}>"
-        try:
-            decoded.append(image_from_object(item, name))
-            names.append(name)
-        except PneumoError as exc:
-            if strict:
-                raise PneumoError(f"{exc} (strict stops at the first image that cannot be read)") from None
-            skipped.append((name, str(exc)))
-    if not decoded and skipped:
-        raise PneumoError(f"none of the {len(skipped)} images could be read: " + "; ".join(m for _, m in skipped[:3]))
-    loaded = load_model(model)
-    results = PredictionBatch(skipped=skipped)
-    for start in range(0, len(decoded), batch_size):
-        chunk = decoded[start : start + batch_size]
-        pixels = np.stack([resize_image(image, loaded.image_size) for image, _ in chunk])
-        results += classify_images(pixels, [info for _, info in chunk], names[start : start + batch_size], loaded, abstain)
-    return results
+def _read_in_memory(image: Any, name: str, size: int) -> tuple[np.ndarray, ImageInfo]:
+    pixels, info = image_from_object(image, name)
+    return resize_image(pixels, size), info
 
 
 def predict(
@@ -120,7 +101,8 @@ def predict(
     if any(in_memory):
         if not all(in_memory):
             raise PneumoError("give either paths or in-memory images in one call to predict, not both")
-        return _predict_in_memory(items, model, batch_size, bool(strict), bool(abstain))
+        names = [f"<image {i}>" for i in range(len(items))]
+        return classify(items, load_model(model), batch_size, bool(strict), bool(abstain), names=names, read=_read_in_memory, what="images")
     wrong = next(((i, item) for i, item in enumerate(items) if not isinstance(item, (str, os.PathLike))), None)
     if wrong is not None:
         raise PneumoError(f"predict needs {ACCEPTED}; item {wrong[0]} is a {type(wrong[1]).__name__}")
