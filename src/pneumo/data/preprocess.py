@@ -45,16 +45,24 @@ def load_image_with_info(path: str | Path, size: int) -> tuple[np.ndarray, Image
     return resize_image(pixels, size), info
 
 
-def check_image_batch(images: object, size: int, what: str = "the model", allow_empty: bool = True) -> np.ndarray:
-    """`images` as the uint8 [N, size, size] array stage 2 takes, or a PneumoError saying how to make one."""
-    images = np.asarray(images)
-    if images.ndim != 3 or images.shape[1:] != (size, size) or images.dtype != np.uint8 or (not allow_empty and len(images) == 0):
+def check_image_batch(
+    images: object, size: int, what: str = "the model", allow_empty: bool = True, keep_tensors: bool = False
+) -> np.ndarray:
+    """`images` as the uint8 [N, size, size] array stage 2 takes, or a PneumoError saying how to make one.
+    A torch tensor is checked where it is (on its device, not copied); with `keep_tensors` it is
+    returned as it is, otherwise as an array."""
+    tensor = type(images).__module__.split(".")[0] == "torch" and hasattr(images, "dim")
+    if not tensor:
+        images = np.asarray(images)
+    dtype, shape = str(images.dtype).removeprefix("torch."), tuple(images.shape)  # type: ignore[union-attr]
+    if len(shape) != 3 or shape[1:] != (size, size) or dtype != "uint8" or (not allow_empty and shape[0] == 0):
         least = "" if allow_empty else " with N >= 1"
+        given = f"a {dtype} tensor" if tensor else dtype
         raise PneumoError(
-            f"{what} needs uint8 images [N, {size}, {size}]{least}; got {images.dtype} {list(images.shape)}: "
+            f"{what} needs uint8 images [N, {size}, {size}]{least}; got {given} {list(shape)}: "
             f"load them with pneumo.data.preprocess.load_image(path, {size})"
         )
-    return images
+    return images if keep_tensors or not tensor else np.asarray(images)  # type: ignore[return-value]
 
 
 def normalise(batch: torch.Tensor, mean: float, std: float) -> torch.Tensor:

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from pneumo.data.preprocess import check_image_batch, normalise
-from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
 from pneumo.inference.checks import FeatureCheck
 from pneumo.inference.features import FeatureTap, feature_width, load_feature_check
@@ -75,15 +74,7 @@ class TorchModel(Model):
 
     def class_probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 256, progress: bool = False) -> np.ndarray:
         """uint8 [N, S, S] images at the model's size -> probabilities [N, n_classes]."""
-        size = self.image_size
-        if isinstance(images, torch.Tensor):  # e.g. validation films already on the device: checked there, not copied
-            if images.dtype != torch.uint8 or images.dim() != 3 or tuple(images.shape[1:]) != (size, size):
-                raise PneumoError(
-                    f"the model needs uint8 images [N, {size}, {size}]; got a {str(images.dtype).removeprefix('torch.')} tensor "
-                    f"{list(images.shape)}: load them with pneumo.data.preprocess.load_image(path, {size})"
-                )
-        else:
-            images = check_image_batch(images, self.image_size)
+        images = check_image_batch(images, self.image_size, keep_tensors=True)  # validation films stay on their device
         with net_lock(self.net):  # eval mode is set and restored around the pass: one thread at a time
             return class_probabilities(
                 self.net,
