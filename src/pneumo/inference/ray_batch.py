@@ -93,10 +93,10 @@ def predict_archive_ray(
         raise PneumoError(f"no image files found in {source}")
     writer = ResultWriter.open(out)
     started = not ray.is_initialized()
-    if started:
-        ray.init(address=address)
-    start = time.perf_counter()
     try:
+        if started:
+            ray.init(address=address)
+        start = time.perf_counter()
         results = ray.data.from_items(paths).map_batches(
             _Predictor,
             fn_constructor_kwargs={"onnx": onnx_path.with_suffix(".onnx").read_bytes(), "export": export, "threads": 1},
@@ -105,12 +105,12 @@ def predict_archive_ray(
             compute=ray.data.ActorPoolStrategy(size=concurrency),
             num_cpus=1,
         )
-        with writer:
-            for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-                rows = list(zip(batch["path"], batch["prediction"], batch["error"]))
-                writer.write([_prediction(p) for _, p, _ in rows if p], [(path, error) for path, _, error in rows if error])
+        for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+            rows = list(zip(batch["path"], batch["prediction"], batch["error"]))
+            writer.write([_prediction(p) for _, p, _ in rows if p], [(path, error) for path, _, error in rows if error])
         seconds = time.perf_counter() - start
     finally:
+        writer.close()  # its output lock too, whatever stopped the run (ray.init included)
         if started:
             ray.shutdown()
     if not writer.n_done:
