@@ -80,22 +80,14 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
+def child_command(source: Path, out: Path, backend: str, args: argparse.Namespace, resume: bool = False) -> list[str]:
+    """This script as a child predicting `source` into `out`."""
+    command = [sys.executable, __file__, "--child", "--source", str(source), "--out", str(out), "--backend", backend]
+    return command + ["--batch", str(args.batch), "--workers", str(args.workers)] + (["--resume"] if resume else [])
+
+
 def run_child(source: Path, out: Path, backend: str, args: argparse.Namespace, resume: bool = False) -> dict:
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        "--source",
-        str(source),
-        "--out",
-        str(out),
-        "--backend",
-        backend,
-        "--batch",
-        str(args.batch),
-        "--workers",
-        str(args.workers),
-    ] + (["--resume"] if resume else [])
+    command = child_command(source, out, backend, args, resume)
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"run failed:\n{result.stderr[-3000:]}")
@@ -104,21 +96,7 @@ def run_child(source: Path, out: Path, backend: str, args: argparse.Namespace, r
 
 def kill_and_resume(source: Path, out: Path, args: argparse.Namespace) -> tuple[list, bool]:
     """SIGKILL a run mid-way, resume it, and check the output lists every file exactly once."""
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        "--source",
-        str(source),
-        "--out",
-        str(out),
-        "--backend",
-        "onnx",
-        "--batch",
-        str(args.batch),
-        "--workers",
-        str(args.workers),
-    ]
+    command = child_command(source, out, "onnx", args)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(args.kill_after)
     os.kill(process.pid, signal.SIGKILL)
