@@ -612,3 +612,9 @@ def test_an_override_value_over_the_limit_is_refused() -> None:
 def test_an_override_that_is_not_a_string_is_refused() -> None:
     with pytest.raises(PneumoError, match="key=value"):
         load_config("seed", [3])  # type: ignore[list-item]
+
+
+def test_a_student_may_keep_its_teachers_threshold_only_when_it_has_a_teacher() -> None:
+    assert load_config("default", ["teacher=bundled", "threshold=teacher"]).threshold == "teacher"
+    with pytest.raises(PneumoError, match="threshold' is teacher, but no teacher is set"):
+        load_config("default", ["threshold=teacher"])

@@ -95,8 +95,10 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     select: str = "best"  # checkpoint used as the run's model: "best" by select_metric, or "last"
     select_metric: str = "roc_auc"  # "roc_auc" | "loss" | "accuracy"
-    # a number; "youden" (max sensitivity + specificity on validation); or "shift" (best mean
-    # balanced accuracy over validation under simulated acquisition shifts, see robustness.py)
+    # a number; "youden" (max sensitivity + specificity on validation); "shift" (best mean
+    # balanced accuracy over validation under simulated acquisition shifts, see robustness.py); or
+    # "teacher" (a distilled student keeps its teacher's operating point: it learnt the teacher's
+    # calibrated probabilities, so the same threshold gives it the teacher's sensitivity/specificity balance)
     threshold: Any = 0.5
     # temperature scaling of the logits: "none", "val" (fitted on validation), or "shift" (on
     # validation and its shifted copies together, see pneumo.evaluation.calibration)
@@ -208,7 +210,7 @@ RULES: dict[str, Rule] = {
     "crop": Rule(str, choices=("none", "content")),
     "select": Rule(str, choices=("best", "last")),
     "select_metric": Rule(str, choices=("roc_auc", "loss", "accuracy")),
-    "threshold": Rule(float, 0, 1, choices=("youden", "shift"), why="the decision threshold on P(pneumonia)"),
+    "threshold": Rule(float, 0, 1, choices=("youden", "shift", "teacher"), why="the decision threshold on P(pneumonia)"),
     "calibration": Rule(str, choices=("none", "val", "shift")),
     "outliers": Rule(str, 1, 4096, why="a folder, 'auto' or 'none'"),
     "teacher": Rule(str, 1, 4096, why="none, bundled, or a run or model folder"),
@@ -333,6 +335,8 @@ def _coerce(cfg: Config) -> Config:
         setattr(target, name, _check(key, rule, getattr(target, name)))
     if cfg.warmup_epochs > cfg.epochs:
         raise PneumoError(f"config key 'warmup_epochs' must be at most epochs ({cfg.epochs}); got {_short(cfg.warmup_epochs)}")
+    if cfg.threshold == "teacher" and cfg.teacher == "none":
+        raise PneumoError("config key 'threshold' is teacher, but no teacher is set; set teacher, or choose a number, youden or shift")
     return cfg
 
 

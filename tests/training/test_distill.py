@@ -94,9 +94,16 @@ def test_a_teacher_of_another_task_or_no_teacher_at_all_is_refused(config, tmp_p
         load_teacher(str(tmp_path / "nope"), "binary")
 
 
-def test_a_run_learns_from_its_teacher_and_says_so(config, tmp_path: Path) -> None:
-    result = train(config, out=tmp_path / "run", progress=False, log=lambda _: None, n_boot=50)
+def test_a_run_learns_from_its_teacher_and_keeps_its_operating_point(config, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from pneumo.inference.loading import load_model
+
+    result = train(replace(config, threshold="teacher"), out=tmp_path / "run", progress=False, log=lambda _: None, n_boot=50)
     assert result.report["distillation"]["teacher"].startswith("bundled") and result.report["distillation"]["views"] == 2
+    teacher_threshold = load_model(backend="torch").threshold
+    assert result.report["threshold"] == result.report["distillation"]["teacher_threshold"] == teacher_threshold
+    assert load_model(tmp_path / "run", backend="torch").threshold == teacher_threshold
     assert result.report["roc_auc"] > 0.8  # 3 epochs at 64 px on 96 films: it learned something
     assert isinstance(result.report["distillation"]["weight"], float)
     assert Distillation.__doc__

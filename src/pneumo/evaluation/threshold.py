@@ -12,7 +12,7 @@ from pneumo.errors import PneumoError
 
 __all__ = ["THRESHOLD_METHODS", "youden_threshold", "shift_threshold", "choose_threshold"]
 
-THRESHOLD_METHODS = ("youden", "shift")  # besides a number in [0, 1]
+THRESHOLD_METHODS = ("youden", "shift")  # besides a number in [0, 1]; a distilled student may also take "teacher" (config.py)
 
 
 def youden_threshold(y_true: Sequence[int], prob: Sequence[float]) -> float:

@@ -52,6 +52,7 @@ class Distillation:
     weight: float
     temperature: float
     teacher: str  # what the teacher is: its folder (or "bundled") and metadata checksum
+    threshold: float  # the teacher's decision threshold, for `threshold: teacher`
 
     def batch(self, epoch: int, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Films `idx`'s views for `epoch` (view (epoch + i) mod V of film i), and the teacher's probabilities for them."""
@@ -59,7 +60,13 @@ class Distillation:
         return self.views[view, idx], self.probabilities[view, idx]
 
     def summary(self) -> dict[str, object]:
-        return {"teacher": self.teacher, "views": int(self.views.shape[0]), "weight": self.weight, "temperature": self.temperature}
+        return {
+            "teacher": self.teacher,
+            "views": int(self.views.shape[0]),
+            "weight": self.weight,
+            "temperature": self.temperature,
+            "teacher_threshold": self.threshold,
+        }
 
 
 def load_teacher(name: str, task: str) -> TorchModel:
@@ -148,4 +155,5 @@ def distillation_data(
         config.distill_weight,
         config.distill_temperature,
         f"{name} ({teacher.meta.architecture}, meta {teacher.meta.meta_sha256[:12]})",
+        teacher.threshold,
     )

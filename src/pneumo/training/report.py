@@ -362,7 +362,7 @@ def finish_run(
         meta.replace(epoch=chosen_epoch),
         data,
         config.calibration,
-        config.threshold,
+        parts.distillation.threshold if config.threshold == "teacher" and parts.distillation is not None else config.threshold,
         n_boot,
         config.seed,
         config.eval_batch_size,
