@@ -121,17 +121,36 @@ def test_rgb_png_coloured_uses_luma(tmp_path: Path, gray: np.ndarray) -> None:
     assert np.abs(image.astype(float) - luma).max() <= 1.0
 
 
-def test_rgba_png_drops_alpha(tmp_path: Path, gray: np.ndarray) -> None:
+def test_an_image_with_alpha_is_seen_as_a_viewer_on_black_shows_it(tmp_path: Path, gray: np.ndarray) -> None:
     alpha = np.tile(np.linspace(0, 255, gray.shape[1]).astype(np.uint8), (gray.shape[0], 1))
     rgba = np.stack([gray, gray, gray, alpha], axis=-1)
-    path = _save(Image.fromarray(rgba, "RGBA"), tmp_path / "rgba.png", "PNG")
-    assert np.array_equal(read_image(path), gray)
+    image, info = read_image_with_info(_save(Image.fromarray(rgba, "RGBA"), tmp_path / "rgba.png", "PNG"))
+    np.testing.assert_allclose(image, gray * (alpha / 255.0), atol=1.01)  # composited on black
+    assert info.transparent == pytest.approx(0.5, abs=0.05)  # the left half is under alpha 128
+    opaque = np.stack([gray, gray, gray, np.full_like(gray, 255)], axis=-1)
+    image, info = read_image_with_info(_save(Image.fromarray(opaque, "RGBA"), tmp_path / "opaque.png", "PNG"))
+    assert np.array_equal(image, gray) and info.transparent == 0.0
 
 
-def test_gray_alpha_png(tmp_path: Path, gray: np.ndarray) -> None:
-    la = Image.merge("LA", [Image.fromarray(gray), Image.new("L", (gray.shape[1], gray.shape[0]), 128)])
-    path = _save(la, tmp_path / "la.png", "PNG")
-    assert np.array_equal(read_image(path), gray)
+def test_a_transparent_film_is_black_and_says_so(tmp_path: Path, gray: np.ndarray) -> None:
+    from pneumo.inference.checks import rule_warnings, warning_kind
+
+    height, width = gray.shape
+    mostly_clear = np.zeros_like(gray)
+    mostly_clear[:, : width // 4] = 255  # three quarters transparent
+    for mode, bands in (("RGBA", [gray, gray, gray]), ("LA", [gray])):
+        clear = Image.merge(mode, [Image.fromarray(b) for b in bands] + [Image.new("L", (width, height), 0)])
+        with pytest.raises(PneumoError, match="image is transparent: nothing is left of it"):
+            read_image_with_info(_save(clear, tmp_path / f"clear-{mode}.png", "PNG"))
+        mostly = Image.merge(mode, [Image.fromarray(b) for b in bands] + [Image.fromarray(mostly_clear)])
+        image, info = read_image_with_info(_save(mostly, tmp_path / f"mostly-{mode}.png", "PNG"))
+        assert image[:, width // 4 :].max() == 0 and np.array_equal(image[:, : width // 4], gray[:, : width // 4])
+        assert info.transparent == pytest.approx(0.75, abs=0.03)
+        assert [warning_kind(w) for w in rule_warnings(info)] == ["transparent image"]
+    half = Image.merge("LA", [Image.fromarray(gray), Image.new("L", (gray.shape[1], gray.shape[0]), 128)])
+    image, info = read_image_with_info(_save(half, tmp_path / "la.png", "PNG"))
+    np.testing.assert_allclose(image, gray * (128 / 255), atol=1.01)
+    assert info.transparent == 0.0 and rule_warnings(info) == []
 
 
 def test_16bit_png_is_stretched(tmp_path: Path, gray: np.ndarray) -> None:
@@ -922,6 +941,7 @@ def test_image_info_to_dict_is_json() -> None:
         "body_part",
         "view_position",
         "patient_age_years",
+        "transparent",
     ]
     assert json.loads(json.dumps(as_dict)) == as_dict
     assert ImageInfo(**as_dict) == info

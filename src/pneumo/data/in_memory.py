@@ -6,7 +6,7 @@ format pneumo reads; an array or tensor 2-D grey [H, W], or 3-D colour [H, W, C]
 or [C, H, W] (torch's), C = 1, 3 or 4, of bool, integers or floats. uint8 is taken as it is;
 floats within [0, 1] are scaled by 255; other numbers are stretched from their own min..max, as
 deep files are. From there an image goes the way a file of its mode goes
-(`pneumo.data.io.to_uint8_gray`: ITU-R 601 luma, alpha dropped). Non-finite values, empty or
+(`pneumo.data.io.to_uint8_gray`: ITU-R 601 luma, alpha composited on black). Non-finite values, empty or
 one-value images and anything else are refused with a PneumoError that names what was given and
 what is accepted.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pneumo.data.io import ImageInfo, decode_image_with_info, pil_colourfulness, to_uint8_gray
+from pneumo.data.io import ImageInfo, decode_image_with_info, pil_colourfulness, to_uint8_gray, transparent_share
 from pneumo.errors import PneumoError
 
 __all__ = ["ACCEPTED", "image_from_object", "is_in_memory_image"]
@@ -82,7 +82,8 @@ def _from_array(pixels: np.ndarray, name: str, tensor: bool) -> tuple[np.ndarray
     if pixels.ndim == 3 and pixels.shape[-1] == 1:
         pixels = pixels[..., 0]
     image = Image.fromarray(np.ascontiguousarray(pixels))  # L, RGB or RGBA: then the way a file of that mode goes
-    return to_uint8_gray(image, name), ImageInfo("array", int(width), int(height), image.mode, pil_colourfulness(image))
+    info = ImageInfo("array", int(width), int(height), image.mode, pil_colourfulness(image), transparent=transparent_share(image))
+    return to_uint8_gray(image, name), info
 
 
 def image_from_object(obj: Any, name: str) -> tuple[np.ndarray, ImageInfo]:
@@ -93,7 +94,8 @@ def image_from_object(obj: Any, name: str) -> tuple[np.ndarray, ImageInfo]:
         width, height = obj.size
         if width * height > _max_pixels():
             raise PneumoError(f"{name}: {width} x {height} pixels is more than pneumo decodes ({_max_pixels():,}); downscale it first")
-        return to_uint8_gray(obj, name), ImageInfo("PIL", width, height, obj.mode, pil_colourfulness(obj))
+        info = ImageInfo("PIL", width, height, obj.mode, pil_colourfulness(obj), transparent=transparent_share(obj))
+        return to_uint8_gray(obj, name), info
     if _is_tensor(obj):
         return _from_array(obj.detach().cpu().numpy(), name, tensor=True)
     if isinstance(obj, np.ndarray):

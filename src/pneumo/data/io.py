@@ -97,6 +97,8 @@ _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 _PIXEL_DATA_TAG_BIG_ENDIAN = b"\x7f\xe0\x00\x10"
 # PIL modes whose channels can differ; colourfulness is measured on an RGB copy of these.
 _COLOUR_MODES = frozenset({"RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "P", "PA"})
+# PIL modes with an alpha channel (a palette image may have one too: its "transparency" entry).
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # Colourfulness is a mean over the image: a copy at most this many pixels a side estimates it well.
 _COLOUR_SIDE = 64
 
@@ -122,6 +124,7 @@ class ImageInfo:
     body_part: str | None = None
     view_position: str | None = None
     patient_age_years: float | None = None  # DICOM (0010,1010), e.g. "004Y", "018M"; "62" read as years
+    transparent: float = 0.0  # share of the picture at least half transparent (alpha below 128); it is judged as shown on black
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable fields, for reports."""
@@ -164,8 +167,9 @@ def _stretch_to_uint8(pixels: np.ndarray, name: str = "<image>", exclude: np.nda
 def to_uint8_gray(image: Image.Image, name: str = "<image>") -> np.ndarray:
     """Single-channel uint8 from any PIL mode.
 
-    Colour is reduced with ITU-R 601 luma (identical channels stay as they are); alpha is
-    dropped; 16-bit, 32-bit and float images are stretched from their own min..max, because
+    Colour is reduced with ITU-R 601 luma (identical channels stay as they are); an image with
+    alpha is composited on black first, as a viewer on a dark background shows it (the pixels
+    under a transparent area are not part of the picture); 16-bit, 32-bit and float images are stretched from their own min..max, because
     their bit depth in use (often 10-12 bits) is not recorded in the file; a few NaN or infinite
     float pixels are left out of the stretch and shown black, more are refused (see
     `MAX_NON_FINITE_FRACTION`), as is a deep image whose pixels are all the same. `name` is
@@ -177,9 +181,27 @@ def to_uint8_gray(image: Image.Image, name: str = "<image>") -> np.ndarray:
         return np.asarray(image, dtype=np.uint8)
     if image.mode == "1":
         image = image.convert("L")
+    elif _has_alpha(image):
+        image = Image.alpha_composite(Image.new("RGBA", image.size, (0, 0, 0, 255)), image.convert("RGBA")).convert("RGB")
     elif image.mode != "RGB":
         image = image.convert("RGB")  # RGBA, LA, PA, P, CMYK, YCbCr, La, RGBa, LAB, HSV...
     return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info)
+
+
+def transparent_share(image: Image.Image) -> float:
+    """The share of the picture at least half transparent, on a strided copy; 0.0 for an image without alpha."""
+    if not _has_alpha(image):
+        return 0.0
+    width, height = image.size
+    step = max(1, -(-max(width, height) // _COLOUR_SIDE))
+    if step > 1:
+        image = image.resize((max(1, width // step), max(1, height // step)), Image.Resampling.NEAREST)
+    alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+    return float((alpha < 128).mean()) if alpha.size else 0.0
 
 
 def rgb_colourfulness(rgb: np.ndarray) -> float:
@@ -271,6 +293,7 @@ def _decode_pil(data: bytes, name: str, size_hint: int | None, max_pixels: int |
                 colourfulness = _jpeg_colourfulness(data)  # the draft decoded luma only
             else:
                 colourfulness = pil_colourfulness(image)
+            transparent = transparent_share(image)
             orientation = _exif_orientation(image)
             if orientation != 1:  # a film stored sideways or mirrored, shown upright by any viewer
                 image = image.transpose(_ORIENT[orientation])
@@ -286,7 +309,7 @@ def _decode_pil(data: bytes, name: str, size_hint: int | None, max_pixels: int |
         raise _not_supported(data, name) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise PneumoError(f"{name}: image is damaged or truncated ({exc})") from None
-    return pixels, ImageInfo(fmt, width, height, mode, colourfulness, frames)
+    return pixels, ImageInfo(fmt, width, height, mode, colourfulness, frames, transparent=transparent)
 
 
 def _tag_text(value: object) -> str | None:
@@ -520,6 +543,8 @@ def decode_image_with_info(
     else:
         pixels, info = _decode_pil(data, name, size_hint, max_pixels)
     if pixels.size and pixels.min() == pixels.max():  # deep images were refused so by the stretch already
+        if info.transparent > 0.5:
+            raise PneumoError(f"{name}: image is transparent: nothing is left of it on a black background; export the film without alpha")
         raise PneumoError(f"{name}: image is blank: every pixel has the value {pixels.flat[0]}; check that the right image was exported")
     return pixels, info
 

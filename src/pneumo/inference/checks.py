@@ -60,6 +60,8 @@ MAX_COLOURFULNESS = 20.0
 # Chest films and detectors run from 24x30 cm portrait to 43x35 landscape (0.8-1.25) and
 # crops of them a little further; 1:2 either way is a strip, a screenshot or a montage.
 ASPECT_RANGE = (0.5, 2.0)
+# Over half the picture transparent: what is left after compositing on black is mostly black, not a film.
+MAX_TRANSPARENT = 0.5
 # A side under 64 px is a thumbnail: the model sees it upscaled >3x to 224 px, with no lung texture left.
 MIN_SIDE = 64
 
@@ -102,6 +104,9 @@ def rule_warnings(info: ImageInfo) -> list[str]:
         out.append(f"the file holds {info.frames} frames (a series or a cine loop, not one radiograph): {_MEANINGLESS}")
     if info.colourfulness > MAX_COLOURFULNESS:
         out.append(f"the image is in colour (colourfulness {info.colourfulness:.0f}); radiographs are grey: {_MEANINGLESS}")
+    transparent = getattr(info, "transparent", 0.0)
+    if transparent > MAX_TRANSPARENT:
+        out.append(f"{transparent:.0%} of the image is transparent (judged as shown on black): {_MEANINGLESS}")
     lo, hi = ASPECT_RANGE
     if info.height > 0 and not lo <= info.width / info.height <= hi:
         out.append(f"the image is {info.width}x{info.height} px, too elongated for a chest film: {_MEANINGLESS}")
@@ -118,6 +123,7 @@ _KINDS = (
     ("the patient is", "patient older than 16"),
     ("the file holds", "several frames"),
     ("the image is in colour", "colour image"),
+    ("of the image is transparent", "transparent image"),
     ("too elongated", "elongated image"),
     ("too small to show", "thumbnail"),
     ("looks unlike the chest X-rays", "unlike the training films"),
