@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from pneumo.data.layout import Dataset, Record, discover, parse_filename
 from pneumo.data.split import write_split
 from pneumo.errors import PneumoError
-from tests.conftest import pick
+from pneumo.data.summary import summarize
+from tests.conftest import SAMPLES, pick
 
 # --- parse_filename -------------------------------------------------------------------------
 
@@ -126,6 +127,48 @@ def test_class_folders_any_case(tmp_path: Path, shared_data: Path) -> None:
             assert r.pathogen in r.path.name
 
 
+def _class_folders(root: Path, normal: str = "NORMAL", pneumonia: str = "PNEUMONIA", n: int = 2) -> Path:
+    for label, name in (("NORMAL", normal), ("PNEUMONIA", pneumonia)):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for f in pick(label, n):
+            shutil.copy(f, root / name / f.name)
+    return root
+
+
+def test_films_named_oddly_are_found_and_what_is_not_an_image_is_reported(tmp_path: Path, shared_data: Path) -> None:
+    root = _class_folders(tmp_path / "data")
+    film = pick("NORMAL", 1, offset=5)[0]
+    shutil.copy(film, root / "NORMAL" / (film.name + " "))  # a trailing blank
+    shutil.copy(SAMPLES / "dicom" / "cr_chest_pa_monochrome1.dcm", root / "PNEUMONIA" / "IM000000")  # PACS: no extension
+    (root / "PNEUMONIA" / "README").write_text("films from the ward, 2024")
+    ds = discover(root)
+    names = {label: [r.path.name for r in ds.split(None) if r.label == label] for label in ("NORMAL", "PNEUMONIA")}
+    assert film.name + " " in names["NORMAL"] and "IM000000" in names["PNEUMONIA"]
+    assert [p.name for p in ds.left_out] == ["README"]
+    summary = summarize(root, check_images=True, progress=False)
+    assert any("1 files in the class folders are not images and were left out (e.g. README)" in w for w in summary["warnings"])
+    assert not summary.get("unreadable")  # both odd names decode
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: _class_folders(_class_folders(root), normal="normal", n=1), "has both NORMAL/ and normal/"),
+        (lambda root: (_class_folders(root / "train"), _class_folders(root / "Train", n=1)), "has both Train/ and train/"),
+        (lambda root: (_class_folders(root), _class_folders(root / "train", n=1)), "and a split folder train/ beside them"),
+        (
+            lambda root: (_class_folders(root), _class_folders(root / "NORMAL", normal="x", n=1)),
+            r"holds another class's folder \(PNEUMONIA/, 1 images\)",
+        ),
+    ],
+    ids=["class folders differing in case", "split folders differing in case", "class folders beside train/", "a class inside another"],
+)
+def test_an_ambiguous_layout_is_an_error_that_says_what_was_found(tmp_path: Path, shared_data: Path, make, message: str) -> None:
+    make(tmp_path / "data")
+    with pytest.raises(PneumoError, match=message):
+        discover(tmp_path / "data")
+
+
 # --- manifests --------------------------------------------------------------------------------
 
 
@@ -167,6 +210,27 @@ def test_manifest_without_split(tmp_path: Path, shared_data: Path, monkeypatch: 
     assert [r.pathogen for r in records] == expected_pathogens
     assert [r.patient_id for r in records] == [f"child{i}" for i in range(len(rows))]
     assert [r.target("pathogen") for r in records] == [0, 0, 1, 2, 1, 2]
+
+
+def test_a_manifest_names_a_split_on_every_row_and_its_usual_names_are_understood(tmp_path: Path, shared_data: Path) -> None:
+    rows = _manifest_rows(tmp_path)
+    manifest = tmp_path / "manifest.csv"
+    splits = ["Training", "validation", "test", "train", "valid", "train"]
+    manifest.write_text("path,label,split\n" + "".join(f"{p.as_posix()},{label},{s}\n" for (p, label, _), s in zip(rows, splits)))
+    ds = discover(manifest)
+    assert {k: len(v) for k, v in ds.splits.items()} == {"train": 3, "val": 2, "test": 1}
+    splits[2], splits[4] = "", " "  # no split: their films would be dropped from training and validation alike
+    manifest.write_text("path,label,split\n" + "".join(f"{p.as_posix()},{label},{s}\n" for (p, label, _), s in zip(rows, splits)))
+    with pytest.raises(PneumoError, match=r"2 rows with a blank split \(line 4, line 6\) among rows of train, val"):
+        discover(manifest)
+
+
+def test_a_manifest_naming_a_column_twice_is_refused(tmp_path: Path, shared_data: Path) -> None:
+    rows = _manifest_rows(tmp_path)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,label,Label\n" + "".join(f"{p.as_posix()},{label},NORMAL\n" for p, label, _ in rows))
+    with pytest.raises(PneumoError, match=r"names a column more than once \(label\)"):
+        discover(manifest)
 
 
 def test_manifest_with_split_and_no_patient_column(tmp_path: Path, shared_data: Path) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pneumo.data.manifest import manifest_rows
@@ -32,6 +32,9 @@ __all__ = [
 ]
 
 _SPLIT_NAMES = ("train", "val", "test")
+# other names a manifest's split column may give them
+_SPLIT_ALIASES = {"training": "train", "validation": "val", "valid": "val", "dev": "val", "testing": "test"}
+_CLASS_DIRS = tuple(c.lower() for c in CLASSES)
 _LISTED = 5  # problems named in one error message; the rest are counted
 
 _PATHOGEN_ALIASES = {"bacteria": "bacteria", "bacterial": "bacteria", "virus": "virus", "viral": "virus"}
@@ -60,6 +63,7 @@ class Dataset:
     root: Path
     splits: dict[str, list[Record]]
     layout: str  # "kaggle" | "folders" | "manifest"
+    left_out: list[Path] = field(default_factory=list)  # files in its folders that are not images (a README, a CSV...)
 
     def split(self, name: str | None) -> list[Record]:
         """Records of one split; with no name, the only split (or an error saying which exist)."""
@@ -91,10 +95,12 @@ def parse_filename(name: str) -> tuple[str, str | None]:
     return stem, pathogen
 
 
-def records_from_folder(folder: Path, root: Path | None = None) -> list[Record]:
+def records_from_folder(folder: Path, root: Path | None = None, left_out: list[Path] | None = None) -> list[Record]:
     """Records of a folder with NORMAL/ and PNEUMONIA/ subfolders (any case); `root` is the
-    dataset's top folder when `folder` is one of its splits (see `image_files`)."""
-    children = child_dirs(folder)
+    dataset's top folder when `folder` is one of its splits (see `image_files`). A class folder
+    inside another's (`NORMAL/PNEUMONIA/`) is an error: its films would take the outer folder's label.
+    `left_out` collects the files met that are not images."""
+    children = child_dirs(folder, distinct=_CLASS_DIRS)
     missing = [c for c in CLASSES if c.lower() not in children]
     if missing:
         raise PneumoError(
@@ -104,11 +110,21 @@ def records_from_folder(folder: Path, root: Path | None = None) -> list[Record]:
     records = []
     for label in CLASSES:
         class_folder = children[label.lower()]
-        files = image_files(class_folder, root if root is not None else folder)
+        files = image_files(class_folder, root if root is not None else folder, left_out)
         if not files:
             raise PneumoError(
                 f"class folder {class_folder} has no .jpeg/.jpg/.png images or DICOM files; put the {label} "
                 "images in it, or point at a folder that has both classes"
+            )
+        inner = [
+            p
+            for p in files
+            if any(part.lower() in _CLASS_DIRS and part.upper() != label for part in p.relative_to(class_folder).parts[:-1])
+        ]
+        if inner:
+            raise PneumoError(
+                f"{class_folder} holds another class's folder ({inner[0].relative_to(class_folder).parent}/, {len(inner)} images): "
+                f"which label they have is not clear; move it beside {class_folder.name}/"
             )
         for path in files:
             patient, pathogen = parse_filename(path.name)
@@ -122,9 +138,9 @@ def _find_kaggle_root(folder: Path, depth: int = 3) -> Path | None:
     for _ in range(depth + 1):
         nxt = []
         for candidate in level:
-            children = child_dirs(candidate)
+            children = child_dirs(candidate, distinct=_SPLIT_NAMES)
             for split in _SPLIT_NAMES:
-                if split in children and {c.lower() for c in CLASSES} <= set(child_dirs(children[split])):
+                if split in children and set(_CLASS_DIRS) <= set(child_dirs(children[split])):
                     return candidate
             nxt += sorted(children.values())
         level = nxt
@@ -142,6 +158,7 @@ def _read_manifest(path: Path) -> dict[str, list[Record]]:
     missing: list[str] = []
     first_line: dict[str, tuple[int, str]] = {}  # normalised path -> (line, label)
     repeats: list[str] = []
+    blank: list[str] = []  # rows without a split, an error when others have one
     for lineno, row in manifest_rows(path, needs=("path", "label")):
         get = lambda key: row.get(key, "").strip()  # noqa: E731
         raw_label = get("label").lower()
@@ -184,12 +201,21 @@ def _read_manifest(path: Path) -> dict[str, list[Record]]:
             (pathogen or parsed_pathogen) if label == "PNEUMONIA" else None,
             get("patient_id") or patient,
         )
-        splits.setdefault(get("split").lower() or "all", []).append(record)
+        split = get("split").lower()
+        split = _SPLIT_ALIASES.get(split, split)
+        if not split:
+            blank.append(f"line {lineno}")
+        splits.setdefault(split or "all", []).append(record)
     if missing:
         raise PneumoError(
             f"manifest {path}: {len(missing)} of the listed files {'does' if len(missing) == 1 else 'do'} not exist "
             f"({_listed(missing, len(missing))}); "
             f"relative paths are read from the manifest's folder {path.parent}"
+        )
+    if blank and len(splits) > 1:
+        raise PneumoError(
+            f"manifest {path}: {len(blank)} row{'s' if len(blank) != 1 else ''} with a blank split ({_listed(blank, len(blank))}) "
+            f"among rows of {', '.join(k for k in splits if k != 'all')}: say which split each belongs to"
         )
     if repeats:
         raise PneumoError(
@@ -217,9 +243,16 @@ def discover(source: str | Path) -> Dataset:
         if root.suffix.lower() != ".csv":
             raise PneumoError(f"{root} is a file but not a .csv manifest (columns path,label[,patient_id])")
         return Dataset(root, _read_manifest(root), "manifest")
-    children = child_dirs(root)
-    if {c.lower() for c in CLASSES} <= set(children):
-        return Dataset(root, {"all": records_from_folder(root)}, "folders")
+    children = child_dirs(root, distinct=(*_CLASS_DIRS, *_SPLIT_NAMES))
+    left_out: list[Path] = []
+    if set(_CLASS_DIRS) <= set(children):
+        beside = [n for n in _SPLIT_NAMES if n in children and set(_CLASS_DIRS) & set(child_dirs(children[n]))]
+        if beside:
+            raise PneumoError(
+                f"{root} has class folders NORMAL/ and PNEUMONIA/ and a split folder {children[beside[0]].name}/ beside them: "
+                "which to read is not clear; keep one layout (class folders, or train/ val/ test/ folders that hold them)"
+            )
+        return Dataset(root, {"all": records_from_folder(root, left_out=left_out)}, "folders", left_out)
     kaggle = _find_kaggle_root(root)
     present = [c for c in CLASSES if c.lower() in children]
     if kaggle is None and present:
@@ -234,7 +267,7 @@ def discover(source: str | Path) -> Dataset:
             "PNEUMONIA/ class folders, or a CSV manifest"
         )
     splits = {}
-    for name, folder in child_dirs(kaggle).items():
+    for name, folder in child_dirs(kaggle, distinct=_SPLIT_NAMES).items():
         if name in _SPLIT_NAMES:
-            splits[name] = records_from_folder(folder, root=kaggle)
-    return Dataset(kaggle, {name: splits[name] for name in _SPLIT_NAMES if name in splits}, "kaggle")
+            splits[name] = records_from_folder(folder, root=kaggle, left_out=left_out)
+    return Dataset(kaggle, {name: splits[name] for name in _SPLIT_NAMES if name in splits}, "kaggle", left_out)

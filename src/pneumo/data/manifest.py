@@ -44,6 +44,11 @@ def manifest_rows(path: Path, needs: Sequence[str]) -> Iterator[tuple[int, dict[
             if header is None:
                 raise PneumoError(f"manifest {path} is empty; it needs a header with {wanted} and one row per image")
             columns = [cell.strip().lstrip("\ufeff").strip().lower() for cell in header]
+            twice = sorted({name for name in columns if name and columns.count(name) > 1})
+            if twice:
+                raise PneumoError(
+                    f"manifest {path} names a column more than once ({', '.join(twice)}): which one holds the value is not clear; keep one"
+                )
             if any(name not in columns for name in needs):
                 first = ",".join(header)
                 hint = "; it seems to use ';' between columns: save it with commas" if ";" in first and len(header) == 1 else ""

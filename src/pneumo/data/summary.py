@@ -88,6 +88,11 @@ def summarize(source: str | Path, check_images: bool = True, progress: bool = Tr
             both = {r.patient_id for r in dataset.splits[a]} & {r.patient_id for r in dataset.splits[b]}
             if both:
                 warnings.append(f"{len(both)} patients have images in both {a} and {b} (e.g. {sorted(both)[0]})")
+    if dataset.left_out:
+        warnings.append(
+            f"{len(dataset.left_out)} files in the class folders are not images and were left out (e.g. {dataset.left_out[0].name})"
+        )
+    summary["left_out"] = [str(p) for p in dataset.left_out]
     every = [r for recs in dataset.splits.values() for r in recs]
     reasons = [_unreachable(r.path) for r in every]
     errors = [e for e in reasons if e]

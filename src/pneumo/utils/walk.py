@@ -6,6 +6,10 @@ A symlinked folder is followed when it leads outside the tree being walked; one 
 inside it (or to a folder above it, or one already walked) is not, so a link loop cannot hang a
 walk nor list an image twice. A link that leads nowhere (dangling, or a loop) but has an image's
 name is listed, so that decoding reports it by name.
+
+A file is an image by its name (`IMAGE_SUFFIXES`, whatever the case, blanks around the name
+ignored: `x.jpeg ` is a JPEG) or, when its name says nothing (PACS exports DICOM as `IM000000`), by
+its first bytes. Every other file is left out, and a caller that passes `left_out` learns which.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ __all__ = ["IMAGE_SUFFIXES", "is_junk", "child_dirs", "iter_image_files", "image
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".dcm", ".dicom", ".tif", ".tiff", ".bmp", ".webp", ".gif"})
 # folders that archives, NAS boxes and OSes leave beside the data (macOS, Synology, Windows)
 _JUNK_DIRS = frozenset({"__macosx", ".ds_store", "@eadir", "$recycle.bin"})
+# what the formats pneumo decodes start with (offset, bytes), for files whose name does not say; BMP's
+# two-letter "BM" is too weak a sign to take a nameless file for an image
+_MAGIC = ((0, b"\xff\xd8\xff"), (0, b"\x89PNG\r\n\x1a\n"), (128, b"DICM"), (0, b"II*\x00"), (0, b"MM\x00*"), (0, b"GIF8"), (8, b"WEBP"))
 
 
 def is_junk(name: str) -> bool:
@@ -37,6 +44,20 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
+def _is_image(entry: os.DirEntry) -> bool:
+    """An image by its name, or (a name with no image suffix) by its first bytes."""
+    if Path(entry.name.strip()).suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        if not entry.is_file():  # a pipe, a socket or a dangling link named like nothing pneumo reads
+            return False
+        with open(entry.path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return any(head[at : at + len(magic)] == magic for at, magic in _MAGIC)
+
+
 def _scandir(folder: Path) -> list[os.DirEntry]:
     try:
         with os.scandir(folder) as entries:
@@ -45,9 +66,20 @@ def _scandir(folder: Path) -> list[os.DirEntry]:
         raise PneumoError(f"cannot read folder {folder}: {exc.strerror or exc}") from None
 
 
-def child_dirs(folder: Path) -> dict[str, Path]:
-    """Subfolders by lower-cased name, junk left out."""
-    return {e.name.lower(): Path(e.path) for e in _scandir(folder) if not is_junk(e.name) and _is_dir(e)}
+def child_dirs(folder: Path, distinct: Iterable[str] = ()) -> dict[str, Path]:
+    """Subfolders by lower-cased name, junk left out. Two whose names differ only in case and are among
+    `distinct` (lower case: the names that mean something, such as class folders) are an error: one would be ignored."""
+    found: dict[str, Path] = {}
+    for entry in _scandir(folder):
+        if is_junk(entry.name) or not _is_dir(entry):
+            continue
+        key = entry.name.lower()
+        if key in found and key in distinct:
+            raise PneumoError(
+                f"{folder} has both {found[key].name}/ and {entry.name}/: which one is meant is not clear; merge them into one folder"
+            )
+        found.setdefault(key, Path(entry.path))
+    return found
 
 
 def _loops_back(target: Path, boundary: Path, walked: set[Path]) -> bool:
@@ -55,11 +87,12 @@ def _loops_back(target: Path, boundary: Path, walked: set[Path]) -> bool:
     return target.is_relative_to(boundary) or any(p.is_relative_to(target) for p in (boundary, *walked))
 
 
-def iter_image_files(folder: str | Path, root: str | Path | None = None) -> Iterator[Path]:
+def iter_image_files(folder: str | Path, root: str | Path | None = None, left_out: list[Path] | None = None) -> Iterator[Path]:
     """Image files under a folder, lazily (a folder at a time), in `image_files`' order.
 
     Each folder's files come in name order, then its subfolders, depth first. A symlinked
     subfolder is followed when it leads outside `root` (default `folder`); see the module's docstring.
+    `left_out` collects the other files met (not junk, not images).
     """
     boundary = Path(os.path.realpath(root if root is not None else folder))
     walked: set[Path] = set()
@@ -75,16 +108,18 @@ def iter_image_files(folder: str | Path, root: str | Path | None = None) -> Iter
             if is_junk(entry.name):
                 continue
             if not _is_dir(entry):
-                if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                if _is_image(entry):
                     yield Path(entry.path)
+                elif left_out is not None:
+                    left_out.append(Path(entry.path))
             elif not entry.is_symlink() or not _loops_back(Path(os.path.realpath(entry.path)), boundary, walked):
                 subdirs.append(Path(entry.path))
         stack += reversed(subdirs)
 
 
-def image_files(folder: str | Path, root: str | Path | None = None) -> list[Path]:
+def image_files(folder: str | Path, root: str | Path | None = None, left_out: list[Path] | None = None) -> list[Path]:
     """Every image file under a folder, recursively (see `iter_image_files`)."""
-    return list(iter_image_files(folder, root))
+    return list(iter_image_files(folder, root, left_out))
 
 
 def _glob(pattern: Path) -> list[Path]:
