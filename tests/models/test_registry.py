@@ -6,6 +6,7 @@ from torch import nn
 
 from pneumo.errors import PneumoError
 from pneumo.models import create_model, list_models, model_spec
+from pneumo.models.registry import ModelSpec, cam_layer, classifier_layer, register_model
 from pneumo.models.seed_cnn import SeedCNN
 
 
@@ -71,3 +72,37 @@ def test_every_registered_model_takes_one_channel_and_gives_logits(name: str, ou
 def test_unknown_model_is_a_user_error() -> None:
     with pytest.raises(PneumoError, match="unknown model 'resnet999'.*resnet18"):
         create_model("resnet999")
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_every_spec_names_its_classifier_and_the_map_grad_cam_explains(name: str, dropout: float) -> None:
+    net = create_model(name, num_outputs=2, image_size=64, dropout=dropout).eval()
+    layer_name, head = classifier_layer(net)
+    assert isinstance(head, nn.Linear) and head.out_features == 2 and net.get_submodule(layer_name) is head
+    seen: dict[str, torch.Tensor] = {}
+    handles = [
+        head.register_forward_hook(lambda _m, inputs, out: seen.update(features=inputs[0], head=out)),
+        cam_layer(net).register_forward_hook(lambda _m, _i, out: seen.update(cam=out)),
+    ]
+    with torch.no_grad():
+        logits = net(torch.rand(2, 1, 64, 64))
+    for handle in handles:
+        handle.remove()
+    assert torch.equal(seen["head"], logits)  # the named classifier is the network's last word
+    assert seen["features"].shape == (2, head.in_features)  # its input: the penultimate features
+    assert seen["cam"].dim() == 4 and seen["cam"].shape[-1] > 1  # a spatial map
+
+
+def test_a_spec_that_names_no_layers_has_them_found() -> None:
+    spec = ModelSpec(
+        "tiny", lambda **kw: nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(8), nn.Linear(8, 1)), 64, 0.5, 0.25, "t"
+    )
+    register_model(spec)
+    try:
+        net = create_model("tiny", image_size=64)
+        assert classifier_layer(net)[0] == "3" and cam_layer(net) is None  # the last Linear; Grad-CAM finds the map by a forward pass
+    finally:
+        from pneumo.models import registry
+
+        registry._REGISTRY.pop("tiny")

@@ -28,6 +28,7 @@ from pneumo.inference.base import Model
 from pneumo.inference.loading import load_model
 from pneumo.inference.torch_backend import TorchModel, net_lock
 from pneumo.models.framing import ContentCrop
+from pneumo.models.registry import cam_layer
 from pneumo.utils.files import output_folder
 from pneumo.utils.walk import expand_paths
 
@@ -42,9 +43,12 @@ def _is_map(output: object) -> bool:
 
 
 def _target_layer(net: nn.Module, x: torch.Tensor) -> nn.Module:
-    """The module that produces the last spatial feature map of a forward pass (hooks fire
-    children first, so a stage's container wins over its last block), found once per network."""
+    """The module whose map is explained: the one the network's spec names (`cam_layer`), else the
+    one that produces the last spatial feature map of a forward pass (hooks fire children first, so
+    a stage's container wins over its last block; an ensemble's is its last member's), found once per network."""
     target = _TARGETS.get(net)
+    if target is None:
+        target = cam_layer(net)
     if target is None:
         found: dict[str, nn.Module] = {}
 

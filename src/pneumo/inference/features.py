@@ -29,6 +29,7 @@ from pneumo.errors import PneumoError
 from pneumo.inference.checks import FeatureCheck
 from pneumo.models.checkpoint import read_meta, resolve_checkpoint, write_meta
 from pneumo.models.meta import FEATURES, META
+from pneumo.models.registry import classifier_layer
 from pneumo.utils.files import write_temp
 
 __all__ = ["FEATURES", "FeatureTap", "feature_module", "feature_width", "load_feature_check", "save_feature_check"]
@@ -42,11 +43,8 @@ _READABLE_FORMATS = (
 
 
 def _head(net: nn.Module) -> nn.Linear:
-    """The classifier: the last registered nn.Linear (fc, class_layers.out, seed_cnn's last dense)."""
-    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise PneumoError(f"{type(net).__name__} has no nn.Linear classifier layer, which feature checks read")
-    return linears[-1]
+    """The classifier, as the network's spec names it (`pneumo.models.registry.classifier_layer`)."""
+    return classifier_layer(net)[1]
 
 
 def feature_module(net: nn.Module) -> nn.Module:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from pneumo.errors import PneumoError
-from pneumo.models.registry import create_model
+from pneumo.models.registry import classifier_layer, create_model
 from pneumo.tasks import Task, get_task
 
 __all__ = ["ENSEMBLE", "EnsembleMember", "Ensemble", "split_head", "build_ensemble"]
@@ -51,12 +51,9 @@ class EnsembleMember:
 
 
 def split_head(net: nn.Module) -> tuple[nn.Module, nn.Linear]:
-    """The network without its classifier (the last nn.Linear, replaced by nn.Identity, so it
+    """The network without its classifier (as its spec names it, replaced by nn.Identity, so it
     returns the classifier's input: its penultimate features), and that classifier."""
-    named = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Linear)]
-    if not named:
-        raise PneumoError(f"{type(net).__name__} has no nn.Linear classifier; it cannot be an ensemble member")
-    name, head = named[-1]
+    name, head = classifier_layer(net)
     parent_name, _, attr = name.rpartition(".")
     parent = net.get_submodule(parent_name) if parent_name else net
     if isinstance(parent, nn.Sequential):
