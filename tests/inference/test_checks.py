@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -38,23 +40,32 @@ def info(**overrides: object) -> SimpleNamespace:
 
 
 @pytest.mark.parametrize(
-    "overrides, expected",
+    "overrides, expected, kind",
     [
-        ({"modality": "OT"}, "modality is OT"),
-        ({"modality": "CT"}, "modality is CT"),
-        ({"body_part": "HEAD"}, "body part is HEAD"),
-        ({"view_position": "LL"}, "lateral"),
-        ({"view_position": "LATERAL"}, "lateral"),
-        ({"format": "JPEG", "mode": "RGB", "modality": None, "body_part": None, "view_position": None, "colourfulness": 40.0}, "colour"),
-        ({"width": 3000, "height": 600}, "elongated"),
-        ({"width": 300, "height": 1000}, "elongated"),
-        ({"width": 48, "height": 48}, "too small"),
+        ({"modality": "OT"}, "modality is OT", "not a radiograph"),
+        ({"modality": "CT"}, "modality is CT", "not a radiograph"),
+        ({"body_part": "HEAD"}, "body part is HEAD", "not the chest"),
+        ({"view_position": "LL"}, "lateral", "not a frontal film"),
+        ({"view_position": "LATERAL"}, "lateral", "not a frontal film"),
+        (
+            {"format": "JPEG", "mode": "RGB", "modality": None, "body_part": None, "view_position": None, "colourfulness": 40.0},
+            "colour",
+            "colour image",
+        ),
+        ({"width": 3000, "height": 600}, "elongated", "elongated image"),
+        ({"width": 300, "height": 1000}, "elongated", "elongated image"),
+        ({"width": 48, "height": 48}, "too small", "thumbnail"),
     ],
 )
-def test_rule_warnings_name_what_is_odd(overrides: dict, expected: str) -> None:
+def test_rule_warnings_name_what_is_odd_and_carry_their_kind(overrides: dict, expected: str, kind: str) -> None:
+    import pickle
+
     warnings = rule_warnings(info(**overrides))
     assert len(warnings) == 1 and expected in warnings[0]
     assert warnings[0].endswith("the result may be meaningless")
+    assert warning_kind(warnings[0]) == kind == pickle.loads(pickle.dumps(warnings[0])).kind  # a worker process keeps it
+    assert json.loads(json.dumps(warnings)) == [str(warnings[0])]  # text wherever text goes
+    assert warning_kind(str(warnings[0])) == "other"  # the kind is declared, never read from the words
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ __all__ = [
     "MIN_SIDE",
     "RADIOGRAPHY_MODALITIES",
     "FeatureCheck",
+    "InputWarning",
     "SiteCheck",
     "check_inputs",
     "mahalanobis_distance",
@@ -43,6 +44,23 @@ __all__ = [
 ]
 
 _MEANINGLESS = "the result may be meaningless"
+
+
+class InputWarning(str):
+    """A warning about an input: its words, and `kind`, the check behind it ("colour image",
+    "adult or other-site film"...), so that a tally of warnings never reads the words.
+    A `str`, so output formats, JSON and `"; ".join` take it as they take any text."""
+
+    kind: str
+
+    def __new__(cls, kind: str, text: str) -> InputWarning:
+        warning = super().__new__(cls, text)
+        warning.kind = kind
+        return warning
+
+    def __getnewargs__(self) -> tuple[str, str]:  # pickling (worker processes) keeps the kind
+        return (self.kind, str(self))
+
 
 # DICOM PS3.3 C.7.3.1.1.1: CR computed radiography, DX digital radiography, RG film/screen
 # radiography. DR is not a DICOM term but some digital-radiography systems write it.
@@ -75,7 +93,7 @@ def _clean(value: str | None) -> str:
     return (value or "").strip().upper()
 
 
-def rule_warnings(info: ImageInfo) -> list[str]:
+def rule_warnings(info: ImageInfo) -> list[InputWarning]:
     """Short warnings from the file's own description; empty when nothing is odd.
 
     Args:
@@ -90,50 +108,65 @@ def rule_warnings(info: ImageInfo) -> list[str]:
     out = []
     modality, body_part, view = _clean(info.modality), _clean(info.body_part), _clean(info.view_position)
     if modality and modality not in RADIOGRAPHY_MODALITIES:
-        out.append(f"DICOM modality is {modality}, not a radiograph ({', '.join(sorted(RADIOGRAPHY_MODALITIES))}): {_MEANINGLESS}")
+        out.append(
+            InputWarning(
+                "not a radiograph",
+                f"DICOM modality is {modality}, not a radiograph ({', '.join(sorted(RADIOGRAPHY_MODALITIES))}): {_MEANINGLESS}",
+            )
+        )
     if body_part and not any(word in body_part for word in _CHEST_WORDS):
-        out.append(f"body part is {body_part}, not the chest: {_MEANINGLESS}")
+        out.append(InputWarning("not the chest", f"body part is {body_part}, not the chest: {_MEANINGLESS}"))
     if view in _LATERAL_VIEWS:
-        out.append(f"view position {view} is a lateral film; the model judges frontal (AP/PA) films: {_MEANINGLESS}")
+        out.append(
+            InputWarning(
+                "not a frontal film", f"view position {view} is a lateral film; the model judges frontal (AP/PA) films: {_MEANINGLESS}"
+            )
+        )
     elif view in _OBLIQUE_VIEWS:
-        out.append(f"view position {view} is an oblique film; the model judges frontal (AP/PA) films: {_MEANINGLESS}")
+        out.append(
+            InputWarning(
+                "not a frontal film", f"view position {view} is an oblique film; the model judges frontal (AP/PA) films: {_MEANINGLESS}"
+            )
+        )
     age = getattr(info, "patient_age_years", None)
     if age is not None and age > MAX_AGE_YEARS:
-        out.append(f"the patient is {age:.0f} years old; the model was trained on children aged 1-5: {_MEANINGLESS}")
+        out.append(
+            InputWarning(
+                "patient older than 16", f"the patient is {age:.0f} years old; the model was trained on children aged 1-5: {_MEANINGLESS}"
+            )
+        )
     if info.frames > 1:
-        out.append(f"the file holds {info.frames} frames (a series or a cine loop, not one radiograph): {_MEANINGLESS}")
+        out.append(
+            InputWarning(
+                "several frames", f"the file holds {info.frames} frames (a series or a cine loop, not one radiograph): {_MEANINGLESS}"
+            )
+        )
     if info.colourfulness > MAX_COLOURFULNESS:
-        out.append(f"the image is in colour (colourfulness {info.colourfulness:.0f}); radiographs are grey: {_MEANINGLESS}")
+        out.append(
+            InputWarning(
+                "colour image", f"the image is in colour (colourfulness {info.colourfulness:.0f}); radiographs are grey: {_MEANINGLESS}"
+            )
+        )
     transparent = getattr(info, "transparent", 0.0)
     if transparent > MAX_TRANSPARENT:
-        out.append(f"{transparent:.0%} of the image is transparent (judged as shown on black): {_MEANINGLESS}")
+        out.append(
+            InputWarning("transparent image", f"{transparent:.0%} of the image is transparent (judged as shown on black): {_MEANINGLESS}")
+        )
     lo, hi = ASPECT_RANGE
     if info.height > 0 and not lo <= info.width / info.height <= hi:
-        out.append(f"the image is {info.width}x{info.height} px, too elongated for a chest film: {_MEANINGLESS}")
+        out.append(
+            InputWarning("elongated image", f"the image is {info.width}x{info.height} px, too elongated for a chest film: {_MEANINGLESS}")
+        )
     if min(info.width, info.height) < MIN_SIDE:
-        out.append(f"the image is only {info.width}x{info.height} px, too small to show the lungs: {_MEANINGLESS}")
+        out.append(
+            InputWarning("thumbnail", f"the image is only {info.width}x{info.height} px, too small to show the lungs: {_MEANINGLESS}")
+        )
     return out
 
 
-# what each check's warning says first, and its kind in a tally (evaluate's abstention reasons)
-_KINDS = (
-    ("DICOM modality is", "not a radiograph"),
-    ("body part is", "not the chest"),
-    ("view position", "not a frontal film"),
-    ("the patient is", "patient older than 16"),
-    ("the file holds", "several frames"),
-    ("the image is in colour", "colour image"),
-    ("of the image is transparent", "transparent image"),
-    ("too elongated", "elongated image"),
-    ("too small to show", "thumbnail"),
-    ("looks unlike the chest X-rays", "unlike the training films"),
-    ("looks like an adult's or another site's", "adult or other-site film"),
-)
-
-
 def warning_kind(warning: str) -> str:
-    """A short name for the check behind a warning, to count warnings by kind."""
-    return next((kind for words, kind in _KINDS if words in warning), "other")
+    """The kind of check behind a warning (`InputWarning.kind`); "other" for plain text."""
+    return getattr(warning, "kind", "other")
 
 
 def mahalanobis_distance(features: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
@@ -249,7 +282,7 @@ class FeatureCheck:
             flagged &= ~self.site.accepts(np.nan_to_num(scores[:, 2], nan=np.inf), np.nan_to_num(scores[:, 3], nan=np.inf))
         return flagged
 
-    def warnings(self, row: np.ndarray) -> list[str]:
+    def warnings(self, row: np.ndarray) -> list[InputWarning]:
         """The warnings one image's scores raise (none when the site's check accepts what the model's own refuses)."""
         row = np.asarray(row, dtype=np.float64)
         if not self.flags(row[None])[0]:
@@ -257,13 +290,19 @@ class FeatureCheck:
         out = []
         if row[0] > self.distance_limit:
             out.append(
-                f"the image looks unlike the chest X-rays the model was trained on "
-                f"(feature distance {row[0]:.0f}, limit {self.distance_limit:.0f}): {_MEANINGLESS}"
+                InputWarning(
+                    "unlike the training films",
+                    f"the image looks unlike the chest X-rays the model was trained on "
+                    f"(feature distance {row[0]:.0f}, limit {self.distance_limit:.0f}): {_MEANINGLESS}",
+                )
             )
         if np.isfinite(row[1]) and row[1] > self.probe_limit:
             out.append(
-                f"the film looks like an adult's or another site's, not the children's films the model was trained on "
-                f"(probe score {row[1]:.1f}, limit {self.probe_limit:.1f}): {_MEANINGLESS}"
+                InputWarning(
+                    "adult or other-site film",
+                    f"the film looks like an adult's or another site's, not the children's films the model was trained on "
+                    f"(probe score {row[1]:.1f}, limit {self.probe_limit:.1f}): {_MEANINGLESS}",
+                )
             )
         return out
 
