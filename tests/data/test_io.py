@@ -1054,3 +1054,20 @@ def test_preprocess_imports_on_its_own() -> None:
     """`from pneumo.data.preprocess import load_image` must work as the first import of a program."""
     done = subprocess.run([sys.executable, "-c", "import pneumo.data.preprocess"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-500:]
+
+
+def test_a_large_deep_image_is_stretched_without_a_float_copy_of_it() -> None:
+    import tracemalloc
+
+    from pneumo.data.io import _stretch_to_uint8
+
+    deep = np.random.default_rng(0).integers(100, 4000, (4000, 4000), dtype=np.uint16)
+    tracemalloc.start()
+    try:
+        out = _stretch_to_uint8(deep, "big.png")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * deep.size  # the 8-bit result and a few chunks; a float64 copy alone would be 8 bytes a pixel
+    lo, hi = int(deep.min()), int(deep.max())
+    np.testing.assert_array_equal(out[:50], np.round((deep[:50].astype(np.float64) - lo) / (hi - lo) * 255).astype(np.uint8))

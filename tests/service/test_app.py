@@ -236,3 +236,26 @@ def test_monitors_may_ask_with_head(client: TestClient) -> None:
         assert head.status_code == got.status_code == 200, path
         assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"], path
     assert client.head("/v1/predict").status_code == 405
+
+
+def test_decodes_share_a_pixel_budget_and_one_too_large_runs_alone() -> None:
+    import threading
+    import time
+
+    from pneumo.service.app import PixelBudget
+
+    budget, seen, lock = PixelBudget(100), [], threading.Lock()
+
+    def decode(pixels: int) -> None:
+        with budget.hold(pixels):
+            with lock:
+                seen.append((budget.used, pixels))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=decode, args=(n,)) for n in (60, 60, 30, 30, 30, 150, 10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert len(seen) == 7 and budget.used == 0  # everyone decoded, and gave the pixels back
+    assert all(used <= 100 or used == pixels for used, pixels in seen)  # within the budget, or alone

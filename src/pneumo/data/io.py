@@ -22,6 +22,7 @@ import os
 import stat
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ __all__ = [
     "read_image_with_info",
     "decode_image",
     "decode_image_with_info",
+    "pixel_count",
     "to_uint8_gray",
 ]
 
@@ -131,37 +133,85 @@ class ImageInfo:
         return asdict(self)
 
 
+_STRETCH_CHUNK = 1 << 20  # pixels stretched at a time: a deep image is never copied whole as float64
+
+
+Part = tuple[Any, np.ndarray, "np.ndarray | None"]  # where in the result, the values there, which of them are excluded
+
+
+def _stretch(parts: Callable[[], Iterator[Part]], out: np.ndarray, size: int, floating: bool, name: str) -> np.ndarray:
+    """`out` filled with the parts' values mapped from their own min..max to 0..255, excluded and
+    non-finite values left out of the range and shown black; two passes over `parts()`, a part at a time."""
+
+    def kept(values: np.ndarray, excluded: np.ndarray | None) -> np.ndarray | None:
+        keep = np.isfinite(values) if floating else None
+        if excluded is not None:
+            keep = ~excluded if keep is None else keep & ~excluded
+        return keep
+
+    n_bad, lo, hi = 0, np.inf, -np.inf
+    for _, values, excluded in parts():
+        if floating:
+            n_bad += int(np.count_nonzero(~np.isfinite(values)))
+        keep = kept(values, excluded)
+        chosen = values if keep is None else values[keep]
+        if chosen.size:
+            lo, hi = min(lo, float(chosen.min())), max(hi, float(chosen.max()))
+    if n_bad > MAX_NON_FINITE_FRACTION * size:
+        raise PneumoError(
+            f"{name}: {n_bad} of {size} pixels are NaN or infinite (more than"
+            f" {MAX_NON_FINITE_FRACTION:.1%} of the image): the picture cannot be trusted; re-export the image"
+            " from its source"
+        )
+    if lo > hi:
+        what = "every pixel is padding (PixelPaddingValue)" if n_bad == 0 else "no pixel has a finite value"
+        raise PneumoError(f"{name}: image is blank: {what}; check that the right image was exported")
+    if hi <= lo:
+        raise PneumoError(f"{name}: image is blank: every pixel has the value {lo:g}; check that the right image was exported")
+    for where, values, excluded in parts():
+        with np.errstate(invalid="ignore", over="ignore"):
+            scaled = np.round((values.astype(np.float64) - lo) / (hi - lo) * 255.0)
+        keep = kept(values, excluded)
+        if keep is not None:
+            scaled[~keep] = 0.0
+        out[where] = scaled.astype(np.uint8)
+    return out
+
+
 def _stretch_to_uint8(pixels: np.ndarray, name: str = "<image>", exclude: np.ndarray | None = None) -> np.ndarray:
     """Map the array's own min..max to 0..255, leaving out (and showing black) `exclude`d pixels
-    (DICOM padding) and NaN or infinite ones.
+    (DICOM padding) and NaN or infinite ones. Done a chunk at a time, so a large deep image takes
+    little more memory than itself and its 8-bit result.
 
     Refused with a PneumoError naming `name`: more than `MAX_NON_FINITE_FRACTION` of the pixels
     non-finite, and a blank image (no pixel left, or every pixel the same value), which a stretch
     would only turn into an arbitrary flat gray.
     """
-    values = np.asarray(pixels, dtype=np.float64)
-    finite = np.isfinite(values)
-    n_bad = int(values.size - np.count_nonzero(finite))
-    if n_bad > MAX_NON_FINITE_FRACTION * values.size:
-        raise PneumoError(
-            f"{name}: {n_bad} of {values.size} pixels are NaN or infinite (more than"
-            f" {MAX_NON_FINITE_FRACTION:.1%} of the image): the picture cannot be trusted; re-export the image"
-            " from its source"
-        )
-    keep = finite if exclude is None else finite & ~exclude
-    if not keep.any():
-        what = "every pixel is padding (PixelPaddingValue)" if n_bad == 0 else "no pixel has a finite value"
-        raise PneumoError(f"{name}: image is blank: {what}; check that the right image was exported")
-    all_kept = bool(keep.all())
-    kept = values if all_kept else values[keep]
-    lo, hi = float(kept.min()), float(kept.max())
-    if hi <= lo:
-        raise PneumoError(f"{name}: image is blank: every pixel has the value {lo:g}; check that the right image was exported")
-    with np.errstate(invalid="ignore", over="ignore"):
-        scaled = np.round((values - lo) / (hi - lo) * 255.0)
-    if not all_kept:
-        scaled = np.where(keep, scaled, 0.0)
-    return scaled.astype(np.uint8)
+    values = np.asarray(pixels)
+    flat = values.reshape(-1)
+    mask = None if exclude is None else np.asarray(exclude, dtype=bool).reshape(-1)
+
+    def parts() -> Iterator[Part]:
+        for start in range(0, flat.size, _STRETCH_CHUNK):
+            where = slice(start, start + _STRETCH_CHUNK)
+            yield where, flat[where], None if mask is None else mask[where]
+
+    out = np.empty(flat.size, dtype=np.uint8)
+    return _stretch(parts, out, flat.size, not np.issubdtype(values.dtype, np.integer), name).reshape(values.shape)
+
+
+def _stretch_pil(image: Image.Image, name: str) -> np.ndarray:
+    """`_stretch_to_uint8` of a deep PIL image (16-bit, 32-bit or float), read a strip of rows at a
+    time: its pixels are never all copied into an array, only into the 8-bit result."""
+    width, height = image.size
+    rows = max(1, _STRETCH_CHUNK // max(1, width))
+
+    def parts() -> Iterator[Part]:
+        for top in range(0, height, rows):
+            bottom = min(top + rows, height)
+            yield slice(top, bottom), np.asarray(image.crop((0, top, width, bottom))), None
+
+    return _stretch(parts, np.empty((height, width), dtype=np.uint8), width * height, image.mode.startswith("F"), name)
 
 
 def to_uint8_gray(image: Image.Image, name: str = "<image>") -> np.ndarray:
@@ -176,7 +226,7 @@ def to_uint8_gray(image: Image.Image, name: str = "<image>") -> np.ndarray:
     shown in those errors.
     """
     if image.mode.startswith(("I", "F")):  # I, I;16, I;16B, I;16L, I;16N, I;16S, F...
-        return _stretch_to_uint8(np.asarray(image), name)
+        return _stretch_pil(image, name)
     if image.mode == "L":
         return np.asarray(image, dtype=np.uint8)
     if image.mode == "1":
@@ -547,6 +597,21 @@ def decode_image_with_info(
             raise PneumoError(f"{name}: image is transparent: nothing is left of it on a black background; export the film without alpha")
         raise PneumoError(f"{name}: image is blank: every pixel has the value {pixels.flat[0]}; check that the right image was exported")
     return pixels, info
+
+
+def pixel_count(data: bytes) -> int:
+    """How many pixels the bytes say they hold, from the header alone (0 when it cannot be told:
+    decoding will say why): what a decode is about to need, before it needs it."""
+    try:
+        if data[_DICOM_MAGIC_AT : _DICOM_MAGIC_AT + len(_DICOM_MAGIC)] == _DICOM_MAGIC:
+            import pydicom
+
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            return int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0) * int(ds.get("NumberOfFrames") or 1)
+        with Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as image:
+            return image.width * image.height
+    except Exception:  # anything unreadable is refused by the decode itself, with its reason
+        return 0
 
 
 def decode_image(data: bytes, name: str = "<bytes>", size_hint: int | None = None) -> np.ndarray:

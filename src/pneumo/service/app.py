@@ -29,7 +29,10 @@ import importlib.util
 import io
 import logging
 import math
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -45,7 +48,7 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from threadpoolctl import threadpool_limits
 
-from pneumo.data.io import ImageInfo, decode_image_with_info
+from pneumo.data.io import ImageInfo, decode_image_with_info, pixel_count
 from pneumo.data.preprocess import resize_image
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
@@ -64,6 +67,10 @@ DEFAULT_MAX_UPLOAD_MB = 25.0
 # Chest radiographs are at most about 4300 x 3500 (15 MP); 50 MP leaves room and keeps a
 # decompression bomb (a small file that decodes to gigabytes) out.
 DEFAULT_MAX_PIXELS = 50_000_000
+# pixels decoded at once across requests: a decode takes up to ~5 bytes a pixel for a moment (a
+# 16-bit image, its array and its 8-bit result), so this bounds that memory near 0.5 GB; many small
+# films decode side by side, and an image larger than this waits to decode alone
+DECODE_BUDGET_PIXELS = 100_000_000
 MAX_BATCH = 32  # images per forward pass; beyond this a CPU gains little and latency grows
 # how long a lone request waits for company (chosen with benchmarks/bench_serve.py --cam: long
 # enough for concurrent clients to share a batch)
@@ -160,6 +167,27 @@ def _cam_model(model: str | Path | Model | None) -> Model | None:
     return load_model(model, backend="torch")
 
 
+class PixelBudget:
+    """At most `limit` pixels held by decodes at once, across threads: a decode waits until what it
+    needs fits beside the others' (one larger than the limit waits to run alone)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: self.used == 0 or self.used + pixels <= self.limit)
+            self.used += pixels
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.used -= pixels
+                self._changed.notify_all()
+
+
 class _Service:
     """The models, loaded once: `model` answers (through `load_model`'s rule: onnxruntime where the checkpoint
     has its own export, as the bundled model does), `cam_model` draws heatmaps (PyTorch; None for an
@@ -167,15 +195,18 @@ class _Service:
 
     def __init__(self, model: Model, cam_model: Model | None, max_pixels: int, metrics: ServiceMetrics) -> None:
         self.model, self.cam_model, self.max_pixels, self.metrics = model, cam_model, max_pixels, metrics
+        self.decoding = PixelBudget(DECODE_BUDGET_PIXELS)
         self.summary = _model_summary(model.meta)
         self.batcher = MicroBatcher(self.run_batch, max_batch=MAX_BATCH, max_wait=BATCH_WAIT, on_batch=metrics.batch_size.observe)
 
     def decode(self, name: str, data: bytes, cam: bool, abstain: bool) -> _Job:
         try:
-            pixels, info = decode_image_with_info(data, name, size_hint=self.model.image_size, max_pixels=self.max_pixels)
+            with self.decoding.hold(min(pixel_count(data), self.max_pixels)):  # larger is refused from its header, without decoding
+                pixels, info = decode_image_with_info(data, name, size_hint=self.model.image_size, max_pixels=self.max_pixels)
+                pixels = resize_image(pixels, self.model.image_size)  # the full-size copy goes before the budget is given back
         except PneumoError as exc:
             raise ApiError(400, str(exc)) from None
-        return _Job(name, resize_image(pixels, self.model.image_size), info, cam, abstain)
+        return _Job(name, pixels, info, cam, abstain)
 
     def run_batch(self, jobs: Sequence[_Job]) -> list[dict[str, Any]]:
         """Answers for a batch, in order: one forward pass per abstain setting in it, and Grad-CAM
