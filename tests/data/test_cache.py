@@ -174,6 +174,20 @@ def test_unreadable_images_are_skipped_and_remembered(records: list[Record], fol
         decode_dataset(records, SIZE, folder=folder, progress=False, strict=True)
 
 
+def test_a_dangling_link_or_a_link_loop_in_a_dataset_is_skipped_and_said(records: list[Record], folder: Path) -> None:
+    dangling, loop = records[1].path, records[4].path
+    dangling.unlink()
+    dangling.symlink_to(dangling.parent / "gone.jpeg")
+    loop.unlink()
+    loop.symlink_to(loop)
+    dataset = decode_dataset(records, SIZE, folder=folder, progress=False)
+    assert [(p, m.split(": ", 1)[1]) for p, m in dataset.skipped] == [
+        (str(dangling), "No such file or directory"),
+        (str(loop), "Too many levels of symbolic links"),
+    ]
+    assert len(dataset.records) == len(records) - 2
+
+
 def test_a_dataset_with_no_readable_image_is_an_error(records: list[Record], folder: Path) -> None:
     for r in records[:3]:
         r.path.write_bytes(b"not an image")

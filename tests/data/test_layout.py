@@ -336,8 +336,26 @@ def test_manifest_with_no_rows(tmp_path: Path) -> None:
 
 def test_manifest_not_utf8(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_bytes(b"path,label\n\xff\xfe\xfa.jpeg,normal\n")
-    with pytest.raises(PneumoError, match="UTF-8"):
+    with pytest.raises(
+        PneumoError, match="some names are not UTF-8 text: if the manifest was saved in another encoding, save it as CSV UTF-8"
+    ):
         discover(tmp_path / "m.csv")
+    (tmp_path / "latin1.csv").write_bytes("path,étiquette,label\nx.jpeg,a,normal\n".encode("latin-1"))
+    with pytest.raises(PneumoError, match="is not a UTF-8 CSV file; save it as CSV UTF-8"):
+        discover(tmp_path / "latin1.csv")
+
+
+def test_a_film_whose_name_is_not_utf8_is_trained_on_and_its_split_reads_back(tmp_path: Path, shared_data: Path) -> None:
+    film = pick("NORMAL", 1)[0]
+    root = tmp_path / "data"
+    (root / "NORMAL").mkdir(parents=True)
+    (root / "PNEUMONIA").mkdir()
+    shutil.copy(film, os.fsencode(root / "NORMAL") + b"/caf\xe9.jpeg")  # a latin-1 name, as an old share writes it
+    for f in pick("PNEUMONIA", 2):
+        shutil.copy(f, root / "PNEUMONIA" / f.name)
+    records = discover(root).split(None)
+    write_split(tmp_path / "split.csv", {"train": records})
+    assert [r.path for r in discover(tmp_path / "split.csv").split("train")] == [r.path for r in records]
 
 
 def test_non_csv_file(tmp_path: Path, shared_data: Path) -> None:

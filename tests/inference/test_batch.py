@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import os
 import shutil
 import subprocess
 import sys
@@ -155,6 +156,17 @@ def test_parquet_output_has_the_csv_rows(archive: Path, expected: list[dict[str,
     assert [r["probability"] for r in table] == pytest.approx([float(r["probability"]) for r in expected], abs=1e-5)
     with pytest.raises(PneumoError, match="--resume needs CSV"):
         predict_archive(archive, out=out, resume=True, progress=False)
+
+
+def test_a_file_name_that_is_not_utf8_reaches_csv_and_parquet(tmp_path: Path, shared_data: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    folder = tmp_path / "films"
+    folder.mkdir()
+    shutil.copy(pick("NORMAL", 1)[0], os.fsencode(folder) + b"/caf\xe9.jpeg")
+    predict_archive(folder, out=tmp_path / "r.parquet", progress=False)
+    assert [r["path"] for r in pq.read_table(tmp_path / "r.parquet").to_pylist()] == [str(folder / "caf\\xe9.jpeg")]
+    predict_archive(folder, out=tmp_path / "r.csv", progress=False)  # CSV keeps the name's own bytes
+    assert os.fsencode(folder) + b"/caf\xe9.jpeg" in (tmp_path / "r.csv").read_bytes()
 
 
 def test_parquet_without_pyarrow_says_what_to_install(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

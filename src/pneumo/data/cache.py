@@ -134,11 +134,13 @@ def _readable_digest(path: Path) -> str | None:
         return None
 
 
-def _stat(path: Path) -> tuple[int, int]:
+def _stat(path: Path) -> tuple[int, int] | None:
+    """Size and modification time; None for what cannot be stat'ed (a dangling link, a link loop),
+    which reading then fails on too, so decoding lists it as skipped with the reason."""
     try:
         st = os.stat(path)
-    except OSError as exc:
-        raise PneumoError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except OSError:
+        return None
     return st.st_size, st.st_mtime_ns
 
 
@@ -159,12 +161,14 @@ def file_digests(paths: Sequence[Path], workers: int = 0, index_folder: str | Pa
             index = {}  # a damaged index only costs a re-hash
     keys = [os.path.abspath(p) for p in paths]
     stats = [_stat(p) for p in paths]
-    digests = [entry[2] if (entry := index.get(key)) and entry[:2] == list(stat) else None for key, stat in zip(keys, stats)]
+    digests = [
+        entry[2] if stat is not None and (entry := index.get(key)) and entry[:2] == list(stat) else None for key, stat in zip(keys, stats)
+    ]
     todo = [i for i, d in enumerate(digests) if d is None]
     if todo:
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
             for i, digest in zip(todo, pool.map(_readable_digest, [paths[i] for i in todo])):
-                if digest is None:  # decoding lists it as skipped, saying why; nothing remembered
+                if digest is None or stats[i] is None:  # decoding lists it as skipped, saying why; nothing remembered
                     digests[i] = f"unreadable:{keys[i]}"
                     continue
                 digests[i] = digest

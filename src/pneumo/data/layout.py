@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pneumo.data.manifest import manifest_rows
+from pneumo.data.manifest import manifest_rows, not_utf8
 from pneumo.errors import PneumoError
 from pneumo.tasks import CLASSES, Task, get_task
 from pneumo.utils.walk import child_dirs, image_files
@@ -211,6 +211,11 @@ def _read_manifest(path: Path) -> dict[str, list[Record]]:
             f"manifest {path}: {len(missing)} of the listed files {'does' if len(missing) == 1 else 'do'} not exist "
             f"({_listed(missing, len(missing))}); "
             f"relative paths are read from the manifest's folder {path.parent}"
+            + (
+                "; some names are not UTF-8 text: if the manifest was saved in another encoding, save it as CSV UTF-8"
+                if any(not_utf8(m) for m in missing)
+                else ""
+            )
         )
     if blank and len(splits) > 1:
         raise PneumoError(

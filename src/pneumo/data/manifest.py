@@ -14,7 +14,13 @@ from pathlib import Path
 
 from pneumo.errors import PneumoError
 
-__all__ = ["manifest_rows"]
+__all__ = ["manifest_rows", "not_utf8"]
+
+
+def not_utf8(text: str) -> bool:
+    """Whether text read with errors="surrogateescape" held bytes that are not UTF-8 (a file name in
+    another encoding, or a whole file in one)."""
+    return any("\udc80" <= c <= "\udcff" for c in text)
 
 
 def _columns_wanted(needs: Sequence[str]) -> str:
@@ -32,7 +38,9 @@ def manifest_rows(path: Path, needs: Sequence[str]) -> Iterator[tuple[int, dict[
     """
     wanted = _columns_wanted(needs)
     try:
-        handle = path.open(newline="", encoding="utf-8-sig")  # -sig: spreadsheets start their CSVs with a BOM
+        # -sig: spreadsheets start their CSVs with a BOM; surrogateescape: a file name that is not UTF-8 (as
+        # pneumo writes it in split.csv) reads back as the same name
+        handle = path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
     except OSError as exc:
         raise PneumoError(f"cannot read manifest {path}: {exc.strerror or exc}") from None
     with handle:
@@ -43,6 +51,8 @@ def manifest_rows(path: Path, needs: Sequence[str]) -> Iterator[tuple[int, dict[
                 header = next(reader, None)  # blank lines above the header
             if header is None:
                 raise PneumoError(f"manifest {path} is empty; it needs a header with {wanted} and one row per image")
+            if not_utf8(",".join(header)) or "\x00" in ",".join(header):  # UTF-16, or a legacy code page
+                raise PneumoError(f"manifest {path} is not a UTF-8 CSV file; save it as CSV UTF-8")
             columns = [cell.strip().lstrip("\ufeff").strip().lower() for cell in header]
             twice = sorted({name for name in columns if name and columns.count(name) > 1})
             if twice:
@@ -57,7 +67,5 @@ def manifest_rows(path: Path, needs: Sequence[str]) -> Iterator[tuple[int, dict[
                 cells = {name: row[i] if i < len(row) else "" for i, name in enumerate(columns) if name}
                 if any(cell.strip() for cell in cells.values()):
                     yield reader.line_num, cells
-        except UnicodeDecodeError:
-            raise PneumoError(f"manifest {path} is not a UTF-8 CSV file; save it as CSV UTF-8") from None
         except csv.Error as exc:
             raise PneumoError(f"manifest {path} line {reader.line_num} is not valid CSV ({exc})") from None

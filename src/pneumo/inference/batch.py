@@ -244,8 +244,10 @@ class ResultWriter:
 
         # text columns are typed up front: a batch where every value is empty would otherwise be typed null
         text_columns = {name: pa.string() for name in ("path", "label", "warnings", "abstain_reason")}
+        # Parquet strings are UTF-8: a file name that is not (its bytes kept as surrogates) is written with them escaped, caf\xe9.jpeg
+        utf8 = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").encode("utf-8")
         table = pa_csv.read_csv(
-            io.BytesIO(text.encode("utf-8")),
+            io.BytesIO(utf8),
             parse_options=pa_csv.ParseOptions(newlines_in_values=True),
             convert_options=pa_csv.ConvertOptions(column_types=text_columns),
         )

@@ -276,7 +276,7 @@ def write_temp(target: str | Path, write: Writer | bytes | str) -> Path:
         if isinstance(write, bytes):
             tmp.write_bytes(write)
         elif isinstance(write, str):
-            tmp.write_text(write, encoding="utf-8")
+            tmp.write_text(write, encoding="utf-8", errors="surrogateescape")  # a file name that is not UTF-8 keeps its bytes
         else:
             write(tmp)
         with tmp.open("rb+") as fh:  # renaming an unflushed file can expose an empty one after a power cut
