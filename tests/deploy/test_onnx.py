@@ -410,3 +410,15 @@ def test_an_output_that_is_a_folder_or_a_device_is_refused_before_any_work(tmp_p
     assert (tmp_path / "folder.onnx" / "keep").read_text() == "mine" and (tmp_path / "json.json").is_dir()
     assert (tmp_path / "null.onnx").is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.onnx", "json.json", "null.onnx"]  # no staging folder left
+
+
+def test_a_full_disk_under_the_export_is_one_error_naming_it_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch.onnx, "export", full)
+    with pytest.raises(PneumoError, match=r"cannot write the export .*m\.onnx \(No space left on device\): free some disk space"):
+        export(out=tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []  # no staging folder, no half file

@@ -169,6 +169,23 @@ def test_a_file_name_that_is_not_utf8_reaches_csv_and_parquet(tmp_path: Path, sh
     assert os.fsencode(folder) + b"/caf\xe9.jpeg" in (tmp_path / "r.csv").read_bytes()
 
 
+def test_a_full_disk_under_the_results_names_them_and_gives_the_lock_back(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from pneumo.inference.batch import ResultWriter
+
+    def full(*_args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ResultWriter, "_write_csv", full)
+    out = tmp_path / "full.csv"
+    with pytest.raises(PneumoError, match=r"cannot write the results .*full\.csv \(No space left on device\): free some disk space"):
+        predict_archive(archive, out=out, progress=False)
+    assert not (tmp_path / ".full.csv.lock").exists()  # a later run is not told another holds it
+
+
 def test_parquet_without_pyarrow_says_what_to_install(archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 

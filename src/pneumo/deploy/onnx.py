@@ -36,7 +36,7 @@ from pneumo.inference.onnx_backend import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, 
 from pneumo.inference.loading import load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.models.meta import CheckpointMeta, seal
-from pneumo.utils.files import output_file, sha256_file
+from pneumo.utils.files import writing, output_file, sha256_file
 
 __all__ = ["EXPORT_FORMAT_VERSION", "PARITY_TOLERANCE", "ExportResult", "export", "export_info"]
 
@@ -217,39 +217,40 @@ def export(
         )
     reference = TorchModel(copy.deepcopy(loaded.net).cpu().float().eval(), meta)
     images = _check_images(check_images, loaded.image_size)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
-    try:
-        onnx_tmp = staging / out.name
-        example = torch.zeros(1, 1, loaded.image_size, loaded.image_size)
-        with warnings.catch_warnings():
-            # torch >= 2.9 deprecates its TorchScript exporter (the dynamo one needs onnxscript); it is
-            # fine for these CNNs, and its deprecation notices are not something a user can act on
-            warnings.simplefilter("ignore", DeprecationWarning)
-            # the feature tap reads feature-map sizes as Python ints: constants of the network at its fixed input size
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(
-                _PixelsToProbabilities(reference.net, meta).eval(),
-                (example,),
-                str(onnx_tmp),
-                dynamo=False,
-                opset_version=opset,
-                input_names=["pixels"],
-                output_names=["probabilities", "features"],
-                dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}, "features": {0: "batch"}},
-            )
-        info = export_info(meta, opset, _feature_check(loaded), sha256_file(onnx_tmp))
-        onnx_tmp.with_suffix(".json").write_text(json.dumps(info, indent=2))
-        # checked through the deployment's own loader, so a graph it cannot run is never written
-        diff = _parity(OnnxModel.load(onnx_tmp), loaded.with_feature_check(), reference, images)
-        result = ExportResult(out, max_abs_diff=diff, n_images=len(images))
-        if int8:
-            onnx_tmp = _int8(onnx_tmp, loaded.with_feature_check(), meta, opset, data, progress)
-            result = ExportResult(out, int8=json.loads(onnx_tmp.with_suffix(".json").read_text())["quantization"])
-        os.replace(onnx_tmp, out)
-        os.replace(onnx_tmp.with_suffix(".json"), out.with_suffix(".json"))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with writing(out, "the export"):  # a full disk or a read-only folder: one line naming the file, nothing half-written
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
+        try:
+            onnx_tmp = staging / out.name
+            example = torch.zeros(1, 1, loaded.image_size, loaded.image_size)
+            with warnings.catch_warnings():
+                # torch >= 2.9 deprecates its TorchScript exporter (the dynamo one needs onnxscript); it is
+                # fine for these CNNs, and its deprecation notices are not something a user can act on
+                warnings.simplefilter("ignore", DeprecationWarning)
+                # the feature tap reads feature-map sizes as Python ints: constants of the network at its fixed input size
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                torch.onnx.export(
+                    _PixelsToProbabilities(reference.net, meta).eval(),
+                    (example,),
+                    str(onnx_tmp),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=["pixels"],
+                    output_names=["probabilities", "features"],
+                    dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}, "features": {0: "batch"}},
+                )
+            info = export_info(meta, opset, _feature_check(loaded), sha256_file(onnx_tmp))
+            onnx_tmp.with_suffix(".json").write_text(json.dumps(info, indent=2))
+            # checked through the deployment's own loader, so a graph it cannot run is never written
+            diff = _parity(OnnxModel.load(onnx_tmp), loaded.with_feature_check(), reference, images)
+            result = ExportResult(out, max_abs_diff=diff, n_images=len(images))
+            if int8:
+                onnx_tmp = _int8(onnx_tmp, loaded.with_feature_check(), meta, opset, data, progress)
+                result = ExportResult(out, int8=json.loads(onnx_tmp.with_suffix(".json").read_text())["quantization"])
+            os.replace(onnx_tmp, out)
+            os.replace(onnx_tmp.with_suffix(".json"), out.with_suffix(".json"))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return result
 
 

@@ -38,7 +38,7 @@ from pneumo.inference.formats import TEXT_COLUMNS, prediction_rows
 from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.loading import load_model
 from pneumo.utils.csvfile import format_csv, format_record, open_for_append, read_csv, repair_csv, restore, text_positions
-from pneumo.utils.files import output_file
+from pneumo.utils.files import WriteError, output_file, writing
 from pneumo.utils.lock import OutputLock
 from pneumo.utils.progress import make_progress
 from pneumo.utils.walk import IMAGE_SUFFIXES, iter_image_files
@@ -208,18 +208,20 @@ class ResultWriter:
         """One batch: its predictions appended to the output, its unreadable files to the sidecar."""
         if predictions:
             columns, rows = prediction_rows(predictions)
-            if self._as_parquet:
-                self._write_parquet(format_csv(columns, rows))  # Parquet is no spreadsheet: the names as they are
-            else:
-                self._write_csv(columns, rows)
+            with writing(self.out, "the results"):  # a full disk names the file, and the rows so far stay readable
+                if self._as_parquet:
+                    self._write_parquet(format_csv(columns, rows))  # Parquet is no spreadsheet: the names as they are
+                else:
+                    self._write_csv(columns, rows)
             self.n_done += len(predictions)
         if skipped:
-            if self._skip_file is None:
-                self._skip_file = open_for_append(self.skipped_out)
-                self._skip_file.write(format_record(SKIPPED_COLUMNS))
-            text = text_positions(SKIPPED_COLUMNS, SKIPPED_COLUMNS)
-            self._skip_file.write("".join(format_record(row, text) for row in skipped))
-            self._skip_file.flush()
+            with writing(self.skipped_out, "the list of skipped files"):
+                if self._skip_file is None:
+                    self._skip_file = open_for_append(self.skipped_out)
+                    self._skip_file.write(format_record(SKIPPED_COLUMNS))
+                text = text_positions(SKIPPED_COLUMNS, SKIPPED_COLUMNS)
+                self._skip_file.write("".join(format_record(row, text) for row in skipped))
+                self._skip_file.flush()
             self.n_skipped += len(skipped)
 
     def _write_csv(self, columns: list[str], rows: list[list[str]]) -> None:
@@ -256,11 +258,21 @@ class ResultWriter:
         self._parquet.write_table(table.cast(self._parquet.schema))  # one row group per batch
 
     def close(self) -> None:
-        for handle in (self._file, self._skip_file, self._parquet):
-            if handle is not None:
-                handle.close()
-        if self._lock is not None:
-            self._lock.release()
+        """Close every output, and give the lock back whatever closing them says (a full disk may fail a last flush)."""
+        failed: WriteError | None = None
+        try:
+            for target, handle in ((self.out, self._file), (self.skipped_out, self._skip_file), (self.out, self._parquet)):
+                try:
+                    if handle is not None:
+                        with writing(target):
+                            handle.close()
+                except WriteError as exc:
+                    failed = failed or exc
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+        if failed is not None:
+            raise failed
 
     def __enter__(self) -> ResultWriter:
         return self

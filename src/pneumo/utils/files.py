@@ -18,6 +18,8 @@ import re
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional
@@ -25,6 +27,7 @@ from typing import Callable, Mapping, Optional
 from pneumo.errors import PneumoError
 
 __all__ = [
+    "writing",
     "atomic_write",
     "write_temp",
     "sha256_file",
@@ -163,6 +166,21 @@ def _write_error(target: Path, exc: BaseException, what: str | None = None) -> W
         if blocked:
             return WriteError(code, blocked[1], str(target), f"cannot write {label}: {blocked[1]}" + (f"; {hint}" if hint else ""))
     return WriteError(code, reason, str(target), f"cannot write {label} ({reason})" + (f": {hint}" if hint else ""))
+
+
+@contextmanager
+def writing(target: str | Path, what: str | None = None) -> Iterator[None]:
+    """Turn a failed write of `target` inside the block (a full disk, a quota, an I/O error) into a
+    WriteError that names the file, instead of an OSError traceback."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as exc:
+        error = _write_error(Path(target), exc, what)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def _refuse_non_regular(target: Path, what: str | None = None) -> None:
