@@ -805,6 +805,17 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     warnings.showwarning = _show_warning
     try:
+        os.getcwd()
+    except OSError:  # PyTorch's MKL would die loading its libraries from a deleted folder, with a fatal error and no advice
+        err_console.print(
+            "[bold red]error:[/] the current folder no longer exists (deleted or unmounted): cd to a folder that does", highlight=False
+        )
+        sys.exit(2)
+    try:  # a name the terminal's encoding cannot show (LC_ALL=C, PYTHONIOENCODING=ascii) is shown escaped, never a traceback
+        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    except (AttributeError, ValueError):  # replaced by a stream without it, or closed
+        pass
+    try:
         app(args=_fill_optional_values(sys.argv[1:]))  # Typer handles usage errors and turns Ctrl-C into exit code 130
     except PneumoError as exc:  # before OSError: a WriteError is both
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # one line, as it was written

@@ -465,3 +465,24 @@ def test_an_output_that_cannot_be_written_is_one_line(small_folder: Path, args: 
         proc = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
     assert proc.stderr.strip() == "error: cannot write the output: No space left on device"
+
+
+def test_a_terminal_that_cannot_show_a_name_gets_it_escaped(small_folder: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "dossier-é"
+    folder.mkdir()
+    shutil.copy(sorted((small_folder / "NORMAL").glob("*.jpeg"))[0], folder / "film-ñ.jpeg")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONIOENCODING": "ascii"}
+    proc = subprocess.run([sys.executable, "-m", "pneumo", "predict", str(folder)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    assert "film-\\xf1.jpeg" in proc.stdout and "NORMAL" in proc.stdout
+
+
+def test_a_deleted_working_folder_is_said_before_anything_loads(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    code = f"import os, sys; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); sys.argv = ['pneumo', 'train', '--config', 'cpu']; from pneumo.cli import main; main()"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip() == "error: the current folder no longer exists (deleted or unmounted): cd to a folder that does"
+    )
