@@ -162,6 +162,36 @@ def test_a_resumed_run_keeps_the_config_it_started_with(tmp_path: Path) -> None:
         resume_run_dir(run, _config(5, lr=0.5))
 
 
+def test_an_edited_config_yaml_may_only_grow_epochs_or_move_the_data_and_each_resume_is_recorded(tmp_path: Path) -> None:
+    import yaml
+
+    from pneumo.config import config_to_dict
+    from pneumo.models import create_model
+    from pneumo.models.checkpoint import save_checkpoint
+    from pneumo.models.meta import CheckpointMeta
+
+    run = _started_run(tmp_path / "run", epochs=4, done=2)
+    trained = config_to_dict(_config(4))
+    meta = CheckpointMeta("seed_cnn", "binary", ["NORMAL", "PNEUMONIA"], 1, 64, 0.0, 1.0, 0.5, epoch=2, config=trained)
+    save_checkpoint(run / "checkpoints" / "last", create_model("seed_cnn", image_size=64), meta)
+
+    def edit(**values: object) -> None:
+        (run / "config.yaml").write_text(yaml.safe_dump({**trained, **values}, sort_keys=False))
+
+    for values, listed in (({"lr": 0.5}, "lr 0.001 -> 0.5"), ({"epochs": 2}, "epochs 4 -> 2"), ({"epochs": 6, "seed": 3}, "seed 0 -> 3")):
+        edit(**values)
+        with pytest.raises(
+            PneumoError, match=f"config.yaml was edited since the run trained \\({listed}\\); a resumed run keeps its recipe"
+        ):
+            resume_run_dir(run, None, log=lambda _: None)
+    edit(epochs=6, workers=1)
+    said: list[str] = []
+    assert resume_run_dir(run, None, log=said.append)[1].epochs == 6
+    assert said == ["resuming with epochs 4 -> 6 (config.yaml)", "resuming with workers 0 -> 1 (config.yaml)"]
+    recorded = json.loads((run / "resumes.json").read_text())
+    assert [(r["after_epoch"], r["changed"]) for r in recorded] == [(2, {"epochs": [4, 6], "workers": [0, 1]})]
+
+
 def test_only_a_pneumo_run_folder_can_be_resumed(tmp_path: Path) -> None:
     for folder in (tmp_path / "missing", tmp_path):
         with pytest.raises(

@@ -35,6 +35,7 @@ CHECKPOINT_LAYOUT: Layout = {
 # everything pneumo writes into a run folder (train) and a model folder (ensemble, calibrate): nothing else is deleted
 RUN_LAYOUT: Layout = {
     "config.yaml": None,
+    "resumes.json": None,  # pneumo.training.run_dir: what each resume changed
     "split.csv": None,
     "history.csv": None,
     "history.png": None,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -37,10 +39,52 @@ __all__ = [
 prepare_run_dir = prepare_output_folder  # the run folder of `pneumo train` is one such output folder
 
 
-def resume_run_dir(out: str | Path, config: Config | None) -> tuple[Path, Config]:
+# what a resumed run's config.yaml may say otherwise than the run trained with: where the data and
+# cache are now and how many loader workers (the data's content is checked by its fingerprint), and
+# `epochs`, which may grow (the rest of the learning-rate schedule is laid out over the new length)
+RESUME_MAY_MOVE = ("data", "cache_dir", "workers")
+RESUMES = "resumes.json"
+
+
+def _edits_since_training(run_dir: Path, saved: Config, done: int) -> dict[str, list[object]]:
+    """What config.yaml says otherwise than the config the last checkpoint trained with, as {key: [trained, now]};
+    a PneumoError for an edit a resume cannot honour."""
+    try:  # only its config: whether the checkpoint itself is sound is the training loop's to check, and say
+        trained = json.loads((run_dir / "checkpoints" / "last" / "meta.json").read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        trained = None
+    if not isinstance(trained, dict):
+        return {}
+    now = config_to_dict(saved)
+    changed = {k: [trained.get(k), now[k]] for k in now if k in trained and trained[k] != now[k]}
+    refused = {k: v for k, v in changed.items() if k not in RESUME_MAY_MOVE and not (k == "epochs" and v[1] > v[0])}
+    if "epochs" in changed and changed["epochs"][1] <= done:
+        refused["epochs"] = changed["epochs"]
+    if refused:
+        listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in refused.items())
+        raise PneumoError(
+            f"{run_dir / 'config.yaml'} was edited since the run trained ({listed}); a resumed run keeps its recipe: only epochs may grow "
+            f"(past the {done} done) and {', '.join(RESUME_MAY_MOVE)} may change. Put it back, or start a new run with the new config"
+        )
+    return changed
+
+
+def _record_resume(run_dir: Path, done: int, changed: dict[str, list[object]]) -> None:
+    path = run_dir / RESUMES
+    try:
+        earlier = json.loads(path.read_text()) if path.is_file() else []
+    except (OSError, ValueError):
+        earlier = []
+    entry = {"after_epoch": done, "changed": changed, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    atomic_write(path, json.dumps([*(earlier if isinstance(earlier, list) else []), entry], indent=2))
+
+
+def resume_run_dir(out: str | Path, config: Config | None, log: Callable[[str], None] = print) -> tuple[Path, Config]:
     """The run folder to continue and its config; refuses a folder that cannot, or need not, be resumed.
 
-    A resumed run keeps the config it started with: any other would make it a different run.
+    A resumed run keeps the config it started with: any other would make it a different run. Its
+    config.yaml may have been edited only where `RESUME_MAY_MOVE` and `epochs` allow; each resume
+    that changed something is recorded in `resumes.json`.
     """
     run_dir = Path(out)
     if not (run_dir / "config.yaml").is_file():
@@ -57,6 +101,11 @@ def resume_run_dir(out: str | Path, config: Config | None) -> tuple[Path, Config
     if done >= saved.epochs and (run_dir / REPORT).exists():
         raise PneumoError(f"run {run_dir} already finished all {saved.epochs} epochs; its model is in {run_dir / 'model'}")
     output_folder(run_dir, "the run folder")  # a read-only one is refused now, not at the end of the next epoch
+    changed = _edits_since_training(run_dir, saved, done)
+    for key, (old, new) in changed.items():
+        log(f"resuming with {key} {old!r} -> {new!r} (config.yaml)")
+    if changed:
+        _record_resume(run_dir, done, changed)
     return run_dir, saved
 
 
@@ -68,7 +117,7 @@ def open_run(
     if resume:
         if overwrite:
             raise PneumoError("resume continues a run and overwrite replaces it; ask for one of them")
-        run_dir, config = resume_run_dir(out, config)
+        run_dir, config = resume_run_dir(out, config, log)
         remove_leftover_temps(run_dir, log)
         return run_dir, config
     if config is None:
