@@ -422,3 +422,10 @@ def test_a_full_disk_under_the_export_is_one_error_naming_it_and_leaves_nothing(
     with pytest.raises(PneumoError, match=r"cannot write the export .*m\.onnx \(No space left on device\): free some disk space"):
         export(out=tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []  # no staging folder, no half file
+
+
+@pytest.mark.parametrize("opset", [99, 3, "17", True])
+def test_an_opset_this_pytorch_cannot_write_is_refused_before_anything_runs(opset: object, tmp_path: Path) -> None:
+    with pytest.raises(PneumoError, match=r"the ONNX opset must be a whole number from 9 to 20 \(what this PyTorch exports\)"):
+        export(out=tmp_path / "m.onnx", opset=opset)
+    assert list(tmp_path.iterdir()) == []

@@ -165,6 +165,13 @@ def test_an_uncertain_operating_point_is_warned_about(site: Path, tmp_path: Path
         calibrate(site / "labelled", out=tmp_path / "out2", model=ckpt, unlabeled=site / "unlabeled", progress=False)
 
 
+def test_calibrating_on_the_models_own_training_films_is_warned_about(tmp_path: Path) -> None:
+    own = copy_class_folders(tmp_path / "own", {"NORMAL": 20, "PNEUMONIA": 20})  # films of the training split, as they are
+    result = calibrate(own, out=tmp_path / "m", n_boot=50, progress=False)
+    said = [w for w in result.warnings if "films this model was trained on" in w]
+    assert len(said) == 1 and "this calibration fits the model's own films, not the site's" in said[0]
+
+
 def test_overwrite_replaces_only_a_pneumo_model_folder_and_never_the_source(site: Path, tmp_path: Path) -> None:
     first = calibrate(site / "labelled", out=tmp_path / "m", n_boot=20, progress=False)
     (tmp_path / "m" / "notes.txt").write_text("mine")

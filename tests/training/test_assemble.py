@@ -58,6 +58,8 @@ def test_an_ensemble_is_one_calibrated_model_that_exports_to_one_graph(members: 
     np.testing.assert_allclose(model.class_probabilities(images), apply_temperature(members_p, model.meta.temperature), atol=1e-4)
     exported = export(model, out=tmp_path / "ens.onnx", check_images=images)
     assert exported.max_abs_diff <= 1e-4
+    with pytest.raises(PneumoError, match="is an ensemble already and cannot be a member of another; give its members instead"):
+        ensemble([tmp_path / "ens", members[0]], out=tmp_path / "nested", progress=False, log=lambda _: None)
     np.testing.assert_allclose(
         pneumonia_probability(OnnxModel.load(tmp_path / "ens.onnx").class_probabilities(images)),
         model.pneumonia_probability(images),

@@ -44,7 +44,7 @@ from pneumo.evaluation.calibration import (
     recalibrate,
     site_point,
 )
-from pneumo.evaluation.overlap import copy_training_films, own_films
+from pneumo.evaluation.overlap import copy_training_films, overlap_warning, own_films, training_overlap
 from pneumo.evaluation.report import metrics_report, write_report
 from pneumo.inference.features import save_feature_check
 from pneumo.inference.torch_backend import feature_rows
@@ -343,6 +343,12 @@ def calibrate(
             "at_old_threshold": metrics_report(records, probs_before, loaded.task, meta.threshold, n_boot, seed=0),
         }
         warnings = _warnings(report)
+        own = overlap_warning(training_overlap(loaded.folder, records))
+        if own:  # a site is its own films: the model's training films say how it fits those, not the site
+            warnings.append(
+                own.split(", so these metrics")[0]
+                + ", so this calibration fits the model's own films, not the site's; give films it never saw"
+            )
     decision = (
         f"accuracy at a prevalence of {point.prevalence:.3g}"
         if point.prevalence is not None
