@@ -259,3 +259,38 @@ def test_decodes_share_a_pixel_budget_and_one_too_large_runs_alone() -> None:
         t.join(timeout=10)
     assert len(seen) == 7 and budget.used == 0  # everyone decoded, and gave the pixels back
     assert all(used <= 100 or used == pixels for used, pixels in seen)  # within the budget, or alone
+
+
+def test_a_client_gone_mid_upload_is_one_log_line_and_a_count(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    app = client.app
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.jpeg"\r\n\r\n\xff\xd8\xff'
+    messages = iter([{"type": "http.request", "body": body, "more_body": True}, {"type": "http.disconnect"}])
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return next(messages)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "path": "/v1/predict",
+        "raw_path": b"/v1/predict",
+        "query_string": b"",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=b")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+        "scheme": "http",
+        "root_path": "",
+    }
+    with caplog.at_level("INFO"):
+        asyncio.run(app(scope, receive, send))
+    lines = [r for r in caplog.records if "/v1/predict" in r.getMessage() or r.exc_info]
+    assert len(lines) == 1 and lines[0].exc_info is None and " 499 " in lines[0].getMessage()
+    assert 'pneumo_requests_total{method="POST",path="/v1/predict",status="499"}' in client.get("/metrics").text

@@ -129,6 +129,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        # a client gone mid-upload (CLIENT_GONE) gets no answer; its access-log line and counters say 499
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
     @app.exception_handler(StarletteHTTPException)

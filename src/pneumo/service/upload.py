@@ -16,6 +16,7 @@ import time
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -101,6 +102,10 @@ def _boundary(content_type: str) -> bytes:
     return boundary
 
 
+# the status nginx logs for a client that closed the connection first: never sent, only counted and logged
+CLIENT_GONE = 499
+
+
 async def _next_chunk(chunks, deadline: float) -> bytes | None:  # noqa: ANN001 - an async iterator of bytes
     wait = min(IDLE_SECONDS, deadline - time.monotonic())
     try:
@@ -130,6 +135,8 @@ async def read_upload(request: Request, limit: int) -> tuple[str, bytes]:
         parser.finalize()
     except MultipartParseError as exc:
         raise ApiError(400, f"the multipart body could not be parsed ({exc}); send the image as a form field named 'file'") from None
+    except ClientDisconnect:  # nobody is left to answer: one log line and a count (`CLIENT_GONE`), not a traceback
+        raise ApiError(CLIENT_GONE, "the client disconnected before its upload arrived") from None
     if not field.found:
         raise ApiError(422, "no form field named 'file': send the image as multipart/form-data field 'file'")
     return field.name or "upload", bytes(field.data)
