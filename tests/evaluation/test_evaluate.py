@@ -23,14 +23,16 @@ def test_report_follows_the_published_interface(report: dict) -> None:
     for key in ("n", "threshold", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc"):
         assert key in report
     assert report["n"] == 50 and len(report["predictions"]) == 50
-    assert {"path", "label", "probability", "abstain", "warnings"} == set(report["predictions"][0])
+    assert {"path", "true_label", "predicted", "probability", "abstain", "warnings"} == set(report["predictions"][0])
+    for film in report["predictions"]:  # the verdict at the threshold, or none where the model abstains
+        assert film["predicted"] == (None if film["abstain"] else "PNEUMONIA" if film["probability"] >= report["threshold"] else "NORMAL")
     held = report["abstention"]
     assert held["n"] == sum(p["abstain"] for p in report["predictions"]) and sum(held["reasons"].values()) == held["n"]
     assert held["judged"]["n"] == 50 - held["n"]
 
 
 def test_metrics_agree_with_the_predictions(report: dict) -> None:
-    y = np.array([p["label"] == "PNEUMONIA" for p in report["predictions"]])
+    y = np.array([p["true_label"] == "PNEUMONIA" for p in report["predictions"]])
     prob = np.array([p["probability"] for p in report["predictions"]])
     pred = prob >= report["threshold"]
     assert report["accuracy"] == pytest.approx((pred == y).mean())

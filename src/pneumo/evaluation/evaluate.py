@@ -93,8 +93,17 @@ def evaluate(
     warning = overlap_warning(report["training_overlap"], str(run) if run is not None else None)
     report["warnings"] = [warning] if warning else []
     report["skipped"] = [{"path": path, "error": message} for path, message in dataset.skipped]
+    # `true_label` is what the data says; `predicted` the verdict at the threshold (None when the model abstains),
+    # as `Prediction.label` is: one word, one meaning
     report["predictions"] = [
-        {"path": str(r.path), "label": r.label, "probability": float(prob), "abstain": bool(w), "warnings": w}
+        {
+            "path": str(r.path),
+            "true_label": r.label,
+            "predicted": None if w else loaded.label(float(prob), str(r.path)),
+            "probability": float(prob),
+            "abstain": bool(w),
+            "warnings": w,
+        }
         for r, prob, w in zip(records, p, warnings)
     ]
     if plots_dir is not None:
