@@ -46,6 +46,17 @@ random sizes, a third of them under a 4 KiB upload limit. Each must give the fil
 most the limit of bytes, or raise the module's client error (`ApiError`, a 4xx); anything else
 is a bug. The parser runs in the calling thread here (not the service's thread pool), so a
 hang is interrupted like any other.
+
+`--target api` fuzzes the Python API: every public function of `pneumo` (`predict`, `evaluate`,
+`calibrate`, `export`, `ensemble`, `predict_archive`, `train`, `load_model`, `discover`, `serve`)
+called with random values as its first argument and as a random choice of its keyword arguments:
+None, booleans, boundary numbers (0, -1, huge, NaN, infinities), strings and paths (empty, a
+missing file, a folder of two real films, /dev/null, NUL bytes, very long), bytes (a real film,
+cut, random), numpy arrays and torch tensors of every dtype and of 0 to 5 dimensions (NaN, 0-sized,
+1 to 5 channels, huge shapes described but not allocated), PIL images of every mode, and lists,
+tuples, dicts, sets and generators of these. Each call must return or raise PneumoError; any
+other exception is a bug. Calls that would start work (a training run, a server) are given a
+value that must be refused before they do (`serve` an unusable port, `train` no real Config).
 """
 
 from __future__ import annotations
@@ -670,6 +681,102 @@ def _multipart_seeds() -> list[_Seed]:
     return [_Seed(n, ".http", s, run, mutator=mutate_multipart, reproduce=replay) for n, s in zip(names, seeds)]
 
 
+_API_FUNCTIONS = ("predict", "evaluate", "calibrate", "export", "ensemble", "predict_archive", "train", "load_model", "discover", "serve")
+
+
+def _api_value(rng: random.Random, scratch: Path, depth: int = 0) -> object:
+    """One random value of the kinds a notebook or a careless script hands over."""
+    import torch
+    from PIL import Image
+
+    film = _films()[rng.randrange(2)]
+    kind = rng.randrange(14 if depth < 2 else 11)
+    if kind == 0:
+        return rng.choice([None, True, False, 0, 1, -1, 2**63, -(2**70), 3.5, float("nan"), float("inf"), -0.0, 1e-300, 1e308])
+    if kind == 1:
+        return rng.choice(
+            ["", "/dev/null", "x.jpeg", "\x00", "a" * 5000, str(scratch / "missing.jpeg"), str(scratch / "films"), "bundled", "cpu", "-1"]
+        )
+    if kind == 2:
+        return rng.choice([Path(""), scratch / "missing", scratch / "films", scratch / "films" / film.name, Path("/dev/null"), scratch])
+    if kind == 3:
+        data = film.read_bytes()
+        return rng.choice([data, data[: rng.randrange(1, len(data))], bytes(rng.getrandbits(8) for _ in range(64)), b"", bytearray(data)])
+    if kind in (4, 5):
+        dims = rng.randrange(0, 6)
+        shape = tuple(rng.choice([0, 1, 2, 3, 4, 5, 64, 224, 300]) for _ in range(dims))
+        if int(np.prod(shape, dtype=np.int64)) > 2_000_000:
+            shape = shape[:2]
+        dtype = rng.choice([np.uint8, np.uint16, np.int8, np.int64, np.float16, np.float32, np.float64, np.bool_, np.complex64])
+        array = (np.random.default_rng(rng.randrange(2**31)).random(shape) * rng.choice([1, 255, 65535, -3])).astype(dtype)
+        if array.size and dtype in (np.float32, np.float64) and rng.random() < 0.3:
+            array.flat[0] = rng.choice([np.nan, np.inf])
+        return torch.from_numpy(array) if kind == 5 and dtype not in (np.uint16,) else array
+    if kind == 6:
+        mode = rng.choice(["L", "RGB", "RGBA", "LA", "P", "1", "I", "I;16", "F", "CMYK", "YCbCr", "HSV"])
+        size = (rng.choice([1, 8, 64, 300]), rng.choice([1, 8, 64, 300]))
+        try:
+            return Image.new(mode, size, color=rng.randrange(256) if mode not in ("RGB", "RGBA", "CMYK", "YCbCr", "HSV") else None)
+        except (ValueError, TypeError):
+            return Image.new("L", size)
+    if kind == 7:
+        return rng.choice([object(), print, Exception("x"), Ellipsis, type, slice(1), complex(1, 2)])
+    if kind in (8, 9, 10):
+        return rng.choice([str(film), film, [film], [str(film), film], (film,), scratch / "films"])
+    items = [_api_value(rng, scratch, depth + 1) for _ in range(rng.randrange(0, 4))]
+    return rng.choice([items, tuple(items), {str(i): v for i, v in enumerate(items)}, iter(items), {"path": items[0] if items else None}])
+
+
+def _api_seeds(folder: Path) -> list[_Seed]:
+    """One seed per public function; an input is four random bytes that seed the values it is called with."""
+    import inspect
+
+    import pneumo
+
+    (folder / "films").mkdir()
+    for film in _films():
+        shutil.copy(film, folder / "films" / film.name)
+    logging.getLogger("pneumo").setLevel(logging.CRITICAL)
+
+    def runner(name: str) -> Callable[[bytes, int], None]:
+        function = getattr(pneumo, name)
+        keywords = [p for p in inspect.signature(function).parameters.values() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+        def run(data: bytes, i: int) -> None:
+            rng = random.Random(int.from_bytes(data[:8].ljust(8, b"\0"), "big"))
+            scratch = Path(tempfile.mkdtemp(dir=folder))
+            args = [_api_value(rng, folder)] if rng.random() < 0.9 else []
+            kwargs = {p.name: _api_value(rng, folder) for p in keywords[1:] if rng.random() < 0.3}
+            for key in ("out", "out_dir"):  # outputs go to a scratch folder of their own
+                if any(p.name == key for p in keywords) and (key not in kwargs or rng.random() < 0.5):
+                    kwargs[key] = scratch / "out"
+            if name == "serve":
+                kwargs["port"] = rng.choice([-1, 0.5, "8000", 70000, None])  # refused before listening
+            if name == "train" and args and not isinstance(args[0], (str, Path)) and rng.random() < 0.5:
+                kwargs["resume"] = True  # a resume with no run folder is refused before training
+            try:
+                function(*args, **kwargs)
+            except TypeError as exc:
+                # a keyword the function does not have, or a missing required one: Python's own message, the caller's mistake
+                if "argument" not in str(exc) or "positional" not in str(exc) and "keyword" not in str(exc):
+                    raise
+                raise PneumoError(str(exc)) from None
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+        return run
+
+    def replay(path: Path) -> str:
+        return f"import sys; sys.path.insert(0, 'benchmarks'); import fuzz_inputs as f, pathlib, tempfile; s = f._api_seeds(pathlib.Path(tempfile.mkdtemp())); [x for x in s if x.name == NAME][0].run(open({str(path)!r}, 'rb').read(), 0)"
+
+    return [
+        _Seed(
+            f"pneumo.{name}", ".bin", b"\0" * 8, runner(name), mutator=lambda _d, r: r.getrandbits(64).to_bytes(8, "big"), reproduce=replay
+        )
+        for name in _API_FUNCTIONS
+    ]
+
+
 def _save(out: Path, seed: _Seed, kind: str, data: bytes, detail: str) -> Path:
     """The input and a note on how to reproduce it; returns the input's path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -702,13 +809,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--target",
-        choices=("inputs", "configs", "metadata", "multipart"),
+        choices=("inputs", "configs", "metadata", "multipart", "api"),
         default="inputs",
-        help="images and manifests (default), config files and --set overrides, model metadata (meta.json, the export JSON), or upload bodies",
+        help="images and manifests (default), config files and --set overrides, model metadata (meta.json, the export JSON), upload bodies, or the Python API",
     )
     args = parser.parse_args()
     if args.budget is None:
-        args.budget = 15.0 if args.target == "metadata" else 2.0
+        args.budget = 15.0 if args.target in ("metadata", "api") else 2.0
 
     rng = random.Random(args.seed)
     warnings.simplefilter("ignore")  # PIL and pydicom warn about damaged files; outcomes are what count here
@@ -716,7 +823,7 @@ def main() -> None:
     bugs: dict[tuple[str, str], int] = {}  # (seed, kind of bug) -> inputs that showed it
     found: list[str] = []
     with tempfile.TemporaryDirectory() as folder:
-        seeds = {"configs": _config_seeds, "metadata": _metadata_seeds, "multipart": lambda _f: _multipart_seeds()}.get(
+        seeds = {"configs": _config_seeds, "metadata": _metadata_seeds, "multipart": lambda _f: _multipart_seeds(), "api": _api_seeds}.get(
             args.target, _seeds
         )(Path(folder))
         start, i = time.perf_counter(), 0
@@ -770,10 +877,12 @@ def main() -> None:
     ]
     totals = [sum(r[k] for r in rows) for k in range(2, 7)]
     rows.append(("**all**", "", *totals, "", round(1000 * max(s.slowest[0] for s in seeds if s.times))))
-    accepted = {"configs": "loaded", "metadata": "loaded and predicted", "multipart": "parsed"}.get(args.target, "decoded / read")
+    accepted = {"configs": "loaded", "metadata": "loaded and predicted", "multipart": "parsed", "api": "returned"}.get(
+        args.target, "decoded / read"
+    )
     refused = "ApiError (4xx)" if args.target == "multipart" else "PneumoError"
     columns = ["seed", "bytes", "inputs", accepted, refused, "other exception", f"hang (> {args.budget:g} s)", "median ms", "slowest ms"]
-    what = {"configs": "the config reader", "metadata": "the model loaders", "multipart": "the upload reader"}.get(
+    what = {"configs": "the config reader", "metadata": "the model loaders", "multipart": "the upload reader", "api": "the Python API"}.get(
         args.target, "decoders and the manifest reader"
     )
     print(table(f"Fuzzing {what}: {i} mutated inputs in {seconds:.0f} s (seed {args.seed})", columns, rows))
