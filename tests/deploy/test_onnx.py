@@ -26,7 +26,7 @@ from pneumo.models.checkpoint import save_checkpoint
 from pneumo.models.meta import CHECKSUM, CheckpointMeta, metadata_sha256, seal
 from pneumo.utils.files import sha256_file
 from pneumo.tasks import PATHOGEN_CLASSES
-from tests.conftest import SAMPLES, pick
+from tests.conftest import BUNDLED_SIZE, SAMPLES, pick
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +206,10 @@ def test_an_edited_export_json_is_refused(shipped: Path, changes: dict, message:
         ({"checkpoint": {"threshold": 0.5}}, r"m\.json \(its checkpoint\) was edited or damaged"),
         ({"checkpoint": {"task": "pathogen"}, "task": "pathogen"}, r"m\.json \(its checkpoint\) was edited or damaged"),
         ({"drop": ("onnx_sha256",)}, r"has no graph checksum \(onnx_sha256\)"),
-        ({"input": {"name": "x", "dtype": "float32", "shape": ["batch", 1, 224, 224]}}, "input and output names are not a pneumo export's"),
+        (
+            {"input": {"name": "x", "dtype": "float32", "shape": ["batch", 1, BUNDLED_SIZE, BUNDLED_SIZE]}},
+            "input and output names are not a pneumo export's",
+        ),
         ({"input": {"name": "pixels", "dtype": "float32", "shape": ["batch", 1, 180, 180]}}, "its input shape is"),
         (
             {"output": {"name": "probabilities", "dtype": "float32", "shape": ["batch", 2], "order": ["PNEUMONIA", "NORMAL"]}},

@@ -18,7 +18,7 @@ from PIL import Image
 
 from pneumo.inference.predict import load_model, predict
 from pneumo.service.app import create_app
-from tests.conftest import SAMPLES, TRAIN
+from tests.conftest import BUNDLED_SIZE, SAMPLES, TRAIN
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_a_film_gets_the_same_answer_as_the_library(client: TestClient, film: Pa
 def test_heatmap_on_request(client: TestClient, film: Path) -> None:
     cam = _post(client, film.name, film.read_bytes(), cam="true").json()["cam"]
     image, heatmap, overlay = _png(cam["image_png"]), _png(cam["heatmap_png"]), _png(cam["overlay_png"])
-    assert image.size == heatmap.size == overlay.size == (224, 224)
+    assert image.size == heatmap.size == overlay.size == (BUNDLED_SIZE, BUNDLED_SIZE)
     assert (image.mode, heatmap.mode, overlay.mode) == ("L", "RGBA", "RGB")
     assert np.asarray(heatmap)[..., :3].std() > 5  # not a flat map
 
@@ -83,7 +83,7 @@ def test_dicom_is_sniffed_and_warned_about(client: TestClient, film: Path) -> No
     answer = _post(client, "scan.png", (SAMPLES / "dicom" / "not_a_chest_ot.dcm").read_bytes(), cam="true").json()
     assert answer["input"]["format"] == "DICOM" and answer["input"]["modality"] == "OT"
     assert any("modality is OT" in w for w in answer["warnings"])
-    assert _png(answer["cam"]["image_png"]).size == (224, 224)
+    assert _png(answer["cam"]["image_png"]).size == (BUNDLED_SIZE, BUNDLED_SIZE)
     # no verdict for what the model cannot judge, unless asked for one
     assert answer["abstain"] is True and answer["label"] is None and "modality is OT" in answer["abstain_reason"]
     forced = _post(client, "scan.png", (SAMPLES / "dicom" / "not_a_chest_ot.dcm").read_bytes(), abstain="false").json()
