@@ -64,7 +64,7 @@ def main() -> None:
     print(
         table(
             f"CPU inference backends, {name}, file -> probability (onnxruntime with its default threads; "
-            f"parity max |dP| {exported['max_abs_diff']:.1e})",
+            f"parity max |dP| {exported.max_abs_diff:.1e})",
             ["backend", "p50 ms (1 image)", "p95 ms (1 image)", "batch", "images/s (batched)"],
             rows,
         )
