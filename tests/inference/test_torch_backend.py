@@ -27,7 +27,7 @@ from pneumo.inference.torch_backend import (
 from pneumo.models import create_model
 from pneumo.models.checkpoint import save_checkpoint
 from pneumo.models.meta import CheckpointMeta
-from tests.conftest import pick
+from tests.conftest import BUNDLED_SIZE, pick
 
 pytestmark = pytest.mark.slow  # whole-network passes over many cases: the full suite runs them, the fast loop leaves them out
 
@@ -95,7 +95,7 @@ def test_class_probabilities_of_real_films(bundled: TorchModel, films: np.ndarra
     ],
 )
 def test_images_that_are_not_uint8_at_the_models_size_are_refused(bundled: TorchModel, bad: np.ndarray, why: str) -> None:
-    with pytest.raises(PneumoError, match=r"needs uint8 images \[N, 224, 224\].*load_image\(path, 224\)"):
+    with pytest.raises(PneumoError, match=rf"needs uint8 images \[N, {BUNDLED_SIZE}, {BUNDLED_SIZE}\].*load_image\(path, {BUNDLED_SIZE}\)"):
         bundled.class_probabilities(bad)
 
 
@@ -146,11 +146,12 @@ def test_a_cpu_network_never_sees_more_films_at_once_than_the_budget(bundled: To
     seen: list[int] = []
     handle = bundled.net.register_forward_pre_hook(lambda _m, args: seen.append(int(args[0].shape[0])))
     try:
-        x = np.concatenate([films, films[:2]])  # 6 films, batch asked for: 256
+        budget = cpu_batch_size(bundled.image_size)
+        x = np.concatenate([films] * (budget // len(films) + 2))[: budget + 2]  # two films more than the budget; batch asked for: 256
         bundled.class_probabilities(x, batch_size=256)
     finally:
         handle.remove()
-    assert sum(seen) == 6 and max(seen) <= cpu_batch_size(bundled.image_size) and len(seen) > 1
+    assert sum(seen) == budget + 2 and max(seen) <= budget and len(seen) > 1
 
 
 def test_feature_rows_come_from_the_same_pass_as_the_probabilities(small: tuple[TorchModel, np.ndarray]) -> None:

@@ -252,7 +252,8 @@ class FeatureCheck:
         features = np.asarray(features, dtype=np.float64)
         if features.ndim == 2 and len(features) == 0:
             return np.zeros((0, 4))  # no images, no scores (a backend's empty pass may not know its width)
-        if features.ndim != 2 or features.shape[1] < self.width:
+        # with a probe the check reads the whole row, so its width is the model's; without one, the penultimate part only
+        if features.ndim != 2 or (features.shape[1] != self.width if self.has_probe else features.shape[1] < self.width):
             raise PneumoError(
                 f"the input check needs {self.width} features per image but got {features.shape[1:] or 'none'}: "
                 "it was fitted for another model; refit or export it again"
