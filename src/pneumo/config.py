@@ -110,7 +110,9 @@ class Config:
     # a network to learn from besides the labels: "none", "bundled" (the model shipped in pneumo) or a run or
     # model folder; its calibrated probabilities on `distill_views` fixed augmented views of each training
     # film are computed once and cached (pneumo.training.distill), and the loss is (1 - distill_weight)
-    # x the labels' + distill_weight x the teacher's, both softened by distill_temperature
+    # x the labels' + distill_weight x the teacher's, both softened by distill_temperature. A teacher
+    # that trained on the run's validation films is refused (its answers would leak their labels):
+    # validate on its split (`split_seed` as the teacher's)
     teacher: str = "none"
     distill_weight: float = 0.5
     distill_temperature: float = 2.0

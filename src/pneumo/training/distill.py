@@ -31,6 +31,7 @@ from pneumo.config import Config
 from pneumo.data.augment import augment_batch
 from pneumo.data.cache import cache_dir, decode_dataset, usable_cache
 from pneumo.errors import PneumoError
+from pneumo.evaluation.overlap import training_overlap
 from pneumo.inference.loading import load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.training.data import TrainingData
@@ -77,6 +78,20 @@ def load_teacher(name: str, task: str) -> TorchModel:
     if teacher.meta.task != task:
         raise PneumoError(f"teacher {name!r} is a {teacher.meta.task} model; a {task} student needs a teacher of its own task")
     return teacher
+
+
+def _refuse_a_teacher_of_the_validation_films(teacher: TorchModel, config: Config, data: TrainingData) -> None:
+    """A teacher that trained on the run's validation films knows their labels: its answers would
+    carry them into training, and validation (the threshold, the calibration, the signal) would be
+    optimistic. Refused, saying which split the teacher used."""
+    overlap = training_overlap(teacher.folder, data.val, config.cache_dir or None)
+    if overlap and overlap["train"]:
+        split_seed = teacher.meta.config.get("split_seed") if isinstance(teacher.meta.config, dict) else None
+        hint = f"--set split_seed={split_seed}" if isinstance(split_seed, int) and split_seed >= 0 else "the teacher's split"
+        raise PneumoError(
+            f"the teacher {config.teacher} trained on {overlap['train']} of this run's {overlap['n']} validation films: its answers "
+            f"would carry their labels into training and make validation optimistic; validate on films it never trained on ({hint})"
+        )
 
 
 def _key(teacher: TorchModel, fingerprint: str, config: Config) -> str:
@@ -131,6 +146,7 @@ def distillation_data(
     if config.teacher == "none":
         return None
     teacher = load_teacher(config.teacher, config.task)
+    _refuse_a_teacher_of_the_validation_films(teacher, config, data)
     films = decode_dataset(data.train, teacher.image_size, config.cache_dir or None, config.workers, progress=progress)
     if len(films.records) != len(data.train):
         raise PneumoError("some training films could not be read at the teacher's size; check the data")
