@@ -262,6 +262,12 @@ def test_manifest_absolute_paths_and_bom(tmp_path: Path, shared_data: Path) -> N
 # --- errors -------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("source", [None, 3, b"data", ["a", "b"], {"path": "x"}], ids=repr)
+def test_data_that_is_not_a_path_is_one_line(source: object) -> None:
+    with pytest.raises(PneumoError, match=f"data must be a dataset folder or a CSV manifest, as a path; got {type(source).__name__}"):
+        discover(source)  # type: ignore[arg-type]
+
+
 def test_missing_path(tmp_path: Path) -> None:
     with pytest.raises(PneumoError, match="does not exist") as err:
         discover(tmp_path / "nowhere")

@@ -240,6 +240,8 @@ def discover(source: str | Path) -> Dataset:
         >>> sorted(ds.splits), ds.layout
         (['train'], 'kaggle')
     """
+    if not isinstance(source, (str, os.PathLike)) or isinstance(source, bytes):
+        raise PneumoError(f"data must be a dataset folder or a CSV manifest, as a path; got {type(source).__name__}")
     root = Path(source).expanduser()
     if not root.exists():
         what = "is a symlink that leads nowhere (dangling, or a loop)" if root.is_symlink() else "does not exist"
