@@ -238,6 +238,13 @@ def to_uint8_gray(image: Image.Image, name: str = "<image>") -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
+def _small_copy(image: Image.Image) -> Image.Image:
+    """A strided copy at most _COLOUR_SIDE pixels a side: whole-image means (colour, transparency) need no more."""
+    width, height = image.size
+    step = max(1, -(-max(width, height) // _COLOUR_SIDE))
+    return image.resize((max(1, width // step), max(1, height // step)), Image.Resampling.NEAREST) if step > 1 else image
+
+
 def _has_alpha(image: Image.Image) -> bool:
     return image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info)
 
@@ -246,11 +253,7 @@ def transparent_share(image: Image.Image) -> float:
     """The share of the picture at least half transparent, on a strided copy; 0.0 for an image without alpha."""
     if not _has_alpha(image):
         return 0.0
-    width, height = image.size
-    step = max(1, -(-max(width, height) // _COLOUR_SIDE))
-    if step > 1:
-        image = image.resize((max(1, width // step), max(1, height // step)), Image.Resampling.NEAREST)
-    alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+    alpha = np.asarray(_small_copy(image).convert("RGBA").getchannel("A"))
     return float((alpha < 128).mean()) if alpha.size else 0.0
 
 
@@ -266,11 +269,7 @@ def pil_colourfulness(image: Image.Image) -> float:
     """Colourfulness of a loaded PIL image; 0.0 for modes without colour channels."""
     if image.mode not in _COLOUR_MODES:
         return 0.0
-    width, height = image.size
-    step = max(1, -(-max(width, height) // _COLOUR_SIDE))
-    if step > 1:
-        image = image.resize((max(1, width // step), max(1, height // step)), Image.Resampling.NEAREST)
-    return rgb_colourfulness(np.asarray(image.convert("RGB")))
+    return rgb_colourfulness(np.asarray(_small_copy(image).convert("RGB")))
 
 
 def _jpeg_colourfulness(data: bytes) -> float:
