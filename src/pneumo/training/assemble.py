@@ -38,11 +38,11 @@ from pneumo.training.data import (
     decode_training_data,
     model_recipe,
     outlier_films,
+    provenance,
     split_training_records,
 )
 from pneumo.training.report import input_check_line, operating_point, write_figures, write_model
 from pneumo.training.run_dir import REPORT, prepare_run_dir
-from pneumo.version import __version__
 
 __all__ = ["EnsembleResult", "ensemble"]
 
@@ -109,12 +109,7 @@ def _ensemble(
         threshold=0.5,
         members=[dataclasses.asdict(d) for d in described],
         config={**config_to_dict(config), "members": [str(m) for m in sources]},
-        data_source=str(config.data),
-        data_fingerprint=data.fingerprint,
-        n_train=data.n_train,
-        n_val=len(data.val),
-        pneumo_version=__version__,
-        torch_version=torch.__version__,
+        **provenance(config, data),
     )
     return net, meta
 

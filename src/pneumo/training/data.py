@@ -12,6 +12,7 @@ import torch
 from pneumo.config import Config, config_from_dict, config_to_dict, load_config
 from pneumo.data.cache import decode_dataset
 from pneumo.data.layout import Record, discover
+from pneumo.version import __version__
 from pneumo.data.split import shared_patients, split_records, subsample, write_split
 from pneumo.errors import PneumoError
 from pneumo.tasks import get_task
@@ -29,6 +30,18 @@ __all__ = [
     "split_training_records",
     "training_records",
 ]
+
+
+def provenance(config: Config, data: TrainingData) -> dict[str, object]:
+    """What a checkpoint records of where it came from: its data, its split's sizes, the versions."""
+    return {
+        "data_source": str(config.data),
+        "data_fingerprint": data.fingerprint,
+        "n_train": data.n_train,
+        "n_val": len(data.val),
+        "pneumo_version": __version__,
+        "torch_version": torch.__version__,
+    }
 
 
 @dataclass

@@ -35,7 +35,7 @@ from pneumo.models.checkpoint import copy_checkpoint, save_checkpoint
 from pneumo.models.meta import META, CheckpointMeta
 from pneumo.training import distributed as dist
 from pneumo.training.batchnorm import recalibrate_batchnorm
-from pneumo.training.data import TrainingData, load_training_data
+from pneumo.training.data import TrainingData, load_training_data, provenance
 from pneumo.training.optim import pick_device
 from pneumo.training.parts import RunParts, build_parts
 from pneumo.training.report import ValidationPass, epoch_metrics, finish_run, validation_row
@@ -49,7 +49,6 @@ from pneumo.training.tracking import Tracker, open_trackers
 from pneumo.training.state import STATE, RunSoFar, load_train_state, save_train_state
 from pneumo.utils.files import describe_size
 from pneumo.utils.progress import make_progress
-from pneumo.version import __version__
 
 __all__ = ["train", "TrainResult"]
 
@@ -258,12 +257,7 @@ def _checkpoint_meta(config: Config, data: TrainingData, parts: RunParts) -> Che
         crop=config.crop,
         threshold=0.5,
         config=config_to_dict(config),
-        data_source=str(config.data),
-        data_fingerprint=data.fingerprint,
-        n_train=data.n_train,
-        n_val=len(data.val),
-        pneumo_version=__version__,
-        torch_version=torch.__version__,
+        **provenance(config, data),
     )
 
 
