@@ -43,7 +43,7 @@ class ContentCrop(nn.Module):
 
     def raw_boxes(self, raw: torch.Tensor) -> torch.Tensor:
         """`boxes` of un-normalised images [B, S, S] in 0..1."""
-        side = raw.shape[-1]
+        side = int(raw.shape[-1])  # a constant of the network at its input size, also in an ONNX graph
         rows, cols = raw.mean(dim=2), raw.mean(dim=1)  # [B, S] each
         # relative to the brightest row or column, which a margin around the film does not change
         inside_rows = rows > self.level * rows.amax(dim=1, keepdim=True)
@@ -86,7 +86,7 @@ class ContentCrop(nn.Module):
             return rows @ maps.float() @ cols.transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        box, side = self.boxes(x), x.shape[-1]
+        box, side = self.boxes(x), int(x.shape[-1])
         along_rows = self._weights(box[:, 0], box[:, 1], side, x.dtype)  # [B, S_out, S_in]
         along_cols = self._weights(box[:, 2], box[:, 3], side, x.dtype)
         cropped = along_rows @ x[:, 0] @ along_cols.transpose(1, 2)

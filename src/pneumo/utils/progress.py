@@ -53,6 +53,9 @@ def make_progress(enabled: bool = True, unit: str | None = None, stderr: bool = 
 
 def progress_bar(items: Iterable[T], total: int, description: str, enabled: bool = True) -> Iterator[T]:
     """Iterate with a progress bar."""
+    if not enabled:  # no display to build: a single film's prediction goes through here
+        yield from items
+        return
     with make_progress(enabled) as progress:
         task = progress.add_task(description, total=total, info="")
         for item in items:
