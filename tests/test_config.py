@@ -14,6 +14,7 @@ from pneumo.config import (
     RULES,
     AugmentConfig,
     Config,
+    check_config,
     config_from_dict,
     config_to_dict,
     load_config,
@@ -618,3 +619,34 @@ def test_a_student_may_keep_its_teachers_threshold_only_when_it_has_a_teacher() 
     assert load_config("default", ["teacher=bundled", "threshold=teacher"]).threshold == "teacher"
     with pytest.raises(PneumoError, match="threshold' is teacher, but no teacher is set"):
         load_config("default", ["threshold=teacher"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ("epochs=2", "overrides must be a list of 'key=value' strings, or None; got 'epochs=2' (str)"),  # not its characters
+        (5, "got 5 (int)"),
+        ({"epochs": 2}, "got {'epochs': 2} (dict)"),
+        (b"epochs=2", "got b'epochs=2' (bytes)"),
+    ],
+    ids=repr,
+)
+def test_overrides_that_are_not_a_list_are_refused_naming_them(overrides: object, fragment: str) -> None:
+    with pytest.raises(PneumoError) as err:
+        load_config("seed", overrides)  # type: ignore[arg-type]
+    assert fragment in str(err.value)
+    assert load_config("seed", ("epochs=2",)).epochs == 2  # a tuple is a list
+
+
+@pytest.mark.parametrize("source", [3, b"seed", "a\x00b.yaml", "x" * 300, ["seed"]], ids=lambda v: repr(v)[:20])
+def test_a_source_that_is_not_a_path_is_refused_naming_it(source: object) -> None:
+    with pytest.raises(PneumoError, match=r"^source must be a YAML file or a shipped config name \(seed, default, cpu\)"):
+        load_config(source)  # type: ignore[arg-type]
+
+
+def test_check_config_checks_a_config_built_by_hand_as_a_file() -> None:
+    assert check_config(load_config("seed")) == load_config("seed")
+    with pytest.raises(PneumoError, match="config key 'epochs' must be in"):
+        check_config(Config(epochs=0))
+    with pytest.raises(PneumoError, match=r"^config must be a Config: load_config\("):
+        check_config({"epochs": 1})

@@ -12,7 +12,6 @@ import dataclasses
 import difflib
 import math
 import os
-import reprlib
 import stat
 from dataclasses import dataclass, field
 from importlib import resources
@@ -21,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from pneumo.errors import PneumoError
+from pneumo.errors import PneumoError, check_path, refuse, short
 
 __all__ = [
     "RULES",
@@ -29,6 +28,7 @@ __all__ = [
     "Config",
     "Rule",
     "apply_overrides",
+    "check_config",
     "config_from_dict",
     "config_to_dict",
     "load_config",
@@ -134,7 +134,6 @@ _MAX_OVERRIDE_CHARS = 10_000  # a `--set` value: longer than any path or number 
 _MAX_DEPTH = 10  # mapping nesting a YAML config may have; pneumo's own configs nest 2 deep
 _MAX_NODES = 1000  # YAML values in one config (pneumo writes about 60): pure-Python YAML takes ~40 us each
 _MAX_NUMBER_CHARS = 100  # of a number's text; longer ones are refused as text, never converted
-_SHOWN_CHARS = 60  # a value quoted in an error message is cut to this, so a huge value makes a short message
 _FLOAT32_MAX = 3.4e38
 
 
@@ -248,22 +247,6 @@ def named_configs() -> dict[str, Path]:
 
 # --- checking values ------------------------------------------------------------------------------
 
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = _SHOWN_CHARS
-_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
-_REPR.maxlevel = 2
-
-
-def _short(value: Any) -> str:
-    """A repr of at most 60 characters: a message quoting a 1 MB value stays one short line."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
-        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"  # repr raises past 4300
-    try:
-        text = _REPR.repr(value)
-    except Exception:  # noqa: BLE001 - a value whose repr fails is still reported, by its type
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
-
 
 def _one_line(text: str, limit: int = 200) -> str:
     text = " ".join(str(text).split())
@@ -319,7 +302,7 @@ def _check(key: str, rule: Rule, value: Any) -> Any:
             checked = number
     if checked is None:
         why = f" ({rule.why})" if rule.why else ""
-        raise PneumoError(f"config key '{key}' must be {rule.describe()}{why}; got {_short(value)}")
+        raise PneumoError(f"config key '{key}' must be {rule.describe()}{why}; got {short(value)}")
     return checked
 
 
@@ -336,7 +319,7 @@ def _coerce(cfg: Config) -> Config:
         target = cfg.augment if owner else cfg
         setattr(target, name, _check(key, rule, getattr(target, name)))
     if cfg.warmup_epochs > cfg.epochs:
-        raise PneumoError(f"config key 'warmup_epochs' must be at most epochs ({cfg.epochs}); got {_short(cfg.warmup_epochs)}")
+        raise PneumoError(f"config key 'warmup_epochs' must be at most epochs ({cfg.epochs}); got {short(cfg.warmup_epochs)}")
     if cfg.threshold == "teacher" and cfg.teacher == "none":
         raise PneumoError("config key 'threshold' is teacher, but no teacher is set; set teacher, or choose a number, youden or shift")
     return cfg
@@ -347,12 +330,12 @@ def _unknown(key: Any, where: str, known: list[str]) -> PneumoError:
     name = f"{where}{key}" if isinstance(key, str) else key
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.5) if isinstance(key, str) and len(key) <= 100 else []
     hint = f"; did you mean '{where}{close[0]}'?" if close else ";"
-    return PneumoError(f"unknown config key {_short(name)}{hint} known keys: {', '.join(where + k for k in sorted(known))}")
+    return PneumoError(f"unknown config key {short(name)}{hint} known keys: {', '.join(where + k for k in sorted(known))}")
 
 
 def _from_dict(cls: type, values: Any, where: str) -> Any:
     if not isinstance(values, dict):
-        raise PneumoError(f"config {'key ' + repr(where[:-1]) + ' ' if where else ''}must be a mapping of key: value; got {_short(values)}")
+        raise PneumoError(f"config {'key ' + repr(where[:-1]) + ' ' if where else ''}must be a mapping of key: value; got {short(values)}")
     known = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
@@ -407,7 +390,7 @@ class _ConfigLoader(yaml.SafeLoader):
                     line = key_node.start_mark.line + 1
                     first = seen.setdefault((key_node.tag, key_node.value), line)
                     if first != line:
-                        raise _Refused(f"key {_short(key_node.value)} is given twice (lines {first} and {line})")
+                        raise _Refused(f"key {short(key_node.value)} is given twice (lines {first} and {line})")
         return super().construct_mapping(node, deep)
 
     def construct_number_or_text(self, node: Any) -> Any:
@@ -442,7 +425,7 @@ def _read_text(path: Path) -> str:
     try:
         info = os.stat(path)
     except (OSError, ValueError) as exc:
-        raise PneumoError(f"cannot read config {_short(str(path))}: {_one_line(getattr(exc, 'strerror', None) or exc)}") from None
+        raise PneumoError(f"cannot read config {short(str(path))}: {_one_line(getattr(exc, 'strerror', None) or exc)}") from None
     if stat.S_ISDIR(info.st_mode):
         raise PneumoError(f"config {path} is a folder; give a YAML file or one of {', '.join(sorted(named_configs()))}")
     if not stat.S_ISREG(info.st_mode):  # /dev/zero never ends; a FIFO blocks until someone writes
@@ -485,7 +468,7 @@ def _parse_file(path: Path) -> dict[str, Any]:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise PneumoError(f"config {path} must be a mapping of key: value; got {_short(values)}")
+        raise PneumoError(f"config {path} must be a mapping of key: value; got {short(values)}")
     return values
 
 
@@ -509,16 +492,16 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     values = config_to_dict(cfg)
     for item in overrides:
         if not isinstance(item, str):
-            raise PneumoError(f"override {_short(item)} must be a string that looks like key=value")
+            raise PneumoError(f"override {short(item)} must be a string that looks like key=value")
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise PneumoError(f"override {_short(item)} must look like key=value")
+            raise PneumoError(f"override {short(item)} must look like key=value")
         target = values
         *parents, leaf = key.split(".")
         for parent in parents:
             if not isinstance(target.get(parent), dict):
-                raise PneumoError(f"unknown config key {_short(key)}; see `pneumo train --help` or configs/default.yaml")
+                raise PneumoError(f"unknown config key {short(key)}; see `pneumo train --help` or configs/default.yaml")
             target = target[parent]
         if leaf not in target:
             raise _unknown(leaf, key[: len(key) - len(leaf)], list(target))
@@ -537,10 +520,11 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
         >>> cfg.model, cfg.epochs
         ('seed_cnn', 2)
     """
+    check_path("source", source, what="a YAML file or a shipped config name (seed, default, cpu)", optional=True)
+    if overrides is not None and (isinstance(overrides, (str, bytes)) or not isinstance(overrides, (list, tuple))):
+        raise refuse("overrides", "a list of 'key=value' strings, or None", overrides)
     values: dict[str, Any] = {}
     if source is not None:
-        if not isinstance(source, (str, os.PathLike)):
-            raise PneumoError(f"config must be a path or a shipped name, not {_short(source)}")
         path = Path(source)
         try:
             exists = os.path.lexists(path)
@@ -551,7 +535,7 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
             if str(source) in shipped:
                 path = shipped[str(source)]
             else:
-                raise PneumoError(f"config {_short(str(source))} not found: give a YAML file or one of {', '.join(sorted(shipped))}")
+                raise PneumoError(f"config {short(str(source))} not found: give a YAML file or one of {', '.join(sorted(shipped))}")
         values = _parse_file(path)
     cfg = _coerce(_from_dict(Config, values, ""))
     return apply_overrides(cfg, overrides or [])
@@ -560,6 +544,20 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
 def config_from_dict(values: dict[str, Any]) -> Config:
     """A config from `config_to_dict`'s output (e.g. a checkpoint's `config`), checked as a file would be."""
     return _coerce(_from_dict(Config, values, ""))
+
+
+def check_config(value: Any, name: str = "config") -> Config:
+    """`value` when it is a Config whose every setting passes RULES, as a loaded one does: a Config built
+    by hand (`Config(epochs=0)`) is checked like a file, and a dict or a recipe's name is refused, naming
+    `load_config`, before a run starts."""
+    if not isinstance(value, Config):
+        raise refuse(name, 'a Config: load_config("seed") or load_config("my.yaml", ["epochs=2"]) makes one', value)
+    try:
+        values = config_to_dict(value)
+    except (TypeError, ValueError, RecursionError):  # a setting that cannot even be copied (a generator, a lock)
+        raise refuse(name, "a Config whose settings are plain values (numbers, strings, lists)", value) from None
+    config_from_dict(values)
+    return value
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
