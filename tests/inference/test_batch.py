@@ -4,6 +4,7 @@ import csv
 import io
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,8 +105,20 @@ def test_an_existing_output_and_other_mistakes_are_refused_with_what_to_do(archi
         predict_archive(archive, out=out, progress=False)
     with pytest.raises(PneumoError, match="name it .csv or .parquet"):
         predict_archive(archive, out=tmp_path / "results.txt", progress=False)
-    with pytest.raises(PneumoError, match="unknown backend"):
+    with pytest.raises(PneumoError, match="backend must be one of 'auto', 'onnx', 'torch'"):
         predict_archive(archive, out=tmp_path / "other.csv", backend="tensorflow", progress=False)
+    for wrong, message in (
+        ({"batch_size": 0}, "batch_size must be a whole number from 1 to 1048576; got 0 (int)"),  # was a ValueError, or [] silently
+        ({"batch_size": 2**63}, "got 9223372036854775808 (int)"),  # was a ValueError from islice
+        ({"workers": -1}, "workers must be a whole number from 0 to 1024; got -1 (int)"),
+        ({"abstain": "no"}, "abstain must be True or False; got 'no' (str)"),  # was taken as true
+        ({"model": 123}, "model must be a run or checkpoint folder"),
+    ):
+        with pytest.raises(PneumoError, match=re.escape(message)):
+            predict_archive(archive, out=tmp_path / "refused.csv", progress=False, **wrong)  # type: ignore[arg-type]
+        assert not (tmp_path / "refused.csv").exists()
+    with pytest.raises(PneumoError, match=r"^source must be a folder of images or a CSV manifest .*; got 3 \(int\)$"):
+        predict_archive(3, out=tmp_path / "refused.csv")  # type: ignore[arg-type]
     with pytest.raises(PneumoError, match="pneumo export"):
         predict_archive(archive, out=tmp_path / "other.csv", model=tmp_path, backend="onnx", progress=False)
 

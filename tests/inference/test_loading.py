@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from pneumo.errors import PneumoError
 from pneumo.inference.loading import bundled_model_dir, load_model
@@ -52,9 +53,9 @@ def test_mistakes_are_refused_in_one_line(tmp_path: Path) -> None:
         load_model(tmp_path / "nope")
     with pytest.raises(PneumoError, match="is not a pneumo model"):
         load_model(tmp_path)
-    with pytest.raises(PneumoError, match="unknown backend 'gpu'"):
+    with pytest.raises(PneumoError, match="backend must be one of 'auto', 'onnx', 'torch'; got 'gpu' \\(str\\)"):
         load_model(backend="gpu")
-    with pytest.raises(PneumoError, match="got int"):
+    with pytest.raises(PneumoError, match=r"^path must be a run or checkpoint folder, .*; got 123 \(int\)$"):
         load_model(123)  # type: ignore[arg-type]
     with pytest.raises(PneumoError, match="is an ONNX export; this needs the PyTorch checkpoint"):
         load_model(bundled_model_dir() / "pneumo.onnx", backend="torch")
@@ -64,3 +65,26 @@ def test_mistakes_are_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(PneumoError, match="has no export of its own"):
         load_model(plain, backend="onnx")
     assert isinstance(load_model(plain), TorchModel)
+
+
+@pytest.mark.parametrize(
+    ("device", "fragment"),
+    [
+        ("gpu", "device must be 'cpu', 'cuda' or 'cuda:N' (a str or torch.device); got 'gpu' (str)"),
+        (0, "got 0 (int)"),
+        ("cuda:", "got 'cuda:' (str)"),
+        ("cuda:99", "device must be 'cpu' or a CUDA GPU that is there"),
+    ],
+)
+def test_a_device_that_is_not_there_is_refused_before_the_model_loads(device: object, fragment: str) -> None:
+    """Not PyTorch's AssertionError ("Torch not compiled with CUDA enabled") from inside the weights' move."""
+    with pytest.raises(PneumoError) as err:
+        load_model(backend="torch", device=device)  # type: ignore[arg-type]
+    assert fragment in str(err.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_says_so() -> None:
+    with pytest.raises(PneumoError, match=r"device must be 'cpu' or a CUDA GPU that is there \(this machine has no CUDA GPU\); got 'cuda'"):
+        load_model(backend="torch", device="cuda")
+    assert load_model(device=torch.device("cpu")).image_size > 0  # a torch.device is a device too

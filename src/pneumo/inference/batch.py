@@ -31,12 +31,12 @@ import numpy as np
 from pneumo.data.io import ImageInfo
 from pneumo.data.manifest import manifest_rows
 from pneumo.data.preprocess import load_image_with_info
-from pneumo.errors import PneumoError
+from pneumo.errors import PneumoError, check_choice, check_flag, check_path, check_whole
 from pneumo.inference.base import Model, Prediction
-from pneumo.inference.classify import classify_images
+from pneumo.inference.classify import MAX_BATCH_SIZE, classify_images
 from pneumo.inference.formats import TEXT_COLUMNS, prediction_rows
 from pneumo.inference.onnx_backend import OnnxModel
-from pneumo.inference.loading import load_model
+from pneumo.inference.loading import BACKENDS, check_model, load_model
 from pneumo.utils.csvfile import format_csv, format_record, open_for_append, read_csv, repair_csv, restore, text_positions
 from pneumo.utils.files import WriteError, output_file, writing
 from pneumo.utils.lock import OutputLock
@@ -47,6 +47,7 @@ __all__ = ["BatchSummary", "ResultWriter", "decode_files", "iter_source", "predi
 
 Decoded = tuple[list[tuple[str, np.ndarray, ImageInfo]], list[tuple[str, str]]]  # (name, image, info)s, (name, error)s
 SKIPPED_COLUMNS = ["path", "error"]  # the .skipped.csv sidecar
+MAX_WORKERS = 1024  # decoding threads; more is a slip, each one a thread and two batches held ahead
 RESULT_COLUMNS = ["path", "probability", "label", "abstain", "threshold"]  # how a results CSV starts
 
 
@@ -340,8 +341,14 @@ def predict_archive(
     Rows are in source order, with the paths as walked from `source`: resume with `source`
     spelled the same way, or every file is predicted again.
     """
-    if batch_size < 1 or workers < 0:
-        raise PneumoError(f"batch size must be at least 1 and workers at least 0 (0: one per CPU, up to 4), not {batch_size} and {workers}")
+    check_path("source", source, what="a folder of images or a CSV manifest (a path column)")
+    check_path("out", out, what="the .csv or .parquet file to write")
+    check_model("model", model)
+    batch_size = check_whole("batch_size", batch_size, minimum=1, maximum=MAX_BATCH_SIZE)
+    workers = check_whole("workers", workers, minimum=0, maximum=MAX_WORKERS)
+    resume, strict, progress = check_flag("resume", resume), check_flag("strict", strict), check_flag("progress", progress)
+    check_choice("backend", backend, BACKENDS)
+    abstain = check_flag("abstain", abstain)
     paths = iter_source(source)
     writer = ResultWriter.open(out, resume)
     try:

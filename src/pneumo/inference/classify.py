@@ -15,7 +15,9 @@ from pneumo.inference.base import Model, Prediction, PredictionBatch, non_finite
 from pneumo.inference.checks import check_inputs
 from pneumo.tasks import pneumonia_probability
 
-__all__ = ["classify", "classify_images"]
+__all__ = ["MAX_BATCH_SIZE", "classify", "classify_images"]
+
+MAX_BATCH_SIZE = 1 << 20  # images in one batch: past any memory, so a larger one is a slip (2**63 breaks islice)
 
 
 # reads one input as the model sees it: (the input, its name for messages, the model's size) -> (uint8 [S, S], what it was)

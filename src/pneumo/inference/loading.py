@@ -24,19 +24,22 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import re
 import sys
 from importlib import resources
 from pathlib import Path
 
-from pneumo.errors import PneumoError
+from pneumo.errors import PneumoError, check_choice, check_flag, check_path, refuse
 from pneumo.inference.base import Model
 from pneumo.models.meta import META
 
-__all__ = ["BACKENDS", "BUNDLED_ONNX", "bundled_model_dir", "load_model"]
+__all__ = ["BACKENDS", "BUNDLED_ONNX", "MODEL_ACCEPTED", "bundled_model_dir", "check_model", "load_model"]
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "onnx", "torch")
+MODEL_ACCEPTED = "a run or checkpoint folder, an exported .onnx, a loaded model, or None for the bundled one"
 BUNDLED_ONNX = "pneumo.onnx"  # a checkpoint's own export, beside its weights (the bundled model's is there)
 
 
@@ -77,6 +80,38 @@ def _own_export(folder: Path) -> Model | None:
     return export
 
 
+def check_model(name: str, value: object) -> None:
+    """Refuse, before any work, a `model` argument that is not one: every function that takes one
+    (predict, evaluate, calibrate, ensemble, serve, predict_archive) calls this at its entry."""
+    if value is None or isinstance(value, Model):
+        return
+    if isinstance(value, (bytes, bytearray)) or not isinstance(value, (str, os.PathLike)):
+        raise refuse(name, MODEL_ACCEPTED, value)
+    check_path(name, value, what="a run or checkpoint folder or an exported .onnx")
+
+
+def _check_device(value: object) -> str:
+    """The device a PyTorch model is asked to run on, as a str: "cpu", "cuda" or "cuda:N" (a torch.device
+    too); a GPU that is not there is refused here, not by an assertion inside PyTorch."""
+    loaded_torch = sys.modules.get("torch")  # not imported: the value cannot be a torch.device
+    if loaded_torch is not None and isinstance(value, loaded_torch.device):
+        value = str(value)
+    accepted = "'cpu', 'cuda' or 'cuda:N' (a str or torch.device)"
+    if not isinstance(value, str) or not re.fullmatch(r"cpu|cuda(:\d{1,3})?", value):
+        raise refuse("device", accepted, value)
+    if value == "cpu":
+        return value
+    if importlib.util.find_spec("torch") is None:
+        raise refuse("device", "'cpu' here (PyTorch is not installed)", value)
+    import torch
+
+    index = int(value.partition(":")[2] or 0)
+    if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+        found = f"{torch.cuda.device_count()} CUDA GPU(s)" if torch.cuda.is_available() else "no CUDA GPU"
+        raise refuse("device", f"'cpu' or a CUDA GPU that is there (this machine has {found})", value)
+    return value
+
+
 def _is_torch(model: Model) -> bool:
     torch_backend = sys.modules.get("pneumo.inference.torch_backend")  # not imported: no PyTorch model exists yet
     return torch_backend is not None and isinstance(model, torch_backend.TorchModel)
@@ -92,8 +127,10 @@ def load_model(path: str | Path | Model | None = None, *, backend: str = "auto",
         checks: attach the model's input check (distance and probe; `Model.feature_check`), where it has one.
         device: where a PyTorch model runs.
     """
-    if backend not in BACKENDS:
-        raise PneumoError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    check_model("path", path)
+    check_choice("backend", backend, BACKENDS)
+    checks = check_flag("checks", checks)
+    device = _check_device(device)
     if isinstance(path, Model):
         if backend == "torch" and not _is_torch(path):
             if path.checkpoint is None:
@@ -102,10 +139,6 @@ def load_model(path: str | Path | Model | None = None, *, backend: str = "auto",
                 )
             return load_model(path.checkpoint, backend="torch", checks=checks, device=device)
         return path.with_feature_check() if checks else path
-    if path is not None and not isinstance(path, (str, Path)):
-        raise PneumoError(
-            f"a model is a run or checkpoint folder, an exported .onnx, a loaded model or None for the bundled one; got {type(path).__name__}"
-        )
     target = bundled_model_dir() if path is None else Path(path).expanduser()
     if path is None and not (target / META).is_file():
         raise PneumoError("this pneumo has no bundled model; train one (`pneumo train`) and pass --model RUN_DIR")

@@ -17,10 +17,10 @@ import numpy as np
 from pneumo.data.in_memory import ACCEPTED, image_from_object, is_in_memory_image
 from pneumo.data.io import ImageInfo, check_image_file
 from pneumo.data.preprocess import resize_image
-from pneumo.errors import PneumoError
+from pneumo.errors import PneumoError, check_flag, check_path, check_whole, describe
 from pneumo.inference.base import Model, PredictionBatch
-from pneumo.inference.classify import classify
-from pneumo.inference.loading import BUNDLED_ONNX, bundled_model_dir, load_model
+from pneumo.inference.classify import MAX_BATCH_SIZE, classify
+from pneumo.inference.loading import BUNDLED_ONNX, bundled_model_dir, check_model, load_model
 from pneumo.utils.walk import expand_paths
 
 __all__ = ["load_model", "predict", "readable_files", "bundled_model_dir", "BUNDLED_ONNX"]
@@ -51,7 +51,7 @@ def _items(inputs: object) -> list[Any]:
     """What was given as a list of single inputs: a lone path or image becomes a list of one (a str
     is one path, never its characters); a stack of grey images [N, H, W] becomes N images."""
     if inputs is None:
-        raise PneumoError(f"predict needs {ACCEPTED}; got None")
+        raise PneumoError(f"inputs must be {ACCEPTED}; got None")
     if isinstance(inputs, (str, os.PathLike)):
         return [inputs]
     if is_in_memory_image(inputs):
@@ -60,16 +60,8 @@ def _items(inputs: object) -> list[Any]:
         one_colour = len(shape) == 3 and (shape[0] in (1, 3, 4) if tensor else shape[-1] in (1, 3, 4))
         return list(inputs) if len(shape) == 4 or (len(shape) == 3 and not one_colour) else [inputs]
     if isinstance(inputs, (dict, set, frozenset)) or not isinstance(inputs, Iterable):
-        raise PneumoError(f"predict needs {ACCEPTED}, or a list of them; got a {type(inputs).__name__}")
+        raise PneumoError(f"inputs must be {ACCEPTED}, or a list of them; got {describe(inputs)}")
     return list(inputs)
-
-
-def _check_options(batch_size: object, strict: object, abstain: object) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise PneumoError(f"batch_size must be a whole number of at least 1; got {batch_size!r}")
-    for name, value in (("strict", strict), ("abstain", abstain)):
-        if not isinstance(value, (bool, np.bool_)):
-            raise PneumoError(f"{name} must be True or False; got {value!r}")
 
 
 def _read_in_memory(image: Any, name: str, size: int) -> tuple[np.ndarray, ImageInfo]:
@@ -96,7 +88,9 @@ def predict(
         >>> predict(np.asarray(PIL.Image.open("xray.jpeg")))[0].probability
     """
     items = _items(inputs)
-    _check_options(batch_size, strict, abstain)
+    check_model("model", model)
+    batch_size = check_whole("batch_size", batch_size, minimum=1, maximum=MAX_BATCH_SIZE)
+    strict, abstain = check_flag("strict", strict), check_flag("abstain", abstain)
     in_memory = [is_in_memory_image(item) for item in items]
     if any(in_memory):
         if not all(in_memory):
@@ -105,7 +99,9 @@ def predict(
         return classify(items, load_model(model), batch_size, bool(strict), bool(abstain), names=names, read=_read_in_memory, what="images")
     wrong = next(((i, item) for i, item in enumerate(items) if not isinstance(item, (str, os.PathLike))), None)
     if wrong is not None:
-        raise PneumoError(f"predict needs {ACCEPTED}; item {wrong[0]} is a {type(wrong[1]).__name__}")
+        raise PneumoError(f"inputs must be {ACCEPTED}; item {wrong[0]} is {describe(wrong[1])}")
+    for i, item in enumerate(items):  # a NUL byte or a name too long would be an OSError from os.stat
+        check_path(f"inputs[{i}]", item, what="an image file, a folder or a glob pattern")
     files, skipped = readable_files(items, bool(strict))  # before the model loads: a FIFO or a typo is refused at once
     results = classify(files, load_model(model), batch_size, bool(strict), bool(abstain))
     results.skipped[:0] = skipped
