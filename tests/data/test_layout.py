@@ -264,8 +264,11 @@ def test_manifest_absolute_paths_and_bom(tmp_path: Path, shared_data: Path) -> N
 
 @pytest.mark.parametrize("source", [None, 3, b"data", ["a", "b"], {"path": "x"}], ids=repr)
 def test_data_that_is_not_a_path_is_one_line(source: object) -> None:
-    with pytest.raises(PneumoError, match=f"data must be a dataset folder or a CSV manifest, as a path; got {type(source).__name__}"):
+    with pytest.raises(
+        PneumoError, match=r"^source must be a dataset folder \(.*\) or a CSV manifest, as a str or pathlib.Path; got "
+    ) as err:
         discover(source)  # type: ignore[arg-type]
+    assert str(err.value).endswith("got None" if source is None else f"({type(source).__name__})")
 
 
 def test_missing_path(tmp_path: Path) -> None:
@@ -501,3 +504,21 @@ def test_a_written_manifest_reads_back_the_same_records(tmp_path_factory: pytest
             records[split].append(Record(folder / name, label, found, patient))
     write_split(folder / "split.csv", records)
     assert discover(folder / "split.csv").splits == records
+
+
+@pytest.mark.parametrize(
+    ("source", "fragment"),
+    [
+        ("a" * 5000, "of at most 4095 bytes, each name in it at most 255"),
+        ("a" * 256, "each name in it at most 255"),
+        ("data\x00", "without a NUL byte"),
+        ("\ud800", "the file system can encode"),
+        ("", "got '' (an empty str)"),
+    ],
+    ids=["5000 chars", "256-char name", "NUL", "lone surrogate", "empty"],
+)
+def test_a_path_no_file_system_takes_is_refused_naming_it(source: str, fragment: str) -> None:
+    """Not an OSError (File name too long) or a ValueError (embedded null byte) from os.stat."""
+    with pytest.raises(PneumoError, match=r"^source must be a dataset folder") as err:
+        discover(source)
+    assert fragment in str(err.value)

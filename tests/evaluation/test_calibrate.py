@@ -111,9 +111,9 @@ def test_bad_inputs_are_refused_before_anything_is_written(site: Path, tmp_path:
     out = tmp_path / "out"
     _expect_refusal("nothing was given", out)
     for bad in (0, 1, 1.5, -0.2, float("nan"), True):
-        _expect_refusal("--prevalence must be", out, labelled=site / "labelled", prevalence=bad)
-    _expect_refusal("--min-per-class must be a whole number of at least 1", out, labelled=site / "labelled", min_per_class=-5)
-    _expect_refusal("--bootstrap must be a whole number of at least 0", out, labelled=site / "labelled", n_boot=-1)
+        _expect_refusal("prevalence must be a number between 0 and 1", out, labelled=site / "labelled", prevalence=bad)
+    _expect_refusal("min_per_class must be a whole number of at least 1", out, labelled=site / "labelled", min_per_class=-5)
+    _expect_refusal("n_boot must be a whole number from 0 to 1000000", out, labelled=site / "labelled", n_boot=-1)
     one_class = tmp_path / "one-class"
     shutil.copytree(site / "labelled" / "NORMAL", one_class / "NORMAL")
     _expect_refusal("no PNEUMONIA/ folder", out, labelled=one_class)
@@ -212,8 +212,8 @@ def test_the_command_prints_before_and_after_and_refuses_in_one_line(site: Path,
     assert "before" in done.stdout and "after" in done.stdout and "--model" in done.stdout
     assert "estimated from the unlabelled films" in done.stdout and "unlabelled films refused before" in done.stdout
     for args, words in (
-        ([str(site / "labelled"), "--min-per-class", "-5"], "--min-per-class must be"),
-        ([str(site / "labelled"), "--prevalence", "1.5"], "--prevalence must be"),
+        ([str(site / "labelled"), "--min-per-class", "-5"], "min_per_class must be"),
+        ([str(site / "labelled"), "--prevalence", "1.5"], "prevalence must be"),
         (["--unlabeled", str(site / "labelled")], "holds labelled class folders"),
     ):
         refused = subprocess.run(

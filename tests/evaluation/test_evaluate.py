@@ -93,3 +93,28 @@ def test_a_non_finite_probability_stops_the_evaluation_naming_the_film(small_fol
 
     with pytest.raises(PneumoError, match=r"non-finite probability for .*NORMAL.*\.jpeg \(\[nan, nan\]\)"):
         evaluate(small_folder, model=Broken(), n_boot=10, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        ({"data": None}, "data must be a dataset folder (NORMAL/ and PNEUMONIA/, or train/ val/ test/ holding them) or a CSV manifest"),
+        ({"data": b"test"}, "got b'test' (bytes)"),
+        ({"model": 123}, "model must be a run or checkpoint folder"),
+        ({"n_boot": -1}, "n_boot must be a whole number from 0 to 1000000; got -1 (int)"),
+        ({"n_boot": True}, "got True (bool)"),
+        ({"seed": -1}, "seed must be a whole number of at least 0; got -1 (int)"),
+        ({"split": 0}, "split must be a str"),
+        ({"shifts": "yes"}, "shifts must be True or False; got 'yes' (str)"),
+        ({"plots_dir": 3}, "plots_dir must be a folder for the plots"),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_a_wrong_argument_is_refused_before_the_model_loads(wrong: dict, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pneumo.evaluation import evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    arguments = {"data": "test", **wrong}
+    with pytest.raises(PneumoError) as err:
+        evaluate(arguments.pop("data"), progress=False, **arguments)
+    assert message in str(err.value)

@@ -10,7 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
-from pneumo.evaluation.metrics import SUMMARY_METRICS, binary_metrics, bootstrap_intervals, multiclass_metrics, summary_metrics
+from pneumo.errors import PneumoError
+from pneumo.evaluation.metrics import (
+    MAX_BOOT,
+    SUMMARY_METRICS,
+    binary_metrics,
+    bootstrap_intervals,
+    check_n_boot,
+    multiclass_metrics,
+    summary_metrics,
+)
 
 # Ten cases; at threshold 0.5 the predictions are 1 where p >= 0.5:
 #   y:    1    1    1    1    0    0    0    0    0     1
@@ -218,3 +227,11 @@ def test_metrics_report_names_the_film_with_a_non_finite_probability() -> None:
     probs[6] = [np.nan, np.nan]
     with pytest.raises(PneumoError, match=r"non-finite probability for film6\.jpeg \(\[nan, nan\]\); the model or the input is damaged"):
         metrics_report(records, probs, BINARY, 0.5, n_boot=10, seed=0)
+
+
+@pytest.mark.parametrize("value", [-1, True, 1.5, float("nan"), "100", MAX_BOOT + 1, 2**63], ids=repr)
+def test_a_bootstrap_count_that_is_not_one_is_refused_naming_it(value: object) -> None:
+    """2**63 resamples would be a run that never ends; a float or a bool is a slip."""
+    with pytest.raises(PneumoError, match=r"^n_boot must be a whole number from 0 to 1000000; got "):
+        check_n_boot(value)
+    assert check_n_boot(np.int64(0)) == 0 and check_n_boot(MAX_BOOT) == MAX_BOOT

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pneumo.data.manifest import manifest_rows, not_utf8
-from pneumo.errors import PneumoError
+from pneumo.errors import PneumoError, check_path
 from pneumo.tasks import CLASSES, Task, get_task
 from pneumo.utils.walk import child_dirs, image_files
 
 __all__ = [
+    "DATA_ACCEPTED",
     "Record",
     "Dataset",
     "discover",
@@ -31,6 +32,7 @@ __all__ = [
     "records_from_folder",
 ]
 
+DATA_ACCEPTED = "a dataset folder (NORMAL/ and PNEUMONIA/, or train/ val/ test/ holding them) or a CSV manifest"
 _SPLIT_NAMES = ("train", "val", "test")
 # other names a manifest's split column may give them
 _SPLIT_ALIASES = {"training": "train", "validation": "val", "valid": "val", "dev": "val", "testing": "test"}
@@ -240,8 +242,7 @@ def discover(source: str | Path) -> Dataset:
         >>> sorted(ds.splits), ds.layout
         (['train'], 'kaggle')
     """
-    if not isinstance(source, (str, os.PathLike)) or isinstance(source, bytes):
-        raise PneumoError(f"data must be a dataset folder or a CSV manifest, as a path; got {type(source).__name__}")
+    check_path("source", source, what=DATA_ACCEPTED)
     root = Path(source).expanduser()
     if not root.exists():
         what = "is a symlink that leads nowhere (dangling, or a loop)" if root.is_symlink() else "does not exist"

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from pneumo.data.cache import DecodedDataset, decode_dataset, file_digests
-from pneumo.data.layout import Record, discover
-from pneumo.errors import PneumoError
+from pneumo.data.layout import DATA_ACCEPTED, Record, discover
+from pneumo.errors import PneumoError, check_flag, check_number, check_path, check_text, check_whole
 from pneumo.evaluation.calibration import (
     CalibrationPrior,
     estimate_prevalence,
@@ -44,12 +44,13 @@ from pneumo.evaluation.calibration import (
     recalibrate,
     site_point,
 )
+from pneumo.evaluation.metrics import check_n_boot
 from pneumo.evaluation.overlap import copy_training_films, overlap_warning, own_films, training_overlap
 from pneumo.evaluation.report import metrics_report, write_report
 from pneumo.inference.features import save_feature_check
 from pneumo.inference.torch_backend import feature_rows
 from pneumo.inference.fitting import fit_site_check
-from pneumo.inference.loading import load_model
+from pneumo.inference.loading import check_model, load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.models.checkpoint import copy_checkpoint, read_meta, write_meta
 from pneumo.models.folders import prepare_output_folder
@@ -238,21 +239,6 @@ def _prevalence_interval(llr: np.ndarray, n_boot: int, seed: int = 0) -> list[fl
     return [float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))]
 
 
-def _check_arguments(labelled: Any, unlabeled: Any, prevalence: Any, min_per_class: Any, n_boot: Any) -> None:
-    if labelled is None and unlabeled is None and prevalence is None:
-        raise PneumoError(
-            "give the site's labelled films, --unlabeled FOLDER of its films without labels, or --prevalence; nothing was given to calibrate on"
-        )
-    if prevalence is not None:
-        if isinstance(prevalence, bool) or not isinstance(prevalence, (int, float)) or not 0 < float(prevalence) < 1:
-            raise PneumoError(
-                f"--prevalence must be the share of pneumonia among the site's films, a number between 0 and 1 (exclusive); got {prevalence!r}"
-            )
-    for name, value, low in (("--min-per-class", min_per_class, 1), ("--bootstrap", n_boot, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise PneumoError(f"{name} must be a whole number of at least {low}; got {value!r}")
-
-
 def calibrate(
     labelled: str | Path | None = None,
     *,
@@ -281,7 +267,18 @@ def calibrate(
         PneumoError: nothing to calibrate on, a bad prevalence, too few films, labelled films in
             `unlabeled`, the model's own films as the site's; nothing is written then.
     """
-    _check_arguments(labelled, unlabeled, prevalence, min_per_class, n_boot)
+    check_path("labelled", labelled, what=DATA_ACCEPTED, optional=True)
+    check_path("out", out, what="the model folder to write")
+    check_model("model", model)
+    check_path("unlabeled", unlabeled, what="a folder of the site's films without labels", optional=True)
+    check_number("prevalence", prevalence, minimum=0, maximum=1, exclusive=True, optional=True)
+    check_text("split", split, optional=True)
+    min_per_class, n_boot = check_whole("min_per_class", min_per_class, minimum=1), check_n_boot(n_boot)
+    overwrite, progress = check_flag("overwrite", overwrite), check_flag("progress", progress)
+    if labelled is None and unlabeled is None and prevalence is None:
+        raise PneumoError(
+            "give the site's labelled films, --unlabeled FOLDER of its films without labels, or --prevalence; nothing was given to calibrate on"
+        )
     loaded = load_model(model, backend="torch")
     if not isinstance(loaded, TorchModel) or loaded.folder is None:
         raise PneumoError(

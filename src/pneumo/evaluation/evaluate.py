@@ -9,13 +9,15 @@ from typing import Any
 import numpy as np
 
 from pneumo.data.cache import decode_dataset
-from pneumo.data.layout import discover
+from pneumo.data.layout import DATA_ACCEPTED, discover
+from pneumo.errors import check_flag, check_path, check_text, check_whole
+from pneumo.evaluation.metrics import check_n_boot
 from pneumo.evaluation.overlap import model_folder, overlap_warning, training_overlap
 from pneumo.evaluation.report import metrics_report
 from pneumo.evaluation.robustness import shift_report, shifted_probabilities
 from pneumo.inference.base import Model
 from pneumo.inference.checks import check_inputs, warning_kind
-from pneumo.inference.loading import load_model
+from pneumo.inference.loading import check_model, load_model
 from pneumo.tasks import BINARY, pneumonia_probability
 from pneumo.viz.figures import confusion_plot, reliability_plot, roc_plot
 
@@ -65,6 +67,14 @@ def evaluate(
         >>> report = evaluate("chest_xray/test", model="runs/seed")
         >>> report["accuracy"], report["ci95"]["accuracy"]
     """
+    check_path("data", data, what=DATA_ACCEPTED)
+    check_model("model", model)
+    check_text("split", split, optional=True)
+    n_boot, seed = check_n_boot(n_boot), check_whole("seed", seed, minimum=0)
+    check_path("plots_dir", plots_dir, what="a folder for the plots", optional=True)
+    if cache_dir != "":  # "" is the default cache, as in a config
+        check_path("cache_dir", cache_dir, what="a folder for the decoded-image cache", optional=True)
+    progress, shifts, strict = check_flag("progress", progress), check_flag("shifts", shifts), check_flag("strict", strict)
     loaded = load_model(model)
     dataset = decode_dataset(discover(data).split(split), loaded.image_size, cache_dir, progress=progress, strict=strict)
     records, images = dataset.records, dataset.images

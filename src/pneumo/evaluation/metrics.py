@@ -18,9 +18,21 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from pneumo.errors import check_whole
 from pneumo.inference.base import non_finite_error
 
-__all__ = ["SUMMARY_METRICS", "binary_metrics", "bootstrap_intervals", "finite_probabilities", "multiclass_metrics", "summary_metrics"]
+__all__ = [
+    "MAX_BOOT",
+    "SUMMARY_METRICS",
+    "binary_metrics",
+    "bootstrap_intervals",
+    "check_n_boot",
+    "finite_probabilities",
+    "multiclass_metrics",
+    "summary_metrics",
+]
+
+MAX_BOOT = 1_000_000  # resamples; far past any use (each is a Python-level pass), short of a run that never ends
 
 SUMMARY_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc")
 
@@ -104,6 +116,11 @@ def summary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str,
         precisions = tps / (last_of_tie + 1)
         out["pr_auc"] = float(np.sum(np.diff(np.r_[0, tps]) / n_pos * precisions))
     return out
+
+
+def check_n_boot(value: object, name: str = "n_boot") -> int:
+    """The bootstrap resamples a caller asked for, refused at its entry unless a whole number in [0, MAX_BOOT]."""
+    return check_whole(name, value, minimum=0, maximum=MAX_BOOT)
 
 
 def bootstrap_intervals(
