@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from pneumo.errors import PneumoError
 from pneumo.inference.predict import load_model, predict
 from pneumo.service.app import create_app
 from tests.conftest import BUNDLED_SIZE, SAMPLES, TRAIN
@@ -294,3 +295,23 @@ def test_a_client_gone_mid_upload_is_one_log_line_and_a_count(client: TestClient
     lines = [r for r in caplog.records if "/v1/predict" in r.getMessage() or r.exc_info]
     assert len(lines) == 1 and lines[0].exc_info is None and " 499 " in lines[0].getMessage()
     assert 'pneumo_requests_total{method="POST",path="/v1/predict",status="499"}' in client.get("/metrics").text
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (
+            {"model": 3},
+            "model must be a run or checkpoint folder, an exported .onnx, a loaded model, or None for the bundled one; got 3 (int)",
+        ),
+        ({"max_upload_mb": float("nan")}, "max_upload_mb must be a positive number; got nan (float)"),
+        ({"max_upload_mb": True}, "got True (bool)"),
+        ({"max_pixels": 0}, "max_pixels must be a whole number of at least 1; got 0 (int)"),
+        ({"max_pixels": 1.5e6}, "got 1500000.0 (float)"),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_a_wrong_setting_is_refused_before_the_model_loads(wrong: dict, message: str) -> None:
+    with pytest.raises(PneumoError) as err:
+        create_app(**wrong)
+    assert str(err.value) == message or message in str(err.value)

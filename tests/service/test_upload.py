@@ -144,8 +144,8 @@ def test_health_answers_while_a_big_upload_trickles_in() -> None:
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--port", "99999"], "--port must be 1-65535"),
-        (["--port", "0"], "--port must be 1-65535"),
+        (["--port", "99999"], "port must be a whole number from 1 to 65535"),
+        (["--port", "0"], "port must be a whole number from 1 to 65535"),
         (["--max-upload-mb", "0"], "positive number"),
         (["--max-upload-mb", "-1"], "positive number"),
         (["--max-upload-mb", "nan"], "positive number"),

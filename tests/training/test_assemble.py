@@ -77,7 +77,7 @@ def test_what_cannot_be_an_ensemble_is_refused(members: list[Path], small_folder
     )
     with pytest.raises(PneumoError, match="share task and input size"):
         ensemble([members[0], other.run_dir], out=tmp_path / "mixed", progress=False, log=lambda _: None)
-    with pytest.raises(PneumoError, match="calibration 'platt'"):
+    with pytest.raises(PneumoError, match="calibration must be one of 'none', 'val', 'shift'; got 'platt'"):
         ensemble(members, out=tmp_path / "x", calibration="platt", progress=False, log=lambda _: None)
 
 
@@ -123,3 +123,12 @@ def test_outlier_films_can_be_named_where_the_members_had_none(members: list[Pat
     assert json.loads((members[0] / "model" / "meta.json").read_text())["config"]["outliers"] == "auto"  # none beside kaggle_root
     probed = ensemble(members, out=tmp_path / "probed", outliers=adults, n_boot=50, progress=False, log=lambda _: None).report
     assert probed["input_check"]["probe"] and probed["input_check"]["n_outliers"] == len(list(adults.iterdir()))
+
+
+def test_a_lone_run_folder_is_one_member_and_anything_else_is_named(tmp_path: Path) -> None:
+    """A str is one member, never its characters; a wrong member is named by its place (refused before any work)."""
+    with pytest.raises(PneumoError, match="nowhere does not exist"):
+        ensemble(str(tmp_path / "nowhere"), out=tmp_path / "a", progress=False, log=lambda _: None)
+    with pytest.raises(PneumoError, match=r"^members\[1\] must be a run or checkpoint folder.*; got 3 \(int\)$"):
+        ensemble([tmp_path, 3], out=tmp_path / "b", progress=False, log=lambda _: None)  # type: ignore[list-item]
+    assert not (tmp_path / "b").exists()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Iterable
@@ -11,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from pneumo.config import load_config
+from pneumo.config import Config, load_config
 from pneumo.errors import PneumoError
 from pneumo.inference.torch_backend import load_checkpoint
 from pneumo.training.loop import train
@@ -372,3 +373,27 @@ def test_an_unreadable_training_image_is_skipped_unless_strict(small_folder: Pat
     assert len(used) == 119 and str(broken) not in used
     with pytest.raises(PneumoError, match=broken.name):
         train(load_config("seed", [*base, "strict=true"]), out=tmp_path / "strict", **_quiet())
+
+
+@pytest.mark.parametrize(
+    ("config", "fragment"),
+    [
+        (lambda: {"epochs": 1}, "config must be a Config: load_config"),
+        (lambda: "seed", "got 'seed' (str)"),
+        (lambda: Config(epochs=0), "config key 'epochs' must be"),  # built by hand: checked as a file is
+        (lambda: Config(batch_size=-1), "config key 'batch_size' must be"),
+        (lambda: None, "a new run needs a config"),
+    ],
+    ids=["dict", "name", "epochs=0", "batch_size=-1", "None"],
+)
+def test_a_config_that_is_not_one_is_refused_before_the_run_folder(config: object, fragment: str, tmp_path: Path) -> None:
+    with pytest.raises(PneumoError, match=re.escape(fragment)):
+        train(config(), out=tmp_path / "run", progress=False, log=lambda _: None)  # type: ignore[operator]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_that_is_not_there_is_refused_before_the_run_folder(tmp_path: Path) -> None:
+    with pytest.raises(PneumoError, match="no CUDA GPU is available"):
+        train(load_config("seed", ["device=cuda"]), out=tmp_path / "run", progress=False, log=lambda _: None)
+    assert not (tmp_path / "run").exists()

@@ -28,7 +28,6 @@ import base64
 import importlib.util
 import io
 import logging
-import math
 import threading
 import time
 from collections.abc import Iterator
@@ -50,11 +49,11 @@ from threadpoolctl import threadpool_limits
 
 from pneumo.data.io import ImageInfo, decode_image_with_info, pixel_count
 from pneumo.data.preprocess import resize_image
-from pneumo.errors import PneumoError
+from pneumo.errors import PneumoError, check_number, check_text, check_whole
 from pneumo.inference.base import Model
 from pneumo.inference.classify import classify_images
 from pneumo.inference.onnx_backend import OnnxModel
-from pneumo.inference.loading import load_model
+from pneumo.inference.loading import check_model, load_model
 from pneumo.models.meta import CheckpointMeta
 from pneumo.service.batching import MicroBatcher
 from pneumo.service.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
@@ -284,15 +283,9 @@ class _Service:
             return weighted_by_probability(grad_cam(self.cam_model, images), probabilities)
 
 
-def _check_limits(max_upload_mb: float, max_pixels: int) -> None:
-    if (
-        isinstance(max_upload_mb, bool)
-        or not isinstance(max_upload_mb, (int, float))
-        or not (math.isfinite(max_upload_mb) and max_upload_mb > 0)
-    ):
-        raise PneumoError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb!r}")
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels <= 0:
-        raise PneumoError(f"max_pixels must be a positive whole number, got {max_pixels!r}")
+def _check_limits(max_upload_mb: object, max_pixels: object) -> None:
+    check_number("max_upload_mb", max_upload_mb, minimum=0, exclusive=True)
+    check_whole("max_pixels", max_pixels, minimum=1)
 
 
 def serve(
@@ -307,8 +300,9 @@ def serve(
     is checked, and the model loaded, before the port is taken."""
     import uvicorn
 
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise PneumoError(f"--port must be 1-65535, got {port!r}")
+    check_model("model", model)
+    check_text("host", host, accepted="an address to listen on as a str")
+    port = check_whole("port", port, minimum=1, maximum=65535)
     application = create_app(model, max_upload_mb=max_upload_mb, max_pixels=max_pixels)
     log.info("pneumo serving on http://%s:%d/ (API docs at /docs, metrics at /metrics); Ctrl-C stops it", host, port)
     uvicorn.run(application, host=host, port=port, log_level="warning")
@@ -324,6 +318,7 @@ def create_app(
         max_upload_mb: the largest upload accepted, enforced while the body is read.
         max_pixels: the largest image accepted, judged from its header before decoding.
     """
+    check_model("model", model)
     _check_limits(max_upload_mb, max_pixels)
     # numpy's BLAS threads spin after each of the input check's matrix products and take the cores
     # from the network's next pass (docs/speed.md, the web service under load)

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +26,12 @@ from pneumo.config import Config, config_to_dict
 from pneumo.data.cache import data_fingerprint
 from pneumo.evaluation.overlap import save_training_films
 from pneumo.data.layout import Record
-from pneumo.errors import PneumoError
+from pneumo.errors import PneumoError, check_callable, check_choice, check_flag, check_number, check_path, refuse
 from pneumo.evaluation.calibration import CALIBRATION_METHODS
+from pneumo.evaluation.metrics import check_n_boot
 from pneumo.evaluation.report import write_report
 from pneumo.evaluation.threshold import THRESHOLD_METHODS
-from pneumo.inference.loading import load_model
+from pneumo.inference.loading import check_model, load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.models.ensemble import ENSEMBLE, Ensemble, EnsembleMember, split_head
 from pneumo.models.meta import CheckpointMeta
@@ -122,6 +124,18 @@ class EnsembleResult:
     report: dict[str, Any]
 
 
+def _check_members_argument(members: object) -> list[Any]:
+    """The members as a list: a lone run folder is a list of one (as `predict` takes a lone file); a str
+    is never its characters, nor a dict or a set an order."""
+    if isinstance(members, (str, os.PathLike)):
+        members = [members]
+    if not isinstance(members, (list, tuple)) or not members:
+        raise refuse("members", "a list of run or checkpoint folders (at least one)", members)
+    for i, member in enumerate(members):
+        check_model(f"members[{i}]", member)
+    return list(members)
+
+
 def ensemble(
     members: Sequence[str | Path],
     *,
@@ -147,10 +161,18 @@ def ensemble(
     Returns:
         The folder and the ensemble's validation report (also written to `out/val_report.json`).
     """
-    if calibration not in CALIBRATION_METHODS:
-        raise PneumoError(f"calibration {calibration!r} is not one of {', '.join(CALIBRATION_METHODS)}")
-    if not (isinstance(threshold, (int, float)) and 0 <= threshold <= 1) and threshold not in THRESHOLD_METHODS:
-        raise PneumoError(f"threshold {threshold!r} is not a number in [0, 1] or one of {', '.join(THRESHOLD_METHODS)}")
+    members = _check_members_argument(members)
+    check_path("out", out, what="the model folder to write")
+    check_path("data", data, what="the folder the members' training data is in now", optional=True)
+    check_path("outliers", outliers, what="a folder of films the ensemble must not judge, 'auto' or 'none'", optional=True)
+    check_choice("calibration", calibration, CALIBRATION_METHODS)
+    if not (isinstance(threshold, str) and threshold in THRESHOLD_METHODS):
+        try:
+            check_number("threshold", threshold, minimum=0, maximum=1)
+        except PneumoError:
+            raise refuse("threshold", f"a number in [0, 1] or one of {', '.join(map(repr, THRESHOLD_METHODS))}", threshold) from None
+    n_boot = check_n_boot(n_boot)
+    overwrite, progress, log = check_flag("overwrite", overwrite), check_flag("progress", progress), check_callable("log", log)
     out = prepare_run_dir(out, overwrite, log)  # refused before any work, if it must be
     models = [load_model(m, backend="torch", checks=False) for m in members]
     _check_members(models)

@@ -24,11 +24,12 @@ from typing import Any, Callable, Iterator
 import torch
 from rich.progress import Progress
 
-from pneumo.config import Config, config_to_dict
+from pneumo.config import Config, check_config, config_to_dict
 from pneumo.data.augment import augment_batch
 from pneumo.data.cache import remove_stale_cache_temps
 from pneumo.data.preprocess import normalise
-from pneumo.errors import PneumoError
+from pneumo.evaluation.metrics import check_n_boot
+from pneumo.errors import PneumoError, check_callable, check_flag, check_path, refuse
 from pneumo.inference.torch_backend import feature_rows
 from pneumo.inference.torch_backend import TorchModel, class_probabilities
 from pneumo.models.checkpoint import copy_checkpoint, save_checkpoint
@@ -91,6 +92,17 @@ def train(
         >>> result.report["roc_auc"]
         >>> train(None, out="runs/stopped", resume=True)
     """
+    if config is not None:
+        config = check_config(config)
+        pick_device(config.device)  # a GPU that is not there, before the run folder is made
+    check_path("out", out, what="the run folder (to write, or with resume to continue)")
+    overwrite, progress, resume = check_flag("overwrite", overwrite), check_flag("progress", progress), check_flag("resume", resume)
+    log, n_boot = check_callable("log", log), check_n_boot(n_boot)
+    if mlflow is not None and not isinstance(mlflow, str):
+        raise refuse("mlflow", "a tracking URI as a str ('' for sqlite:///mlflow.db here), or None", mlflow)
+    tensorboard = check_flag("tensorboard", tensorboard, optional=True)
+    if config is None and not resume:
+        raise PneumoError('a new run needs a config (only a resumed run reads its own): load_config("seed") makes one')
     if not dist.launched():
         with _scoped_global_state():
             return _train(config, out, overwrite, progress, log, n_boot, resume, mlflow, tensorboard)
