@@ -48,7 +48,8 @@ is a bug. The parser runs in the calling thread here (not the service's thread p
 hang is interrupted like any other.
 
 `--target api` fuzzes the Python API: every public function of `pneumo` (`predict`, `evaluate`,
-`calibrate`, `export`, `ensemble`, `predict_archive`, `train`, `load_model`, `discover`, `serve`)
+`calibrate`, `export`, `ensemble`, `predict_archive`, `train`, `load_model`, `discover`, `serve`,
+`load_config`)
 called with random values as its first argument and as a random choice of its keyword arguments:
 None, booleans, boundary numbers (0, -1, huge, NaN, infinities), strings and paths (empty, a
 missing file, a folder of two real films, /dev/null, NUL bytes, very long), bytes (a real film,
@@ -681,7 +682,19 @@ def _multipart_seeds() -> list[_Seed]:
     return [_Seed(n, ".http", s, run, mutator=mutate_multipart, reproduce=replay) for n, s in zip(names, seeds)]
 
 
-_API_FUNCTIONS = ("predict", "evaluate", "calibrate", "export", "ensemble", "predict_archive", "train", "load_model", "discover", "serve")
+_API_FUNCTIONS = (
+    "predict",
+    "evaluate",
+    "calibrate",
+    "export",
+    "ensemble",
+    "predict_archive",
+    "train",
+    "load_model",
+    "discover",
+    "serve",
+    "load_config",
+)
 
 
 def _api_value(rng: random.Random, scratch: Path, depth: int = 0) -> object:
@@ -708,7 +721,7 @@ def _api_value(rng: random.Random, scratch: Path, depth: int = 0) -> object:
         if int(np.prod(shape, dtype=np.int64)) > 2_000_000:
             shape = shape[:2]
         dtype = rng.choice([np.uint8, np.uint16, np.int8, np.int64, np.float16, np.float32, np.float64, np.bool_, np.complex64])
-        array = (np.random.default_rng(rng.randrange(2**31)).random(shape) * rng.choice([1, 255, 65535, -3])).astype(dtype)
+        array = np.asarray(np.random.default_rng(rng.randrange(2**31)).random(shape) * rng.choice([1, 255, 65535, -3])).astype(dtype)
         if array.size and dtype in (np.float32, np.float64) and rng.random() < 0.3:
             array.flat[0] = rng.choice([np.nan, np.inf])
         return torch.from_numpy(array) if kind == 5 and dtype not in (np.uint16,) else array
@@ -766,12 +779,20 @@ def _api_seeds(folder: Path) -> list[_Seed]:
 
         return run
 
-    def replay(path: Path) -> str:
-        return f"import sys; sys.path.insert(0, 'benchmarks'); import fuzz_inputs as f, pathlib, tempfile; s = f._api_seeds(pathlib.Path(tempfile.mkdtemp())); [x for x in s if x.name == NAME][0].run(open({str(path)!r}, 'rb').read(), 0)"
+    def replay(name: str) -> Callable[[Path], str]:
+        return lambda path: (
+            "import sys; sys.path.insert(0, 'benchmarks'); import fuzz_inputs as f, pathlib, tempfile; "
+            f"s = f._api_seeds(pathlib.Path(tempfile.mkdtemp())); [x for x in s if x.name == {name!r}][0].run(open({str(path)!r}, 'rb').read(), 0)"
+        )
 
     return [
         _Seed(
-            f"pneumo.{name}", ".bin", b"\0" * 8, runner(name), mutator=lambda _d, r: r.getrandbits(64).to_bytes(8, "big"), reproduce=replay
+            f"pneumo.{name}",
+            ".bin",
+            b"\0" * 8,
+            runner(name),
+            mutator=lambda _d, r: r.getrandbits(64).to_bytes(8, "big"),
+            reproduce=replay(f"pneumo.{name}"),
         )
         for name in _API_FUNCTIONS
     ]
