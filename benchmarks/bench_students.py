@@ -37,7 +37,7 @@ from pneumo.evaluation.robustness import FRAMING_SHIFTS, SHIFTS
 from pneumo.deploy.onnx import export
 from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.predict import load_model, predict
-from pneumo.models.checkpoint import resolve_checkpoint
+from pneumo.models.checkpoint import read_meta, resolve_checkpoint
 
 # how far a candidate may fall behind the reference and still hold its signal
 TOLERANCE = {"mean shifted accuracy": 0.003, "worst framing sensitivity": 0.01, "worst framing specificity": 0.01, "val ROC AUC": 0.001}
@@ -74,6 +74,19 @@ def signal(folder: Path, report: dict) -> dict[str, float]:
         "val false alarms": check.get("val_false_alarm_rate", float("nan")),
         "adult caught": check.get("outlier_catch_rate", float("nan")),
     }
+
+
+def validation_split(folder: Path, tmp: Path) -> Path:
+    """The model's split.csv: its run's, or for a model folder without one (the bundled model), drawn again from its recipe."""
+    if (folder.parent / "split.csv").is_file():
+        return folder.parent / "split.csv"
+    from pneumo.data.split import write_split
+    from pneumo.training.data import model_recipe, split_training_records
+
+    train, val = split_training_records(model_recipe(read_meta(folder).config, folder, DATA))
+    path = tmp / f"split-{abs(hash(folder))}.csv"
+    write_split(path, {"train": train, "val": val})
+    return path
 
 
 def holds(candidate: dict[str, float], reference: dict[str, float]) -> str:
@@ -135,12 +148,10 @@ def main() -> None:
                 int8_report = {**report, "input_check": None}
                 from pneumo.evaluation.evaluate import evaluate
 
-                run = folder.parent if (folder.parent / "split.csv").is_file() else None
-                if run is not None:
-                    evaluated = evaluate(
-                        run / "split.csv", model=graphs[name + " (int8)"], split="val", n_boot=0, shifts=True, progress=False
-                    )
-                    int8_report |= {"shifted": evaluated["shifted"], "roc_auc": evaluated["roc_auc"]}
+                evaluated = evaluate(
+                    validation_split(folder, Path(tmp)), model=graphs[name + " (int8)"], split="val", n_boot=0, shifts=True, progress=False
+                )
+                int8_report |= {"shifted": evaluated["shifted"], "roc_auc": evaluated["roc_auc"]}
                 quantization = result.int8
                 signals[name + " (int8)"] = signal(folder, int8_report) | {
                     "val false alarms": quantization["input_check"]["val_flagged"] / max(1, quantization["input_check"]["n_val"]),

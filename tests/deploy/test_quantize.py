@@ -37,14 +37,27 @@ def test_the_int8_graph_keeps_the_verdicts_and_says_what_it_measured(int8: tuple
     graph = OnnxModel.load(out)  # the deployment's own loader: checksums, graph, a blank image
     assert any("QuantizeLinear" in n.op_type for n in __import__("onnx").load(str(out)).graph.node)
     films = sorted((small_folder / "PNEUMONIA").glob("*.jpeg"))[:6] + sorted((small_folder / "NORMAL").glob("*.jpeg"))[:6]
-    ours, theirs = predict(films, model=graph), predict(films, model=load_model())
+    ours, theirs = predict(films, model=graph), predict(films, model=load_model(backend="torch"))
     assert [p.label for p in ours] == [p.label for p in theirs]
     assert np.abs(np.array([p.probability for p in ours]) - [p.probability for p in theirs]).max() < 0.2
 
 
+def test_the_convolution_that_reads_the_film_stays_float_and_the_others_are_int8(int8: tuple[Path, dict]) -> None:
+    import onnx
+
+    graph = onnx.load(str(int8[0])).graph
+    produced_by = {out: node for node in graph.node for out in node.output}
+    initializers = {init.name: init for init in graph.initializer}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    quantized = [produced_by.get(conv.input[1]) is not None and produced_by[conv.input[1]].op_type == "DequantizeLinear" for conv in convs]
+    reads_film = [conv.input[1] in initializers and initializers[conv.input[1]].dims[1] == 1 for conv in convs]
+    assert sum(reads_film) == 1 and not any(q for q, film in zip(quantized, reads_film) if film)
+    assert all(q for q, film in zip(quantized, reads_film) if not film) and len(convs) > 10
+
+
 def test_its_input_check_is_fitted_on_its_own_features(int8: tuple[Path, dict]) -> None:
     out, result = int8
-    graph, float_check = OnnxModel.load(out), load_model().feature_check
+    graph, float_check = OnnxModel.load(out), load_model(backend="torch").feature_check
     assert graph.feature_check is not None and not np.array_equal(graph.feature_check.mean, float_check.mean)  # refitted, not copied
     # fitted on the int8 graph's rows of validation and its shifted copies (no outlier films beside this small copy: the distance alone)
     assert set(result["input_check"]["copy_flagged"]) == {"none", *SHIFTS} and result["input_check"]["notes"]

@@ -1,7 +1,9 @@
 """An int8 ONNX graph of an export: onnxruntime's static quantization, checked by the verdicts it gives.
 
-The float graph's convolutions and matrix products are quantized per output channel (weights int8,
-activations uint8, QDQ format), their ranges calibrated on the model's own training films. An
+The float graph's convolutions and classifier are quantized per output channel (weights int8,
+activations uint8, QDQ format), their ranges calibrated on the model's own training films. Two parts
+stay float: the content crop's resampling products and the first convolution, which read the film's
+own pixels (one channel, where 8 bits cost verdicts, and where int8 kernels gain nothing). An
 int8 graph does not reproduce float probabilities to 1e-4, so the parity check becomes a decision
 check: on the model's validation films at least `MIN_AGREEMENT` must get the same verdict at the
 threshold, and the largest |dP| is reported. Its feature rows move too, so the input check is fitted
@@ -92,6 +94,7 @@ def quantize_graph(float_graph: Path, out: Path, calibration: np.ndarray) -> Non
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(float_graph), str(prepared), skip_symbolic_shape=True)
+        stems = _film_convolutions(prepared)
         quantize_static(
             str(prepared),
             str(out),
@@ -100,10 +103,25 @@ def quantize_graph(float_graph: Path, out: Path, calibration: np.ndarray) -> Non
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            # the network's convolutions and classifier; the content crop's two resampling products
-            # (MatMul) stay float: they move the film's own pixels, where 8 bits cost verdicts
+            # the content crop's products (MatMul) and the first convolution stay float (module docstring)
             op_types_to_quantize=["Conv", "Gemm"],
+            nodes_to_exclude=stems,
         )
+
+
+def _film_convolutions(graph: Path) -> list[str]:
+    """The convolutions that read a one-channel input: the film itself (each member's, in an ensemble)."""
+    import onnx
+
+    model = onnx.load(str(graph))
+    weights = {init.name: list(init.dims) for init in model.graph.initializer}
+    stems = []
+    for node in model.graph.node:
+        groups = next((attr.i for attr in node.attribute if attr.name == "group"), 1)
+        shape = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if shape is not None and len(shape) == 4 and shape[1] * groups == 1:
+            stems.append(node.name)
+    return stems
 
 
 def int8_evidence(
