@@ -52,6 +52,7 @@ from pneumo.errors import (
         (lambda v: check_path("out", v), "a" * 300, "each name in it at most 255"),
         (lambda v: check_path("out", v), "a/" * 3000, "of at most 4095 bytes"),
         (lambda v: check_path("out", v), "\ud800", "a path the file system can encode"),
+        (lambda v: check_path("out", v), "~nouser-pneumo/runs", "a path whose ~ or ~user names a home folder here"),
         (lambda v: check_callable("log", v), None, "log must be a function (callable); got None"),
     ],
     ids=lambda v: short(v)[:40],
@@ -70,6 +71,7 @@ def test_values_that_pass_come_back_as_plain_python() -> None:
     assert check_number("prevalence", np.float32(0.25), minimum=0, maximum=1) == 0.25
     assert check_number("t", 1, minimum=0, maximum=1) == 1.0  # the bounds are inclusive unless said
     assert check_path("out", "runs/a") == "runs/a" and check_path("out", Path("x")) == Path("x")
+    assert check_path("out", "~/runs") == "~/runs" and check_path("out", "a~b") == "a~b"
     assert check_path("out", None, optional=True) is None and check_whole("n", None, optional=True) is None
     assert check_text("split", "test") == "test" and check_choice("backend", "onnx", ("auto", "onnx")) == "onnx"
     assert check_callable("log", print) is print

@@ -3,7 +3,7 @@
 The package is layered; each layer imports only the ones before it (tests/test_layers.py holds
 the same list and checks this text against it):
 
-    errors, version                the one exception for user mistakes; the version
+    errors, version                the one exception for user mistakes, the argument checks that raise it; the version
     utils, tasks, config           files, walking, progress; what a model is asked; recipes
     data                           find, read, preprocess, cache, split, batch, augment the images
     models, viz                    networks by name and the checkpoint format; every picture

@@ -180,8 +180,9 @@ def check_choice(name: str, value: Any, choices: Collection[str], *, optional: b
 
 def check_path(name: str, value: Any, *, what: str = "a path", optional: bool = False) -> Any:
     """`value` unchanged when it can name a file: a str or os.PathLike (not bytes), not empty, with
-    no NUL byte and no name longer than a file system allows (pathlib and os.stat would raise
-    TypeError, ValueError or OSError on those, far from the call)."""
+    no NUL byte, no name longer than a file system allows and no ~user that is not a user here
+    (pathlib and os.stat would raise TypeError, ValueError, OSError or RuntimeError on those, far
+    from the call)."""
     if optional and value is None:
         return None
     accepted = _or_none(f"{what}, as a str or pathlib.Path", optional)
@@ -201,6 +202,8 @@ def check_path(name: str, value: Any, *, what: str = "a path", optional: bool = 
         raise refuse(name, f"{what} the file system can encode", value) from None
     if len(encoded) > _PATH_MAX or any(len(part) > _NAME_MAX for part in encoded.split(b"/")):
         raise refuse(name, f"{what} of at most {_PATH_MAX} bytes, each name in it at most {_NAME_MAX}", value)
+    if text.startswith("~") and os.path.expanduser(text) == text:  # pathlib's expanduser raises RuntimeError on these
+        raise refuse(name, f"{what} whose ~ or ~user names a home folder here", value)
     return value
 
 
