@@ -1,8 +1,8 @@
 """The one exception type for mistakes a user can fix (bad paths, bad data, bad config), and the
 checks every public function makes of its arguments at its entry.
 
-The checks live here, beside the exception, because every layer calls them (config and tasks
-included, which `utils` may not serve): a wrong argument is refused in one line that names it, says
+The checks live here, beside the exception, because every layer calls them, config included
+(config shares a layer with utils, so it may not import from it): a wrong argument is refused in one line that names it, says
 what was given and what is accepted, instead of a TypeError from pathlib or dataclasses three
 calls down, or an answer that is silently wrong (`batch_size=-1`, `abstain="no"`).
 
