@@ -71,6 +71,7 @@ _FIRST = {
     "discover": "data",
     "serve": None,
     "load_config": "seed",
+    "export": None,
 }
 _NAN, _HUGE = float("nan"), 2**63
 _BAD_ARGUMENTS = [
@@ -172,6 +173,12 @@ _BAD_ARGUMENTS = [
     ("load_config", "source", b"seed"),
     ("load_config", "overrides", "epochs=2"),
     ("load_config", "overrides", 5),
+    ("export", "model", 123),
+    ("export", "out", 123),
+    ("export", "out", b"model.onnx"),
+    ("export", "data", ["a", "b"]),
+    ("export", "int8", "yes"),
+    ("export", "progress", None),
 ]
 
 

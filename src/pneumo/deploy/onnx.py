@@ -29,11 +29,11 @@ import torch
 from torch import nn
 
 from pneumo.data.preprocess import check_image_batch, normalise
-from pneumo.errors import PneumoError
+from pneumo.errors import PneumoError, check_flag, check_path
 from pneumo.inference.base import Model
 from pneumo.inference.features import FeatureTap
 from pneumo.inference.onnx_backend import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, OnnxModel, encode_arrays
-from pneumo.inference.loading import load_model
+from pneumo.inference.loading import check_model, load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.models.meta import CheckpointMeta, seal
 from pneumo.utils.files import writing, output_file, sha256_file
@@ -198,7 +198,10 @@ def export(
             differ from PyTorch's by more than `PARITY_TOLERANCE`; an int8 graph changes more verdicts
             than `MIN_AGREEMENT` allows; or `opset` is not one this PyTorch exports.
     """
-    out = Path(out).expanduser()
+    check_model("model", model)
+    out = Path(check_path("out", out, what="the .onnx file to write")).expanduser()
+    check_path("data", data, what="the model's training data", optional=True)
+    int8, progress = check_flag("int8", int8), check_flag("progress", progress)
     if out.suffix != ".onnx":
         raise PneumoError(f"{out}: the export must be a .onnx file path, e.g. model.onnx")
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
