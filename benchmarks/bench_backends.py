@@ -3,7 +3,8 @@
     python benchmarks/bench_backends.py [--model RUN_DIR] [--images 100] [--batch 64]
 
 Without --model, the bundled model. The ONNX file is exported to a temporary folder first
-(with the parity check on real images), so both backends run the same weights on the same pixels.
+(with the parity check on real images), so both backends run the same weights on the same pixels;
+a checkpoint with its own export beside it (the bundled model's int8 graph) gets a row for that too.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def main() -> None:
             f"torch {torch.__version__}": lambda fs, b: predict(fs, model=model, batch_size=b),
             f"onnxruntime {ort.__version__}": lambda fs, b: predict(fs, model=onnx_model, batch_size=b),
         }
+        own = load_model(args.model, backend="auto")  # the export shipped beside the checkpoint, where there is one
+        if isinstance(own, OnnxModel):
+            kind = "int8" if own.export.get("quantization") else "float"
+            backends[f"onnxruntime {ort.__version__}, its own {kind} export"] = lambda fs, b: predict(fs, model=own, batch_size=b)
         rows = []
         for backend, run in backends.items():
             p50, p95, throughput = measure(run, files, args.images, args.batch)
