@@ -17,6 +17,7 @@ from pneumo.errors import (
     check_text,
     check_whole,
     describe,
+    describe_size,
     short,
 )
 
@@ -90,3 +91,7 @@ def test_describe_never_prints_a_whole_array_or_a_failing_repr() -> None:
     assert describe(np.zeros((3000, 3000), dtype=np.uint8)) == "a numpy.ndarray of shape (3000, 3000) and dtype uint8"
     assert describe(Broken()).startswith("<Broken") and describe(Broken()).endswith("> (Broken)")
     assert len(describe("x" * 10**6)) < 100
+
+
+def test_sizes_read_as_people_write_them() -> None:
+    assert [describe_size(n) for n in (512, 3400, 78_200_000, 1_500_000_000)] == ["512 bytes", "3.4 kB", "78.2 MB", "1.5 GB"]

@@ -21,7 +21,8 @@ PACKAGE = Path(pneumo.__file__).parent
 # lowest first; the README's architecture section names the same layers
 LAYERS: list[set[str]] = [
     {"errors", "version"},
-    {"utils", "tasks", "config"},
+    {"utils"},
+    {"tasks", "config"},
     {"data"},
     {"models", "viz"},
     {"inference"},

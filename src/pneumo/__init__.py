@@ -4,7 +4,8 @@ The package is layered; each layer imports only the ones before it (tests/test_l
 the same list and checks this text against it):
 
     errors, version                the one exception for user mistakes, the argument checks that raise it; the version
-    utils, tasks, config           files, walking, progress; what a model is asked; recipes
+    utils                          reading, writing and walking files; progress
+    tasks, config                  what a model is asked; recipes
     data                           find, read, preprocess, cache, split, batch, augment the images
     models, viz                    networks by name and the checkpoint format; every picture
     inference                      one Model base, torch and onnx backends, input checks, batch prediction

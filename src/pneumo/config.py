@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from pneumo.errors import PneumoError, check_path, refuse, short
+from pneumo.utils.reading import Refusals, os_reason, read_regular
 
 __all__ = [
     "RULES",
@@ -422,26 +423,20 @@ def _parse_yaml(text: str) -> Any:
 
 def _read_text(path: Path) -> str:
     """The file's text, refusing anything but a regular UTF-8 file of at most 1 MB without blocking on it."""
-    try:
-        info = os.stat(path)
-    except (OSError, ValueError) as exc:
-        raise PneumoError(f"cannot read config {short(str(path))}: {_one_line(getattr(exc, 'strerror', None) or exc)}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise PneumoError(f"config {path} is a folder; give a YAML file or one of {', '.join(sorted(named_configs()))}")
-    if not stat.S_ISREG(info.st_mode):  # /dev/zero never ends; a FIFO blocks until someone writes
-        raise PneumoError(f"config {path} is not a regular file (a device, FIFO or socket); give a YAML file")
-    if info.st_size > _MAX_CONFIG_BYTES:
-        raise PneumoError(f"config {path} is {info.st_size} bytes, over the limit of 1 MB; a config is a short list of key: value lines")
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # swapped for a FIFO since stat: still no block
-        with os.fdopen(fd, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                raise PneumoError(f"config {path} is not a regular file (a device, FIFO or socket); give a YAML file")
-            data = file.read(_MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise PneumoError(f"cannot read config {path}: {_one_line(exc.strerror or exc)}") from None
-    if len(data) > _MAX_CONFIG_BYTES:
-        raise PneumoError(f"config {path} is over the limit of 1 MB; a config is a short list of key: value lines")
+
+    def unreadable(exc: OSError | ValueError, found: bool) -> PneumoError:
+        return PneumoError(f"cannot read config {path if found else short(str(path))}: {_one_line(os_reason(exc))}")
+
+    def not_regular(mode: int) -> PneumoError:
+        if stat.S_ISDIR(mode):
+            return PneumoError(f"config {path} is a folder; give a YAML file or one of {', '.join(sorted(named_configs()))}")
+        return PneumoError(f"config {path} is not a regular file (a device, FIFO or socket); give a YAML file")  # /dev/zero never ends
+
+    def too_large(size: int, stated: bool) -> PneumoError:
+        what = f"is {size} bytes, over" if stated else "is over"
+        return PneumoError(f"config {path} {what} the limit of 1 MB; a config is a short list of key: value lines")
+
+    data = read_regular(path, _MAX_CONFIG_BYTES, Refusals(unreadable, not_regular, too_large))
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

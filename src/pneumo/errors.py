@@ -1,10 +1,11 @@
-"""The one exception type for mistakes a user can fix (bad paths, bad data, bad config), and the
-checks every public function makes of its arguments at its entry.
+"""The one exception type for mistakes a user can fix (bad paths, bad data, bad config), the
+checks every public function makes of its arguments at its entry, and the words a message uses
+for a value (`short`, `describe`) or a size (`describe_size`).
 
-The checks live here, beside the exception, because every layer calls them, config included
-(config shares a layer with utils, so it may not import from it): a wrong argument is refused in one line that names it, says
-what was given and what is accepted, instead of a TypeError from pathlib or dataclasses three
-calls down, or an answer that is silently wrong (`batch_size=-1`, `abstain="no"`).
+The checks live here, beside the exception, because every layer calls them, config included: a
+wrong argument is refused in one line that names it, says what was given and what is accepted,
+instead of a TypeError from pathlib or dataclasses three calls down, or an answer that is
+silently wrong (`batch_size=-1`, `abstain="no"`).
 
 Example:
     >>> batch_size = check_whole("batch_size", batch_size, minimum=1)
@@ -31,6 +32,7 @@ __all__ = [
     "check_text",
     "check_whole",
     "describe",
+    "describe_size",
     "refuse",
     "short",
 ]
@@ -78,6 +80,16 @@ def describe(value: Any) -> str:
     if isinstance(value, str) and not value:
         return "'' (an empty str)"
     return f"{short(value)} ({kind})"
+
+
+def describe_size(n_bytes: int) -> str:
+    """A size for a message: 512 bytes, 3.4 kB, 78.2 MB, 1.5 GB."""
+    if n_bytes < 1000:
+        return f"{n_bytes} bytes"
+    for unit, scale in (("kB", 1e3), ("MB", 1e6), ("GB", 1e9)):
+        if n_bytes < scale * 1000 or unit == "GB":
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes} bytes"  # pragma: no cover
 
 
 def refuse(name: str, accepted: str, value: Any) -> PneumoError:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import stat
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pneumo.errors import PneumoError
+from pneumo.utils.reading import Refusals, file_kind, open_regular, os_reason, read_regular
 
 __all__ = [
     "ImageInfo",
@@ -618,39 +618,14 @@ def decode_image(data: bytes, name: str = "<bytes>", size_hint: int | None = Non
     return decode_image_with_info(data, name, size_hint)[0]
 
 
-_NOT_A_FILE = {
-    stat.S_IFDIR: "a folder",
-    stat.S_IFIFO: "a named pipe (FIFO)",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-}
-
-
-def _refuse_non_regular(path: Path, mode: int) -> None:
-    """Only regular files are read: a FIFO or a socket would wait for a writer forever, a device
-    (/dev/zero, /dev/urandom) would never end."""
-    if not stat.S_ISREG(mode):
-        kind = _NOT_A_FILE.get(stat.S_IFMT(mode), "not a regular file")
-        raise PneumoError(f"{path} is {kind}, not an image file; give the path of an image file")
-
-
-def _open_regular(path: Path) -> int:
-    """A read-only descriptor of `path`, which must be a regular file (checked before opening, and
-    again on the open descriptor should the path have changed in between); PneumoError otherwise."""
-    try:
-        _refuse_non_regular(path, os.stat(path).st_mode)  # before opening: opening a FIFO blocks
-        # O_NONBLOCK: should the path have become a FIFO since, opening returns at once and fstat refuses it
-        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOCTTY", 0)
-        fd = os.open(path, flags)
-    except OSError as exc:
-        raise PneumoError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        _refuse_non_regular(path, os.fstat(fd).st_mode)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+def _image_refusals(path: Path) -> Refusals:
+    return Refusals(
+        unreadable=lambda exc, _: PneumoError(f"cannot read {path}: {os_reason(exc)}"),
+        not_regular=lambda mode: PneumoError(
+            f"{path} is {file_kind(mode, detailed=True)}, not an image file; give the path of an image file"
+        ),
+        too_large=lambda size, _: _too_large(str(path), size),
+    )
 
 
 def check_image_file(path: str | Path) -> None:
@@ -660,7 +635,8 @@ def check_image_file(path: str | Path) -> None:
     For listings that only need to know a file is there (`pneumo data summary`), without waiting
     on a FIFO the way `open()` would.
     """
-    os.close(_open_regular(Path(path)))
+    path = Path(path)
+    os.close(open_regular(path, _image_refusals(path)))
 
 
 def read_image_bytes(path: str | Path) -> bytes:
@@ -675,25 +651,7 @@ def read_image_bytes(path: str | Path) -> bytes:
             device or a socket, or a file over the size limit.
     """
     path = Path(path)
-    fd = _open_regular(path)
-    try:
-        with open(fd, "rb", buffering=0, closefd=True) as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size > MAX_FILE_BYTES:
-                raise _too_large(str(path), size)
-            chunks, total, want = [], 0, size + 1  # one read for a file as large as it says
-            while total <= MAX_FILE_BYTES:
-                chunk = fh.read(min(want, MAX_FILE_BYTES + 1 - total))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                total += len(chunk)
-                want = 1024**2
-    except OSError as exc:
-        raise PneumoError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if total > MAX_FILE_BYTES:  # it grew, or its size was not what it said (a /proc file)
-        raise _too_large(str(path), total)
-    return b"".join(chunks)
+    return read_regular(path, MAX_FILE_BYTES, _image_refusals(path))
 
 
 def read_image_with_info(path: str | Path, size_hint: int | None = None) -> tuple[np.ndarray, ImageInfo]:

@@ -66,7 +66,7 @@ def _own_export(folder: Path) -> Model | None:
     same weights made before `pneumo calibrate` moved the threshold would answer with the old one)."""
     from pneumo.inference.onnx_backend import OnnxModel
     from pneumo.models.meta import WRITTEN_BY_PNEUMO, CheckpointMeta
-    from pneumo.utils.files import read_json
+    from pneumo.utils.reading import read_json
 
     if not (folder / BUNDLED_ONNX).is_file():
         return None

@@ -14,9 +14,9 @@ from typing import Callable
 
 import yaml
 
-from pneumo.errors import PneumoError
+from pneumo.errors import PneumoError, describe_size
 from pneumo.models.meta import FEATURES, META, WEIGHTS
-from pneumo.utils.files import Layout, describe_size, known_contents, output_folder
+from pneumo.utils.files import Layout, known_contents, output_folder
 
 __all__ = ["CHECKPOINT_LAYOUT", "MODEL_LAYOUT", "REPORT", "RUN_LAYOUT", "TRAINING_FILMS", "prepare_output_folder"]
 

@@ -29,7 +29,7 @@ from pneumo.data.augment import augment_batch
 from pneumo.data.cache import remove_stale_cache_temps
 from pneumo.data.preprocess import normalise
 from pneumo.evaluation.metrics import check_n_boot
-from pneumo.errors import PneumoError, check_callable, check_flag, check_path, refuse
+from pneumo.errors import PneumoError, check_callable, check_flag, check_path, describe_size, refuse
 from pneumo.inference.torch_backend import feature_rows
 from pneumo.inference.torch_backend import TorchModel, class_probabilities
 from pneumo.models.checkpoint import copy_checkpoint, save_checkpoint
@@ -48,7 +48,6 @@ from pneumo.training.run_dir import (
 )
 from pneumo.training.tracking import Tracker, open_trackers
 from pneumo.training.state import STATE, RunSoFar, load_train_state, save_train_state
-from pneumo.utils.files import describe_size
 from pneumo.utils.progress import make_progress
 
 __all__ = ["train", "TrainResult"]

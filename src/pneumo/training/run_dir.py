@@ -18,11 +18,11 @@ from typing import Callable
 import yaml
 
 from pneumo.config import Config, config_to_dict, load_config
-from pneumo.errors import PneumoError
+from pneumo.errors import PneumoError, describe_size
 from pneumo.models.checkpoint import checkpoint_epoch, copy_checkpoint
 from pneumo.models.folders import MODEL_LAYOUT, REPORT, RUN_LAYOUT, prepare_output_folder
 from pneumo.training.state import STATE, RunSoFar, saved_epoch
-from pneumo.utils.files import atomic_write, describe_size, output_folder, remove_stale_temps
+from pneumo.utils.files import atomic_write, output_folder, remove_stale_temps
 
 __all__ = [
     "open_run",

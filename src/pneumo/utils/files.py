@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import fnmatch
 import hashlib
-import json
 import os
 import re
 import stat
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 from pneumo.errors import PneumoError
+from pneumo.utils.reading import file_kind
 
 __all__ = [
     "writing",
@@ -40,7 +40,6 @@ __all__ = [
     "Layout",
     "KnownContents",
     "known_contents",
-    "describe_size",
 ]
 
 Writer = Callable[[Path], object]
@@ -88,21 +87,6 @@ def shared_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _kind(mode: int) -> str:
-    """What a non-regular file is, in words."""
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISCHR(mode):
-        return "a device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "a file" if stat.S_ISREG(mode) else "not a regular file"
-
-
 _NEARLY_FULL = 1 << 20  # bytes free under which a short write is taken for a full disk
 
 
@@ -139,7 +123,7 @@ def _unwritable_folder(folder: Path) -> tuple[int, str] | None:
     if existing.is_symlink() and not existing.exists():
         return errno.ENOTDIR, f"{existing} is a symlink that leads nowhere"
     if not existing.is_dir():
-        return errno.ENOTDIR, f"{existing} is {_kind(os.stat(existing).st_mode)}, not a folder"
+        return errno.ENOTDIR, f"{existing} is {file_kind(os.stat(existing).st_mode)}, not a folder"
     if os.access(existing, os.W_OK | os.X_OK):
         return None
     try:  # os.access may be wrong either way (ACLs, network file systems): a real file decides
@@ -193,7 +177,7 @@ def _refuse_non_regular(target: Path, what: str | None = None) -> None:
     if stat.S_ISREG(mode):
         return
     label = f"{what} {target}" if what else str(target)
-    kind = _kind(mode)
+    kind = file_kind(mode)
     if stat.S_ISDIR(mode):
         raise WriteError(
             errno.EISDIR, f"{target} is a folder, not a file", str(target), f"{label} is a folder, not a file: give a file path"
@@ -247,7 +231,7 @@ def output_folder(path: str | Path, what: str = "output folder") -> Path:
             )
         mode = os.stat(path).st_mode
         if not stat.S_ISDIR(mode):
-            kind = _kind(mode)
+            kind = file_kind(mode)
             raise WriteError(
                 errno.ENOTDIR,
                 f"{path} is {kind}, not a folder",
@@ -377,16 +361,6 @@ def remove_stale_temps(
     return removed, freed
 
 
-def describe_size(n_bytes: int) -> str:
-    """A size for a message: 512 bytes, 3.4 kB, 78.2 MB, 1.5 GB."""
-    if n_bytes < 1000:
-        return f"{n_bytes} bytes"
-    for unit, scale in (("kB", 1e3), ("MB", 1e6), ("GB", 1e9)):
-        if n_bytes < scale * 1000 or unit == "GB":
-            return f"{n_bytes / scale:.1f} {unit}"
-    return f"{n_bytes} bytes"  # pragma: no cover
-
-
 def _plan_removal(folder: Path, layout: Layout, what: str, top: Path, files: list[tuple[Path, int]], dirs: list[Path]) -> None:
     """Collect the files and sub-folders of `folder` that `layout` names; refuse at the first entry it does not."""
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
@@ -469,30 +443,3 @@ def sha256_file(path: str | Path) -> str:
     """SHA-256 of a file's bytes, read in chunks (a checkpoint or an archive need not fit in memory)."""
     with Path(path).open("rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-MAX_JSON_BYTES = 256 * 2**20  # a model's metadata with its input check is a few MB
-
-
-def read_json(path: str | Path, hint: str, max_bytes: int = MAX_JSON_BYTES) -> object:
-    """A JSON file a user handed us (a model's metadata): only a regular file, at most `max_bytes`,
-    and any way it can fail to parse (bad UTF-8, bad JSON, nesting deep enough to exhaust the
-    parser's recursion) is a PneumoError ending with `hint` (what to do), never a traceback or a hang."""
-    path = Path(path)
-    try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise PneumoError(f"{path} is {_kind(info.st_mode)}, not a JSON file; {hint}")
-        if info.st_size > max_bytes:
-            raise PneumoError(
-                f"{path} is {describe_size(info.st_size)}, over the {describe_size(max_bytes)} a JSON file of pneumo's can be; {hint}"
-            )
-        with path.open("rb") as fh:
-            data = fh.read(max_bytes + 1)
-    except OSError as exc:
-        raise PneumoError(f"cannot read {path}: {exc.strerror or exc}; {hint}") from None
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-        raise PneumoError(f"{path} is not readable JSON ({why}); {hint}") from None
