@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from pneumo.errors import PneumoError
+from pneumo.errors import PneumoError, short
 from pneumo.tasks import TASKS, Task, get_task
 
 __all__ = [
@@ -248,15 +248,6 @@ _MEMBER_FIELDS = {
 _MEMBER_REQUIRED = ("architecture", "num_outputs", "mean", "std")
 
 
-def _shown(value: object, limit: int = 60) -> str:
-    """A value as a message shows it: its repr, cut short (a 400-digit number, a huge list)."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int past Python's digit limit for str()
-        return f"a {type(value).__name__} too large to show"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _finite(value: float | int) -> bool:
     """math.isfinite, false for an integer too large for a float (10**400) instead of raising."""
     try:
@@ -267,7 +258,7 @@ def _finite(value: float | int) -> bool:
 
 def _typed(name: str, value: Any, where: str) -> Any:
     """`value` as field `name`'s type, or a PneumoError: JSON's numbers are loose (1 for 1.0), its booleans are not numbers."""
-    wrong = PneumoError(f"{where}: {name} is {_shown(value)}, which is not a valid {name}")
+    wrong = PneumoError(f"{where}: {name} is {short(value)}, which is not a valid {name}")
     if isinstance(value, (bool, np.bool_)) and name not in _DICT_FIELDS:
         raise wrong
     if name in _INT_FIELDS:
@@ -380,7 +371,7 @@ def _prior_problem(prior: dict[str, Any]) -> str | None:
     for key, (low, high) in _PRIOR_FIELDS.items():
         value = prior[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value) or not low <= value <= high:
-            return f"{key} is {_shown(value)}, not a number in [{low:g}, {high:g}]"
+            return f"{key} is {short(value)}, not a number in [{low:g}, {high:g}]"
     return None
 
 
@@ -395,9 +386,9 @@ def _member_problem(member: dict[str, Any], task: Task, architectures: Collectio
             continue
         value = member[key]
         if isinstance(value, bool) or (kind is str and not isinstance(value, str)) or (kind is int and not isinstance(value, int)):
-            return f"{key} is {_shown(value)}, which is not a valid {key}"
+            return f"{key} is {short(value)}, which is not a valid {key}"
         if kind is float and (not isinstance(value, (int, float)) or not _finite(value)):
-            return f"{key} is {_shown(value)}, which is not a valid {key}"
+            return f"{key} is {short(value)}, which is not a valid {key}"
     if member["architecture"] == _ENSEMBLE or (architectures is not None and member["architecture"] not in architectures):
         return f"unknown model {member['architecture']!r} for a member"
     if member["num_outputs"] != task.num_outputs:
