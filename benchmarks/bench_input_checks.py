@@ -28,7 +28,8 @@ from sklearn.datasets import load_sample_images
 
 from pneumo.config import Config, config_from_dict
 from pneumo.data.cache import cached_images
-from pneumo.data.io import ImageInfo, read_image_with_info
+from pneumo.data.io import read_image_with_info
+from pneumo.data.pixels import ImageInfo
 from pneumo.data.preprocess import resize_image
 from pneumo.inference.checks import check_inputs, rule_warnings
 from pneumo.inference.predict import bundled_model_dir, load_model

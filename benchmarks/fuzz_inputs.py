@@ -84,7 +84,8 @@ import numpy as np
 from common import DATA, table
 
 from pneumo.config import Config, config_from_dict, config_to_dict, load_config
-from pneumo.data.io import ImageInfo, decode_image_with_info
+from pneumo.data.io import decode_image_with_info
+from pneumo.data.pixels import ImageInfo
 from pneumo.data.layout import discover
 from pneumo.errors import PneumoError
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pneumo.data.io import ImageInfo
+from pneumo.data.pixels import ImageInfo
 from pneumo.data.preprocess import load_image
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model, PredictionBatch

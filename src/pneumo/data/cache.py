@@ -18,7 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from pneumo.data.io import ImageInfo, decode_image_with_info, read_image_bytes
+from pneumo.data.io import decode_image_with_info, read_image_bytes
+from pneumo.data.pixels import ImageInfo
 from pneumo.data.layout import Record
 from pneumo.data.preprocess import PREPROCESS_VERSION, resize_image
 from pneumo.errors import PneumoError

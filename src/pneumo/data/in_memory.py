@@ -6,7 +6,7 @@ format pneumo reads; an array or tensor 2-D grey [H, W], or 3-D colour [H, W, C]
 or [C, H, W] (torch's), C = 1, 3 or 4, of bool, integers or floats. uint8 is taken as it is;
 floats within [0, 1] are scaled by 255; other numbers are stretched from their own min..max, as
 deep files are. From there an image goes the way a file of its mode goes
-(`pneumo.data.io.to_uint8_gray`: ITU-R 601 luma, alpha composited on black). Non-finite values, empty or
+(`pneumo.data.pixels.to_uint8_gray`: ITU-R 601 luma, alpha composited on black). Non-finite values, empty or
 one-value images and anything else are refused with a PneumoError that names what was given and
 what is accepted.
 """
@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pneumo.data.io import ImageInfo, decode_image_with_info, pil_colourfulness, to_uint8_gray, transparent_share
+from pneumo.data.io import decode_image_with_info
+from pneumo.data.pixels import ImageInfo, pil_colourfulness, to_uint8_gray, transparent_share
 from pneumo.errors import PneumoError
 
 __all__ = ["ACCEPTED", "image_from_object", "is_in_memory_image"]

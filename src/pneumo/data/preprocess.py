@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from pneumo.data.io import ImageInfo, read_image_with_info
+from pneumo.data.io import read_image_with_info
+from pneumo.data.pixels import ImageInfo
 from pneumo.errors import PneumoError
 
 if TYPE_CHECKING:

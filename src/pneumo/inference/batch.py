@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from pneumo.data.io import ImageInfo
+from pneumo.data.pixels import ImageInfo
 from pneumo.data.manifest import manifest_rows
 from pneumo.data.preprocess import load_image_with_info
 from pneumo.errors import PneumoError, check_choice, check_flag, check_path, check_whole

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pneumo.data.io import ImageInfo
+from pneumo.data.pixels import ImageInfo
 from pneumo.errors import PneumoError
 
 __all__ = [
@@ -97,7 +97,7 @@ def rule_warnings(info: ImageInfo) -> list[InputWarning]:
     """Short warnings from the file's own description; empty when nothing is odd.
 
     Args:
-        info: a `pneumo.data.io.ImageInfo`, or any object with its attributes. Absent DICOM
+        info: a `pneumo.data.pixels.ImageInfo`, or any object with its attributes. Absent DICOM
             tags (None, as for every JPEG and PNG) are no reason to warn.
 
     Example:

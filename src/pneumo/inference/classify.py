@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pneumo.data.io import ImageInfo
+from pneumo.data.pixels import ImageInfo
 from pneumo.data.preprocess import load_image_with_info
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model, Prediction, PredictionBatch, non_finite_error

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from pneumo.data.in_memory import ACCEPTED, image_from_object, is_in_memory_image
-from pneumo.data.io import ImageInfo, check_image_file
+from pneumo.data.io import check_image_file
+from pneumo.data.pixels import ImageInfo
 from pneumo.data.preprocess import resize_image
 from pneumo.errors import PneumoError, check_flag, check_path, check_whole, describe
 from pneumo.inference.base import Model, PredictionBatch
