@@ -47,7 +47,7 @@ from rich.progress import Progress, TaskID
 
 from pneumo.data.layout import discover
 from pneumo.data.summary import summarize
-from pneumo.errors import PneumoError
+from pneumo.errors import PneumoError, describe_size
 from pneumo.utils.files import atomic_write, sha256_file
 from pneumo.utils.progress import make_progress
 from pneumo.version import __version__
@@ -154,20 +154,21 @@ def download(
     return _from_archive(
         folder,
         url or os.environ.get(URL_ENV) or MENDELEY_URL,
-        _given_hash(sha256),
-        progress,
-        max_bytes,
-        check_images,
-        timeout,
-        retries,
-        log,
-        max_download,
+        given=_given_hash(sha256),
+        progress=progress,
+        max_bytes=max_bytes,
+        check_images=check_images,
+        timeout=timeout,
+        retries=retries,
+        log=log,
+        max_download=max_download,
     )
 
 
 def _from_archive(
     folder: Path,
     url: str,
+    *,
     given: str | None,
     progress: bool,
     max_bytes: int,
@@ -175,8 +176,10 @@ def _from_archive(
     timeout: float,
     retries: int,
     log: Callable[[str], None],
-    max_download: int = MAX_DOWNLOAD_BYTES,
+    max_download: int,
 ) -> DownloadResult:
+    """The archive at `url` into `folder`: fetched or resumed, checked against `given` (else the
+    recorded SHA-256), unpacked; the options are `download`'s."""
     name = _archive_name(url)
     archive, part, record_file = folder / name, folder / f"{name}.part", folder / f"{name}.sha256.json"
     record = _read_record(record_file)
@@ -291,17 +294,12 @@ def _continue_hash(path: Path, digest: Any) -> None:
             digest.update(chunk)
 
 
-def _size(n: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} bytes"
-
-
 def _need_space(folder: Path, nbytes: int, what: str) -> None:
     free = shutil.disk_usage(folder).free
     if nbytes > free:
-        raise PneumoError(f"{what} needs {_size(nbytes)} but {folder} has {_size(free)} free; free some space or choose another folder")
+        raise PneumoError(
+            f"{what} needs {describe_size(nbytes)} but {folder} has {describe_size(free)} free; free some space or choose another folder"
+        )
 
 
 def _fetch(
@@ -319,7 +317,7 @@ def _fetch(
                 if attempt >= retries:
                     if have:
                         raise PneumoError(
-                            f"the download from {url} stopped ({exc}); {part} keeps the {_size(have)} that came: "
+                            f"the download from {url} stopped ({exc}); {part} keeps the {describe_size(have)} that came: "
                             "run the same command again to resume"
                         ) from None
                     part.unlink(missing_ok=True)
@@ -328,17 +326,17 @@ def _fetch(
                         f"point the URL (or ${URL_ENV}) at it, e.g. file:///path/to/{MENDELEY_ARCHIVE}"
                     ) from None
                 attempt += 1
-                log(f"the download stopped at {_size(have)} ({exc}); trying again in {attempt} s")
+                log(f"the download stopped at {describe_size(have)} ({exc}); trying again in {attempt} s")
                 time.sleep(attempt)
 
 
 def _over_limit(url: str, announced: int | None, limit: int, part: Path) -> str:
     """Why a download was refused for its size, and what to do."""
     if announced is not None:
-        what = f"{url} announces {_size(announced)}, over the download limit of {_size(limit)}"
+        what = f"{url} announces {describe_size(announced)}, over the download limit of {describe_size(limit)}"
         done = "nothing was kept"
     else:
-        what = f"the download from {url} did not end within the download limit of {_size(limit)}"
+        what = f"the download from {url} did not end within the download limit of {describe_size(limit)}"
         done = f"stopped and deleted {part}"
     return (
         f"{what} (the chest X-ray archive is about 1.2 GB); {done}. If the file is genuine, raise the limit "
@@ -365,7 +363,7 @@ def _transfer(
         part.unlink(missing_ok=True)
         raise PneumoError(_over_limit(url, total, max_download, part))
     if start:
-        log(f"resuming {part.name} at {_size(start)}")
+        log(f"resuming {part.name} at {describe_size(start)}")
     elif have:
         log(f"the server cannot resume {part.name}; starting it over")
         digest = hashlib.sha256()
@@ -392,7 +390,7 @@ def _transfer(
         if total is None:
             raise PneumoError(_over_limit(url, None, max_download, part)) from None
         raise PneumoError(
-            f"{url} sent more than the {_size(total)} it announced; stopped and deleted {part}: try again later or use another URL"
+            f"{url} sent more than the {describe_size(total)} it announced; stopped and deleted {part}: try again later or use another URL"
         ) from None
     except OSError as exc:
         raise PneumoError(f"cannot write {part}: {exc.strerror or exc}; free some space or choose another folder") from None
@@ -530,7 +528,7 @@ def _target(root: Path, parts: list[str]) -> Path:
 
 def _too_big(max_bytes: int) -> _Refused:
     return _Refused(
-        f"it unpacks to more than {_size(max_bytes)} (the chest X-ray archive unpacks to about 1.2 GB); "
+        f"it unpacks to more than {describe_size(max_bytes)} (the chest X-ray archive unpacks to about 1.2 GB); "
         "if it is genuine, raise the limit (max_bytes)"
     )
 
