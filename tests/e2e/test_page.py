@@ -196,3 +196,29 @@ def test_page_predicts_shows_heatmap_errors_and_warnings(server: str, browser, s
     assert not console_errors, console_errors
     if os.environ.get("PNEUMO_UPDATE_SCREENSHOT"):  # refresh the README's picture: PNEUMO_UPDATE_SCREENSHOT=1 pytest tests/e2e/test_page.py
         shutil.copy(tmp_path / "page-1280.png", ROOT / "docs" / "page-screenshot.png")
+
+
+def test_docs_upload_a_film_with_no_other_host(server: str, browser, shared_data: Path) -> None:
+    """/docs, Swagger UI served by the app, as offline: a request for any other host is refused and
+    recorded; "Try it out" on POST /v1/predict uploads a real film and shows the answer."""
+    film = sorted((shared_data / "chest_xray" / "train" / "PNEUMONIA").glob("*.jpeg"))[0]
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    elsewhere: list[str] = []
+    page.on("pageerror", lambda exc: elsewhere.append(f"page error: {exc}"))
+
+    def outside(route) -> None:
+        elsewhere.append(route.request.url)
+        route.abort()
+
+    page.route(lambda url: not url.startswith(server + "/"), outside)
+    page.goto(server + "/docs", wait_until="load")
+    assert not elsewhere, elsewhere
+    operation = "#operations-default-predict_v1_predict_post"
+    page.click(f"{operation} .opblock-summary", timeout=30_000)
+    page.click(f"{operation} button.try-out__btn")
+    page.set_input_files(f"{operation} input[type=file]", str(film))
+    page.click(f"{operation} button.execute")
+    status = page.wait_for_selector(f"{operation} .live-responses-table tbody .response-col_status", timeout=30_000)
+    assert status.inner_text().strip() == "200"
+    assert f'"filename": "{film.name}"' in page.inner_text(f"{operation} .live-responses-table tbody .response-col_description")
+    assert not elsewhere, elsewhere

@@ -53,6 +53,64 @@ def test_health_model_page_and_docs(client: TestClient) -> None:
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"] and client.get("/docs").status_code == 200
 
 
+def test_docs_load_nothing_from_another_host(client: TestClient) -> None:
+    """/docs is Swagger UI from the installed environment: every script, stylesheet and icon it names
+    is served here, so it works offline; FastAPI's CDN pages are off."""
+    import re
+
+    html = client.get("/docs")
+    assert html.status_code == 200 and "SwaggerUIBundle" in html.text
+    assert not re.search(r"(https?:)?//", html.text), "an absolute URL in /docs"
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+    assert len(assets) == 3  # script, stylesheet, icon
+    kinds = {client.get(url).headers["content-type"].split(";")[0] for url in assets if client.get(url).status_code == 200}
+    assert kinds == {"text/javascript", "text/css", "image/png"}
+    assert "url: '/openapi.json'" in html.text and client.get("/openapi.json").status_code == 200
+    assert client.get("/redoc").status_code == 404 and client.get("/docs/oauth2-redirect").status_code == 404
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_an_http_0_9_request_gets_an_error_not_the_page(client: TestClient, parser: str) -> None:
+    """uvicorn's parsers take a request line without a version (llhttp) or with HTTP/0.9 (both) and
+    pass it on as version "0.9"; the app answers 505 instead of the page, and a bare line whose
+    client stops sending is dropped."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(client.app, http=parser, log_level="critical", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+
+    def ask(request: bytes, hang_up: bool = False) -> bytes:
+        with socket.create_connection(sock.getsockname(), timeout=10) as conn:
+            conn.sendall(request)
+            if hang_up:  # uvicorn closes a half-closed connection without answering
+                conn.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+            return answer
+
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        assert ask(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 200")
+        for request in (b"GET / HTTP/0.9\r\n\r\n", b"GET /\r\n\r\n", b"GET /docs HTTP/0.9\r\n\r\n"):
+            answer = ask(request)
+            assert b"<html" not in answer.lower() and b"200 OK" not in answer, (request, answer[:200])
+            assert answer.startswith((b"HTTP/1.1 505", b"HTTP/1.1 400")), (request, answer[:200])  # h11 refuses the bare line itself
+        assert ask(b"GET /\r\n", hang_up=True) == b""
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
 def test_the_model_endpoint_says_whether_it_was_calibrated_to_a_site(client: TestClient, tmp_path: Path) -> None:
     from pneumo.evaluation.calibrate import calibrate
 

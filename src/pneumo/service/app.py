@@ -5,6 +5,8 @@
     GET  /v1/model                the model's metadata, validation metrics and site calibration
     GET  /healthz                 liveness
     GET  /metrics                 counters and histograms, Prometheus text format
+    GET  /openapi.json, /docs     the API's schema (`pneumo.service.schema`) and Swagger UI, served
+                                  from the installed fastapi-swagger package (no CDN)
     GET  /                        the page (static files, no CDN)
 
 The model is loaded once and shared. Uploads stream through python-multipart into memory, off
@@ -15,7 +17,8 @@ does), through PyTorch with Grad-CAM, batched too, when a heatmap is asked for. 
 gets an access-log line (logger `pneumo.service.access`); every failure is a JSON body
 `{"error": ...}` with a 4xx/5xx status: an upload the model cannot classify (a PneumoError while
 its batch runs, such as a non-finite probability) is that request's 422 with the message, and
-only a bug is a 500.
+only a bug is a 500. A request in a protocol version other than HTTP/1.0, 1.1, 2 or 3 (an HTTP/0.9
+request line, which uvicorn's parsers accept) is a 505, never the page.
 
 Example:
     >>> import uvicorn
@@ -41,7 +44,8 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -57,6 +61,7 @@ from pneumo.inference.loading import check_model, load_model
 from pneumo.models.meta import CheckpointMeta
 from pneumo.service.batching import MicroBatcher
 from pneumo.service.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from pneumo.service.schema import PREDICT_ERRORS, UPLOAD_BODY, PredictAnswer
 from pneumo.service.upload import ApiError, read_upload
 from pneumo.version import __version__
 
@@ -74,6 +79,11 @@ MAX_BATCH = 32  # images per forward pass; beyond this a CPU gains little and la
 # how long a lone request waits for company (chosen with benchmarks/bench_serve.py --cam: long
 # enough for concurrent clients to share a batch)
 BATCH_WAIT = 0.025
+# the protocol versions an ASGI server may report; uvicorn passes an HTTP/0.9 request line on as "0.9"
+HTTP_VERSIONS = frozenset({"1.0", "1.1", "2", "3"})
+# Swagger UI's script, stylesheet and icon, as the fastapi-swagger package ships them
+SWAGGER_ASSETS = ("fastapi_swagger", "resources")
+SWAGGER_FILES = {"js": "swagger-ui-bundle.js", "css": "swagger-ui.css", "favicon": "favicon-32x32.png"}
 log = logging.getLogger("pneumo.service")
 access_log = logging.getLogger("pneumo.service.access")
 
@@ -283,6 +293,30 @@ class _Service:
             return weighted_by_probability(grad_cam(self.cam_model, images), probabilities)
 
 
+def _add_docs(app: FastAPI) -> None:
+    """`/docs`, Swagger UI from the installed environment rather than FastAPI's CDN, so it works offline.
+    Without fastapi-swagger (an install older than the `serve` extra's list) there is no `/docs`;
+    `/openapi.json` is served either way."""
+    if importlib.util.find_spec(SWAGGER_ASSETS[0]) is None:
+        log.warning("no /docs: pip install fastapi-swagger (the `serve` extra has it); /openapi.json is served")
+        return
+    app.mount("/docs/assets", StaticFiles(packages=[SWAGGER_ASSETS]), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    @app.head("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")  # behind a proxy that mounts the app under a path
+        assets = {key: f"{root}/docs/assets/{name}" for key, name in SWAGGER_FILES.items()}
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} API",
+            swagger_js_url=assets["js"],
+            swagger_css_url=assets["css"],
+            swagger_favicon_url=assets["favicon"],
+            swagger_ui_parameters={"validatorUrl": None},  # else it may fetch a badge from validator.swagger.io
+        )
+
+
 def _check_limits(max_upload_mb: object, max_pixels: object) -> None:
     check_number("max_upload_mb", max_upload_mb, minimum=0, exclusive=True)
     check_whole("max_pixels", max_pixels, minimum=1)
@@ -332,8 +366,20 @@ def create_app(
         title="pneumo",
         version=__version__,
         description="Pneumonia on pediatric chest X-rays. Research and education only: not a medical device.",
+        docs_url=None,  # FastAPI's own pages load their scripts from a CDN: `_add_docs` serves Swagger UI locally
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     _add_error_handlers(app)
+
+    @app.middleware("http")
+    async def http_version(request: Request, call_next: Any) -> Response:
+        """HTTP/0.9 (a request line without a version) predates headers and status codes, and uvicorn's
+        parsers accept it: it gets an error rather than the page. Inside `access`, so it is logged and counted."""
+        version = request.scope.get("http_version", "")
+        if version not in HTTP_VERSIONS:
+            return JSONResponse({"error": f"HTTP/{version} is not supported; send HTTP/1.1"}, status_code=505)
+        return await call_next(request)
 
     @app.middleware("http")
     async def access(request: Request, call_next: Any) -> Response:
@@ -349,7 +395,7 @@ def create_app(
             client = f"{request.client.host}:{request.client.port}" if request.client else "-"
             access_log.info('%s "%s %s" %d %.1f ms', client, request.method, request.url.path, status, seconds * 1000)
 
-    @app.post("/v1/predict")
+    @app.post("/v1/predict", response_model=PredictAnswer, responses=PREDICT_ERRORS, openapi_extra={"requestBody": UPLOAD_BODY})
     async def predict(request: Request, cam: bool = False, abstain: bool = True) -> JSONResponse:
         """P(pneumonia), the label at the model's threshold, input warnings; no label (`abstain`
         true, with the reason) for an input outside what the model was trained on, unless
@@ -363,7 +409,7 @@ def create_app(
             raise ApiError(422, str(exc)) from None
         if job.cam:
             answer = await run_in_threadpool(service.pictures, answer, job)
-        return JSONResponse(answer)  # plain JSON types already: no re-encoding pass
+        return JSONResponse(answer)  # plain JSON types already: no re-encoding pass (and so `PredictAnswer` only documents it)
 
     @app.get("/v1/model")
     @app.head("/v1/model", include_in_schema=False)  # what monitors ask
@@ -388,4 +434,5 @@ def create_app(
         return FileResponse(static / "index.html")
 
     app.mount("/static", StaticFiles(directory=static), name="static")
+    _add_docs(app)
     return app
