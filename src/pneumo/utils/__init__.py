@@ -1,2 +1,3 @@
-"""Small helpers every layer may use: atomic file writes and hashing (`files`), the one folder
-walker and path expansion (`walk`), progress displays (`progress`). Nothing here imports torch."""
+"""Small helpers every layer above may use: atomic file writes and hashing (`files`), the one
+bounded reader of a file a user names (`reading`), the one folder walker and path expansion
+(`walk`), progress displays (`progress`). Nothing here imports torch."""
