@@ -7,7 +7,16 @@ import pytest
 
 from pneumo.data.layout import discover
 from pneumo.data.preprocess import load_image
-from pneumo.evaluation.robustness import SHIFTS, apply_shift, prevalence_accuracy, shift_report, shifted_probabilities
+from pneumo.evaluation.robustness import (
+    FAULTS,
+    SHIFTS,
+    apply_fault,
+    apply_shift,
+    fault_copies,
+    prevalence_accuracy,
+    shift_report,
+    shifted_probabilities,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +85,20 @@ def test_given_unshifted_predictions_are_used_not_recomputed(images: tuple[np.nd
     probs = shifted_probabilities(predict, x, unshifted=known)
     assert len(calls) == len(SHIFTS) and probs["none"] is known
     assert np.allclose(shifted_probabilities(predict, x)["none"], known)
+
+
+def test_faults_turn_invert_and_flip_films_and_each_copy_takes_one(images: tuple[np.ndarray, np.ndarray]) -> None:
+    x = images[0]
+    assert (apply_fault(x, "inverted (negative)") == 255 - x).all()
+    turned = apply_fault(x, "turned 90° (clockwise)")
+    assert (
+        turned.flags.c_contiguous and (turned[:, 0, :] == x[:, ::-1, 0]).all()
+    )  # the first row of the turned film is the film's left column, bottom up
+    assert (apply_fault(turned, "turned 90° (anticlockwise)") == x).all()
+    assert (apply_fault(x, "upside down (turned 180°)") == x[:, ::-1, ::-1]).all()
+    assert (apply_fault(x, "flipped top to bottom") == x[:, ::-1]).all()
+    copies = fault_copies(x, seed=0)
+    assert copies.shape == x.shape and copies.dtype == np.uint8
+    as_each = {name: apply_fault(x, name) for name in FAULTS}
+    assert all(any((c == f[i]).all() for f in as_each.values()) and not (c == x[i]).all() for i, c in enumerate(copies))
+    assert (fault_copies(x, seed=0) == copies).all()

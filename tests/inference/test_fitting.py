@@ -167,6 +167,26 @@ def test_views_count_as_training_like_for_the_probe(data: dict[str, np.ndarray])
     np.testing.assert_array_equal(same.probe_weight, without.probe_weight)
 
 
+def test_faults_teach_the_probe_but_are_not_counted_as_outlier_films(data: dict[str, np.ndarray], sources: list[str]) -> None:
+    """Rows of films put in wrong way, shifted elsewhere in the statistics than the outlier films: without them
+    the probe passes such rows; with them it refuses fresh ones; the outlier films' count is theirs alone."""
+
+    def wrong_way(n: int, seed: int) -> np.ndarray:
+        x = rows(n, seed)
+        x[:, P + Q // 2 :] -= 6.0  # the other half of the statistics, the other direction
+        return x
+
+    without = fit_check(data["train"], P, data["val"], data["outliers"], sources)
+    with_faults = fit_check(
+        data["train"], P, data["val"], data["outliers"], sources, faults=wrong_way(100, 12), faults_val={"turned": wrong_way(200, 13)}
+    )
+    fresh = wrong_way(200, 14)
+    assert with_faults.check.flags(with_faults.check.scores(fresh)).mean() >= 0.9 > without.check.flags(without.check.scores(fresh)).mean()
+    assert with_faults.fault_flagged["turned"] >= 0.9 and without.fault_flagged == {}
+    assert with_faults.n_outliers == without.n_outliers == len(data["outliers"]) and with_faults.n_sources == without.n_sources
+    assert with_faults.val_flagged <= 0.05 * with_faults.n_val
+
+
 def test_the_same_rows_and_seed_give_the_same_check(full: CheckFit, data: dict[str, np.ndarray], sources: list[str]) -> None:
     again = fit_check(data["train"], P, data["val"], data["outliers"], sources)
     for name, value in full.check.arrays().items():

@@ -26,7 +26,7 @@ import numpy as np
 
 from pneumo.data.cache import decode_dataset
 from pneumo.errors import PneumoError
-from pneumo.evaluation.robustness import SHIFTS, apply_shift
+from pneumo.evaluation.robustness import FAULTS, SHIFTS, apply_fault, apply_shift, fault_copies
 from pneumo.inference.features import feature_width
 from pneumo.inference.fitting import CheckFit, fit_check
 from pneumo.inference.onnx_backend import OnnxModel
@@ -67,6 +67,7 @@ class Int8Result:
                 "outliers_caught": fit.outliers_caught,
                 "n_outliers": fit.n_outliers,
                 "copy_flagged": fit.copy_flagged,
+                "fault_flagged": fit.fault_flagged,
                 "notes": fit.notes,
             },
         }
@@ -165,6 +166,8 @@ def int8_evidence(
             rows(inlier_views(sample, config.augment)),
             shifted,
             progress=progress,
+            faults=rows(fault_copies(sample)) if outliers is not None else None,
+            faults_val={name: rows(apply_fault(x_val, name)) for name in FAULTS} if outliers is not None else None,
         )
         return Int8Result(same, len(x_val), float(np.abs(p - reference).max()), fit)
 

@@ -23,7 +23,18 @@ import torch.nn.functional as F
 from pneumo.evaluation.metrics import binary_metrics
 from pneumo.utils.progress import progress_bar
 
-__all__ = ["SHIFTS", "ACQUISITION_SHIFTS", "FRAMING_SHIFTS", "apply_shift", "shifted_probabilities", "shift_report", "prevalence_accuracy"]
+__all__ = [
+    "SHIFTS",
+    "ACQUISITION_SHIFTS",
+    "FRAMING_SHIFTS",
+    "FAULTS",
+    "apply_fault",
+    "apply_shift",
+    "fault_copies",
+    "shifted_probabilities",
+    "shift_report",
+    "prevalence_accuracy",
+]
 
 
 def _contrast(c: float) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
@@ -126,6 +137,34 @@ def apply_shift(images: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div(255).unsqueeze(1)
     shifted = SHIFTS[name](x, torch.Generator().manual_seed(seed)).clamp(0, 1)
     return shifted.mul(255).round().to(torch.uint8)[:, 0].numpy()
+
+
+# A film put in the wrong way: negative, turned or upside down. Unlike the shifts, no site sends these
+# as chest films, so the model must refuse them, not judge them; the input check's probe learns them
+# from copies of training films (`fault_copies`) and is measured on validation copies.
+FAULTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "inverted (negative)": lambda x: 255 - x,
+    "turned 90° (clockwise)": lambda x: np.rot90(x, -1, axes=(1, 2)),
+    "upside down (turned 180°)": lambda x: np.rot90(x, 2, axes=(1, 2)),
+    "turned 90° (anticlockwise)": lambda x: np.rot90(x, 1, axes=(1, 2)),
+    "flipped top to bottom": lambda x: x[:, ::-1],
+}
+
+
+def apply_fault(images: np.ndarray, name: str) -> np.ndarray:
+    """uint8 [N, S, S] -> the same films under one of the `FAULTS` (a new array)."""
+    return np.ascontiguousarray(FAULTS[name](np.asarray(images)))
+
+
+def fault_copies(images: np.ndarray, seed: int = 0) -> np.ndarray:
+    """uint8 [N, S, S] -> each film once under one of the `FAULTS`, drawn per film."""
+    images = np.asarray(images)
+    which = np.random.default_rng(seed).integers(0, len(FAULTS), len(images))
+    out = np.empty_like(images)
+    for k, fault in enumerate(FAULTS.values()):
+        if (which == k).any():
+            out[which == k] = fault(images[which == k])
+    return out
 
 
 def prevalence_accuracy(recall: float, specificity: float, prevalence: float) -> float:

@@ -93,6 +93,7 @@ class CheckFit:
     n_outliers: int = 0
     n_sources: int = 0
     copy_flagged: dict[str, float] = field(default_factory=dict)  # share of each shifted validation copy flagged
+    fault_flagged: dict[str, float] = field(default_factory=dict)  # share of validation films put in wrong way (a fault) flagged
     notes: list[str] = field(default_factory=list)
 
 
@@ -127,6 +128,9 @@ def fit_check(
     folds: int = 5,
     seed: int = 0,
     progress: bool = False,
+    *,
+    faults: np.ndarray | None = None,
+    faults_val: dict[str, np.ndarray] | None = None,
 ) -> CheckFit:
     """Fit an input check from feature rows ([N, D]: `width` penultimate features, then the multi-depth statistics).
 
@@ -143,6 +147,10 @@ def fit_check(
             distance's limit keeps each copy's false alarms at most 1 - COPY_QUANTILE, and the share of each
             copy the check flags is measured.
         quantile: share of training-like films the distance passes.
+        faults: rows of training films put in wrong way (`pneumo.evaluation.robustness.fault_copies`:
+            negative, turned, upside down): the probe counts them with the outlier films in every fit,
+            but they are not counted among the outlier films caught.
+        faults_val: the validation rows under each fault: the share of each the check flags is measured.
     """
     if len(train) < 4 * folds:
         raise PneumoError(f"fitting the input check needs at least {4 * folds} training images, got {len(train)}")
@@ -164,7 +172,8 @@ def fit_check(
         if views is None or not len(views)
         else np.vstack([train[:, width:], np.asarray(views, dtype=np.float64)[:, width:]])
     )
-    center, scale, weight, bias = _probe(inliers, outliers[:, width:])
+    wrong_way = np.zeros((0, outliers.shape[1] - width)) if faults is None else np.asarray(faults, dtype=np.float64)[:, width:]
+    center, scale, weight, bias = _probe(inliers, np.vstack([outliers[:, width:], wrong_way]))
     val_scores = _probe_scores(val[:, width:], center, scale, weight, bias)
     check = FeatureCheck(
         mean,
@@ -188,13 +197,22 @@ def fit_check(
     caught = 0
     source_folds = _source_folds(sources, folds, seed)
     for held in progress_bar(source_folds, len(source_folds), "probe on unseen sources", progress):
-        c, s, w, b = _probe(inliers, outliers[~held, width:])
+        c, s, w, b = _probe(inliers, np.vstack([outliers[~held, width:], wrong_way]))
         cut = np.quantile(_probe_scores(val[:, width:], c, s, w, b), probe_quantile)
         held_scores = np.c_[
             mahalanobis_distance(outliers[held, :width], mean, precision), _probe_scores(outliers[held, width:], c, s, w, b)
         ]
         caught += int(((held_scores[:, 0] > limit) | (held_scores[:, 1] > cut)).sum())
-    return CheckFit(check, val_flagged, len(val), caught, len(outliers), len(set(sources)), _copy_flagged(check, copies))
+    return CheckFit(
+        check,
+        val_flagged,
+        len(val),
+        caught,
+        len(outliers),
+        len(set(sources)),
+        _copy_flagged(check, copies),
+        _copy_flagged(check, faults_val or {}),
+    )
 
 
 def fit_feature_check(
@@ -212,11 +230,14 @@ def fit_feature_check(
     val_rows: np.ndarray | None = None,
     train_views: np.ndarray | torch.Tensor | None = None,
     shifted_val_rows: dict[str, np.ndarray] | None = None,
+    train_faults: np.ndarray | None = None,
+    val_faults: dict[str, np.ndarray] | None = None,
 ) -> CheckFit:
     """`fit_check` for a PyTorch model and uint8 [N, S, S] films: their rows from one tapped pass each.
 
     `val_rows`: the validation films' rows when a pass over them was just made (the end of a run), so
-    they are not computed again; `train_views`: augmented and shifted copies of training films (images).
+    they are not computed again; `train_views`: augmented and shifted copies of training films (images);
+    `train_faults` and `val_faults`: training films put in wrong way, and validation films under each fault (images).
     """
     from pneumo.inference.features import feature_width
     from pneumo.inference.torch_backend import feature_rows
@@ -240,6 +261,8 @@ def fit_feature_check(
         folds,
         seed,
         progress,
+        faults=rows(train_faults),
+        faults_val={name: rows(images) for name, images in (val_faults or {}).items()},
     )
 
 

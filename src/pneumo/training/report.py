@@ -27,7 +27,7 @@ from pneumo.evaluation.calibration import (
 )
 from pneumo.evaluation.metrics import binary_metrics, wilson_interval
 from pneumo.evaluation.report import metrics_report, write_report
-from pneumo.evaluation.robustness import SHIFTS, apply_shift, shift_report, shifted_probabilities
+from pneumo.evaluation.robustness import FAULTS, SHIFTS, apply_fault, apply_shift, fault_copies, shift_report, shifted_probabilities
 from pneumo.evaluation.threshold import choose_threshold
 from pneumo.explain.gradcam import cam_evidence, frame_share
 from pneumo.inference.features import feature_width, save_feature_check
@@ -221,6 +221,7 @@ def input_check_report(fit: CheckFit, outliers: OutlierFilms | None) -> dict[str
         "distance_limit": fit.check.distance_limit,
         "notes": fit.notes,
         "copy_flagged": fit.copy_flagged,
+        "fault_flagged": fit.fault_flagged,
     }
     if fit.check.has_probe and outliers is not None:
         out |= {
@@ -283,9 +284,15 @@ def write_model(
         val_rows=point.val_rows,
         train_views=inlier_views(sample, augment),
         shifted_val_rows=point.shifted_rows,
+        train_faults=fault_copies(_numpy(sample)) if outliers is not None else None,
+        val_faults={name: apply_fault(_numpy(data.x_val), name) for name in FAULTS} if outliers is not None else None,
     )
     save_feature_check(fit.check, folder)
     return input_check_report(fit, outliers)
+
+
+def _numpy(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    return np.asarray(images.cpu() if isinstance(images, torch.Tensor) else images)
 
 
 def inlier_views(images: torch.Tensor | np.ndarray, augment: AugmentConfig | None, seed: int = 0) -> np.ndarray:
@@ -293,7 +300,7 @@ def inlier_views(images: torch.Tensor | np.ndarray, augment: AugmentConfig | Non
     recipe's augmentation (where it has one) and once under one of the simulated acquisition and framing
     shifts (`pneumo.evaluation.robustness`, drawn per film), so that a film taken or framed a little
     differently is not mistaken for another site's."""
-    x = torch.as_tensor(np.asarray(images.cpu() if isinstance(images, torch.Tensor) else images))
+    x = torch.as_tensor(_numpy(images))
     views = []
     if augment is not None and augment.enabled:
         generator = torch.Generator().manual_seed(seed)
