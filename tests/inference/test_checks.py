@@ -15,6 +15,7 @@ from pneumo.errors import PneumoError
 from pneumo.inference.checks import (
     SiteCheck,
     FeatureCheck,
+    abstain_reason,
     check_inputs,
     rule_warnings,
     warning_kind,
@@ -117,6 +118,14 @@ def test_check_inputs_combines_both() -> None:
         check_inputs([info()], np.zeros((2, 2)), check)
     with pytest.raises(ValueError):
         check_inputs([info()], np.zeros((1, 2)))
+
+
+def test_the_abstain_rule_holds_a_warned_input_for_its_first_warning() -> None:
+    """The one rule classify and evaluate share: any warning, the first is the reason (its kind kept); abstain=False judges all."""
+    warned = rule_warnings(info(modality="OT", body_part="KNEE"))
+    reason = abstain_reason(warned)
+    assert reason == warned[0] and warning_kind(reason) == "not a radiograph"
+    assert abstain_reason([]) is None and abstain_reason(warned, abstain=False) is None
 
 
 def test_the_probe_warns_on_its_own_and_says_what_it_saw() -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "FeatureCheck",
     "InputWarning",
     "SiteCheck",
+    "abstain_reason",
     "check_inputs",
     "mahalanobis_distance",
     "rule_warnings",
@@ -167,6 +168,16 @@ def rule_warnings(info: ImageInfo) -> list[InputWarning]:
 def warning_kind(warning: str) -> str:
     """The kind of check behind a warning (`InputWarning.kind`); "other" for plain text."""
     return getattr(warning, "kind", "other")
+
+
+def abstain_reason(warnings: Sequence[str], abstain: bool = True) -> str | None:
+    """Why the model gives an input no verdict (its first warning), or None where it judges it.
+
+    The one abstain rule: `classify` labels and `evaluate` judges exactly the inputs this returns
+    None for, so evaluate's judged-film metrics are those of the films predict would label.
+    `abstain=False` judges every input, its warnings notwithstanding.
+    """
+    return warnings[0] if abstain and warnings else None
 
 
 def mahalanobis_distance(features: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:

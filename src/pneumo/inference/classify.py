@@ -12,7 +12,7 @@ from pneumo.data.pixels import ImageInfo
 from pneumo.data.preprocess import load_image_with_info
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model, Prediction, PredictionBatch, non_finite_error
-from pneumo.inference.checks import check_inputs
+from pneumo.inference.checks import abstain_reason, check_inputs
 from pneumo.tasks import pneumonia_probability
 
 __all__ = ["MAX_BATCH_SIZE", "classify", "classify_images"]
@@ -89,7 +89,8 @@ def classify_images(
     warnings = check_inputs(infos, scores, model.feature_check)
     results = []
     for name, row, p, warned in zip(names, probs, pneumonia_probability(probs), warnings):
-        holds = abstain and bool(warned)
+        reason = abstain_reason(warned, abstain)
+        holds = reason is not None
         results.append(
             Prediction(
                 path=name,
@@ -99,7 +100,7 @@ def classify_images(
                 class_probabilities={c: float(v) for c, v in zip(classes, row)},
                 warnings=tuple(warned),
                 abstain=holds,
-                abstain_reason=warned[0] if holds else None,
+                abstain_reason=reason,
             )
         )
     return results
