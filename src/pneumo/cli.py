@@ -20,7 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from pneumo.errors import PneumoError
-from pneumo.utils.files import atomic_write, output_file, output_folder
+from pneumo.utils.atomic import atomic_write
+from pneumo.utils.output_checks import output_file, output_folder
 
 
 class _Command(typer.core.TyperCommand):

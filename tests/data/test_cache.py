@@ -25,7 +25,7 @@ from pneumo.data.cache import (
 from pneumo.data.layout import Record, discover
 from pneumo.data.preprocess import load_image
 from pneumo.errors import PneumoError
-from pneumo.utils.files import WriteError
+from pneumo.utils.atomic import WriteError
 from tests.conftest import copy_class_folders
 
 SIZE = 48

@@ -24,7 +24,7 @@ from pneumo.inference.torch_backend import TorchModel, load_checkpoint
 from pneumo.models import create_model
 from pneumo.models.checkpoint import save_checkpoint
 from pneumo.models.meta import CHECKSUM, CheckpointMeta, metadata_sha256, seal
-from pneumo.utils.files import sha256_file
+from pneumo.utils.hashing import sha256_file
 from pneumo.tasks import PATHOGEN_CLASSES
 from tests.conftest import BUNDLED_SIZE, SAMPLES, pick
 

@@ -227,7 +227,7 @@ def test_saving_a_check_seals_it_into_the_metadata(tmp_path: Path) -> None:
     """A newly trained folder (no check yet) and a copied one (a check already recorded) both end with
     meta.json recording the new file's checksum, and load; an edited meta.json is refused before any write."""
     from pneumo.models.checkpoint import read_meta, save_checkpoint
-    from pneumo.utils.files import sha256_file
+    from pneumo.utils.hashing import sha256_file
 
     net = create_model("seed_cnn", image_size=64).eval()
     meta = CheckpointMeta("seed_cnn", "binary", ["NORMAL", "PNEUMONIA"], num_outputs=1, image_size=64, mean=0.0, std=1.0, threshold=0.5)

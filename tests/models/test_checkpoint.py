@@ -16,7 +16,7 @@ from pneumo.inference.torch_backend import load_checkpoint
 from pneumo.models import create_model
 from pneumo.models.checkpoint import copy_checkpoint, read_meta, resolve_checkpoint, save_checkpoint, upgrade_checkpoint, write_meta
 from pneumo.models.meta import CHECKSUM, FEATURES, CheckpointMeta, seal
-from pneumo.utils.files import sha256_file
+from pneumo.utils.hashing import sha256_file
 from tests.conftest import BUNDLED_SIZE
 
 

@@ -23,12 +23,9 @@ from pneumo.data.pixels import ImageInfo
 from pneumo.data.layout import Record
 from pneumo.data.preprocess import PREPROCESS_VERSION, resize_image
 from pneumo.errors import PneumoError
-from pneumo.utils.files import (
-    WriteError,
-    atomic_write,
-    output_folder,
-    remove_stale_temps,
-)
+from pneumo.utils.atomic import WriteError, atomic_write
+from pneumo.utils.output_checks import output_folder
+from pneumo.utils.temp_files import remove_stale_temps
 from pneumo.utils.progress import progress_bar
 
 __all__ = [

@@ -48,7 +48,8 @@ from rich.progress import Progress, TaskID
 from pneumo.data.layout import discover
 from pneumo.data.summary import summarize
 from pneumo.errors import PneumoError, describe_size
-from pneumo.utils.files import atomic_write, sha256_file
+from pneumo.utils.atomic import atomic_write
+from pneumo.utils.hashing import sha256_file
 from pneumo.utils.progress import make_progress
 from pneumo.version import __version__
 

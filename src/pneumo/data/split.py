@@ -16,7 +16,7 @@ from sklearn.model_selection import train_test_split
 from pneumo.data.layout import Record
 from pneumo.errors import PneumoError
 from pneumo.utils.csvfile import format_csv
-from pneumo.utils.files import atomic_write
+from pneumo.utils.atomic import atomic_write
 
 __all__ = ["split_records", "subsample", "shared_patients", "write_split"]
 

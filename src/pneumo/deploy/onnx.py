@@ -36,7 +36,9 @@ from pneumo.inference.onnx_backend import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, 
 from pneumo.inference.loading import check_model, load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.models.meta import CheckpointMeta, seal
-from pneumo.utils.files import writing, output_file, sha256_file
+from pneumo.utils.atomic import writing
+from pneumo.utils.hashing import sha256_file
+from pneumo.utils.output_checks import output_file
 
 __all__ = ["EXPORT_FORMAT_VERSION", "PARITY_TOLERANCE", "ExportResult", "export", "export_info"]
 
@@ -193,7 +195,7 @@ def export(
 
     Raises:
         PneumoError: `out` is not a .onnx path; it or its .json cannot be written (a folder, a
-            device, a folder without write permission: `pneumo.utils.files.WriteError`, checked
+            device, a folder without write permission: `pneumo.utils.atomic.WriteError`, checked
             before any work); the images are malformed; the exported graph's probabilities
             differ from PyTorch's by more than `PARITY_TOLERANCE`; an int8 graph changes more verdicts
             than `MIN_AGREEMENT` allows; or `opset` is not one this PyTorch exports.

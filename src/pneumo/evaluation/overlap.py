@@ -18,7 +18,7 @@ from pneumo.data.layout import Record
 from pneumo.errors import PneumoError
 from pneumo.models.checkpoint import resolve_checkpoint
 from pneumo.models.folders import TRAINING_FILMS
-from pneumo.utils.files import atomic_write
+from pneumo.utils.atomic import atomic_write
 
 __all__ = [
     "TRAINING_FILMS",

@@ -14,7 +14,7 @@ from pneumo.data.layout import Record
 from pneumo.evaluation.calibration import expected_calibration_error, reliability_bins
 from pneumo.evaluation.metrics import binary_metrics, bootstrap_intervals, finite_probabilities, multiclass_metrics
 from pneumo.tasks import BINARY, Task, pneumonia_probability
-from pneumo.utils.files import atomic_write
+from pneumo.utils.atomic import atomic_write
 
 __all__ = ["metrics_report", "write_report"]
 

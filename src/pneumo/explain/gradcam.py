@@ -29,7 +29,7 @@ from pneumo.inference.loading import load_model
 from pneumo.inference.torch_backend import TorchModel, net_lock
 from pneumo.models.framing import ContentCrop
 from pneumo.models.registry import cam_layer
-from pneumo.utils.files import output_folder
+from pneumo.utils.output_checks import output_folder
 from pneumo.utils.walk import expand_paths
 
 __all__ = ["cam_evidence", "grad_cam", "weighted_by_probability", "frame_share", "explain_files"]

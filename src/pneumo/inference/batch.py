@@ -38,7 +38,8 @@ from pneumo.inference.formats import TEXT_COLUMNS, prediction_rows
 from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.loading import BACKENDS, check_model, load_model
 from pneumo.utils.csvfile import format_csv, format_record, open_for_append, read_csv, repair_csv, restore, text_positions
-from pneumo.utils.files import WriteError, output_file, writing
+from pneumo.utils.atomic import WriteError, writing
+from pneumo.utils.output_checks import output_file
 from pneumo.utils.lock import OutputLock
 from pneumo.utils.progress import make_progress
 from pneumo.utils.walk import IMAGE_SUFFIXES, iter_image_files

@@ -30,7 +30,7 @@ from pneumo.inference.checks import FeatureCheck
 from pneumo.models.checkpoint import read_meta, resolve_checkpoint, write_meta
 from pneumo.models.meta import FEATURES, META
 from pneumo.models.registry import classifier_layer
-from pneumo.utils.files import write_temp
+from pneumo.utils.atomic import write_temp
 
 __all__ = ["FEATURES", "FeatureTap", "feature_module", "feature_width", "load_feature_check", "save_feature_check"]
 

@@ -33,7 +33,7 @@ from pneumo.errors import PneumoError
 from pneumo.inference.base import Model
 from pneumo.inference.checks import FeatureCheck
 from pneumo.models.meta import CheckpointMeta, check_seal
-from pneumo.utils.files import sha256_file
+from pneumo.utils.hashing import sha256_file
 from pneumo.utils.reading import read_json
 from pneumo.utils.progress import progress_bar
 

@@ -28,7 +28,8 @@ from pneumo.errors import PneumoError
 from pneumo.models.ensemble import ENSEMBLE, build_ensemble
 from pneumo.models.meta import FEATURES, FORMAT_VERSION, META, WEIGHTS, WRITTEN_BY_PNEUMO, CheckpointMeta
 from pneumo.models.registry import create_model, list_models
-from pneumo.utils.files import atomic_write, sha256_file, write_temp
+from pneumo.utils.atomic import atomic_write, write_temp
+from pneumo.utils.hashing import sha256_file
 from pneumo.utils.reading import read_json
 
 __all__ = [

@@ -16,7 +16,8 @@ import yaml
 
 from pneumo.errors import PneumoError, describe_size
 from pneumo.models.meta import FEATURES, META, WEIGHTS
-from pneumo.utils.files import Layout, known_contents, output_folder
+from pneumo.utils.known_contents import Layout, known_contents
+from pneumo.utils.output_checks import output_folder
 
 __all__ = ["CHECKPOINT_LAYOUT", "MODEL_LAYOUT", "REPORT", "RUN_LAYOUT", "TRAINING_FILMS", "prepare_output_folder"]
 

@@ -35,7 +35,7 @@ from pneumo.evaluation.overlap import training_overlap
 from pneumo.inference.loading import load_model
 from pneumo.inference.torch_backend import TorchModel
 from pneumo.training.data import TrainingData
-from pneumo.utils.files import write_temp
+from pneumo.utils.atomic import write_temp
 from pneumo.utils.progress import progress_bar
 
 __all__ = ["Distillation", "distillation_data", "load_teacher"]

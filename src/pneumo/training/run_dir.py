@@ -22,7 +22,9 @@ from pneumo.errors import PneumoError, describe_size
 from pneumo.models.checkpoint import checkpoint_epoch, copy_checkpoint
 from pneumo.models.folders import MODEL_LAYOUT, REPORT, RUN_LAYOUT, prepare_output_folder
 from pneumo.training.state import STATE, RunSoFar, saved_epoch
-from pneumo.utils.files import atomic_write, output_folder, remove_stale_temps
+from pneumo.utils.atomic import atomic_write
+from pneumo.utils.output_checks import output_folder
+from pneumo.utils.temp_files import remove_stale_temps
 
 __all__ = [
     "open_run",

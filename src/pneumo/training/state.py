@@ -31,7 +31,8 @@ from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel
 
 from pneumo.errors import PneumoError
-from pneumo.utils.files import sha256_file, write_temp
+from pneumo.utils.atomic import write_temp
+from pneumo.utils.hashing import sha256_file
 
 __all__ = ["STATE", "STATE_FORMAT_VERSION", "RunSoFar", "TrainingParts", "load_train_state", "save_train_state", "saved_epoch"]
 

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
-from pneumo.utils.files import atomic_write
+from pneumo.utils.atomic import atomic_write
 
 __all__ = ["batch_grid", "history_panels", "roc_plot", "confusion_plot", "reliability_plot", "cam_figure", "heatmap_rgba", "cam_overlay"]
 

@@ -1,27 +1,23 @@
-"""Writing files safely: outputs checked before any work, writes that a crash or a full disk never
-leave half done, temporary files that a kill left behind cleaned up, and folders of pneumo's
-outputs emptied only when everything in them is pneumo's. Also hashing files without reading them whole.
+"""Atomic writes: a file is written to a temporary beside it and renamed into place, so a crash or
+a full disk never leaves it half done; a write never replaces a device, a pipe or a folder.
 
 Every failure to write is a `WriteError`: a `PneumoError` whose one line names the file and the
 reason (the CLI prints it and exits 2), and an `OSError` with the errno, so code that cleans up
-after an `OSError` still does.
+after an `OSError` still does. The pre-flight checks (`output_checks`) share this module's
+`unwritable_folder` and `refuse_non_regular`, so a check up front and a failed write say the same.
 """
 
 from __future__ import annotations
 
 import errno
-import fnmatch
-import hashlib
 import os
 import re
 import stat
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Callable
 
 from pneumo.errors import PneumoError
 from pneumo.utils.reading import file_kind
@@ -30,26 +26,14 @@ __all__ = [
     "writing",
     "atomic_write",
     "write_temp",
-    "sha256_file",
     "shared_file_mode",
     "WriteError",
-    "output_file",
-    "output_folder",
-    "is_temp_name",
-    "remove_stale_temps",
-    "Layout",
-    "KnownContents",
-    "known_contents",
+    "unwritable_folder",
+    "refuse_non_regular",
 ]
 
 Writer = Callable[[Path], object]
 
-# a folder's layout: entry name or glob pattern -> None for a file, or the layout of a sub-folder
-Layout = Mapping[str, Optional["Layout"]]
-
-_TEMP = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")  # write_temp's names: mkstemp(prefix=".{name}.", suffix=".tmp")
-_SAFETENSORS_TEMP = re.compile(r"\.tmp[A-Za-z0-9]{6}")  # safetensors' save_file writes one of these beside its target
-_OS_JUNK = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})  # what file browsers drop into any folder they show
 _OS_ERROR = re.compile(r"os error (\d+)")  # how Rust libraries (safetensors) report an OSError in their own exception
 
 _HINTS = {
@@ -111,7 +95,7 @@ def _os_error(exc: BaseException, folder: Path) -> tuple[int, str] | None:
     return None
 
 
-def _unwritable_folder(folder: Path) -> tuple[int, str] | None:
+def unwritable_folder(folder: Path) -> tuple[int, str] | None:
     """(errno, why) files cannot be made in `folder` (created if missing), or None when they can.
 
     Looks at the nearest folder that exists: it must be a folder (ENOTDIR), and writable (checked
@@ -146,7 +130,7 @@ def _write_error(target: Path, exc: BaseException, what: str | None = None) -> W
     label = f"{what} {target}" if what else str(target)
     hint = _HINTS.get(code, "")
     if code in (errno.ENOTDIR, errno.EEXIST, errno.ENOENT, errno.EACCES, errno.EROFS):
-        blocked = _unwritable_folder(target.parent)  # say which folder is in the way
+        blocked = unwritable_folder(target.parent)  # say which folder is in the way
         if blocked:
             return WriteError(code, blocked[1], str(target), f"cannot write {label}: {blocked[1]}" + (f"; {hint}" if hint else ""))
     return WriteError(code, reason, str(target), f"cannot write {label} ({reason})" + (f": {hint}" if hint else ""))
@@ -167,7 +151,7 @@ def writing(target: str | Path, what: str | None = None) -> Iterator[None]:
         raise error from exc
 
 
-def _refuse_non_regular(target: Path, what: str | None = None) -> None:
+def refuse_non_regular(target: Path, what: str | None = None) -> None:
     """A file written by renaming a new one over it must be a regular file, or not exist yet: a
     rename over /dev/null (as root) would replace the device, and one over a folder fails late."""
     try:
@@ -190,60 +174,6 @@ def _refuse_non_regular(target: Path, what: str | None = None) -> None:
     )
 
 
-def _folder_hint(code: int) -> str:
-    return "" if code == errno.ENOTDIR else "; choose a folder you can write to"
-
-
-def output_file(path: str | Path, what: str = "output file") -> Path:
-    """Check, before any work, that a file can be written at `path`: it is not a folder, device or
-    pipe, and its folder exists or can be made, and is writable. Returns `path`; makes nothing.
-
-    Args:
-        path: the file to write.
-        what: how the message names it, e.g. "--json".
-
-    Example:
-        >>> output_file("reports/test.json", "--json")  # before evaluating, not after
-    """
-    path = Path(path)
-    _refuse_non_regular(path, what)
-    problem = _unwritable_folder(path.parent)
-    if problem:
-        raise WriteError(problem[0], problem[1], str(path), f"cannot write {what} {path}: {problem[1]}" + _folder_hint(problem[0]))
-    return path
-
-
-def output_folder(path: str | Path, what: str = "output folder") -> Path:
-    """Check, before any work, that files can be written in the folder `path`: it is a folder or
-    can be made one (not a file, device or pipe), and it is writable. Returns `path`; makes nothing.
-
-    Example:
-        >>> output_folder("cams", "--cam")
-    """
-    path = Path(path)
-    if os.path.lexists(path):
-        if path.is_symlink() and not path.exists():
-            raise WriteError(
-                errno.ENOENT,
-                f"{path} is a symlink that leads nowhere",
-                str(path),
-                f"{what} {path} is a symlink that leads nowhere: give a folder",
-            )
-        mode = os.stat(path).st_mode
-        if not stat.S_ISDIR(mode):
-            kind = file_kind(mode)
-            raise WriteError(
-                errno.ENOTDIR,
-                f"{path} is {kind}, not a folder",
-                str(path),
-                f"{what} {path} is {kind}, not a folder: give a folder to write into",
-            )
-    problem = _unwritable_folder(path)
-    if problem:
-        raise WriteError(problem[0], problem[1], str(path), f"cannot write into {what} {path}: {problem[1]}" + _folder_hint(problem[0]))
-    return path
-
-
 def _remove(path: Path) -> str:
     """Delete a temporary file; returns a note for the error message if it could not be."""
     try:
@@ -263,7 +193,7 @@ def write_temp(target: str | Path, write: Writer | bytes | str) -> Path:
     A `target` that exists as anything but a regular file is refused before writing.
     """
     target = Path(target)
-    _refuse_non_regular(target)
+    refuse_non_regular(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -314,132 +244,3 @@ def atomic_write(target: str | Path, write: Writer | bytes | str) -> Path:
         error.message += note
         raise error from exc
     return target
-
-
-def is_temp_name(name: str) -> bool:
-    """True for the name of a temporary file pneumo's writes make (`write_temp`'s, or safetensors'
-    beside a checkpoint); a process killed mid-write leaves one behind."""
-    return bool(_TEMP.fullmatch(name) or _SAFETENSORS_TEMP.fullmatch(name))
-
-
-def remove_stale_temps(
-    folder: str | Path, recursive: bool = False, min_age_s: float = 0.0, targets: tuple[str, ...] = ("*",), safetensors: bool = True
-) -> tuple[int, int]:
-    """Delete the temporary files an interrupted write left in `folder` (and its sub-folders when
-    `recursive`, never following symlinks); returns (files removed, bytes freed).
-
-    Only regular files named as pneumo's writes name them are touched: `write_temp`'s for a
-    target matching one of `targets` (glob patterns: ("images-*",) for `.images-....npy.x1y2z3w4.tmp`),
-    and with `safetensors` also the `.tmpXXXXXX` files safetensors writes beside a checkpoint
-    (leave that off in a folder other programs may use: it is the Rust tempfile crate's default
-    name). `min_age_s` spares files modified more recently, for a folder that another process
-    may be writing in at the same time (the shared image cache).
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return 0, 0
-    removed, freed, now = 0, 0, time.time()
-    for here, dirs, files in os.walk(folder, followlinks=False):
-        if not recursive:
-            dirs.clear()
-        for name in files:
-            ours = _TEMP.fullmatch(name)
-            if not (
-                (ours and any(fnmatch.fnmatchcase(ours.group(1), t) for t in targets))
-                or (safetensors and _SAFETENSORS_TEMP.fullmatch(name))
-            ):
-                continue
-            path = Path(here) / name
-            try:
-                st = os.lstat(path)
-                if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < min_age_s:
-                    continue
-                path.unlink()
-            except OSError:
-                continue  # gone already, or not ours to remove: nothing to report
-            removed, freed = removed + 1, freed + st.st_size
-    return removed, freed
-
-
-def _plan_removal(folder: Path, layout: Layout, what: str, top: Path, files: list[tuple[Path, int]], dirs: list[Path]) -> None:
-    """Collect the files and sub-folders of `folder` that `layout` names; refuse at the first entry it does not."""
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        path = Path(entry.path)
-        shown = path.relative_to(top)
-        st = entry.stat(follow_symlinks=False)
-        if entry.is_symlink():
-            raise PneumoError(
-                f"{top} holds {shown}, a symlink, which {what} never has; refusing to delete it (move it out, or delete the folder yourself)"
-            )
-        if stat.S_ISREG(st.st_mode) and (is_temp_name(entry.name) or entry.name in _OS_JUNK):
-            files.append((path, st.st_size))
-            continue
-        sub: Layout | None | bool = next((v for k, v in layout.items() if fnmatch.fnmatchcase(entry.name, k)), False)
-        if sub is None and stat.S_ISREG(st.st_mode):
-            files.append((path, st.st_size))
-        elif isinstance(sub, Mapping) and stat.S_ISDIR(st.st_mode):
-            _plan_removal(path, sub, what, top, files, dirs)
-            dirs.append(path)
-        else:
-            kind = "/" if stat.S_ISDIR(st.st_mode) else ""
-            raise PneumoError(
-                f"{top} holds {shown}{kind}, which {what} never has; refusing to delete it (move it out, or delete the folder yourself)"
-            )
-
-
-@dataclass
-class KnownContents:
-    """What is in a folder whose every entry a layout names (`known_contents`), ready to delete."""
-
-    folder: Path
-    files: list[tuple[Path, int]]  # (path, size) of every file, at any depth
-    dirs: list[Path]  # sub-folders, deepest first
-
-    @property
-    def n_bytes(self) -> int:
-        return sum(size for _, size in self.files)
-
-    def remove(self) -> None:
-        """Delete the files one by one and the sub-folders with `rmdir` (the folder itself is kept):
-        an entry that appeared since stops the deletion rather than being deleted unseen."""
-        try:
-            for path, _ in self.files:
-                path.unlink(missing_ok=True)
-            for path in self.dirs:
-                path.rmdir()
-        except OSError as exc:
-            where = exc.filename or self.folder
-            raise WriteError(
-                exc.errno or errno.EIO,
-                exc.strerror or str(exc),
-                str(where),
-                f"could not delete {where} ({exc.strerror or exc}) while emptying {self.folder}; delete it yourself",
-            ) from exc
-
-
-def known_contents(folder: str | Path, layout: Layout, what: str) -> KnownContents:
-    """Everything in `folder` when every entry is one that `layout` names; else a PneumoError that
-    names the first entry that is not ("X holds src/, which a pneumo run folder never has; refusing
-    to delete it"). Nothing is deleted here: call `.remove()` on the result.
-
-    Temporary files of pneumo's writes and file browsers' junk (.DS_Store) are allowed anywhere.
-    A symlink anywhere inside is refused, never followed, so nothing outside `folder` is touched.
-
-    Args:
-        layout: names or glob patterns -> None (a file) or the layout of a sub-folder.
-        what: what such a folder is called in the refusal, e.g. "a pneumo run folder".
-
-    Example:
-        >>> old = known_contents("runs/old", {"config.yaml": None, "checkpoints": {"last": {"*.json": None}}}, "a run folder")
-        >>> print(f"removing {len(old.files)} files"); old.remove()
-    """
-    folder = Path(folder)
-    contents = KnownContents(folder, [], [])
-    _plan_removal(folder, layout, what, folder, contents.files, contents.dirs)
-    return contents
-
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, read in chunks (a checkpoint or an archive need not fit in memory)."""
-    with Path(path).open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
