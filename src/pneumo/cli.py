@@ -292,45 +292,45 @@ def evaluate(
     report = run_evaluation(
         data, model=model, split=split, n_boot=bootstrap, plots_dir=plots, progress=sys.stderr.isatty(), shifts=shifts, strict=strict
     )
-    _report_skipped([(s["path"], s["error"]) for s in report["skipped"]], report["n"] + len(report["skipped"]))
-    for warning in report["warnings"]:
+    _report_skipped(report.skipped, report.n + len(report.skipped))
+    for warning in report.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    table = Table(title=f"{report['n']} images, threshold {report['threshold']:.3g}")
+    table = Table(title=f"{report.n} images, threshold {report.threshold:.3g}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("95% CI", justify="right")
     table.add_column("at 0.5", justify="right")
     for key in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc", "loss"):
-        ci = report["ci95"].get(key)
-        table.add_row(key, _fmt(report[key]), f"{_fmt(ci[0])} - {_fmt(ci[1])}" if ci else "", _fmt(report["at_0.5"][key]))
+        ci = report.ci95.get(key)
+        table.add_row(key, _fmt(getattr(report, key)), f"{_fmt(ci[0])} - {_fmt(ci[1])}" if ci else "", _fmt(report.at_half[key]))
     console.print(table)
-    (tn, fp), (fn, tp) = report["confusion_matrix"]
+    (tn, fp), (fn, tp) = report.confusion_matrix
     console.print(f"confusion: TN {tn}  FP {fp}  FN {fn}  TP {tp}")
     console.print(
-        f"calibration: ECE {_fmt(report['ece'])} (10 bins; 0 is perfect)"
+        f"calibration: ECE {_fmt(report.ece)} (10 bins; 0 is perfect)"
         + (f"; reliability diagram in {escape(str(plots / 'reliability.png'))}" if plots else "")
     )
-    held = report["abstention"]
-    if held["n"]:
-        judged = held["judged"]
-        why = ", ".join(f"{n} {escape(reason)}" for reason, n in held["reasons"].items())
-        console.print(f"[yellow]no verdict[/] for {held['n']} of {report['n']} films ({why}); the table above counts every film")
+    held = report.abstention
+    if held.n:
+        judged = held.judged
+        why = ", ".join(f"{n} {escape(reason)}" for reason, n in held.reasons.items())
+        console.print(f"[yellow]no verdict[/] for {held.n} of {report.n} films ({why}); the table above counts every film")
         if judged:
             console.print(
                 f"on the {judged['n']} judged films: accuracy {_fmt(judged['accuracy'])}  sensitivity {_fmt(judged['recall'])}  "
                 f"specificity {_fmt(judged['specificity'])}  ROC AUC {_fmt(judged['roc_auc'])}"
             )
-    if shifts:
+    if report.shifted is not None:
         shifted = Table(title="under simulated acquisition shifts (same threshold)")
         for col in ("shift", "ROC AUC", "recall", "specificity", "accuracy at 62.5% sick"):
             shifted.add_column(col, justify="left" if col == "shift" else "right")
-        for name, m in report["shifted"].items():
+        for name, m in report.shifted.items():
             shifted.add_row(name, _fmt(m["roc_auc"]), _fmt(m["recall"]), _fmt(m["specificity"]), _fmt(m["accuracy_at_prevalence"]))
         console.print(shifted)
     if plots:
         console.print(f"wrote roc.png, confusion.png and reliability.png to {escape(str(plots))}", highlight=False)
     if json_out:
-        console.print(f"wrote {escape(str(write_report(report, json_out)))}", highlight=False)
+        console.print(f"wrote {escape(str(write_report(report.to_dict(), json_out)))}", highlight=False)
 
 
 @app.command(cls=_Command)

@@ -66,7 +66,7 @@ def test_labelled_films_move_the_operating_point_and_the_folder_works_everywhere
     assert saved["site"]["labelled"]["n"] == 40 and saved["before"]["threshold"] == bundled.threshold
     # the folder answers at its new operating point, with both backends' inputs
     report = evaluate(site / "labelled", model=tmp_path / "m", n_boot=50, progress=False)
-    assert report["threshold"] == result.threshold and report["accuracy"] >= 0.85
+    assert report.threshold == result.threshold and report.accuracy >= 0.85
     assert {p.threshold for p in predict([site / "labelled" / "NORMAL"], model=tmp_path / "m")} == {result.threshold}
 
 

@@ -14,9 +14,9 @@ from pneumo.evaluation.overlap import TRAINING_FILMS, model_folder, overlap_warn
 
 def test_evaluating_on_the_training_films_warns_and_names_the_honest_command(trained_run: Path, kaggle_root: Path) -> None:
     report = evaluate(kaggle_root, model=trained_run, split="train", n_boot=20, progress=False)
-    overlap = report["training_overlap"]
+    overlap = report.training_overlap
     assert overlap["n"] == 200 and overlap["train"] + overlap["val"] == 200 and overlap["train"] > 120
-    (warning,) = report["warnings"]
+    (warning,) = report.warnings
     assert f"{overlap['train']} of 200 films" in warning and "optimistic" in warning
     assert f"pneumo evaluate {trained_run}/split.csv --split val --model {trained_run}" in warning
 
@@ -26,8 +26,8 @@ def test_the_runs_own_validation_films_read_back_from_split_csv_carry_no_warning
 ) -> None:
     monkeypatch.chdir(tmp_path)  # read from another folder than the one it was written from
     report = evaluate(trained_run / "split.csv", model=trained_run, split="val", n_boot=20, progress=False)
-    assert report["training_overlap"]["train"] == 0 and report["training_overlap"]["val"] == report["n"] > 0
-    assert report["warnings"] == []
+    assert report.training_overlap["train"] == 0 and report.training_overlap["val"] == report.n > 0
+    assert report.warnings == []
 
 
 def test_overlap_is_by_content_not_by_name(trained_run: Path, kaggle_root: Path, tmp_path: Path) -> None:

@@ -108,10 +108,8 @@ def test_seed_recipe_judges_the_last_epoch_at_half(small_folder: Path, tmp_path:
     from pneumo.evaluation.evaluate import evaluate
 
     again = evaluate(tmp_path / "run" / "split.csv", model=tmp_path / "run", split="val", n_boot=50)
-    assert (
-        again["roc_auc"] == pytest.approx(result.report["roc_auc"], abs=1e-9) == pytest.approx(result.history[-1]["val_roc_auc"], abs=1e-9)
-    )
-    assert again["confusion_matrix"] == result.report["confusion_matrix"]
+    assert again.roc_auc == pytest.approx(result.report["roc_auc"], abs=1e-9) == pytest.approx(result.history[-1]["val_roc_auc"], abs=1e-9)
+    assert again.confusion_matrix == result.report["confusion_matrix"]
 
 
 def test_a_run_fits_its_temperature_and_every_prediction_uses_it(small_folder: Path, tmp_path: Path) -> None:
