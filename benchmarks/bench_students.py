@@ -151,7 +151,7 @@ def main() -> None:
                 evaluated = evaluate(
                     validation_split(folder, Path(tmp)), model=graphs[name + " (int8)"], split="val", n_boot=0, shifts=True, progress=False
                 )
-                int8_report |= {"shifted": evaluated["shifted"], "roc_auc": evaluated["roc_auc"]}
+                int8_report |= {"shifted": evaluated.shifted, "roc_auc": evaluated.roc_auc}
                 quantization = result.int8
                 signals[name + " (int8)"] = signal(folder, int8_report) | {
                     "val false alarms": quantization["input_check"]["val_flagged"] / max(1, quantization["input_check"]["n_val"]),

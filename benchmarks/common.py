@@ -50,4 +50,4 @@ def shifted_report(run: Path, report: dict) -> dict:
         return report["shifted"]
     from pneumo.evaluation.evaluate import evaluate
 
-    return evaluate(run / "split.csv", model=run, split="val", n_boot=0, shifts=True, progress=False)["shifted"]
+    return evaluate(run / "split.csv", model=run, split="val", n_boot=0, shifts=True, progress=False).shifted

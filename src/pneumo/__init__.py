@@ -20,7 +20,7 @@ One function per command, options keyword-only after the first argument:
 
     >>> import pneumo
     >>> result = pneumo.train(pneumo.load_config("seed", ["epochs=1"]), out="runs/seed")
-    >>> pneumo.evaluate("path/to/test", model=result.run_dir)["accuracy"]
+    >>> pneumo.evaluate("path/to/test", model=result.run_dir).accuracy
     >>> [p.label for p in pneumo.predict(["xray.jpeg"])]
     >>> pneumo.predict_archive("scans/", out="results.csv").done
     >>> pneumo.calibrate("site/labelled", unlabeled="site/archive", out="models/site").threshold

@@ -78,8 +78,8 @@ def test_the_readme_python_runs_as_written(tmp_path: Path) -> None:
     blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     assert blocks
     for code in blocks:
-        done = subprocess.run(
-            [sys.executable, "-c", code],
+        done = subprocess.run(  # third-party warnings aside, a deprecated pneumo call in the README is an error
+            [sys.executable, "-W", "error::DeprecationWarning:__main__", "-c", code],
             cwd=project,
             capture_output=True,
             text=True,
