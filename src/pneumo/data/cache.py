@@ -14,7 +14,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from pneumo.data.io import decode_image_with_info, read_image_bytes
 from pneumo.data.pixels import ImageInfo
 from pneumo.data.layout import Record
 from pneumo.data.preprocess import PREPROCESS_VERSION, resize_image
+from pneumo.data.unreadable import read_each
 from pneumo.errors import PneumoError
 from pneumo.utils.atomic import WriteError, atomic_write
 from pneumo.utils.output_checks import output_folder
@@ -190,16 +191,14 @@ def fingerprint(digests: Sequence[str], size: int | None = None) -> str:
     return h.hexdigest()
 
 
-def _decode(args: tuple[Path, int]) -> tuple[np.ndarray, ImageInfo] | str:
-    """The image resized with what the file was, or the reason it cannot be read (a message naming the file)."""
+def _decode(args: tuple[Path, int]) -> tuple[np.ndarray, ImageInfo]:
+    """The image resized with what the file was; a PneumoError naming the file when it cannot be read."""
     path, size = args
     try:
         pixels, info = decode_image_with_info(read_image_bytes(path), str(path), size_hint=size)
-        return resize_image(pixels, size), info
     except OSError as exc:
-        return f"cannot read {path}: {exc.strerror or exc}"
-    except PneumoError as exc:
-        return str(exc)
+        raise PneumoError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return resize_image(pixels, size), info
 
 
 @dataclass
@@ -259,15 +258,17 @@ def decode_dataset(
             images = None  # a damaged, empty or older cache entry is rebuilt below
     if images is None:
         decoded: list[np.ndarray] = []
-        infos, bad = [], {}
+        infos = []
+        unreadable: list[tuple[str, str]] = []  # by index, the way .skipped.json keeps them
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            jobs = pool.map(_decode, [(p, size) for p in paths])
-            for i, result in enumerate(progress_bar(jobs, total=len(paths), description=f"decoding {size}px", enabled=progress)):
-                if isinstance(result, str):
-                    bad[i] = result
-                else:
-                    decoded.append(result[0])
-                    infos.append(result[1])
+
+            def in_parallel(read: Callable, items: Iterable[int]) -> Iterable:
+                return progress_bar(pool.map(read, items), total=len(paths), description=f"decoding {size}px", enabled=progress)
+
+            for _, (image, info) in read_each(range(len(paths)), lambda i: _decode((paths[i], size)), unreadable, apply=in_parallel):
+                decoded.append(image)
+                infos.append(info)
+        bad = {int(i): message for i, message in unreadable}
         images = np.stack(decoded) if decoded else np.zeros((0, size, size), dtype=np.uint8)
         entry = [
             (skipped_file, json.dumps(bad)),

@@ -31,6 +31,7 @@ import numpy as np
 from pneumo.data.pixels import ImageInfo
 from pneumo.data.manifest import manifest_rows
 from pneumo.data.preprocess import load_image_with_info
+from pneumo.data.unreadable import STRICT_NOTE, read_each
 from pneumo.errors import PneumoError, check_choice, check_flag, check_path, check_whole
 from pneumo.inference.base import Model, Prediction
 from pneumo.inference.classify import MAX_BATCH_SIZE, classify_images
@@ -113,13 +114,8 @@ def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
 def decode_files(paths: list[str], size: int) -> Decoded:
     """Files decoded at the model's size with what each was, and those that could not be read with
     why: one bad file in an archive does not stop the batch."""
-    decoded, skipped = [], []
-    for path in paths:
-        try:
-            image, info = load_image_with_info(path, size)
-            decoded.append((path, image, info))
-        except PneumoError as exc:
-            skipped.append((path, str(exc)))
+    skipped: list[tuple[str, str]] = []
+    decoded = [(path, image, info) for path, (image, info) in read_each(paths, lambda path: load_image_with_info(path, size), skipped)]
     return decoded, skipped
 
 
@@ -370,7 +366,7 @@ def predict_archive(
             for decoded, skipped in batches:
                 if skipped and strict:
                     raise PneumoError(
-                        f"{skipped[0][1]} (--strict stops at the first unreadable file; the {writer.n_done} results so far"
+                        f"{skipped[0][1]} ({STRICT_NOTE}; the {writer.n_done} results so far"
                         f" are in {writer.out}: fix or remove the file and run again with --resume)"
                     )
                 predictions = []

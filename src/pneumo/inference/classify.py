@@ -10,6 +10,7 @@ import numpy as np
 
 from pneumo.data.pixels import ImageInfo
 from pneumo.data.preprocess import load_image_with_info
+from pneumo.data.unreadable import read_each
 from pneumo.errors import PneumoError
 from pneumo.inference.base import Model, Prediction, PredictionBatch, non_finite_error
 from pneumo.inference.checks import abstain_reason, check_inputs
@@ -49,17 +50,16 @@ def classify(
     names = [str(f) for f in files] if names is None else list(names)
     results = PredictionBatch()
     for start in range(0, len(files), batch_size):
-        decoded, judged = [], []
-        for item, name in zip(files[start : start + batch_size], names[start : start + batch_size]):
-            try:
-                decoded.append(read(item, name, model.image_size))
-                judged.append(name)
-            except PneumoError as exc:
-                if strict:
-                    raise PneumoError(f"{exc} (--strict stops at the first unreadable file)") from None
-                results.skipped.append((name, str(exc)))
+        batch = range(start, min(start + batch_size, len(files)))
+        decoded = [
+            (names[i], image, info)
+            for i, (image, info) in read_each(
+                batch, lambda i: read(files[i], names[i], model.image_size), results.skipped, name=names.__getitem__, strict=strict
+            )
+        ]
         if decoded:
-            results += classify_images(np.stack([image for image, _ in decoded]), [info for _, info in decoded], judged, model, abstain)
+            judged, images, infos = zip(*decoded)
+            results += classify_images(np.stack(images), infos, judged, model, abstain)
     if not results and results.skipped:
         first = "; ".join(message for _, message in results.skipped[:3])
         raise PneumoError(f"none of the {len(results.skipped)} {what} could be read: {first}")

@@ -18,6 +18,7 @@ from pneumo.data.in_memory import ACCEPTED, image_from_object, is_in_memory_imag
 from pneumo.data.io import check_image_file
 from pneumo.data.pixels import ImageInfo
 from pneumo.data.preprocess import resize_image
+from pneumo.data.unreadable import read_each
 from pneumo.errors import PneumoError, check_flag, check_path, check_whole, describe
 from pneumo.inference.base import Model, PredictionBatch
 from pneumo.inference.classify import MAX_BATCH_SIZE, classify
@@ -32,16 +33,8 @@ def readable_files(paths: Iterable[str | Path], strict: bool = False) -> tuple[l
     with why (a FIFO, a device, a missing file...), from their metadata alone: checked before a model is
     loaded, so a wrong path is refused in milliseconds. With `strict`, the first such file is an error;
     so is a list with no file that can be opened."""
-    files, skipped = [], []
-    for f in expand_paths(paths):
-        try:
-            check_image_file(f)
-        except PneumoError as exc:
-            if strict:
-                raise PneumoError(f"{exc} (--strict stops at the first unreadable file)") from None
-            skipped.append((str(f), str(exc)))
-            continue
-        files.append(f)
+    skipped: list[tuple[str, str]] = []
+    files = [f for f, _ in read_each(expand_paths(paths), check_image_file, skipped, strict=strict)]
     if not files and skipped:
         first = "; ".join(message for _, message in skipped[:3])
         raise PneumoError(f"none of the {len(skipped)} files could be read: {first}")
