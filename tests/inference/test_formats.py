@@ -51,6 +51,20 @@ HOSTILE = [
 ]
 
 
+def test_csv_columns_are_the_serialised_fields() -> None:
+    """Every field of `Prediction.to_dict` has its column (the class probabilities one per class), and
+    no column comes from elsewhere, so JSON and CSV cannot drift apart."""
+    prediction = abstained("a", 0.7, ("odd film", "small"))
+    columns, [row] = prediction_rows([prediction])
+    fields = prediction.to_dict()
+    probabilities = {f"p_{c}": f"{v:.6f}" for c, v in fields.pop("class_probabilities").items()}
+    assert sorted(columns) == sorted([*fields, *probabilities])
+    cells = dict(zip(columns, row))
+    assert {c: cells[c] for c in probabilities} == probabilities
+    assert cells["path"] == fields["path"] and cells["warnings"] == "; ".join(fields["warnings"])
+    assert cells["abstain_reason"] == fields["abstain_reason"] and (cells["label"], cells["abstain"]) == ("", "true")
+
+
 def test_csv_columns_follow_the_task_classes_in_order() -> None:
     columns, _ = prediction_rows([binary("a", 0.2)])
     assert columns == ["path", "probability", "label", "abstain", "threshold", "p_NORMAL", "p_PNEUMONIA", "warnings", "abstain_reason"]

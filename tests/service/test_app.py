@@ -128,6 +128,8 @@ def test_a_film_gets_the_same_answer_as_the_library(client: TestClient, film: Pa
     assert answer["label"] == expected.label and answer["threshold"] == expected.threshold
     assert answer["warnings"] == [] and answer["cam"] is None and answer["filename"] == film.name
     assert answer["input"]["format"] == "JPEG" and answer["model"]["id"].startswith(f"{load_model().meta.architecture}-")
+    fields = expected.to_dict()  # the one serialisation, `path` called `filename`, then what only the service knows
+    assert set(answer) == {"filename", *fields, "input", "model", "cam"} - {"path"}
 
 
 def test_heatmap_on_request(client: TestClient, film: Path) -> None:

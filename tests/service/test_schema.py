@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
+from pneumo.inference.base import Prediction
 from pneumo.service.app import create_app
 from pneumo.service.schema import ErrorBody, PredictAnswer
 from tests.conftest import SAMPLES, TRAIN
@@ -54,6 +55,11 @@ def test_the_document_declares_the_upload_and_the_answers(document: dict) -> Non
     for status in ("400", "413", "415", "422", "503"):
         assert operation["responses"][status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
     assert "HTTPValidationError" not in document["components"]["schemas"]  # the service's 422 is {"error": ...} too
+
+
+def test_the_declared_answer_is_a_serialised_prediction_with_path_called_filename() -> None:
+    fields = Prediction("a.jpeg", 0.5, "PNEUMONIA", 0.5, {"NORMAL": 0.5, "PNEUMONIA": 0.5}).to_dict()
+    assert set(PredictAnswer.model_fields) == {"filename", *fields, "input", "model", "cam"} - {"path"}
 
 
 def test_real_answers_fit_the_declared_models(client: TestClient, document: dict, shared_data: Path) -> None:

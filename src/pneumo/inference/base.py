@@ -14,6 +14,7 @@ from pathlib import Path
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,11 @@ class Prediction:
         """The label, or the words for no verdict."""
         return self.label if self.label is not None else NO_VERDICT
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """The one serialisation of a prediction, its fields by name in declaration order: the JSON
+        `format_predictions` writes (and Ray's workers send back), what every CSV cell is written
+        from (`pneumo.inference.formats.prediction_rows`) and the service's answer (which calls
+        `path` `filename`), so the three cannot drift apart."""
         return {**asdict(self), "warnings": list(self.warnings)}
 
 

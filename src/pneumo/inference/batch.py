@@ -35,7 +35,7 @@ from pneumo.data.unreadable import STRICT_NOTE, read_each
 from pneumo.errors import PneumoError, check_choice, check_flag, check_path, check_whole
 from pneumo.inference.base import Model, Prediction
 from pneumo.inference.classify import MAX_BATCH_SIZE, classify_images
-from pneumo.inference.formats import TEXT_COLUMNS, prediction_rows
+from pneumo.inference.formats import FIRST_COLUMNS, TEXT_COLUMNS, prediction_rows
 from pneumo.inference.onnx_backend import OnnxModel
 from pneumo.inference.loading import BACKENDS, check_model, load_model
 from pneumo.utils.csvfile import format_csv, format_record, open_for_append, read_csv, repair_csv, restore, text_positions
@@ -50,7 +50,6 @@ __all__ = ["BatchSummary", "ResultWriter", "decode_files", "iter_source", "predi
 Decoded = tuple[list[tuple[str, np.ndarray, ImageInfo]], list[tuple[str, str]]]  # (name, image, info)s, (name, error)s
 SKIPPED_COLUMNS = ["path", "error"]  # the .skipped.csv sidecar
 MAX_WORKERS = 1024  # decoding threads; more is a slip, each one a thread and two batches held ahead
-RESULT_COLUMNS = ["path", "probability", "label", "abstain", "threshold"]  # how a results CSV starts
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ def _read_manifest(manifest: Path) -> Iterator[str]:
     for _, row in manifest_rows(manifest, needs=("path",)):
         if ours is None:
             columns = list(row)
-            ours = columns == SKIPPED_COLUMNS or columns[:5] == RESULT_COLUMNS
+            ours = columns == SKIPPED_COLUMNS or tuple(columns[: len(FIRST_COLUMNS)]) == FIRST_COLUMNS
         if row["path"]:
             yield str(manifest.parent / (restore(row["path"]) if ours else row["path"]))
 

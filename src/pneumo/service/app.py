@@ -230,6 +230,9 @@ class _Service:
         return answers  # type: ignore[return-value]
 
     def _answer(self, jobs: list[_Job], abstain: bool) -> list[dict[str, Any]]:
+        """Each job's `PredictAnswer`: the prediction as `Prediction.to_dict` serialises it for JSON and
+        CSV, its `path` called `filename` (an upload has a file name, not a path; the name is the
+        API's schema), then the input, the model and the heatmap; so no field is written twice."""
         images = np.stack([job.image for job in jobs])
         # onnxruntime where there is an export; the PyTorch model only draws the heatmaps
         results = classify_images(images, [job.info for job in jobs], [job.name for job in jobs], self.model, abstain)
@@ -241,15 +244,10 @@ class _Service:
         answers = []
         for k, (job, result) in enumerate(zip(jobs, results)):
             self.metrics.predictions.labels("abstain" if result.abstain else str(result.label)).inc()
+            fields = result.to_dict()
             answer: dict[str, Any] = {
-                "filename": job.name,
-                "probability": result.probability,
-                "label": result.label,
-                "abstain": result.abstain,
-                "abstain_reason": result.abstain_reason,
-                "threshold": result.threshold,
-                "class_probabilities": result.class_probabilities,
-                "warnings": list(result.warnings),
+                "filename": fields.pop("path"),
+                **fields,
                 "input": job.info.to_dict(),
                 "model": {key: self.summary[key] for key in ("id", "architecture", "pneumo_version")},
                 "cam": None,
