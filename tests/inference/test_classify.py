@@ -116,6 +116,26 @@ def test_an_unreadable_file_is_skipped_with_its_reason_and_the_rest_judged(films
         classify(files, MeanModel(), strict=True)
 
 
+def test_a_batch_is_read_only_when_its_turn_comes() -> None:
+    """At most one batch is held decoded: the next is read after the model has judged the last."""
+    events: list[str] = []
+
+    class Recording(MeanModel):
+        def class_probabilities(self, images: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+            events.append(f"judge {len(images)}")
+            return super().class_probabilities(images, batch_size, progress)
+
+    def read(item: int, name: str, size: int) -> tuple[np.ndarray, None]:
+        events.append(f"read {name}")
+        if item == 1:
+            raise PneumoError(f"cannot read {name}")
+        return np.full((size, size), item, dtype=np.uint8), None
+
+    results = classify(range(5), Recording(), batch_size=2, names=list("abcde"), read=read)  # type: ignore[arg-type]
+    assert events == ["read a", "read b", "judge 1", "read c", "read d", "judge 2", "read e", "judge 1"]
+    assert [r.path for r in results] == list("acde") and results.skipped == [("b", "cannot read b")]
+
+
 def test_no_readable_file_at_all_is_an_error_and_no_file_at_all_is_none(tmp_path: Path) -> None:
     for i in range(4):
         (tmp_path / f"bad{i}.png").write_bytes(b"nothing here")
