@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import types
 from pathlib import Path
 
 import pytest
 
 from pneumo.errors import PneumoError
 from pneumo.utils.atomic import WriteError, atomic_write
-from pneumo.utils.output_checks import output_file, output_folder
+from pneumo.utils.output_checks import need_space, output_file, output_folder
 from tests.utils.conftest import one_line
 
 
@@ -66,3 +68,10 @@ def test_an_output_in_a_read_only_folder_is_refused_up_front_and_on_write(tmp_pa
         assert (locked / "report.json").read_text() == "old" and [p.name for p in locked.iterdir()] == ["report.json"]
     finally:
         locked.chmod(0o755)
+
+
+def test_need_space_refuses_what_the_disk_has_no_room_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: types.SimpleNamespace(total=100, used=90, free=10))
+    need_space(tmp_path, 10, "the download")  # exactly what is free: fine
+    with pytest.raises(PneumoError, match=r"^unpacking needs 11 bytes but .* has 10 bytes free; free some space or choose another folder$"):
+        need_space(tmp_path, 11, "unpacking")

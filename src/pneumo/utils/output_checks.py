@@ -1,18 +1,21 @@
 """Checks, before any work, that an output can be written where the user asked: an hour of
-training or evaluation is not spent to fail at the last write. They say what a failed write
-would (`atomic.WriteError`, with its reasons), without making anything."""
+training or evaluation is not spent to fail at the last write. `output_file` and `output_folder`
+say what a failed write would (`atomic.WriteError`, with its reasons), without making anything;
+`need_space` refuses what the disk has no room for."""
 
 from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from pathlib import Path
 
+from pneumo.errors import PneumoError, describe_size
 from pneumo.utils.atomic import WriteError, refuse_non_regular, unwritable_folder
 from pneumo.utils.reading import file_kind
 
-__all__ = ["output_file", "output_folder"]
+__all__ = ["output_file", "output_folder", "need_space"]
 
 
 def _folder_hint(code: int) -> str:
@@ -67,3 +70,17 @@ def output_folder(path: str | Path, what: str = "output folder") -> Path:
     if problem:
         raise WriteError(problem[0], problem[1], str(path), f"cannot write into {what} {path}: {problem[1]}" + _folder_hint(problem[0]))
     return path
+
+
+def need_space(folder: str | Path, nbytes: int, what: str) -> None:
+    """Refuse, before writing, `nbytes` that the disk of `folder` has no room for (a download, an
+    unpacking): a clear message now, not a full disk halfway through.
+
+    Example:
+        >>> need_space("data", 1_200_000_000, "the download")
+    """
+    free = shutil.disk_usage(folder).free
+    if nbytes > free:
+        raise PneumoError(
+            f"{what} needs {describe_size(nbytes)} but {folder} has {describe_size(free)} free; free some space or choose another folder"
+        )
