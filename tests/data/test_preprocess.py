@@ -22,6 +22,7 @@ from pneumo.data.preprocess import (
     load_image_with_info,
     normalise,
     resize_image,
+    trim_black_margin,
 )
 from pneumo.errors import PneumoError
 from pneumo.models.registry import model_spec
@@ -47,11 +48,11 @@ def test_real_films_load_as_writable_uint8_squares(films: list[Path], size: int)
 
 
 def test_a_film_already_at_the_size_comes_through_pixel_for_pixel(films: list[Path]) -> None:
-    """The copy in the shared data is 224 px: at 224 nothing is resampled."""
-    for film in films:
-        decoded = read_image(film)
-        assert decoded.shape == (224, 224)
-        assert np.array_equal(load_image(film, 224), decoded)
+    """The copy in the shared data is 224 px: at 224 a film without a black margin is not resampled."""
+    whole = [read_image(film) for film in films if trim_black_margin(read_image(film)).shape == (224, 224)]
+    assert len(whole) >= 3
+    for decoded in whole:
+        assert np.array_equal(resize_image(decoded, 224), decoded)
 
 
 def test_load_image_with_info_says_what_the_file_was(films: list[Path]) -> None:
@@ -93,11 +94,36 @@ def test_resize_at_the_same_size_returns_a_writable_copy() -> None:
 
 def test_resize_stretches_rather_than_crops_or_pads() -> None:
     """The aspect ratio is not kept (as in the notebook): a wide image's left half stays the left half."""
-    wide = np.zeros((100, 300), dtype=np.uint8)
+    wide = np.full((100, 300), 40, dtype=np.uint8)  # dark grey: film, not a black margin
     wide[:, 150:] = 200
     out = resize_image(wide, 64)
     assert out.shape == (64, 64)
-    assert (out[:, :31] == 0).all() and (out[:, 33:] == 200).all()  # the edge stays in the middle, no border added
+    assert (out[:, :31] == 40).all() and (out[:, 33:] == 200).all()  # the edge stays in the middle, no border added
+
+
+@pytest.mark.parametrize("border", [(40, 40, 40, 40), (0, 0, 25, 25), (60, 0, 0, 0)])
+def test_a_black_border_around_a_film_is_a_no_op(films: list[Path], tmp_path: Path, border: tuple[int, int, int, int]) -> None:
+    """A film padded with black (to a square, or by a scanner's frame) reads as the same pixels as the film alone."""
+    film = read_image(films[0])
+    top, bottom, left, right = border
+    padded = np.zeros((film.shape[0] + top + bottom, film.shape[1] + left + right), dtype=np.uint8)
+    padded[top : top + film.shape[0], left : left + film.shape[1]] = film
+    Image.fromarray(padded).save(tmp_path / "padded.png")
+    Image.fromarray(film).save(tmp_path / "film.png")
+    assert np.array_equal(load_image(tmp_path / "padded.png", 160), load_image(tmp_path / "film.png", 160))
+
+
+def test_only_a_margin_is_trimmed_not_a_dark_image_or_dark_film() -> None:
+    margin = np.zeros((100, 100), dtype=np.uint8)
+    margin[10:90, 5:95] = 120
+    assert trim_black_margin(margin).shape == (80, 90)
+    dark = np.zeros((100, 100), dtype=np.uint8)
+    dark[40:60, 40:60] = 200  # most of the image is dark: no film with a margin, kept whole
+    assert trim_black_margin(dark).shape == (100, 100)
+    assert trim_black_margin(np.zeros((50, 50), dtype=np.uint8)).shape == (50, 50)
+    inside = np.full((100, 100), 120, dtype=np.uint8)
+    inside[30:70, 30:70] = 0  # black inside the film is the film's
+    assert np.array_equal(trim_black_margin(inside), inside)
 
 
 def test_resize_is_antialiased() -> None:
@@ -109,7 +135,7 @@ def test_resize_is_antialiased() -> None:
 
 def test_resize_is_pillows_bilinear_on_a_real_film(films: list[Path]) -> None:
     """Stage 1 is part of the cache key (PREPROCESS_VERSION): pin the resampler it uses."""
-    decoded = read_image(films[3])
+    decoded = trim_black_margin(read_image(films[3]))
     expected = np.asarray(Image.fromarray(decoded).resize((100, 100), Image.Resampling.BILINEAR))
     assert np.array_equal(resize_image(decoded, 100), expected)
     nearest = np.asarray(Image.fromarray(decoded).resize((100, 100), Image.Resampling.NEAREST))

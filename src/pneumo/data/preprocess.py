@@ -1,6 +1,6 @@
 """The one preprocessing path shared by training, evaluation and prediction (no train/serve skew).
 
-Stage 1, `resize_image`: decoded uint8 [H, W] -> uint8 [S, S] (cached on disk for training).
+Stage 1, `resize_image`: decoded uint8 [H, W] -> black margin trimmed -> uint8 [S, S] (cached on disk for training).
 Stage 2, `normalise`: a uint8 batch on any device -> float [B, 1, S, S] with the model's mean/std.
 
 torch is imported inside `normalise` only, so stage 1 serves the torch-free ONNX runtime too.
@@ -21,14 +21,46 @@ from pneumo.errors import PneumoError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["resize_image", "load_image", "load_image_with_info", "check_image_batch", "normalise", "PREPROCESS_VERSION"]
+__all__ = [
+    "MARGIN_LEVEL",
+    "trim_black_margin",
+    "resize_image",
+    "load_image",
+    "load_image_with_info",
+    "check_image_batch",
+    "normalise",
+    "PREPROCESS_VERSION",
+]
 
-# Bump when stage 1 changes: it is part of the cache key.
-PREPROCESS_VERSION = 1
+# Bump when stage 1 changes: it is part of the cache key. 2: the black margin is trimmed first.
+PREPROCESS_VERSION = 2
+# a row or column along an edge whose every pixel is at most this dark is margin, not film
+MARGIN_LEVEL = 16
+
+
+def trim_black_margin(image: np.ndarray) -> np.ndarray:
+    """The film without the black rows and columns around it (padding to a square, a scanner's frame).
+
+    Squashed to the model's square, a border shrinks the film by its width: at the model's size the
+    content crop finds the box again but has fewer pixels of film to stretch back, so a padded film
+    read differently from the same film unpadded. Trimmed here, at the decoded size, the same film
+    gives the same pixels either way. An image that is mostly dark keeps its frame (at least half of
+    each side must be left): it is not a film with a margin.
+    """
+    bright = image > MARGIN_LEVEL
+    rows, cols = np.flatnonzero(bright.any(axis=1)), np.flatnonzero(bright.any(axis=0))
+    if not rows.size:
+        return image
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    if 2 * (bottom - top) < image.shape[0] or 2 * (right - left) < image.shape[1]:
+        return image
+    return image[top:bottom, left:right]
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize to size x size (aspect ratio not kept, as in the notebook), antialiased bilinear."""
+    """Trim the black margin (`trim_black_margin`), then resize to size x size (aspect ratio not kept,
+    as in the notebook), antialiased bilinear."""
+    image = trim_black_margin(image)
     if image.shape == (size, size):
         return np.array(image, dtype=np.uint8)  # a writable copy, as below
     resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
