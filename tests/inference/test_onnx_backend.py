@@ -1,5 +1,6 @@
-"""pneumo.inference.onnx_backend: the export shipped in the package (src/pneumo/weights/pneumo.onnx),
-loaded as it is and checked against the PyTorch checkpoint it was made from, on real films.
+"""pneumo.inference.onnx_backend: the export shipped in the package (src/pneumo/weights/pneumo.onnx, an
+int8 graph), loaded as it is and judged against the PyTorch checkpoint it was made from by its
+verdicts, and a float export of the same checkpoint checked against it to float precision, on real films.
 
 `tests/deploy/test_onnx.py` covers exporting, edited or forged JSON, hand-built graphs that do not fit,
 and a fresh export's agreement with PyTorch; here: the shipped pair itself, how `load` finds its files,
@@ -33,6 +34,14 @@ def onnx_model() -> OnnxModel:
 
 
 @pytest.fixture(scope="module")
+def float_model(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
+    """A float export of the bundled checkpoint: the backend's own contract is float precision."""
+    from pneumo.deploy.onnx import export
+
+    return OnnxModel.load(export(None, out=tmp_path_factory.mktemp("float") / "model.onnx").path)
+
+
+@pytest.fixture(scope="module")
 def torch_model() -> TorchModel:
     return TorchModel.load(bundled_model_dir()).with_feature_check()
 
@@ -61,7 +70,20 @@ def test_the_shipped_export_describes_the_bundled_checkpoint(onnx_model: OnnxMod
     assert onnx_model.feature_check.width == torch_model.check.width
 
 
-def test_the_shipped_export_agrees_with_its_checkpoint_on_real_films(onnx_model: OnnxModel, torch_pass: tuple, films: np.ndarray) -> None:
+def test_the_shipped_int8_export_keeps_its_checkpoints_verdicts_on_real_films(
+    onnx_model: OnnxModel, torch_model: TorchModel, torch_pass: tuple, films: np.ndarray
+) -> None:
+    torch_probs, _ = torch_pass
+    probs, scores = onnx_model.probabilities_and_scores(films)
+    quantization = onnx_model.export["quantization"]
+    assert quantization["weights"].startswith("int8") and quantization["val_same_verdict"] >= 0.995
+    assert ((probs[:, 1] >= onnx_model.threshold) == (torch_probs[:, 1] >= torch_model.threshold)).all()
+    assert np.abs(probs - torch_probs).max() <= quantization["val_max_abs_diff"] + 0.02
+    assert not onnx_model.feature_check.flags(scores).any()  # children's films pass its own check, fitted on its own rows
+
+
+def test_a_float_export_agrees_with_its_checkpoint_on_real_films(float_model: OnnxModel, torch_pass: tuple, films: np.ndarray) -> None:
+    onnx_model = float_model
     torch_probs, _ = torch_pass
     probs = onnx_model.class_probabilities(films)
     assert probs.shape == (6, 2) and probs.dtype == np.float32
@@ -71,8 +93,9 @@ def test_the_shipped_export_agrees_with_its_checkpoint_on_real_films(onnx_model:
 
 
 def test_features_and_scores_agree_with_the_checkpoints(
-    onnx_model: OnnxModel, torch_model: TorchModel, torch_pass: tuple, films: np.ndarray
+    float_model: OnnxModel, torch_model: TorchModel, torch_pass: tuple, films: np.ndarray
 ) -> None:
+    onnx_model = float_model
     torch_probs, torch_rows = torch_pass
     probs, rows = onnx_model.class_probabilities_and_features(films)
     assert rows.dtype == np.float64 and rows.shape == torch_rows.shape and rows.shape[1] >= onnx_model.feature_check.width
@@ -148,9 +171,9 @@ def test_encode_arrays_is_little_endian_float32_in_base64() -> None:
         np.testing.assert_array_equal(back, value.astype(np.float32))
 
 
-def test_the_shipped_check_travels_through_its_encoding(onnx_model: OnnxModel, torch_model: TorchModel) -> None:
-    """What the export's JSON carries is the checkpoint's check, to float32, without the outlier rows scoring does not need."""
-    shipped = onnx_model.feature_check.arrays()
+def test_the_check_travels_through_its_encoding(float_model: OnnxModel, torch_model: TorchModel) -> None:
+    """What a float export's JSON carries is the checkpoint's check, to float32, without the outlier rows scoring does not need."""
+    shipped = float_model.feature_check.arrays()
     own = torch_model.check.arrays(scoring_only=True)
     assert shipped.keys() == own.keys() and "outlier_rows" not in shipped
     for name in own:

@@ -110,25 +110,21 @@ class FeatureTap:
 def _channel_stats(m: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] -> [B, 2C]: each channel's mean and standard deviation (n - 1) over the map.
 
-    Reduced over a [B, H*W, C] view (on the channels-last maps the CPU path runs, 3x faster than
-    `Tensor.std(dim=(2, 3))`), in two reads of the map and no temporaries: the mean, and the sum of
-    squares as a squared L2 norm; var = (sum x^2 - n mean^2) / (n - 1). The 180 px map of the
-    notebook's network took 3.5 ms a batch of 8 instead of 13.6, and its tapped forward pass went
-    from 110 to 127 images/s; the rows agree with the subtract-then-square formula to 1e-5 (the
-    maps are activations, whose mean is not large against their spread). In an ONNX export the
-    same two sums are global average pools, which onnxruntime runs on its blocked-layout maps
-    where that view would make it reorder every map first (`benchmarks/bench_students.py`).
+    Two passes, the mean and then the mean square about it: the one-pass sum-of-squares formula
+    loses the spread to float32 rounding where a channel's mean is large against it, and then two
+    orderings of the same sums (PyTorch's and an ONNX graph's) disagree. On the CPU path the map is
+    reduced over a [B, H*W, C] view of the channels-last maps PyTorch runs (several times faster
+    than `Tensor.std(dim=(2, 3))`); in an ONNX export the same two means are global average pools,
+    which onnxruntime runs on its blocked-layout maps without reordering them first.
     """
+    n = int(m.shape[2] * m.shape[3])
     if torch.onnx.is_in_onnx_export():
-        n = int(m.shape[2] * m.shape[3])
-        mean = nn.functional.adaptive_avg_pool2d(m, 1).flatten(1)
-        squares = nn.functional.adaptive_avg_pool2d(m * m, 1).flatten(1) * n
-    else:
-        flat = m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, m.shape[1])
-        n = flat.shape[1]
-        mean = flat.mean(dim=1)
-        squares = torch.linalg.vector_norm(flat, dim=1).square()
-    var = ((squares - n * mean.square()) / (n - 1)).clamp(min=0)
+        mean = nn.functional.adaptive_avg_pool2d(m, 1)
+        var = nn.functional.adaptive_avg_pool2d((m - mean).square(), 1).flatten(1) * (n / (n - 1))
+        return torch.cat([mean.flatten(1), var.sqrt()], dim=1)
+    flat = m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, m.shape[1])
+    mean = flat.mean(dim=1)
+    var = (flat - mean.unsqueeze(1)).square().mean(dim=1) * (n / (n - 1))
     return torch.cat([mean, var.sqrt()], dim=1)
 
 
