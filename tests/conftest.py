@@ -6,6 +6,7 @@ No test touches the network or a GPU; the decoded-image cache goes to a temporar
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import signal
 from collections.abc import Iterator
@@ -19,6 +20,13 @@ TRAIN = SHARED / "chest_xray" / "train"
 SAMPLES = SHARED / "samples"
 # the bundled model's input side, from its metadata (cheap: no model is loaded), for tests of it
 BUNDLED_SIZE = int(json.loads((Path(__file__).resolve().parents[1] / "src" / "pneumo" / "weights" / "meta.json").read_text())["image_size"])
+
+
+@pytest.fixture
+def pneumo_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """pneumo's log lines, INFO and above, as the code under test logs them (`pneumo_log.messages`)."""
+    caplog.set_level(logging.INFO, logger="pneumo")
+    return caplog
 
 
 @contextmanager
@@ -105,5 +113,5 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, kaggle_root: Path) -> 
 
     cfg = load_config("cpu", [f"data={kaggle_root}", "image_size=64", "epochs=3", "batch_size=16", "model=resnet18", "threshold=youden"])
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    train(cfg, out=out, progress=False, log=lambda _: None, n_boot=100)
+    train(cfg, out=out, progress=False, n_boot=100)
     return out
