@@ -16,6 +16,7 @@ This is how PROBE_C, the probe's inlier side and its limit in pneumo.inference.f
 from __future__ import annotations
 
 import argparse
+import logging
 
 import numpy as np
 from common import DATA, table
@@ -41,7 +42,8 @@ def main() -> None:
     train, val = split_training_records(config)
     x_train, _ = cached_images(train, model.image_size, progress=False)
     x_val, _ = cached_images(val, model.image_size, progress=False)
-    outliers = outlier_films(config, False, print)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the skipped outlier films, as a line each
+    outliers = outlier_films(config, False)
     w = features.feature_width(model.net)
     sample = np.asarray(_check_sample(x_train, w))
     tr = features.feature_rows(model, sample)[1]

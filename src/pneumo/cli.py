@@ -6,6 +6,7 @@ import errno
 import gc
 import importlib.util
 import json
+import logging
 import os
 import signal
 import sys
@@ -21,6 +22,7 @@ from rich.table import Table
 
 from pneumo.errors import PneumoError
 from pneumo.utils.atomic import atomic_write
+from pneumo.utils.logs import LOGGER
 from pneumo.utils.output_checks import output_file, output_folder
 
 
@@ -51,6 +53,35 @@ def _width() -> int | None:
 
 console = Console(width=_width())
 err_console = Console(stderr=True, width=_width(), soft_wrap=True)  # messages and logs: one line each, never wrapped
+
+
+class _LogLines(logging.Handler):
+    """The library's log (the `pneumo` logger) as plain lines on stderr through Rich, one each, never wrapped:
+    no time or level, a warning marked as the CLI marks every warning."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = escape(self.format(record))
+            err_console.print(f"[yellow]warning:[/] {line}" if record.levelno >= logging.WARNING else line, highlight=False)
+        except Exception:
+            self.handleError(record)
+
+
+_log_lines = _LogLines(logging.INFO)
+
+
+def _show_log() -> None:
+    """Once, as the command starts: the library's progress lines (INFO and above) on stderr, and only there."""
+    parent = logging.getLogger(LOGGER)
+    if _log_lines not in parent.handlers:
+        parent.addHandler(_log_lines)
+    parent.setLevel(logging.INFO)
+    parent.propagate = False
+
+
+def _quiet_log(quiet: bool) -> None:
+    """--quiet: warnings and errors only, no progress lines."""
+    _log_lines.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def _version(show: bool) -> None:
@@ -149,7 +180,7 @@ def data_download(
         None, "--sha256", metavar="TEXT", help="Expected SHA-256 of the archive (default: the one recorded at the first download)."
     ),
     no_check: bool = typer.Option(False, "--no-check", help="Skip decoding every image after unpacking."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar and no progress lines; warnings still show."),
     max_download_gb: float = typer.Option(
         3.0, "--max-download-gb", metavar="NUMBER", help="Stop a download that grows past this many GB (the archive is about 1.2 GB)."
     ),
@@ -158,6 +189,7 @@ def data_download(
     if not 0 < max_download_gb < 1e6:  # NaN fails too
         raise PneumoError(f"--max-download-gb must be a positive number of GB; got {max_download_gb}")
     output_folder(to, "--to")
+    _quiet_log(quiet)
     from pneumo.data.download import download
 
     result = download(
@@ -168,7 +200,6 @@ def data_download(
         progress=not quiet,
         check_images=not no_check,
         max_download=int(max_download_gb * 1e9),
-        log=lambda m: err_console.print(escape(m), highlight=False),
     )
     console.print(f"[bold]data:[/] {escape(str(result.path))}" + (" (already in place)" if result.reused else ""))
     if result.archive is not None:
@@ -215,7 +246,7 @@ def train(
         None, "--resume", metavar="PATH", help="Continue a stopped run in this folder, with the config saved there."
     ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be read instead of skipping it."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar and no progress lines; warnings still show."),
     mlflow: Optional[str] = typer.Option(
         None,
         "--mlflow",
@@ -228,6 +259,7 @@ def train(
         raise PneumoError("--mlflow needs MLflow: pip install 'pneumo[track]' (or mlflow)")
     if out is not None and resume is None:
         output_folder(out, "--out")  # before the imports and the data: a file, a device or a read-only folder
+    _quiet_log(quiet)
     from pneumo.config import load_config
     from pneumo.training import train as run_training
 
@@ -374,7 +406,6 @@ def ensemble(
         threshold=chosen,
         overwrite=overwrite,
         progress=sys.stderr.isatty(),
-        log=lambda m: err_console.print(escape(m), highlight=False),
     ).report
     console.print(
         f"[bold]validation[/] (threshold {r['threshold']:.3g}, temperature {r['calibration']['temperature']:.3g}): accuracy {_fmt(r['accuracy'])} "
@@ -614,13 +645,14 @@ def predict_archive(
     no_abstain: bool = typer.Option(
         False, "--no-abstain", help="Label images the input checks find outside what the model was trained on too."
     ),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar and no progress lines; warnings still show."),
     ray: bool = typer.Option(False, "--ray", help="Run on Ray Data (ONNX actors); needs pneumo[ray]."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="TEXT", help="A Ray cluster (default: a local instance)."),
     actors: int = typer.Option(2, "--actors", metavar="N", help="Ray actors, one CPU each."),
 ) -> None:
     """Classify a large archive as a stream: bounded memory, results appended as they come, --resume after a stop."""
     output_file(out, "--out")
+    _quiet_log(quiet)
     if ray:
         if resume or strict or no_abstain or backend == "torch":
             raise PneumoError(
@@ -711,8 +743,6 @@ def serve(
     max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", metavar="NUMBER", help="Largest upload accepted."),
 ) -> None:
     """A web page and an HTTP API (POST /v1/predict, GET /v1/model, GET /healthz, docs at /docs)."""
-    import logging
-
     from pneumo.service.app import serve as run_service
 
     handler = logging.StreamHandler()
@@ -720,6 +750,7 @@ def serve(
     service_log = logging.getLogger("pneumo.service")
     service_log.addHandler(handler)
     service_log.setLevel(logging.INFO)
+    service_log.propagate = False  # a server's lines have their time; not again through the plain `pneumo` lines
     run_service(model, host=host, port=port, max_upload_mb=max_upload_mb)
 
 
@@ -805,6 +836,7 @@ def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2; Ctrl-C/SIGTERM exit 130."""
     signal.signal(signal.SIGTERM, _terminate)
     warnings.showwarning = _show_warning
+    _show_log()
     try:
         os.getcwd()
     except OSError:  # PyTorch's MKL would die loading its libraries from a deleted folder, with a fatal error and no advice

@@ -202,7 +202,7 @@ def tree(folder: Path) -> dict[str, int]:
 
 
 def quiet(**kwargs: object) -> dict[str, object]:
-    return {"progress": False, "log": lambda _: None, **kwargs}
+    return {"progress": False, **kwargs}
 
 
 def check_dataset(root: Path, images: dict[str, bytes]) -> None:

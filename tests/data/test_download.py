@@ -24,11 +24,12 @@ from tests.data.conftest import ARCHIVE, Mirror, check_dataset, closed_port, qui
 pytestmark = pytest.mark.usefixtures("offline")
 
 
-def test_clean_download_then_quick_no_op(mirror: Mirror, dataset_zip: bytes, images: dict[str, bytes], tmp_path: Path) -> None:
+def test_clean_download_then_quick_no_op(
+    mirror: Mirror, dataset_zip: bytes, images: dict[str, bytes], tmp_path: Path, pneumo_log: pytest.LogCaptureFixture
+) -> None:
     url = mirror.serve(ARCHIVE, dataset_zip)
     to = tmp_path / "data"
-    logs: list[str] = []
-    result = download(url=url, to=to, progress=False, log=logs.append)
+    result = download(url=url, to=to, progress=False)
 
     assert result.path == to / "chest_xray" and not result.reused
     check_dataset(result.path, images)
@@ -36,7 +37,7 @@ def test_clean_download_then_quick_no_op(mirror: Mirror, dataset_zip: bytes, ima
     assert result.sha256 == sha(dataset_zip) and result.bytes == len(dataset_zip)
     record = json.loads((to / f"{ARCHIVE}.sha256.json").read_text())
     assert record["sha256"] == sha(dataset_zip) and record["extracted"] == "chest_xray"
-    assert any("recorded SHA-256" in line for line in logs)
+    assert any("recorded SHA-256" in line for line in pneumo_log.messages)
     summary = result.summary
     assert summary["splits"]["train"]["classes"] == {"NORMAL": 3, "PNEUMONIA": 3}
     assert summary["splits"]["test"]["classes"] == {"NORMAL": 2, "PNEUMONIA": 2}
@@ -45,14 +46,25 @@ def test_clean_download_then_quick_no_op(mirror: Mirror, dataset_zip: bytes, ima
     assert result.next_command == f"pneumo train --config configs/cpu.yaml --set data={to / 'chest_xray'} --out runs/cpu"
     assert mirror.ranges == [None]
 
-    logs.clear()
+    pneumo_log.clear()
     start = time.monotonic()
-    again = download(url=url, to=to, progress=False, log=logs.append)
+    again = download(url=url, to=to, progress=False)
     assert again.reused and again.path == result.path and again.sha256 == result.sha256
     assert mirror.ranges == [None]  # nothing fetched
-    assert any("nothing to do" in line for line in logs)
+    assert any("nothing to do" in line for line in pneumo_log.messages)
     assert "unreadable" not in again.summary  # counted, not decoded again
     assert time.monotonic() - start < 5
+
+
+def test_the_deprecated_log_function_gets_the_lines_and_a_warning(mirror: Mirror, dataset_zip: bytes, tmp_path: Path) -> None:
+    """`download(log=...)` still works for one release; the lines go to it, and nothing is printed."""
+    url = mirror.serve(ARCHIVE, dataset_zip)
+    lines: list[str] = []
+    with pytest.warns(DeprecationWarning, match=r"download\(log=\.\.\.\) is deprecated"):
+        download(url=url, to=tmp_path / "data", progress=False, log=lines.append)
+    assert any("recorded SHA-256" in line for line in lines)
+    with pytest.raises(PneumoError, match="log must be a function"):
+        download(url=url, to=tmp_path / "data", progress=False, log="print")  # type: ignore[arg-type]
 
 
 def test_given_checksum_mismatch_moves_the_file_aside(mirror: Mirror, dataset_zip: bytes, tmp_path: Path) -> None:

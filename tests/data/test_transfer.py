@@ -44,14 +44,15 @@ def test_dropped_connection_resumes_with_range(mirror: Mirror, dataset_zip: byte
     check_dataset(result.path, images)
 
 
-def test_dropped_connection_retried_within_one_call(mirror: Mirror, dataset_zip: bytes, tmp_path: Path) -> None:
+def test_dropped_connection_retried_within_one_call(
+    mirror: Mirror, dataset_zip: bytes, tmp_path: Path, pneumo_log: pytest.LogCaptureFixture
+) -> None:
     url = mirror.serve(ARCHIVE, dataset_zip)
     mirror.drops, mirror.drop_after = 1, 1000
-    logs: list[str] = []
-    result = download(url=url, to=tmp_path / "data", progress=False, log=logs.append, retries=1)
+    result = download(url=url, to=tmp_path / "data", progress=False, retries=1)
     assert mirror.ranges == [None, "bytes=1000-"]
     assert result.sha256 == sha(dataset_zip)
-    assert any("trying again" in line for line in logs) and any("resuming" in line for line in logs)
+    assert any("trying again" in line for line in pneumo_log.messages) and any("resuming" in line for line in pneumo_log.messages)
 
 
 def test_ctrl_c_keeps_the_part_for_the_next_run(
@@ -75,16 +76,17 @@ def test_ctrl_c_keeps_the_part_for_the_next_run(
     assert mirror.ranges == [None, "bytes=4096-"]
 
 
-def test_server_that_ignores_range_restarts_cleanly(mirror: Mirror, dataset_zip: bytes, tmp_path: Path) -> None:
+def test_server_that_ignores_range_restarts_cleanly(
+    mirror: Mirror, dataset_zip: bytes, tmp_path: Path, pneumo_log: pytest.LogCaptureFixture
+) -> None:
     url = mirror.serve(ARCHIVE, dataset_zip)
     to = tmp_path / "data"
     to.mkdir()
     (to / f"{ARCHIVE}.part").write_bytes(b"stale bytes from another file" * 50)
     mirror.ignore_range = True
-    logs: list[str] = []
-    result = download(url=url, to=to, progress=False, log=logs.append)
+    result = download(url=url, to=to, progress=False)
     assert mirror.ranges == [f"bytes={len(b'stale bytes from another file') * 50}-"]  # asked to resume, got 200
-    assert any("starting it over" in line for line in logs)
+    assert any("starting it over" in line for line in pneumo_log.messages)
     assert result.sha256 == sha(dataset_zip) and (to / ARCHIVE).read_bytes() == dataset_zip
 
 
@@ -98,16 +100,15 @@ def test_complete_part_answered_416(mirror: Mirror, dataset_zip: bytes, tmp_path
     assert result.sha256 == sha(dataset_zip) and not (to / f"{ARCHIVE}.part").exists()
 
 
-def test_file_url_and_resume(dataset_zip: bytes, images: dict[str, bytes], tmp_path: Path) -> None:
+def test_file_url_and_resume(dataset_zip: bytes, images: dict[str, bytes], tmp_path: Path, pneumo_log: pytest.LogCaptureFixture) -> None:
     source = tmp_path / "mirror dir" / ARCHIVE
     source.parent.mkdir()
     source.write_bytes(dataset_zip)
     to = tmp_path / "data"
     to.mkdir()
     (to / f"{ARCHIVE}.part").write_bytes(dataset_zip[:5000])
-    logs: list[str] = []
-    result = download(url=source.as_uri(), to=to, progress=False, log=logs.append)
-    assert any("resuming" in line for line in logs)
+    result = download(url=source.as_uri(), to=to, progress=False)
+    assert any("resuming" in line for line in pneumo_log.messages)
     assert result.sha256 == sha(dataset_zip)
     check_dataset(result.path, images)
 

@@ -463,7 +463,7 @@ def test_training_refuses_a_single_class(
     from pneumo.training.loop import train
 
     with pytest.raises(PneumoError, match="single class"):
-        train(load_config("cpu", [f"data={single_class_manifest}"]), out=tmp_path / "run", progress=False, log=lambda _: None)
+        train(load_config("cpu", [f"data={single_class_manifest}"]), out=tmp_path / "run", progress=False)
     assert_cli_error(single_class_training, "single class", "NORMAL and PNEUMONIA")
 
 

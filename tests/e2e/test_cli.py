@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -422,8 +423,8 @@ def test_a_full_disk_during_training_is_exit_2_and_the_run_resumes(small_folder:
     assert not [p for p in run.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp")]  # no temporary file left
     orphan = run / "checkpoints" / "last" / ".weights.safetensors.abcd1234.tmp"  # as a kill -9 mid-write leaves one
     orphan.write_bytes(b"w" * 78_000)
-    resumed = pneumo("train", "--resume", run, "--quiet")
-    assert "removed 1 temporary file (78.0 kB)" in resumed.stdout and "resuming after epoch 1 of 2" in resumed.stdout
+    resumed = pneumo("train", "--resume", run)  # not --quiet: that leaves out the progress lines these are
+    assert "removed 1 temporary file (78.0 kB)" in resumed.stderr and "resuming after epoch 1 of 2" in resumed.stderr
     assert not orphan.exists() and (run / "val_report.json").exists()
 
 
@@ -446,6 +447,34 @@ def test_unknown_keys_suggest_the_nearest_and_errors_stay_on_one_line(small_fold
     )
     assert done.returncode == 2 and "did you mean 'epochs'?" in done.stderr and len(done.stderr) > 120
     assert done.stderr.count("\n") == 1  # one line, however long: not wrapped at the terminal's width
+
+
+def test_the_librarys_log_is_plain_lines_on_stderr_and_quiet_leaves_the_warnings(capsys: pytest.CaptureFixture) -> None:
+    """What `main` sets up once: the `pneumo` logger's lines as the command line printed them before logging, one each on stderr."""
+    from pneumo import cli
+
+    parent = logging.getLogger("pneumo")
+    level, propagate = parent.level, parent.propagate
+    try:
+        cli._show_log()
+        cli._show_log()  # once, however often
+        logging.getLogger("pneumo.training.loop").info("epoch   1/1  loss %.4f [not markup]", 0.5)
+        logging.getLogger("pneumo.training.tracking").warning("MLflow stopped recording")
+        cli._quiet_log(True)
+        logging.getLogger("pneumo.data.download").info("verifying data.zip")
+        logging.getLogger("pneumo.data.download").warning("still shown")
+    finally:
+        cli._quiet_log(False)
+        parent.removeHandler(cli._log_lines)
+        parent.setLevel(level)
+        parent.propagate = propagate
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert printed.err.splitlines() == [
+        "epoch   1/1  loss 0.5000 [not markup]",
+        "warning: MLflow stopped recording",
+        "warning: still shown",
+    ]
 
 
 @pytest.mark.slow  # whole commands in new processes

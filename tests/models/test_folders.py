@@ -67,13 +67,13 @@ def _model(folder: Path) -> Path:
 
 
 def test_a_new_folder_is_made_with_its_parents(tmp_path: Path) -> None:
-    out = prepare_output_folder(tmp_path / "runs" / "first", overwrite=False, log=pytest.fail)
+    out = prepare_output_folder(tmp_path / "runs" / "first", overwrite=False)
     assert out == tmp_path / "runs" / "first" and out.is_dir() and list(out.iterdir()) == []
 
 
 def test_a_string_path_is_accepted_and_an_empty_folder_needs_no_overwrite(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    assert prepare_output_folder(str(tmp_path / "empty"), overwrite=False, log=pytest.fail) == tmp_path / "empty"
+    assert prepare_output_folder(str(tmp_path / "empty"), overwrite=False) == tmp_path / "empty"
 
 
 def test_a_file_in_the_way_is_refused_before_any_work(tmp_path: Path) -> None:
@@ -90,26 +90,24 @@ def test_a_folder_with_something_in_it_needs_overwrite(tmp_path: Path) -> None:
     run = _run(tmp_path / "run")
     before = _tree(run)
     with pytest.raises(PneumoError) as err:
-        prepare_output_folder(run, overwrite=False, log=pytest.fail)
+        prepare_output_folder(run, overwrite=False)
     assert str(err.value) == f"{run} already exists and is not empty; choose another --out or pass --overwrite"
     assert _tree(run) == before
 
 
-def test_overwrite_empties_a_run_folder_and_says_how_much(tmp_path: Path) -> None:
+def test_overwrite_empties_a_run_folder_and_says_how_much(tmp_path: Path, pneumo_log: pytest.LogCaptureFixture) -> None:
     run = _run(tmp_path / "run")
     files = [p for p in run.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files)
-    logged: list[str] = []
-    assert prepare_output_folder(run, overwrite=True, log=logged.append) == run
-    assert logged == [f"removing the previous run in {run} ({len(files)} files, {size / 1000:.1f} kB)"]
+    assert prepare_output_folder(run, overwrite=True) == run
+    assert pneumo_log.messages == [f"removing the previous run in {run} ({len(files)} files, {size / 1000:.1f} kB)"]
     assert len(files) == 23 and run.is_dir() and list(run.iterdir()) == []
 
 
-def test_overwrite_empties_a_model_folder_written_by_pneumo(tmp_path: Path) -> None:
+def test_overwrite_empties_a_model_folder_written_by_pneumo(tmp_path: Path, pneumo_log: pytest.LogCaptureFixture) -> None:
     model = _model(tmp_path / "ensemble")
-    logged: list[str] = []
-    prepare_output_folder(model, overwrite=True, log=logged.append)
-    assert len(logged) == 1 and logged[0].startswith(f"removing the previous model in {model} (7 files, ")
+    prepare_output_folder(model, overwrite=True)
+    assert len(pneumo_log.messages) == 1 and pneumo_log.messages[0].startswith(f"removing the previous model in {model} (7 files, ")
     assert list(model.iterdir()) == []
 
 
@@ -118,7 +116,7 @@ def test_leftovers_of_killed_writes_and_file_browser_junk_go_too(tmp_path: Path)
     (run / ".history.csv.abcd1234.tmp").write_text("half")
     (run / "checkpoints" / "best" / ".tmpAb12Cd").write_bytes(b"half")
     (run / ".DS_Store").write_bytes(b"junk")
-    prepare_output_folder(run, overwrite=True, log=lambda _: None)
+    prepare_output_folder(run, overwrite=True)
     assert list(run.iterdir()) == []
 
 
@@ -128,7 +126,7 @@ def test_an_older_runs_config_is_still_recognised(tmp_path: Path) -> None:
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump({"data": "x", "model": "resnet18", "epochs": 1, "seed": 7, "lr_schedule": "old-name"}))
     (run / "history.csv").write_text("epoch\n")
-    prepare_output_folder(run, overwrite=True, log=lambda _: None)
+    prepare_output_folder(run, overwrite=True)
     assert list(run.iterdir()) == []
 
 
@@ -151,7 +149,7 @@ def test_a_run_folder_with_anything_else_is_refused_and_left_alone(tmp_path: Pat
     (run / intruder).write_text("precious")
     before = _tree(run)
     with pytest.raises(PneumoError) as err:
-        prepare_output_folder(run, overwrite=True, log=pytest.fail)
+        prepare_output_folder(run, overwrite=True)
     assert str(err.value).startswith(f"{run} holds {named}, which a pneumo run folder never has; refusing to delete it")
     assert _tree(run) == before
 
@@ -161,7 +159,7 @@ def test_a_model_folder_holding_run_files_is_refused(tmp_path: Path) -> None:
     model = _model(tmp_path / "model")
     (model / "history.csv").write_text("epoch\n")
     with pytest.raises(PneumoError, match=r"holds history\.csv, which a pneumo model folder never has"):
-        prepare_output_folder(model, overwrite=True, log=pytest.fail)
+        prepare_output_folder(model, overwrite=True)
     assert (model / "history.csv").exists() and (model / META).exists()
 
 
@@ -173,7 +171,7 @@ def test_a_symlink_inside_is_refused_and_its_target_kept(tmp_path: Path) -> None
     (run / "history.csv").unlink()
     (run / "history.csv").symlink_to(outside / "history.csv")
     with pytest.raises(PneumoError, match=r"holds history\.csv, a symlink"):
-        prepare_output_folder(run, overwrite=True, log=pytest.fail)
+        prepare_output_folder(run, overwrite=True)
     assert (outside / "history.csv").read_text() == "someone else's" and (run / "config.yaml").exists()
 
 
@@ -188,7 +186,7 @@ def test_a_config_yaml_that_is_not_a_runs_is_refused(tmp_path: Path, config: str
     (folder / "config.yaml").write_text(config)
     (folder / "history.csv").write_text("epoch\n")
     with pytest.raises(PneumoError) as err:
-        prepare_output_folder(folder, overwrite=True, log=pytest.fail)
+        prepare_output_folder(folder, overwrite=True)
     assert str(err.value) == (
         f"{folder} holds a config.yaml that is not a pneumo run's config; refusing to overwrite it: choose another --out"
     )
@@ -205,7 +203,7 @@ def test_a_meta_json_that_is_not_a_checkpoints_is_refused(tmp_path: Path, meta: 
     folder.mkdir()
     (folder / META).write_bytes(meta.encode("utf-8", "surrogateescape"))
     with pytest.raises(PneumoError) as err:
-        prepare_output_folder(folder, overwrite=True, log=pytest.fail)
+        prepare_output_folder(folder, overwrite=True)
     assert str(err.value) == f"{folder} holds a meta.json that is not a pneumo checkpoint's; refusing to overwrite it: choose another --out"
     assert (folder / META).exists()
 
@@ -219,7 +217,7 @@ def test_a_folder_that_is_not_pneumos_is_refused(tmp_path: Path) -> None:
         match=r"does not look like a pneumo run folder \(it has no config\.yaml or meta\.json of pneumo's\); "
         r"refusing to overwrite it: choose another --out$",
     ):
-        prepare_output_folder(folder, overwrite=True, log=pytest.fail)
+        prepare_output_folder(folder, overwrite=True)
     assert (folder / "thesis.tex").read_text() == "years of work"
 
 
@@ -227,7 +225,7 @@ def test_a_config_yaml_folder_is_not_taken_for_a_config(tmp_path: Path) -> None:
     folder = tmp_path / "odd"
     (folder / "config.yaml").mkdir(parents=True)
     with pytest.raises(PneumoError, match="does not look like a pneumo run folder"):
-        prepare_output_folder(folder, overwrite=True, log=pytest.fail)
+        prepare_output_folder(folder, overwrite=True)
 
 
 # --- the layouts ---------------------------------------------------------------------------------

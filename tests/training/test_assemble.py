@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # trains its members: several training runs
 
 
 def _quiet() -> dict:
-    return {"progress": False, "log": lambda _: None, "n_boot": 50}
+    return {"progress": False, "n_boot": 50}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_members_with_one_split_seed_share_their_validation_images(members: list
 
 
 def test_an_ensemble_is_one_calibrated_model_that_exports_to_one_graph(members: list[Path], small_folder: Path, tmp_path: Path) -> None:
-    report = ensemble(members, out=tmp_path / "ens", n_boot=50, progress=False, log=lambda _: None).report
+    report = ensemble(members, out=tmp_path / "ens", n_boot=50, progress=False).report
     model = load_model(tmp_path / "ens")
     assert model.meta.architecture == "ensemble" and len(model.meta.members) == 2
     assert model.meta.threshold == report["threshold"] and model.meta.temperature == report["calibration"]["temperature"]
@@ -59,7 +59,7 @@ def test_an_ensemble_is_one_calibrated_model_that_exports_to_one_graph(members: 
     exported = export(model, out=tmp_path / "ens.onnx", check_images=images)
     assert exported.max_abs_diff <= 1e-4
     with pytest.raises(PneumoError, match="is an ensemble already and cannot be a member of another; give its members instead"):
-        ensemble([tmp_path / "ens", members[0]], out=tmp_path / "nested", progress=False, log=lambda _: None)
+        ensemble([tmp_path / "ens", members[0]], out=tmp_path / "nested", progress=False)
     np.testing.assert_allclose(
         pneumonia_probability(OnnxModel.load(tmp_path / "ens.onnx").class_probabilities(images)),
         model.pneumonia_probability(images),
@@ -69,20 +69,20 @@ def test_an_ensemble_is_one_calibrated_model_that_exports_to_one_graph(members: 
 
 def test_what_cannot_be_an_ensemble_is_refused(members: list[Path], small_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(PneumoError, match="at least one"):
-        ensemble([], out=tmp_path / "none", progress=False, log=lambda _: None)
+        ensemble([], out=tmp_path / "none", progress=False)
     other = train(
         load_config("cpu", [f"data={small_folder}", "image_size=96", "epochs=1", "batch_size=16", "split_seed=0"]),
         out=tmp_path / "big",
         **_quiet(),
     )
     with pytest.raises(PneumoError, match="share task and input size"):
-        ensemble([members[0], other.run_dir], out=tmp_path / "mixed", progress=False, log=lambda _: None)
+        ensemble([members[0], other.run_dir], out=tmp_path / "mixed", progress=False)
     with pytest.raises(PneumoError, match="calibration must be one of 'none', 'val', 'shift'; got 'platt'"):
-        ensemble(members, out=tmp_path / "x", calibration="platt", progress=False, log=lambda _: None)
+        ensemble(members, out=tmp_path / "x", calibration="platt", progress=False)
 
 
 def test_one_model_is_recalibrated_on_its_own_validation_images(members: list[Path], kaggle_root: Path, tmp_path: Path) -> None:
-    report = ensemble(members[:1], out=tmp_path / "again", calibration="shift", n_boot=50, progress=False, log=lambda _: None).report
+    report = ensemble(members[:1], out=tmp_path / "again", calibration="shift", n_boot=50, progress=False).report
     before, after = load_model(members[0]), load_model(tmp_path / "again")
     assert after.meta.architecture == before.meta.architecture and after.meta.weights_sha256 == before.meta.weights_sha256
     assert after.meta.temperature == report["calibration"]["temperature"] and after.meta.config == before.meta.config
@@ -93,7 +93,7 @@ def test_one_model_is_recalibrated_on_its_own_validation_images(members: list[Pa
 
 def test_data_other_than_the_members_was_trained_on_is_refused(members: list[Path], small_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(PneumoError, match="not the ones .* was trained on"):
-        ensemble(members, out=tmp_path / "ens", data=small_folder, progress=False, log=lambda _: None)
+        ensemble(members, out=tmp_path / "ens", data=small_folder, progress=False)
 
 
 def test_the_command_assembles_and_says_where(members: list[Path], tmp_path: Path) -> None:
@@ -121,14 +121,14 @@ def test_outlier_films_can_be_named_where_the_members_had_none(members: list[Pat
     """Members trained on a machine without the adult films (outliers: none there) still get an ensemble with a probe."""
     adults = shared_data / "ood" / "adult_other_hospitals"
     assert json.loads((members[0] / "model" / "meta.json").read_text())["config"]["outliers"] == "auto"  # none beside kaggle_root
-    probed = ensemble(members, out=tmp_path / "probed", outliers=adults, n_boot=50, progress=False, log=lambda _: None).report
+    probed = ensemble(members, out=tmp_path / "probed", outliers=adults, n_boot=50, progress=False).report
     assert probed["input_check"]["probe"] and probed["input_check"]["n_outliers"] == len(list(adults.iterdir()))
 
 
 def test_a_lone_run_folder_is_one_member_and_anything_else_is_named(tmp_path: Path) -> None:
     """A str is one member, never its characters; a wrong member is named by its place (refused before any work)."""
     with pytest.raises(PneumoError, match="nowhere does not exist"):
-        ensemble(str(tmp_path / "nowhere"), out=tmp_path / "a", progress=False, log=lambda _: None)
+        ensemble(str(tmp_path / "nowhere"), out=tmp_path / "a", progress=False)
     with pytest.raises(PneumoError, match=r"^members\[1\] must be a run or checkpoint folder.*; got 3 \(int\)$"):
-        ensemble([tmp_path, 3], out=tmp_path / "b", progress=False, log=lambda _: None)  # type: ignore[list-item]
+        ensemble([tmp_path, 3], out=tmp_path / "b", progress=False)  # type: ignore[list-item]
     assert not (tmp_path / "b").exists()

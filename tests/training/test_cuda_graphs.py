@@ -25,14 +25,13 @@ def _net(crop: str = "none") -> torch.nn.Module:
     return create_model("seed_cnn", image_size=SIZE, crop=crop).to(memory_format=torch.channels_last)
 
 
-def test_a_cpu_run_never_records_graphs_though_the_config_asks_for_them(small_folder: Path) -> None:
+def test_a_cpu_run_never_records_graphs_though_the_config_asks_for_them(small_folder: Path, pneumo_log: pytest.LogCaptureFixture) -> None:
     """`cuda_graphs: true` is every recipe's default: on a CPU the step runs the model itself, and says nothing."""
     config = load_config("seed", [f"data={small_folder}", f"image_size={SIZE}", "batch_size=16"])
     assert config.cuda_graphs
     net = _net()
-    said: list[str] = []
-    assert _step_model(config, net, n_train=96, use_amp=False, device=torch.device("cpu"), log=said.append) is net
-    assert said == []
+    assert _step_model(config, net, n_train=96, use_amp=False, device=torch.device("cpu")) is net
+    assert pneumo_log.messages == []
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="what happens without CUDA")

@@ -13,25 +13,23 @@ from pneumo.training.data import outlier_films, outlier_source
 from pneumo.training.report import input_check_line
 
 
-def test_auto_finds_the_adult_films_beside_the_data(shared_data: Path) -> None:
-    messages: list[str] = []
+def test_auto_finds_the_adult_films_beside_the_data(shared_data: Path, pneumo_log: pytest.LogCaptureFixture) -> None:
     for data in (shared_data, shared_data / "chest_xray"):
-        films = outlier_films(config_from_dict({"data": str(data), "image_size": 32}), False, messages.append)
+        films = outlier_films(config_from_dict({"data": str(data), "image_size": 32}), False)
         assert films is not None and films.folder == shared_data / "ood" / "adult_other_hospitals"
         assert films.images.shape == (124, 32, 32) and films.images.dtype == np.uint8
         assert len(films.sources) == 124 and 20 < len(set(films.sources)) < 124  # figures of one paper share a source
-    assert messages == []
+    assert pneumo_log.messages == []
 
 
-def test_none_and_bad_folders(shared_data: Path, tmp_path: Path) -> None:
+def test_none_and_bad_folders(shared_data: Path, tmp_path: Path, pneumo_log: pytest.LogCaptureFixture) -> None:
     assert outlier_films(config_from_dict({"data": str(shared_data), "outliers": "none"}), False, print) is None
     assert outlier_films(config_from_dict({"data": str(tmp_path)}), False, print) is None  # auto, and nothing beside the data
     with pytest.raises(PneumoError, match="not a folder"):
         outlier_films(config_from_dict({"data": str(shared_data), "outliers": str(tmp_path / "absent")}), False, print)
     (tmp_path / "junk.jpeg").write_text("not pixels")
-    logged: list[str] = []
-    assert outlier_films(config_from_dict({"data": str(shared_data), "outliers": str(tmp_path)}), False, logged.append) is None
-    assert any("skipped" in m for m in logged) and any("no readable films" in m for m in logged)
+    assert outlier_films(config_from_dict({"data": str(shared_data), "outliers": str(tmp_path)}), False) is None
+    assert any("skipped" in m for m in pneumo_log.messages) and any("no readable films" in m for m in pneumo_log.messages)
 
 
 def test_sources_group_a_papers_figures() -> None:

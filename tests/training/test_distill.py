@@ -79,17 +79,16 @@ def test_a_teacher_that_trained_on_the_validation_films_is_refused(small_folder:
 
     leaky = replace(config, data=str(small_folder))  # films of the teacher's own training split
     train_records, val = split_training_records(leaky)
-    data = decode_training_data(leaky, train_records, val, torch.device("cpu"), False, lambda _: None)
+    data = decode_training_data(leaky, train_records, val, torch.device("cpu"), False)
     with pytest.raises(PneumoError, match=r"the teacher bundled trained on \d+ of this run's \d+ validation films.*--set split_seed=0"):
-        distillation_data(leaky, data, torch.device("cpu"), False, lambda _: None)
+        distillation_data(leaky, data, torch.device("cpu"), False)
 
 
-def test_the_teachers_answers_are_made_once_for_fixed_views_and_then_read_back(config) -> None:
+def test_the_teachers_answers_are_made_once_for_fixed_views_and_then_read_back(config, pneumo_log: pytest.LogCaptureFixture) -> None:
     train_records, val = split_training_records(config)
-    data = decode_training_data(config, train_records, val, torch.device("cpu"), False, lambda _: None)
-    said: list[str] = []
-    first = distillation_data(config, data, torch.device("cpu"), False, said.append)
-    assert "answering for 2 fixed views" in said[-1]
+    data = decode_training_data(config, train_records, val, torch.device("cpu"), False)
+    first = distillation_data(config, data, torch.device("cpu"), False)
+    assert "answering for 2 fixed views" in pneumo_log.messages[-1]
     assert first.views.shape == (2, data.n_train, 64, 64) and first.views.dtype == torch.uint8
     assert first.probabilities.shape == (2, data.n_train, 2) and torch.allclose(
         first.probabilities.sum(-1), torch.ones(2, data.n_train), atol=1e-5
@@ -99,8 +98,12 @@ def test_the_teachers_answers_are_made_once_for_fixed_views_and_then_read_back(c
     y = data.y_train.numpy()
     p = first.probabilities[0, :, 1].numpy()
     assert p[y == 1].mean() > p[y == 0].mean() + 0.3
-    again = distillation_data(config, data, torch.device("cpu"), False, said.append)
-    assert "from the cache" in said[-1] and torch.equal(again.views, first.views) and torch.equal(again.probabilities, first.probabilities)
+    again = distillation_data(config, data, torch.device("cpu"), False)
+    assert (
+        "from the cache" in pneumo_log.messages[-1]
+        and torch.equal(again.views, first.views)
+        and torch.equal(again.probabilities, first.probabilities)
+    )
     # epoch e shows film i its view (e + i) mod V
     idx = torch.tensor([0, 1, 2])
     views, probs = first.batch(1, idx)
@@ -109,9 +112,7 @@ def test_the_teachers_answers_are_made_once_for_fixed_views_and_then_read_back(c
         and torch.equal(views[1], first.views[0, 1])
         and torch.equal(probs[2], first.probabilities[1, 2])
     )
-    assert (
-        distillation_data(load_config("cpu", [f"data={config.data}"]), data, torch.device("cpu"), False, said.append) is None
-    )  # teacher: none
+    assert distillation_data(load_config("cpu", [f"data={config.data}"]), data, torch.device("cpu"), False) is None  # teacher: none
 
 
 def test_a_teacher_of_another_task_or_no_teacher_at_all_is_refused(config, tmp_path: Path) -> None:
@@ -132,7 +133,7 @@ def test_a_run_learns_from_its_teacher_and_keeps_its_operating_point(config, tmp
 
     from pneumo.inference.loading import load_model
 
-    result = train(replace(config, threshold="teacher"), out=tmp_path / "run", progress=False, log=lambda _: None, n_boot=50)
+    result = train(replace(config, threshold="teacher"), out=tmp_path / "run", progress=False, n_boot=50)
     assert result.report["distillation"]["teacher"].startswith("bundled") and result.report["distillation"]["views"] == 2
     teacher_threshold = load_model(backend="torch").threshold
     assert result.report["threshold"] == result.report["distillation"]["teacher_threshold"] == teacher_threshold

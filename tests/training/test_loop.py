@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -20,7 +21,7 @@ from pneumo.training.optim import class_weights, lr_factor
 
 
 def _quiet(**kwargs: object) -> dict:
-    return {"progress": False, "log": lambda _: None, "n_boot": 50, **kwargs}
+    return {"progress": False, "n_boot": 50, **kwargs}
 
 
 def test_run_folder_holds_everything_about_the_run(trained_run: Path, kaggle_root: Path) -> None:
@@ -168,6 +169,36 @@ def test_a_run_folder_is_never_overwritten_silently(small_folder: Path, tmp_path
     with pytest.raises(PneumoError, match="refusing to overwrite"):
         train(cfg, out=tmp_path / "mine", **_quiet(overwrite=True))
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+def test_a_run_logs_through_logging_and_prints_nothing(
+    small_folder: Path, tmp_path: Path, pneumo_log: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    """Every line of a run, the input check's included, is a `pneumo.training` record: a notebook chooses where they go."""
+    cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=1", "limit=40"])
+    train(cfg, out=tmp_path / "run", **_quiet())
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err == ""
+    assert {r.name for r in pneumo_log.records} <= {
+        "pneumo.training.loop",
+        "pneumo.training.parts",
+        "pneumo.training.data",
+        "pneumo.training.report",
+    }
+    assert any(m.startswith("epoch   1/1") for m in pneumo_log.messages) and any(m.startswith("input check:") for m in pneumo_log.messages)
+
+
+def test_the_deprecated_log_function_still_gets_every_line(
+    small_folder: Path, tmp_path: Path, pneumo_log: pytest.LogCaptureFixture
+) -> None:
+    """`train(log=...)` works for one more release, with a DeprecationWarning; the lines go to it alone, as before."""
+    cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=1", "limit=40"])
+    lines: list[str] = []
+    with pytest.warns(DeprecationWarning, match=r"train\(log=\.\.\.\) is deprecated.*logging\.basicConfig"):
+        train(cfg, out=tmp_path / "run", log=lines.append, **_quiet())
+    assert any(m.startswith("epoch   1/1") for m in lines) and any(m.startswith("input check:") for m in lines)
+    assert pneumo_log.messages == []  # not also through logging
+    assert logging.getLogger("pneumo").handlers == [] and logging.getLogger("pneumo").propagate  # as it was
 
 
 def test_a_diverging_run_stops_with_a_message(small_folder: Path, tmp_path: Path) -> None:
@@ -320,7 +351,7 @@ def _untimed(history: Iterable[dict]) -> str:
 
 
 @pytest.mark.slow
-def test_resume_continues_only_what_it_can(small_folder: Path, tmp_path: Path) -> None:
+def test_resume_continues_only_what_it_can(small_folder: Path, tmp_path: Path, pneumo_log: pytest.LogCaptureFixture) -> None:
     from safetensors.torch import load_file
 
     cfg = load_config("seed", [f"data={small_folder}", "image_size=64", "epochs=1", "limit=40"])
@@ -353,20 +384,22 @@ def test_resume_continues_only_what_it_can(small_folder: Path, tmp_path: Path) -
     with pytest.raises(PneumoError, match="holds no training state"):
         train(None, out=run, **_quiet(resume=True))
     meta_path.write_text(json.dumps(meta))  # stopped inside epoch 1, before its state was committed: nothing to lose
-    lines: list[str] = []
-    restarted = train(None, out=run, progress=False, log=lines.append, resume=True)
-    assert any("from the start" in line for line in lines) and len(restarted.history) == 1 and (run / "val_report.json").exists()
+    restarted = train(None, out=run, progress=False, resume=True)
+    assert (
+        any("from the start" in line for line in pneumo_log.messages) and len(restarted.history) == 1 and (run / "val_report.json").exists()
+    )
 
 
-def test_an_unreadable_training_image_is_skipped_unless_strict(small_folder: Path, tmp_path: Path) -> None:
+def test_an_unreadable_training_image_is_skipped_unless_strict(
+    small_folder: Path, tmp_path: Path, pneumo_log: pytest.LogCaptureFixture
+) -> None:
     data = tmp_path / "data"
     shutil.copytree(small_folder, data)
     broken = sorted((data / "PNEUMONIA").glob("*.jpeg"))[5]
     broken.write_bytes(broken.read_bytes()[:500])
-    lines: list[str] = []
     base = [f"data={data}", "image_size=64", "epochs=1"]
-    train(load_config("seed", base), out=tmp_path / "run", **_quiet(log=lines.append))
-    assert any("skipped 1 unreadable images" in line and broken.name in line for line in lines)
+    train(load_config("seed", base), out=tmp_path / "run", **_quiet())
+    assert any("skipped 1 unreadable images" in line and broken.name in line for line in pneumo_log.messages)
     used = [row["path"] for row in csv.DictReader((tmp_path / "run" / "split.csv").open())]
     assert len(used) == 119 and str(broken) not in used
     with pytest.raises(PneumoError, match=broken.name):
@@ -386,12 +419,12 @@ def test_an_unreadable_training_image_is_skipped_unless_strict(small_folder: Pat
 )
 def test_a_config_that_is_not_one_is_refused_before_the_run_folder(config: object, fragment: str, tmp_path: Path) -> None:
     with pytest.raises(PneumoError, match=re.escape(fragment)):
-        train(config(), out=tmp_path / "run", progress=False, log=lambda _: None)  # type: ignore[operator]
+        train(config(), out=tmp_path / "run", progress=False)  # type: ignore[operator]
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_a_gpu_that_is_not_there_is_refused_before_the_run_folder(tmp_path: Path) -> None:
     with pytest.raises(PneumoError, match="no CUDA GPU is available"):
-        train(load_config("seed", ["device=cuda"]), out=tmp_path / "run", progress=False, log=lambda _: None)
+        train(load_config("seed", ["device=cuda"]), out=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()

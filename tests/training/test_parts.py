@@ -32,7 +32,7 @@ def _config(folder: Path, *overrides: str, recipe: str = "seed") -> Config:
 
 def _data(config: Config) -> TrainingData:
     train, val = split_training_records(config)
-    return decode_training_data(config, train, val, CPU, False, lambda _: None)
+    return decode_training_data(config, train, val, CPU, False)
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +41,16 @@ def data(small_folder: Path) -> TrainingData:
     return _data(_config(small_folder))
 
 
-def _parts(config: Config, data: TrainingData, said: list[str] | None = None, seed: int = 0) -> RunParts:
+def _parts(config: Config, data: TrainingData, seed: int = 0) -> RunParts:
     torch.manual_seed(seed)  # as the training loop does before building: the network's initial weights come from it
-    return build_parts(config, data, CPU, (said if said is not None else []).append)
+    return build_parts(config, data, CPU)
 
 
-def test_the_seed_recipe_becomes_a_plain_step_on_the_cpu(small_folder: Path, data: TrainingData) -> None:
+def test_the_seed_recipe_becomes_a_plain_step_on_the_cpu(
+    small_folder: Path, data: TrainingData, pneumo_log: pytest.LogCaptureFixture
+) -> None:
     config = _config(small_folder)
-    said: list[str] = []
-    parts = _parts(config, data, said)
+    parts = _parts(config, data)
     assert parts.task is BINARY and parts.spec.name == "seed_cnn"
     assert parts.step_model is parts.model and parts.eval_model is parts.model and parts.ema is None
     assert parts.distillation is None
@@ -64,14 +65,18 @@ def test_the_seed_recipe_becomes_a_plain_step_on_the_cpu(small_folder: Path, dat
     assert parts.model.eval()(x).shape == (3, 1)
     # every 4-d weight is channels-last, as the loop's inputs are
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in parts.model.parameters() if p.dim() == 4)
-    assert len(said) == 1 and said[0].startswith("model: seed_cnn (") and "M parameters" in said[0] and "on cpu" in said[0]
-    assert str([round(w, 3) for w in parts.class_weights.tolist()]) in said[0]
+    assert (
+        len(pneumo_log.messages) == 1
+        and pneumo_log.messages[0].startswith("model: seed_cnn (")
+        and "M parameters" in pneumo_log.messages[0]
+        and "on cpu" in pneumo_log.messages[0]
+    )
+    assert str([round(w, 3) for w in parts.class_weights.tolist()]) in pneumo_log.messages[0]
 
 
-def test_amp_off_is_fp32_whatever_the_cpu(small_folder: Path, data: TrainingData) -> None:
-    said: list[str] = []
-    parts = _parts(_config(small_folder, "amp=false"), data, said)
-    assert parts.use_amp is False and "fp32 on cpu" in said[0]
+def test_amp_off_is_fp32_whatever_the_cpu(small_folder: Path, data: TrainingData, pneumo_log: pytest.LogCaptureFixture) -> None:
+    parts = _parts(_config(small_folder, "amp=false"), data)
+    assert parts.use_amp is False and "fp32 on cpu" in pneumo_log.messages[0]
 
 
 def test_balance_none_weighs_every_class_alike(small_folder: Path, data: TrainingData) -> None:

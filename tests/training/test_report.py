@@ -58,7 +58,7 @@ def config(small_folder: Path) -> Config:
 def data(config: Config) -> TrainingData:
     """96 training and 24 validation films, real, decoded at 32 px."""
     train, val = split_training_records(config)
-    return decode_training_data(config, train, val, torch.device("cpu"), False, lambda _: None)
+    return decode_training_data(config, train, val, torch.device("cpu"), False)
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def _config(epochs: int = 2, **changes: object) -> Config:
 
 def _started_run(folder: Path, epochs: int = 2, done: int | None = None, finished: bool = False) -> Path:
     """A run folder as open_run leaves it, optionally with `done` epochs of saved state and the final report."""
-    run, _ = open_run(_config(epochs), folder, overwrite=False, resume=False, log=lambda _: None)
+    run, _ = open_run(_config(epochs), folder, overwrite=False, resume=False)
     if done is not None:
         last = run / "checkpoints" / "last"
         last.mkdir(parents=True)
@@ -50,10 +50,10 @@ def _started_run(folder: Path, epochs: int = 2, done: int | None = None, finishe
 
 def test_a_new_folder_is_made_with_its_parents_and_an_empty_one_is_taken_as_it_is(tmp_path: Path) -> None:
     deep = tmp_path / "runs" / "2024" / "a"
-    assert prepare_run_dir(deep, overwrite=False, log=lambda m: pytest.fail(f"said {m}")) == deep and deep.is_dir()
+    assert prepare_run_dir(deep, overwrite=False) == deep and deep.is_dir()
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert prepare_run_dir(str(empty), overwrite=False, log=lambda m: pytest.fail(f"said {m}")) == empty
+    assert prepare_run_dir(str(empty), overwrite=False) == empty
 
 
 def test_a_folder_with_anything_in_it_needs_overwrite_and_keeps_its_files(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_a_hidden_file_alone_makes_a_folder_not_empty(tmp_path: Path) -> None:
     assert (tmp_path / "out" / ".keep").exists()
 
 
-def test_overwrite_recognises_a_run_by_its_config_keys_not_a_full_load(tmp_path: Path) -> None:
+def test_overwrite_recognises_a_run_by_its_config_keys_not_a_full_load(tmp_path: Path, pneumo_log: pytest.LogCaptureFixture) -> None:
     """A config.yaml of an older pneumo (with keys this one no longer knows) is still pneumo's."""
     run = tmp_path / "old"
     run.mkdir()
@@ -84,9 +84,8 @@ def test_overwrite_recognises_a_run_by_its_config_keys_not_a_full_load(tmp_path:
     (run / "history.csv").write_text("epoch\n1\n")
     (run / "tensorboard").mkdir()
     (run / "tensorboard" / "events.out.tfevents.1700000000.host.1.0").write_bytes(b"e" * 10)
-    said: list[str] = []
-    prepare_run_dir(run, overwrite=True, log=said.append)
-    assert said and said[0].startswith(f"removing the previous run in {run} (3 files,")
+    prepare_run_dir(run, overwrite=True)
+    assert pneumo_log.messages and pneumo_log.messages[0].startswith(f"removing the previous run in {run} (3 files,")
     assert list(run.iterdir()) == []
 
 
@@ -106,7 +105,7 @@ def test_a_foreign_meta_json_is_not_taken_for_a_model_folder(tmp_path: Path, met
     (folder / "meta.json").write_text(meta if isinstance(meta, str) else json.dumps(meta))
     (folder / "weights.safetensors").write_bytes(b"w")
     with pytest.raises(PneumoError, match=message):
-        prepare_run_dir(folder, overwrite=True, log=lambda m: pytest.fail(f"announced a deletion: {m}"))
+        prepare_run_dir(folder, overwrite=True)
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "weights.safetensors"]
 
 
@@ -124,7 +123,7 @@ def test_a_config_yaml_that_is_not_a_mapping_is_foreign(tmp_path: Path) -> None:
 
 def test_a_new_run_records_its_config_and_reads_it_back_the_same(tmp_path: Path) -> None:
     config = _config(epochs=3, lr=0.02)
-    run, returned = open_run(config, tmp_path / "run", overwrite=False, resume=False, log=lambda _: None)
+    run, returned = open_run(config, tmp_path / "run", overwrite=False, resume=False)
     assert returned is config and sorted(p.name for p in run.iterdir()) == ["config.yaml"]
     assert load_config(run / "config.yaml") == config
     assert list(yaml.safe_load((run / "config.yaml").read_text())) == list(config_to_dict(config))  # in the config's order
@@ -140,12 +139,11 @@ def test_open_run_refuses_contradictory_requests_before_touching_anything(tmp_pa
     assert (run / "config.yaml").read_bytes() == before and not (tmp_path / "new").exists()
 
 
-def test_overwrite_replaces_the_config_of_the_previous_run(tmp_path: Path) -> None:
+def test_overwrite_replaces_the_config_of_the_previous_run(tmp_path: Path, pneumo_log: pytest.LogCaptureFixture) -> None:
     run = _started_run(tmp_path / "run", epochs=2)
-    said: list[str] = []
-    _, config = open_run(_config(epochs=5), run, overwrite=True, resume=False, log=said.append)
+    _, config = open_run(_config(epochs=5), run, overwrite=True, resume=False)
     assert load_config(run / "config.yaml").epochs == 5 == config.epochs
-    assert len(said) == 1 and "removing the previous run" in said[0]
+    assert len(pneumo_log.messages) == 1 and "removing the previous run" in pneumo_log.messages[0]
 
 
 # --- resuming ------------------------------------------------------------------------------------
@@ -162,7 +160,9 @@ def test_a_resumed_run_keeps_the_config_it_started_with(tmp_path: Path) -> None:
         resume_run_dir(run, _config(5, lr=0.5))
 
 
-def test_an_edited_config_yaml_may_only_grow_epochs_or_move_the_data_and_each_resume_is_recorded(tmp_path: Path) -> None:
+def test_an_edited_config_yaml_may_only_grow_epochs_or_move_the_data_and_each_resume_is_recorded(
+    tmp_path: Path, pneumo_log: pytest.LogCaptureFixture
+) -> None:
     import yaml
 
     from pneumo.config import config_to_dict
@@ -183,11 +183,10 @@ def test_an_edited_config_yaml_may_only_grow_epochs_or_move_the_data_and_each_re
         with pytest.raises(
             PneumoError, match=f"config.yaml was edited since the run trained \\({listed}\\); a resumed run keeps its recipe"
         ):
-            resume_run_dir(run, None, log=lambda _: None)
+            resume_run_dir(run, None)
     edit(epochs=6, workers=1)
-    said: list[str] = []
-    assert resume_run_dir(run, None, log=said.append)[1].epochs == 6
-    assert said == ["resuming with epochs 4 -> 6 (config.yaml)", "resuming with workers 0 -> 1 (config.yaml)"]
+    assert resume_run_dir(run, None)[1].epochs == 6
+    assert pneumo_log.messages == ["resuming with epochs 4 -> 6 (config.yaml)", "resuming with workers 0 -> 1 (config.yaml)"]
     recorded = json.loads((run / "resumes.json").read_text())
     assert [(r["after_epoch"], r["changed"]) for r in recorded] == [(2, {"epochs": [4, 6], "workers": [0, 1]})]
 
@@ -222,7 +221,7 @@ def test_a_damaged_state_record_is_a_message_not_a_traceback(tmp_path: Path) -> 
 # --- leftovers, history, best copy ----------------------------------------------------------------
 
 
-def test_leftover_temporary_files_go_and_nothing_else_does(tmp_path: Path) -> None:
+def test_leftover_temporary_files_go_and_nothing_else_does(tmp_path: Path, pneumo_log: pytest.LogCaptureFixture) -> None:
     run = _started_run(tmp_path / "run")
     (run / "model").mkdir()
     (run / "model" / ".tmpAb12Cd").write_bytes(b"s" * 300)  # safetensors' own temporary name
@@ -234,20 +233,19 @@ def test_leftover_temporary_files_go_and_nothing_else_does(tmp_path: Path) -> No
     outside.mkdir()
     (outside / ".history.csv.abcd1234.tmp").write_bytes(b"x")
     (run / "linked").symlink_to(outside, target_is_directory=True)  # never followed
-    said: list[str] = []
-    assert remove_leftover_temps(run, said.append) == 500
-    assert said == [f"removed 2 temporary files (500 bytes) that interrupted writes left in {run}"]
+    assert remove_leftover_temps(run) == 500
+    assert pneumo_log.messages == [f"removed 2 temporary files (500 bytes) that interrupted writes left in {run}"]
     assert all((run / name).read_bytes() == data for name, data in keep.items())
     assert not (run / "model" / ".tmpAb12Cd").exists() and not (run / ".val_report.json.k2j4h6g8.tmp").exists()
     assert (outside / ".history.csv.abcd1234.tmp").exists()
-    assert remove_leftover_temps(run, lambda m: pytest.fail(f"said {m} with nothing to remove")) == 0
+    pneumo_log.clear()
+    assert remove_leftover_temps(run) == 0 and pneumo_log.messages == []  # nothing to remove: nothing said
 
 
-def test_one_leftover_is_named_in_the_singular(tmp_path: Path) -> None:
+def test_one_leftover_is_named_in_the_singular(tmp_path: Path, pneumo_log: pytest.LogCaptureFixture) -> None:
     (tmp_path / ".config.yaml.abcdefgh.tmp").write_bytes(b"c" * 10)
-    said: list[str] = []
-    remove_leftover_temps(tmp_path, said.append)
-    assert said == [f"removed 1 temporary file (10 bytes) that interrupted writes left in {tmp_path}"]
+    remove_leftover_temps(tmp_path)
+    assert pneumo_log.messages == [f"removed 1 temporary file (10 bytes) that interrupted writes left in {tmp_path}"]
 
 
 def test_history_is_rewritten_whole_with_the_first_rows_columns(tmp_path: Path) -> None:

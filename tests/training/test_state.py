@@ -331,16 +331,15 @@ def _fake_run(folder: Path) -> Path:
     return folder
 
 
-def test_overwrite_removes_a_previous_run_and_says_so(tmp_path: Path) -> None:
+def test_overwrite_removes_a_previous_run_and_says_so(tmp_path: Path, pneumo_log: pytest.LogCaptureFixture) -> None:
     run = _fake_run(tmp_path / "run")
     size = 8 * 100 + 12 * 1000 + (run / "config.yaml").stat().st_size
-    logged: list[str] = []
-    assert prepare_run_dir(run, overwrite=True, log=logged.append) == run
-    assert logged == [f"removing the previous run in {run} (21 files, {size / 1000:.1f} kB)"]
+    assert prepare_run_dir(run, overwrite=True) == run
+    assert pneumo_log.messages == [f"removing the previous run in {run} (21 files, {size / 1000:.1f} kB)"]
     assert run.is_dir() and list(run.iterdir()) == []
 
 
-def test_overwrite_removes_a_previous_model_folder(tmp_path: Path) -> None:
+def test_overwrite_removes_a_previous_model_folder(tmp_path: Path, pneumo_log: pytest.LogCaptureFixture) -> None:
     model = tmp_path / "ensemble"
     model.mkdir()
     (model / "meta.json").write_text(json.dumps({"format_version": 1, "architecture": "ensemble", "weights_sha256": "0" * 64}))
@@ -353,9 +352,8 @@ def test_overwrite_removes_a_previous_model_folder(tmp_path: Path) -> None:
         "roc.png",
     ):
         (model / name).write_bytes(b"m" * 10)
-    logged: list[str] = []
-    prepare_run_dir(model, overwrite=True, log=logged.append)
-    assert logged[0].startswith(f"removing the previous model in {model} (7 files,") and list(model.iterdir()) == []
+    prepare_run_dir(model, overwrite=True)
+    assert pneumo_log.messages[0].startswith(f"removing the previous model in {model} (7 files,") and list(model.iterdir()) == []
 
 
 def _snapshot(folder: Path) -> dict[str, bytes | None]:
@@ -400,7 +398,7 @@ def test_overwrite_deletes_nothing_that_is_not_recognisably_pneumos(tmp_path: Pa
         (folder / "meta.json").write_text(json.dumps({"format_version": 1, "architecture": "resnet18", "weights_sha256": "0" * 64}))
     before = _snapshot(folder)
     with pytest.raises(PneumoError, match=message) as err:
-        prepare_run_dir(folder, overwrite=True, log=lambda m: pytest.fail(f"announced a deletion: {m}"))
+        prepare_run_dir(folder, overwrite=True)
     assert "\n" not in str(err.value)
     assert _snapshot(folder) == before and (precious / "data.txt").read_text() == "keep me"
 
@@ -416,16 +414,15 @@ def test_a_run_folder_that_is_a_file_or_a_device_is_refused(tmp_path: Path) -> N
     assert (tmp_path / "plain").read_text() == "x"
 
 
-def test_a_resumed_run_is_cleared_of_leftover_temporary_files(tmp_path: Path) -> None:
+def test_a_resumed_run_is_cleared_of_leftover_temporary_files(tmp_path: Path, pneumo_log: pytest.LogCaptureFixture) -> None:
     run = tmp_path / "run"
     _pneumo_config(run)
     (run / "checkpoints" / "last").mkdir(parents=True)
     (run / "checkpoints" / "last" / ".weights.safetensors.abcd1234.tmp").write_bytes(b"w" * 78_000)
     (run / ".history.csv.efgh5678.tmp").write_bytes(b"")  # the 0-byte one a failed write used to leave
     (run / "history.csv").write_text("epoch\n")
-    logged: list[str] = []
-    open_run(None, run, overwrite=False, resume=True, log=logged.append)
-    assert logged == [f"removed 2 temporary files (78.0 kB) that interrupted writes left in {run}"]
+    open_run(None, run, overwrite=False, resume=True)
+    assert pneumo_log.messages == [f"removed 2 temporary files (78.0 kB) that interrupted writes left in {run}"]
     assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == ["checkpoints", "checkpoints/last", "config.yaml", "history.csv"]
 
 
@@ -436,6 +433,6 @@ def test_a_read_only_run_folder_is_refused_before_resuming(tmp_path: Path) -> No
     run.chmod(0o555)
     try:
         with pytest.raises(PneumoError, match=r"cannot write into the run folder .*run is not writable \(Permission denied\)"):
-            open_run(None, run, overwrite=False, resume=True, log=lambda _: None)
+            open_run(None, run, overwrite=False, resume=True)
     finally:
         run.chmod(0o755)

@@ -25,7 +25,7 @@ def tracked_run(tmp_path_factory: pytest.TempPathFactory, small_folder: Path) ->
     here = os.getcwd()
     os.chdir(folder)  # MLflow keeps artifacts in ./mlruns beside a local store
     try:
-        train(cfg, out=folder / "run", progress=False, log=lambda _: None, n_boot=20, mlflow=uri, tensorboard=True)
+        train(cfg, out=folder / "run", progress=False, n_boot=20, mlflow=uri, tensorboard=True)
         yield folder / "run", uri
     finally:
         os.chdir(here)
@@ -56,12 +56,16 @@ def test_mlflow_has_params_metrics_pictures_and_the_model(tracked_run: tuple[Pat
     assert {Path(a.path).name for a in client.list_artifacts(found.info.run_id, "model")} >= {"weights.safetensors", "meta.json"}
 
 
-def test_a_failing_tracker_warns_once_and_the_run_goes_on(tmp_path: Path) -> None:
-    said: list[str] = []
+def test_a_failing_tracker_warns_once_and_the_run_goes_on(tmp_path: Path, pneumo_log: pytest.LogCaptureFixture) -> None:
     (tmp_path / "a-file").write_text("not a folder")
-    tracker = open_trackers(f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}", said.append, tensorboard=False)
+    tracker = open_trackers(f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}", tensorboard=False)
     tracker.start({"a": 1}, tmp_path, 1)
     tracker.epoch({"epoch": 1, "val_loss": 0.5})
     tracker.finish({"roc_auc": 0.9}, tmp_path)
     tracker.close()
-    assert len(said) == 1 and said[0].startswith("warning: MLflow stopped recording") and "the run goes on" in said[0]
+    assert (
+        len(pneumo_log.messages) == 1
+        and pneumo_log.records[0].levelname == "WARNING"
+        and pneumo_log.messages[0].startswith("MLflow stopped recording")
+        and "the run goes on" in pneumo_log.messages[0]
+    )

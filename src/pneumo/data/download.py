@@ -20,6 +20,7 @@ comes through `kaggle`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -35,6 +36,7 @@ from pneumo.data.transfer import MAX_DOWNLOAD_BYTES, MENDELEY_ARCHIVE, URL_ENV, 
 from pneumo.data.unpack import MAX_BYTES, MAX_RATIO, RefusedArchive, remove_interrupted_unpacking, unpack
 from pneumo.errors import PneumoError
 from pneumo.utils.atomic import atomic_write
+from pneumo.utils.logs import deprecated_log
 from pneumo.utils.hashing import sha256_file
 
 __all__ = [
@@ -49,6 +51,8 @@ __all__ = [
     "DownloadResult",
     "download",
 ]
+
+logger = logging.getLogger(__name__)
 
 SOURCES = ("mendeley", "kaggle")
 MENDELEY_URL = "https://data.mendeley.com/public-files/datasets/rscbjbr9sj/files/f12eaf6d-6023-432f-acc9-80c9d7393433/file_downloaded"
@@ -84,7 +88,7 @@ def download(
     timeout: float = 60.0,
     retries: int = 3,
     max_download: int = MAX_DOWNLOAD_BYTES,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> DownloadResult:
     """Download the dataset into `to`, verify and unpack it, and summarize it like `pneumo data summary`.
 
@@ -94,6 +98,8 @@ def download(
     what came, when a server sends more). A dropped connection is resumed up to `retries` times, and an
     interrupted run (Ctrl-C) resumes on the next call. `timeout` is in seconds per socket
     operation. Running again once everything is in place only summarizes, without decoding.
+    What it does is logged (logger `pneumo.data`, INFO); `log`, a function given each line instead, is
+    deprecated and goes in the next release.
 
     Example:
         >>> result = download(to="data")  # doctest: +SKIP
@@ -102,12 +108,29 @@ def download(
     if source not in SOURCES:
         raise PneumoError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")
     folder = Path(to).expanduser()
+    with deprecated_log(log, "download"):
+        return _download(source, folder, url, sha256, progress, max_bytes, check_images, timeout, retries, max_download)
+
+
+def _download(
+    source: str,
+    folder: Path,
+    url: str | None,
+    sha256: str | None,
+    progress: bool,
+    max_bytes: int,
+    check_images: bool,
+    timeout: float,
+    retries: int,
+    max_download: int,
+) -> DownloadResult:
+    """`download` into `folder`, its source known."""
     if source == "kaggle":
         if url is not None:
             raise PneumoError(
                 "a URL names a copy of the Mendeley archive: leave out the URL to use Kaggle, or the kaggle source to use the URL"
             )
-        return _result(download_from_kaggle(folder, log), None, None, None, progress, check_images, reused=False)
+        return _result(download_from_kaggle(folder), None, None, None, progress, check_images, reused=False)
     if max_download <= 0:
         raise PneumoError(f"max_download must be a positive number of bytes, not {max_download}")
     return _from_archive(
@@ -119,7 +142,6 @@ def download(
         check_images=check_images,
         timeout=timeout,
         retries=retries,
-        log=log,
         max_download=max_download,
     )
 
@@ -134,7 +156,6 @@ def _from_archive(
     check_images: bool,
     timeout: float,
     retries: int,
-    log: Callable[[str], None],
     max_download: int,
 ) -> DownloadResult:
     """The archive at `url` into `folder`: fetched or resumed, checked against `given` (else the
@@ -144,7 +165,7 @@ def _from_archive(
     record = _read_record(record_file)
     unpacked = record.get("extracted")
     if unpacked and (folder / unpacked).is_dir() and given in (None, record["sha256"]):
-        log(f"{folder / unpacked} is already downloaded, verified and unpacked; nothing to do")
+        logger.info(f"{folder / unpacked} is already downloaded, verified and unpacked; nothing to do")
         kept = archive if archive.exists() else None  # the archive may have been deleted to save space
         return _result(folder / unpacked, kept, record["sha256"], record.get("bytes"), progress, check_images=False, reused=True)
     created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
@@ -155,11 +176,11 @@ def _from_archive(
     try:
         remove_interrupted_unpacking(folder)  # left by a run that was killed while unpacking
         if archive.exists():
-            log(f"verifying {archive}")
+            logger.info(f"verifying {archive}")
             candidate, digest, size = archive, sha256_file(archive), archive.stat().st_size
         else:
             candidate = part
-            digest, size = fetch(url, part, timeout, retries, progress, log, max_download)
+            digest, size = fetch(url, part, timeout, retries, progress, max_download)
         expected = given or record.get("sha256")
         if expected and digest != expected:
             bad = folder / f"{name}.bad"
@@ -178,9 +199,9 @@ def _from_archive(
             os.replace(part, archive)
         _write_record(record_file, {"archive": name, "url": url, "sha256": digest, "bytes": size})
         if not expected:
-            log(f"recorded SHA-256 {digest} in {record_file}; later runs check {name} against it")
+            logger.info(f"recorded SHA-256 {digest} in {record_file}; later runs check {name} against it")
         try:
-            root = unpack(archive, folder, max_bytes, progress, log)
+            root = unpack(archive, folder, max_bytes, progress)
         except RefusedArchive as exc:
             archive.unlink()
             record_file.unlink()

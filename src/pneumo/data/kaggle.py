@@ -5,12 +5,14 @@ what to do."""
 from __future__ import annotations
 
 import inspect
+import logging
 from pathlib import Path
-from typing import Callable
 
 from pneumo.errors import PneumoError
 
 __all__ = ["KAGGLE_HANDLE", "download_from_kaggle"]
+
+logger = logging.getLogger(__name__)
 
 KAGGLE_HANDLE = "paultimothymooney/chest-xray-pneumonia"
 _KAGGLE_TOKEN_HELP = (
@@ -18,7 +20,7 @@ _KAGGLE_TOKEN_HELP = (
 )
 
 
-def download_from_kaggle(folder: Path, log: Callable[[str], None]) -> Path:
+def download_from_kaggle(folder: Path) -> Path:
     """The Kaggle copy through kagglehub, which needs the user's API token; where the client put it."""
     try:
         import kagglehub
@@ -39,7 +41,7 @@ def download_from_kaggle(folder: Path, log: Callable[[str], None]) -> Path:
     if "output_dir" not in inspect.signature(kagglehub.dataset_download).parameters:
         raise PneumoError("this kagglehub is too old to download into a chosen folder: pip install -U kagglehub")
     target = folder / KAGGLE_HANDLE.rsplit("/", 1)[1]
-    log(f"downloading {KAGGLE_HANDLE} from Kaggle into {target}")
+    logger.info(f"downloading {KAGGLE_HANDLE} from Kaggle into {target}")
     try:
         path = Path(kagglehub.dataset_download(KAGGLE_HANDLE, output_dir=str(target)))
     except Exception as exc:  # the client's own errors (HTTP, network, token) become one line that says what to do

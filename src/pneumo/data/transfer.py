@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import logging
 import re
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from rich.progress import Progress, TaskID
 
@@ -27,6 +28,8 @@ from pneumo.utils.progress import make_progress
 from pneumo.version import __version__
 
 __all__ = ["MENDELEY_ARCHIVE", "URL_ENV", "MAX_DOWNLOAD_BYTES", "fetch"]
+
+logger = logging.getLogger(__name__)
 
 MENDELEY_ARCHIVE = "ChestXRay2017.zip"
 URL_ENV = "PNEUMO_DATA_URL"
@@ -51,16 +54,14 @@ def _continue_hash(path: Path, digest: Any) -> None:
             digest.update(chunk)
 
 
-def fetch(
-    url: str, part: Path, timeout: float, retries: int, progress: bool, log: Callable[[str], None], max_download: int = MAX_DOWNLOAD_BYTES
-) -> tuple[str, int]:
+def fetch(url: str, part: Path, timeout: float, retries: int, progress: bool, max_download: int = MAX_DOWNLOAD_BYTES) -> tuple[str, int]:
     """Complete the .part file, resuming after dropped connections; its SHA-256 and size."""
     attempt = 0
     with make_progress(progress) as bar:
         task = bar.add_task(f"downloading {part.name.removesuffix('.part')}", total=None, info="MB")
         while True:
             try:
-                return _transfer(url, part, timeout, bar, task, log, max_download)
+                return _transfer(url, part, timeout, bar, task, max_download)
             except _Dropped as exc:
                 have = part.stat().st_size if part.exists() else 0
                 if attempt >= retries:
@@ -75,7 +76,7 @@ def fetch(
                         f"point the URL (or ${URL_ENV}) at it, e.g. file:///path/to/{MENDELEY_ARCHIVE}"
                     ) from None
                 attempt += 1
-                log(f"the download stopped at {describe_size(have)} ({exc}); trying again in {attempt} s")
+                logger.info(f"the download stopped at {describe_size(have)} ({exc}); trying again in {attempt} s")
                 time.sleep(attempt)
 
 
@@ -93,9 +94,7 @@ def _over_limit(url: str, announced: int | None, limit: int, part: Path) -> str:
     )
 
 
-def _transfer(
-    url: str, part: Path, timeout: float, bar: Progress, task: TaskID, log: Callable[[str], None], max_download: int = MAX_DOWNLOAD_BYTES
-) -> tuple[str, int]:
+def _transfer(url: str, part: Path, timeout: float, bar: Progress, task: TaskID, max_download: int = MAX_DOWNLOAD_BYTES) -> tuple[str, int]:
     """One request: append to the .part from where it ends (or start it over); its SHA-256 and size.
 
     At most `max_download` bytes (or the size the server announced, when it did) are written: past
@@ -112,9 +111,9 @@ def _transfer(
         part.unlink(missing_ok=True)
         raise PneumoError(_over_limit(url, total, max_download, part))
     if start:
-        log(f"resuming {part.name} at {describe_size(start)}")
+        logger.info(f"resuming {part.name} at {describe_size(start)}")
     elif have:
-        log(f"the server cannot resume {part.name}; starting it over")
+        logger.info(f"the server cannot resume {part.name}; starting it over")
         digest = hashlib.sha256()
     bar.update(task, total=total / _MB if total is not None else None, completed=start / _MB)
     if stream is None:  # the .part already holds the whole file

@@ -6,6 +6,7 @@ when everything succeeded, so a refused or interrupted archive leaves nothing be
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -15,7 +16,6 @@ import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Callable
 
 from rich.progress import Progress, TaskID
 
@@ -24,6 +24,8 @@ from pneumo.utils.output_checks import need_space
 from pneumo.utils.progress import make_progress
 
 __all__ = ["MAX_BYTES", "MAX_RATIO", "RefusedArchive", "remove_interrupted_unpacking", "unpack"]
+
+logger = logging.getLogger(__name__)
 
 MAX_BYTES = 10 * 1024**3  # unpacked size accepted by default; the real archive unpacks to about 1.2 GB
 MAX_RATIO = 200  # unpacked : packed; X-ray JPEGs barely compress, so only a bomb comes near this
@@ -43,12 +45,12 @@ def remove_interrupted_unpacking(folder: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def unpack(archive: Path, folder: Path, max_bytes: int, progress: bool, log: Callable[[str], None]) -> Path:
+def unpack(archive: Path, folder: Path, max_bytes: int, progress: bool) -> Path:
     """Unpack into a temporary folder inside `folder` and move the dataset folder into place."""
     temp = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=folder))
     root = temp / "unpacked"
     root.mkdir()
-    log(f"unpacking {archive.name}")
+    logger.info(f"unpacking {archive.name}")
     try:
         with make_progress(progress) as bar:
             task = bar.add_task(f"unpacking {archive.name}", total=None, info="MB")

@@ -264,7 +264,7 @@ def _int8(float_graph: Path, model: TorchModel, meta: CheckpointMeta, opset: int
     from pneumo.deploy.quantize import int8_evidence, quantize_graph
 
     graph = float_graph.with_name(f"int8-{float_graph.name}")
-    calibration, judge = int8_evidence(model, data, progress, log=lambda _: None)
+    calibration, judge = int8_evidence(model, data, progress, quiet=True)
     quantize_graph(float_graph, graph, calibration)
     provisional = export_info(meta, opset, _feature_check(model), sha256_file(graph))  # the float check, to load and judge the graph with
     graph.with_suffix(".json").write_text(json.dumps(provisional, indent=2))

@@ -126,7 +126,7 @@ def _film_convolutions(graph: Path) -> list[str]:
 
 
 def int8_evidence(
-    model: TorchModel, data: str | Path | None, progress: bool = False, log: Callable[[str], None] = print
+    model: TorchModel, data: str | Path | None, progress: bool = False, quiet: bool = False
 ) -> tuple[np.ndarray, Callable[[OnnxModel], Int8Result]]:
     """The model's training films to calibrate the int8 graph on, and a function that judges a quantized graph:
     its verdicts against PyTorch's on the validation films, and the input check fitted on its own rows."""
@@ -141,7 +141,7 @@ def int8_evidence(
     width = feature_width(model.net)
     sample = np.asarray(_check_sample(x_train, width))
     calibration = sample[np.random.default_rng(0).permutation(len(sample))[:CALIBRATION_FILMS]]
-    outliers = outlier_films(config, progress, log)
+    outliers = outlier_films(config, progress, quiet)
 
     def judge(graph: OnnxModel) -> Int8Result:
         reference = pneumonia_probability(model.class_probabilities(x_val))

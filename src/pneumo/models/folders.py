@@ -9,8 +9,8 @@ pneumo's (its config.yaml or meta.json) and holds nothing but the files pneumo w
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -20,6 +20,8 @@ from pneumo.utils.known_contents import Layout, known_contents
 from pneumo.utils.output_checks import output_folder
 
 __all__ = ["CHECKPOINT_LAYOUT", "MODEL_LAYOUT", "REPORT", "RUN_LAYOUT", "TRAINING_FILMS", "prepare_output_folder"]
+
+logger = logging.getLogger(__name__)
 
 TRAINING_FILMS = "training_films.json"  # which films a model trained and validated on (pneumo.evaluation.overlap)
 REPORT = "val_report.json"  # written last: its presence says the run finished
@@ -81,12 +83,12 @@ def _previous_output(folder: Path) -> tuple[str, str, Layout]:
     )
 
 
-def prepare_output_folder(out: str | Path, overwrite: bool, log: Callable[[str], None] = print) -> Path:
+def prepare_output_folder(out: str | Path, overwrite: bool) -> Path:
     """An empty run folder; an existing non-empty one only with overwrite, and only if it is
     recognisably a pneumo run or model folder holding nothing but pneumo's files.
 
     Checked before any work: `out` must be a folder (or be makeable as one) that can be written.
-    With overwrite, a previous run's files are deleted one by one, and `log` says how many: a
+    With overwrite, a previous run's files are deleted one by one, and the log says how many: a
     folder with anything else in it (a src/, a notes file, a symlink) is refused whole.
     """
     run_dir = output_folder(out, "--out")
@@ -95,7 +97,7 @@ def prepare_output_folder(out: str | Path, overwrite: bool, log: Callable[[str],
             raise PneumoError(f"{run_dir} already exists and is not empty; choose another --out or pass --overwrite")
         noun, kind, layout = _previous_output(run_dir)
         previous = known_contents(run_dir, layout, kind)  # refuses, deleting nothing, a folder with anything else in it
-        log(f"removing the previous {noun} in {run_dir} ({len(previous.files)} files, {describe_size(previous.n_bytes)})")
+        logger.info(f"removing the previous {noun} in {run_dir} ({len(previous.files)} files, {describe_size(previous.n_bytes)})")
         previous.remove()
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir

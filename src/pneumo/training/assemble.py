@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from pneumo.config import Config, config_to_dict
 from pneumo.data.cache import data_fingerprint
 from pneumo.evaluation.overlap import save_training_films
 from pneumo.data.layout import Record
-from pneumo.errors import PneumoError, check_callable, check_choice, check_flag, check_number, check_path, refuse
+from pneumo.errors import PneumoError, check_choice, check_flag, check_number, check_path, refuse
 from pneumo.evaluation.calibration import CALIBRATION_METHODS
 from pneumo.evaluation.metrics import check_n_boot
 from pneumo.evaluation.report import write_report
@@ -45,8 +46,11 @@ from pneumo.training.data import (
 )
 from pneumo.training.report import input_check_line, operating_point, write_figures, write_model
 from pneumo.training.run_dir import REPORT, prepare_run_dir
+from pneumo.utils.logs import deprecated_log
 
 __all__ = ["EnsembleResult", "ensemble"]
+
+logger = logging.getLogger(__name__)
 
 
 def _shared(splits: Sequence[list[Record]]) -> list[Record]:
@@ -147,7 +151,7 @@ def ensemble(
     n_boot: int = 1000,
     overwrite: bool = False,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> EnsembleResult:
     """Average trained models into one checkpoint folder `out` (usable as `--model out` everywhere);
     given one model, recalibrate it into `out`.
@@ -158,6 +162,7 @@ def ensemble(
         outliers: films the ensemble must not judge, for its input check (a folder, "auto" or "none"),
             if not what the first member's config says (members trained where those films were not).
         calibration, threshold: as the config keys of the same names.
+        log: deprecated, goes in the next release: what it did is logged (logger `pneumo.training.assemble`, INFO).
     Returns:
         The folder and the ensemble's validation report (also written to `out/val_report.json`).
     """
@@ -172,8 +177,24 @@ def ensemble(
         except PneumoError:
             raise refuse("threshold", f"a number in [0, 1] or one of {', '.join(map(repr, THRESHOLD_METHODS))}", threshold) from None
     n_boot = check_n_boot(n_boot)
-    overwrite, progress, log = check_flag("overwrite", overwrite), check_flag("progress", progress), check_callable("log", log)
-    out = prepare_run_dir(out, overwrite, log)  # refused before any work, if it must be
+    overwrite, progress = check_flag("overwrite", overwrite), check_flag("progress", progress)
+    with deprecated_log(log, "ensemble"):
+        return _ensemble_into(members, out, data, outliers, calibration, threshold, n_boot, overwrite, progress)
+
+
+def _ensemble_into(
+    members: list[str | Path],
+    out: str | Path,
+    data: str | Path | None,
+    outliers: str | Path | None,
+    calibration: str,
+    threshold: str | float,
+    n_boot: int,
+    overwrite: bool,
+    progress: bool,
+) -> EnsembleResult:
+    """`ensemble` once its arguments are checked."""
+    out = prepare_run_dir(out, overwrite)  # refused before any work, if it must be
     models = [load_model(m, backend="torch", checks=False) for m in members]
     _check_members(models)
     configs = [model_recipe(m.meta.config, m.folder, data, outliers) for m in models]
@@ -187,14 +208,14 @@ def ensemble(
     val, train = _shared([v for _, v in splits]), _shared([t for t, _ in splits])
     if not val:
         raise PneumoError("no validation image is validation for every member: train the members with one split_seed (--set split_seed=0)")
-    log(f"{len(models)} model(s): {len(train)} images every one trained on, {len(val)} none did")
-    decoded: TrainingData = decode_training_data(configs[0], train, val, torch.device("cpu"), progress, log)
+    logger.info(f"{len(models)} model(s): {len(train)} images every one trained on, {len(val)} none did")
+    decoded: TrainingData = decode_training_data(configs[0], train, val, torch.device("cpu"), progress)
     net, meta = _single(models[0]) if len(models) == 1 else _ensemble(models, members, configs[0], decoded)
     point = operating_point(net, meta, decoded, calibration, threshold, n_boot, seed=0, progress=progress)
-    outliers = outlier_films(configs[0], progress, log)
+    outliers = outlier_films(configs[0], progress)
     point.report["input_check"] = write_model(out, net, point, decoded, outliers, progress=progress, augment=configs[0].augment)
     save_training_films(out, [r for t, _ in splits for r in t], val, configs[0].cache_dir or None)  # any member's training films
-    log(input_check_line(point.report["input_check"]))
+    logger.info(input_check_line(point.report["input_check"]))
     write_figures(out, point, decoded, f"ensemble of {len(models)}")
     write_report(point.report, out / REPORT)
     return EnsembleResult(out, point.report)

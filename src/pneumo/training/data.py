@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,8 @@ __all__ = [
     "split_training_records",
     "training_records",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def provenance(config: Config, data: TrainingData) -> dict[str, object]:
@@ -108,9 +110,7 @@ def split_training_records(config: Config) -> tuple[list[Record], list[Record]]:
     return split_records(training_records(config), config.val_fraction, split_seed(config), config.split, config.task)
 
 
-def decode_training_data(
-    config: Config, train: list[Record], val: list[Record], device: torch.device, progress: bool, log: Callable[[str], None]
-) -> TrainingData:
+def decode_training_data(config: Config, train: list[Record], val: list[Record], device: torch.device, progress: bool) -> TrainingData:
     """Decode the split (unreadable images leave it, named in the log) and move it to `device`."""
     with dist.local_main_first():  # one process per machine decodes; its others read the cache it wrote
         dataset = decode_dataset(train + val, config.image_size, config.cache_dir or None, config.workers, progress, config.strict)
@@ -118,7 +118,7 @@ def decode_training_data(
         unreadable = {path for path, _ in dataset.skipped}
         train = [r for r in train if str(r.path) not in unreadable]
         val = [r for r in val if str(r.path) not in unreadable]
-        log(
+        logger.info(
             f"skipped {len(dataset.skipped)} unreadable images (strict=true makes this an error): "
             + "; ".join(m for _, m in dataset.skipped[:5])
         )
@@ -138,16 +138,14 @@ def decode_training_data(
     )
 
 
-def load_training_data(
-    config: Config, run_dir: Path, device: torch.device, write: bool, progress: bool, log: Callable[[str], None]
-) -> TrainingData:
+def load_training_data(config: Config, run_dir: Path, device: torch.device, write: bool, progress: bool) -> TrainingData:
     """Split, decode (once per machine under torchrun) and move to `device`; with `write`, record the split in split.csv."""
     train, val = split_training_records(config)
-    data = decode_training_data(config, train, val, device, progress, log)
+    data = decode_training_data(config, train, val, device, progress)
     if write:
         write_split(run_dir / "split.csv", {"train": data.train, "val": data.val})
     y_all = np.concatenate([data.y_train.cpu().numpy(), data.y_val])
-    log(
+    logger.info(
         f"data: {data.n_train} train / {len(data.val)} val images ({config.split} split, "
         f"{len(shared_patients(data.train, data.val))} patients on both sides); pneumonia share {np.mean(y_all > 0):.2f}; device {device}"
     )
@@ -185,8 +183,9 @@ def _outlier_folder(config: Config) -> Path | None:
     return None
 
 
-def outlier_films(config: Config, progress: bool, log: Callable[[str], None]) -> OutlierFilms | None:
-    """The config's outlier films at its image size (unreadable ones skipped), or None when it names none."""
+def outlier_films(config: Config, progress: bool, quiet: bool = False) -> OutlierFilms | None:
+    """The config's outlier films at its image size (unreadable ones skipped and logged, at DEBUG when `quiet`), or None when it names none."""
+    say = logger.debug if quiet else logger.info
     folder = _outlier_folder(config)
     if folder is None:
         return None
@@ -195,11 +194,11 @@ def outlier_films(config: Config, progress: bool, log: Callable[[str], None]) ->
     try:
         dataset = decode_dataset(records, config.image_size, config.cache_dir or None, config.workers, progress)
     except PneumoError as exc:  # every film unreadable
-        log(f"outlier films skipped: {exc}; no readable films in {folder}: the input check gets no probe")
+        say(f"outlier films skipped: {exc}; no readable films in {folder}: the input check gets no probe")
         return None
     for _, message in dataset.skipped:
-        log(f"outlier film skipped: {message}")
+        say(f"outlier film skipped: {message}")
     if not dataset.records:
-        log(f"no films in {folder}: the input check gets no probe")
+        say(f"no films in {folder}: the input check gets no probe")
         return None
     return OutlierFilms(folder, dataset.images, [outlier_source(r.path) for r in dataset.records])

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,6 +39,8 @@ from pneumo.utils.atomic import write_temp
 from pneumo.utils.progress import progress_bar
 
 __all__ = ["Distillation", "distillation_data", "load_teacher"]
+
+logger = logging.getLogger(__name__)
 
 _FORMAT = "pneumo-teacher-views/1"
 _CHUNK = 64  # films augmented and answered at once
@@ -139,9 +141,7 @@ def _save(path: Path, array: np.ndarray) -> None:
         np.save(fh, array)
 
 
-def distillation_data(
-    config: Config, data: TrainingData, device: torch.device, progress: bool, log: Callable[[str], None]
-) -> Distillation | None:
+def distillation_data(config: Config, data: TrainingData, device: torch.device, progress: bool) -> Distillation | None:
     """The teacher's answers for the run's training films (None when the config names no teacher), from the cache when there."""
     if config.teacher == "none":
         return None
@@ -155,9 +155,9 @@ def distillation_data(
     views_path, probs_path = folder / f"teacher-{key}-views.npy", folder / f"teacher-{key}-probabilities.npy"
     try:
         views, probs = np.load(views_path, mmap_mode="r"), np.load(probs_path)
-        log(f"teacher {config.teacher}: its answers on {views.shape[0]} fixed views of {views.shape[1]} films from the cache")
+        logger.info(f"teacher {config.teacher}: its answers on {views.shape[0]} fixed views of {views.shape[1]} films from the cache")
     except (OSError, ValueError):
-        log(
+        logger.info(
             f"teacher {config.teacher}: answering for {config.distill_views if config.augment.enabled else 1} fixed views of {len(films.records)} training films (once; cached)"
         )
         views, probs = _views_and_answers(teacher, films.images, config, progress)

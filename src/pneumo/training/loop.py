@@ -14,6 +14,7 @@ writes the run folder (`end_epoch`, `finish_run`), while the others wait for it.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from contextlib import contextmanager
@@ -22,14 +23,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-from rich.progress import Progress
 
 from pneumo.config import Config, check_config, config_to_dict
 from pneumo.data.augment import augment_batch
 from pneumo.data.cache import remove_stale_cache_temps
 from pneumo.data.preprocess import normalise
 from pneumo.evaluation.metrics import check_n_boot
-from pneumo.errors import PneumoError, check_callable, check_flag, check_path, describe_size, refuse
+from pneumo.errors import PneumoError, check_flag, check_path, describe_size, refuse
 from pneumo.inference.torch_backend import feature_rows
 from pneumo.inference.torch_backend import TorchModel, class_probabilities
 from pneumo.models.checkpoint import copy_checkpoint, save_checkpoint
@@ -48,9 +48,12 @@ from pneumo.training.run_dir import (
 )
 from pneumo.training.tracking import Tracker, open_trackers
 from pneumo.training.state import STATE, RunSoFar, load_train_state, save_train_state
+from pneumo.utils.logs import LOGGER, deprecated_log
 from pneumo.utils.progress import make_progress
 
 __all__ = ["train", "TrainResult"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,11 +70,11 @@ def train(
     out: str | Path,
     overwrite: bool = False,
     progress: bool = True,
-    log: Callable[[str], None] = print,
     n_boot: int = 1000,
     resume: bool = False,
     mlflow: str | None = None,
     tensorboard: bool | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train one model as the config says and write its run folder.
 
@@ -84,6 +87,10 @@ def train(
     given a tracking URI (`mlflow=""`: `sqlite:///mlflow.db` here); see pneumo.training.tracking.
 
     Under torchrun every process calls this and gets the same result; rank 0 writes the run folder.
+
+    Each epoch's line and what the run does to its folders go to the `pneumo.training` logger at INFO
+    (`logging.basicConfig(level=logging.INFO, format="%(message)s")` shows them). `log`, a function
+    given each line instead, is deprecated and goes in the next release.
     The global random state and cuDNN settings are as they were when it returns.
 
     Example:
@@ -96,15 +103,30 @@ def train(
         pick_device(config.device)  # a GPU that is not there, before the run folder is made
     check_path("out", out, what="the run folder (to write, or with resume to continue)")
     overwrite, progress, resume = check_flag("overwrite", overwrite), check_flag("progress", progress), check_flag("resume", resume)
-    log, n_boot = check_callable("log", log), check_n_boot(n_boot)
+    n_boot = check_n_boot(n_boot)
     if mlflow is not None and not isinstance(mlflow, str):
         raise refuse("mlflow", "a tracking URI as a str ('' for sqlite:///mlflow.db here), or None", mlflow)
     tensorboard = check_flag("tensorboard", tensorboard, optional=True)
     if config is None and not resume:
         raise PneumoError('a new run needs a config (only a resumed run reads its own): load_config("seed") makes one')
+    with deprecated_log(log, "train"):
+        return _train_here_or_under_torchrun(config, out, overwrite, progress, n_boot, resume, mlflow, tensorboard)
+
+
+def _train_here_or_under_torchrun(
+    config: Config | None,
+    out: str | Path,
+    overwrite: bool,
+    progress: bool,
+    n_boot: int,
+    resume: bool,
+    mlflow: str | None,
+    tensorboard: bool | None,
+) -> TrainResult:
+    """`train` once its arguments are checked: in this process, or as one of torchrun's."""
     if not dist.launched():
         with _scoped_global_state():
-            return _train(config, out, overwrite, progress, log, n_boot, resume, mlflow, tensorboard)
+            return _train(config, out, overwrite, progress, n_boot, resume, mlflow, tensorboard)
     if resume:
         raise PneumoError(
             "a stopped run cannot be continued under torchrun (each process's random state is not saved); continue it "
@@ -116,11 +138,21 @@ def train(
     dist.per_rank_batch_size(config.batch_size)  # a batch that does not split is refused before any work
     with dist.process_group(pick_device(config.device)), _scoped_global_state():
         main = dist.is_main()
-        return _train(config, out, overwrite, progress and main, log if main else _silent, n_boot, resume, mlflow, tensorboard)
+        with _only_warnings_unless(main):
+            return _train(config, out, overwrite, progress and main, n_boot, resume, mlflow, tensorboard)
 
 
-def _silent(message: str) -> None:
-    """The log of the processes other than rank 0."""
+@contextmanager
+def _only_warnings_unless(main: bool) -> Iterator[None]:
+    """Rank 0 says what the run does; the other processes only warn (the same lines again, N times, say nothing new)."""
+    parent = logging.getLogger(LOGGER)
+    level = parent.level
+    if not main:
+        parent.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        parent.setLevel(level)
 
 
 @contextmanager
@@ -154,7 +186,6 @@ def _train(
     out: str | Path,
     overwrite: bool,
     progress: bool,
-    log: Callable[[str], None],
     n_boot: int,
     resume: bool,
     mlflow: str | None = None,
@@ -162,28 +193,28 @@ def _train(
 ) -> TrainResult:
     """`train` in one process: the whole run, or under torchrun this process's part of it."""
     # rank 0 makes (or checks) the run folder; under torchrun resume is refused and config given
-    run_dir, config = open_run(config, out, overwrite, resume, log) if dist.is_main() else (Path(out), config)
+    run_dir, config = open_run(config, out, overwrite, resume) if dist.is_main() else (Path(out), config)
     if dist.is_main():
-        _remove_cache_temps(config, log)
+        _remove_cache_temps(config)
     torch.manual_seed(config.seed + dist.rank())  # dropout masks differ between processes; DDP starts all from rank 0's weights
     device = dist.local_device(pick_device(config.device))
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: pick the fastest kernels once
     # a resumed run's split is the same; its data is checked against the saved state below
-    data = load_training_data(config, run_dir, device, write=not resume and dist.is_main(), progress=progress, log=log)
-    parts = build_parts(config, data, device, log, progress)
+    data = load_training_data(config, run_dir, device, write=not resume and dist.is_main(), progress=progress)
+    parts = build_parts(config, data, device, progress)
     checkpoints = run_dir / "checkpoints"
     so_far = RunSoFar()
     if resume and _stopped_in_first_epoch(checkpoints / "last"):
-        log("no epoch of this run was saved before it stopped; training it from the start with its saved config")
+        logger.info("no epoch of this run was saved before it stopped; training it from the start with its saved config")
     elif resume:
         so_far = load_train_state(checkpoints / "last", parts.state, data.fingerprint)
         complete_best_copy(checkpoints, so_far)
-        log(f"resuming after epoch {so_far.epoch} of {config.epochs}")
+        logger.info(f"resuming after epoch {so_far.epoch} of {config.epochs}")
     meta = _checkpoint_meta(config, data, parts)
     started = time.perf_counter() - sum(r["seconds"] for r in so_far.history)  # a resumed run counts its earlier epochs
 
     # TensorBoard when installed, MLflow when asked: rank 0 reports, and a tracker failing never stops the run
-    tracker = open_trackers(mlflow, log, tensorboard) if dist.is_main() else Tracker()
+    tracker = open_trackers(mlflow, tensorboard) if dist.is_main() else Tracker()
     tracker.start(config_to_dict(config), run_dir, so_far.epoch + 1)
     last_pass: ValidationPass | None = None  # the last epoch's pass over validation, which the end of the run reuses
     try:
@@ -227,7 +258,7 @@ def _train(
                 row = _train_row(epoch, losses, seen_probs, seen_targets, parts, checkpoints)
                 bar.update(bar_task, info=f"epoch {epoch}/{config.epochs} validating on {len(data.val)} films")  # seconds, not a hang
                 if dist.is_main():
-                    last_pass = end_epoch(config, run_dir, parts, data, so_far, meta, row, epoch_start, bar if progress else None, log)
+                    last_pass = end_epoch(config, run_dir, parts, data, so_far, meta, row, epoch_start)
                     tracker.epoch(so_far.history[-1])
                 dist.barrier()  # the others wait here for the epoch to be saved
 
@@ -238,17 +269,17 @@ def _train(
     finally:
         tracker.close()
     if dist.is_main():  # a kill during the run (of an earlier write, or another process's) may have left some
-        remove_leftover_temps(run_dir, log)
-        _remove_cache_temps(config, log)
+        remove_leftover_temps(run_dir)
+        _remove_cache_temps(config)
     history, report = dist.broadcast((so_far.history, report))
     return TrainResult(run_dir, history, report, config)
 
 
-def _remove_cache_temps(config: Config, log: Callable[[str], None]) -> None:
+def _remove_cache_temps(config: Config) -> None:
     """Delete the temporary files killed processes left in the image cache, saying how much."""
     n_files, n_bytes = remove_stale_cache_temps(config.cache_dir or None)
     if n_files:
-        log(
+        logger.info(
             f"removed {n_files} temporary file{'s' if n_files > 1 else ''} ({describe_size(n_bytes)}) that interrupted writes left in the image cache"
         )
 
@@ -300,11 +331,9 @@ def end_epoch(
     meta: CheckpointMeta,
     row: dict[str, float],
     epoch_start: float,
-    bar: Progress | None,
-    log: Callable[[str], None],
 ) -> ValidationPass | None:
     """Rank 0's end of an epoch: validate, append to history.csv, save last/ (weights and full
-    state) and best/ when it improved, print the epoch's line. The last epoch's validation pass
+    state) and best/ when it improved, log the epoch's line. The last epoch's validation pass
     also taps the feature rows and is returned: the end of the run reuses it for these weights."""
     epoch = int(row["epoch"])
     model = parts.eval_model
@@ -336,8 +365,5 @@ def end_epoch(
         f"epoch {epoch:>3}/{config.epochs}  loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
         f"val_acc {row['val_accuracy']:.3f}  val_auc {row['val_roc_auc']:.4f}  {row['seconds']:.1f}s"
     )
-    if bar is not None:
-        bar.console.print(summary)
-    else:
-        log(summary)
+    logger.info(summary)  # above the progress bar, when there is one
     return ValidationPass(epoch, val_probs, val_rows) if last else None

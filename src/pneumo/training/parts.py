@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch.optim.swa_utils import AveragedModel
@@ -20,6 +20,8 @@ from pneumo.training.optim import bf16_autocast_helps, class_weights, ema_update
 from pneumo.training.state import TrainingParts
 
 __all__ = ["RunParts", "build_parts"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,7 +55,7 @@ class RunParts:
         )
 
 
-def build_parts(config: Config, data: TrainingData, device: torch.device, log: Callable[[str], None], progress: bool = False) -> RunParts:
+def build_parts(config: Config, data: TrainingData, device: torch.device, progress: bool = False) -> RunParts:
     """Everything a run's steps need, freshly initialised from the config's seed."""
     task, spec = get_task(config.task), model_spec(config.model)
     model = create_model(
@@ -63,10 +65,10 @@ def build_parts(config: Config, data: TrainingData, device: torch.device, log: C
     # rank 0 validates, so it alone keeps the averaged weights
     ema = AveragedModel(model, multi_avg_fn=ema_update(config.ema), use_buffers=True) if config.ema and dist.is_main() else None
     use_amp = config.amp and bf16_autocast_helps(device)
-    step_model = _step_model(config, model, data.n_train, use_amp, device, log)
+    step_model = _step_model(config, model, data.n_train, use_amp, device)
     weights = class_weights(data.y_train.cpu().numpy(), len(task.classes), config.balance).to(device)
     precision = "bf16 autocast" if use_amp else "fp32"
-    log(
+    logger.info(
         f"model: {config.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {precision} on {device.type}); class weights {[round(w, 3) for w in weights.tolist()]}"
     )
     optimizer = make_optimizer(config, model)
@@ -83,26 +85,24 @@ def build_parts(config: Config, data: TrainingData, device: torch.device, log: C
         world_size=dist.world_size(),
     )
     if dist.launched():
-        log(f"torchrun: {dist.world_size()} processes, {per_rank_batch} images each per step; rank 0 validates and writes")
+        logger.info(f"torchrun: {dist.world_size()} processes, {per_rank_batch} images each per step; rank 0 validates and writes")
     total_steps, warmup = config.epochs * len(batches), int(config.warmup_epochs * len(batches))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup, config.schedule))
     augment_rng = torch.Generator(device=device).manual_seed(config.seed + dist.rank())  # each process its own draws
     calibrate_idx = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(config.seed))[: config.bn_recalibrate]
     x_calibrate = data.x_train[calibrate_idx.to(device)]
-    distillation = distillation_data(config, data, device, progress, log)
+    distillation = distillation_data(config, data, device, progress)
     return RunParts(
         task, spec, model, step_model, ema, optimizer, scheduler, batches, augment_rng, weights, x_calibrate, use_amp, distillation
     )
 
 
-def _step_model(
-    config: Config, model: torch.nn.Module, n_train: int, use_amp: bool, device: torch.device, log: Callable[[str], None]
-) -> torch.nn.Module:
+def _step_model(config: Config, model: torch.nn.Module, n_train: int, use_amp: bool, device: torch.device) -> torch.nn.Module:
     """The model as a training step runs it: under torchrun DDP (BatchNorm stays per process,
     gradients are averaged), compiled with `compile`, or replayed from CUDA graphs on a GPU."""
     graphs = config.cuda_graphs and device.type == "cuda" and not config.compile
     if graphs and dist.launched():
-        log("cuda_graphs is off under torchrun: DistributedDataParallel's gradient all-reduce runs outside a recorded graph")
+        logger.info("cuda_graphs is off under torchrun: DistributedDataParallel's gradient all-reduce runs outside a recorded graph")
         graphs = False
     step_model = dist.wrap(model)
     if config.compile:

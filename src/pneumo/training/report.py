@@ -3,6 +3,7 @@ threshold, the validation report, the feature statistics for the input checks an
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ __all__ = [
     "write_figures",
     "write_model",
 ]
+
+logger = logging.getLogger(__name__)
 
 FEATURE_STATS_MIN_IMAGES = 100  # fewer training images give no usable feature distribution
 INPUT_CHECK_FILMS = 600  # training films the input check is fitted on: at most this, or twice its feature width (see _check_sample)
@@ -381,9 +384,9 @@ def finish_run(
     report["seconds_per_epoch"] = float(np.mean([r["seconds"] for r in so_far.history]))
     report["machine"] = _machine(data.x_val.device)
     report["distillation"] = parts.distillation.summary() if parts.distillation is not None else None
-    outliers = outlier_films(config, progress, print)
+    outliers = outlier_films(config, progress)
     report["input_check"] = write_model(run_dir / "model", model, point, data, outliers, config.eval_batch_size, progress, config.augment)
-    print(input_check_line(report["input_check"]))
+    logger.info(input_check_line(report["input_check"]))
     history_panels(so_far.history, run_dir / "history.png", chosen=chosen_epoch)
     write_figures(run_dir, point, data, f"{config.split} split")
     write_report(report, run_dir / REPORT)  # last: its presence says the run finished

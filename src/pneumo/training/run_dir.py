@@ -11,9 +11,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -37,6 +37,8 @@ __all__ = [
     "RUN_LAYOUT",
     "MODEL_LAYOUT",
 ]
+
+logger = logging.getLogger(__name__)
 
 prepare_run_dir = prepare_output_folder  # the run folder of `pneumo train` is one such output folder
 
@@ -81,7 +83,7 @@ def _record_resume(run_dir: Path, done: int, changed: dict[str, list[object]]) -
     atomic_write(path, json.dumps([*(earlier if isinstance(earlier, list) else []), entry], indent=2))
 
 
-def resume_run_dir(out: str | Path, config: Config | None, log: Callable[[str], None] = print) -> tuple[Path, Config]:
+def resume_run_dir(out: str | Path, config: Config | None) -> tuple[Path, Config]:
     """The run folder to continue and its config; refuses a folder that cannot, or need not, be resumed.
 
     A resumed run keeps the config it started with: any other would make it a different run. Its
@@ -105,36 +107,34 @@ def resume_run_dir(out: str | Path, config: Config | None, log: Callable[[str], 
     output_folder(run_dir, "the run folder")  # a read-only one is refused now, not at the end of the next epoch
     changed = _edits_since_training(run_dir, saved, done)
     for key, (old, new) in changed.items():
-        log(f"resuming with {key} {old!r} -> {new!r} (config.yaml)")
+        logger.info(f"resuming with {key} {old!r} -> {new!r} (config.yaml)")
     if changed:
         _record_resume(run_dir, done, changed)
     return run_dir, saved
 
 
-def open_run(
-    config: Config | None, out: str | Path, overwrite: bool, resume: bool, log: Callable[[str], None] = print
-) -> tuple[Path, Config]:
+def open_run(config: Config | None, out: str | Path, overwrite: bool, resume: bool) -> tuple[Path, Config]:
     """The run folder and config: a new folder for a new run, the existing one for a resumed run
     (cleared of the temporary files a killed run left in it)."""
     if resume:
         if overwrite:
             raise PneumoError("resume continues a run and overwrite replaces it; ask for one of them")
-        run_dir, config = resume_run_dir(out, config, log)
-        remove_leftover_temps(run_dir, log)
+        run_dir, config = resume_run_dir(out, config)
+        remove_leftover_temps(run_dir)
         return run_dir, config
     if config is None:
         raise PneumoError("a new run needs a config (only a resumed run reads its own)")
-    run_dir = prepare_run_dir(out, overwrite, log)
+    run_dir = prepare_run_dir(out, overwrite)
     atomic_write(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
     return run_dir, config
 
 
-def remove_leftover_temps(folder: Path, log: Callable[[str], None] = print) -> int:
+def remove_leftover_temps(folder: Path) -> int:
     """Delete the temporary files that writes killed midway left in a run folder and below it
-    (pneumo's names only, no symlink followed), saying how much in `log`; returns the bytes freed."""
+    (pneumo's names only, no symlink followed), logging how much; returns the bytes freed."""
     n_files, n_bytes = remove_stale_temps(folder, recursive=True)
     if n_files:
-        log(
+        logger.info(
             f"removed {n_files} temporary file{'s' if n_files > 1 else ''} ({describe_size(n_bytes)}) that interrupted writes left in {folder}"
         )
     return n_bytes

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ import numpy as np
 from pneumo.errors import PneumoError
 
 __all__ = ["DEFAULT_MLFLOW_URI", "PICTURES", "Tracker", "open_trackers"]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MLFLOW_URI = "sqlite:///mlflow.db"
 PICTURES = ("history.png", "roc.png", "confusion.png", "reliability.png")  # what a finished run folder shows
@@ -137,8 +139,8 @@ class _MLflow(Tracker):
 class _Guarded(Tracker):
     """One tracker whose failures are reported once and then ignored: tracking is a view of the run, not the run."""
 
-    def __init__(self, inner: Tracker, log: Callable[[str], None]) -> None:
-        self.inner, self.log, self.broken = inner, log, False
+    def __init__(self, inner: Tracker) -> None:
+        self.inner, self.broken = inner, False
 
     def _call(self, what: str, *args: Any) -> None:
         if self.broken:
@@ -147,7 +149,7 @@ class _Guarded(Tracker):
             getattr(self.inner, what)(*args)
         except Exception as exc:  # noqa: BLE001 - any tracker failure: the run goes on
             self.broken = True
-            self.log(f"warning: {self.inner.name} stopped recording ({type(exc).__name__}: {str(exc)[:200]}); the run goes on")
+            logger.warning(f"{self.inner.name} stopped recording ({type(exc).__name__}: {str(exc)[:200]}); the run goes on")
 
     def start(self, config: Mapping[str, Any], run_dir: Path, first_epoch: int) -> None:
         self._call("start", config, run_dir, first_epoch)
@@ -183,16 +185,16 @@ class _All(Tracker):
             t.close()
 
 
-def open_trackers(mlflow_uri: str | None, log: Callable[[str], None], tensorboard: bool | None = None) -> Tracker:
+def open_trackers(mlflow_uri: str | None, tensorboard: bool | None = None) -> Tracker:
     """The trackers a run reports to: TensorBoard when installed (or as `tensorboard` says),
     MLflow when given a URI ("" for the default local store)."""
     trackers: list[Tracker] = []
     if tensorboard is None:
         tensorboard = importlib.util.find_spec("tensorboard") is not None
     if tensorboard:
-        trackers.append(_Guarded(_TensorBoard(), log))
+        trackers.append(_Guarded(_TensorBoard()))
     if mlflow_uri is not None:
         if importlib.util.find_spec("mlflow") is None:
             raise PneumoError("--mlflow needs MLflow: pip install 'pneumo[track]' (or mlflow)")
-        trackers.append(_Guarded(_MLflow(mlflow_uri or DEFAULT_MLFLOW_URI), log))
+        trackers.append(_Guarded(_MLflow(mlflow_uri or DEFAULT_MLFLOW_URI)))
     return _All(trackers)
